@@ -1,0 +1,137 @@
+/**
+ * The TCMUR bdev module (the seed's bdev_tcmur): a BlockDevice over a tcmu-runner style handler
+ * backend. The UUID is derived from the device name and cfgstring, so a `file` device keeps its
+ * SCSI identity (VPD 0x83) across restarts.
+ */
+import { createHash } from "node:crypto";
+import type { TcmurDeviceBackend, TcmurHandler } from "../../tcmur/handler.js";
+import type { TcmurDeviceConfig, TcmurHandlerRegistry } from "../../tcmur/handler_registry.js";
+import { BlockDeviceError, checkRange, iovLength, type BlockDevice, type WriteOptions } from "../bdev.js";
+
+const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+
+/** A name-based UUID (RFC 4122 §4.3 layout, SHA-1, version 5 bits) from stable strings. */
+export function stableUuid(...parts: string[]): string {
+  const h = createHash("sha1").update(parts.join("\0")).digest();
+  h[6] = (h[6] & 0x0f) | 0x50;
+  h[8] = (h[8] & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString("hex");
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+export class TcmurBdev implements BlockDevice {
+  readonly productName: string;
+  readonly blockSize: number;
+  readonly blockCount: number;
+  readonly uuid: string;
+  readonly volatileWriteCache: boolean;
+  readonly supportsUnmap: boolean;
+  readonly unmapReadsZeroes: boolean;
+  readonly readOnly: boolean;
+  private backend: TcmurDeviceBackend | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly minor: number,
+    readonly cfgstring: string,
+    backend: TcmurDeviceBackend,
+    handler: Pick<TcmurHandler, "name" | "productName">,
+  ) {
+    this.backend = backend;
+    this.productName = (handler.productName ?? `TCMU ${handler.name}`).slice(0, 16);
+    this.blockSize = backend.blockSize;
+    this.blockCount = backend.sizeBytes / backend.blockSize;
+    this.uuid = stableUuid("tcmur", name, cfgstring);
+    this.volatileWriteCache = backend.volatileWriteCache;
+    this.supportsUnmap = typeof backend.discard === "function";
+    this.unmapReadsZeroes = this.supportsUnmap;
+    this.readOnly = backend.readOnly;
+  }
+
+  private open(): TcmurDeviceBackend {
+    if (!this.backend) throw new BlockDeviceError(`${this.name}: device is closed`, "closed");
+    return this.backend;
+  }
+
+  private writable(): TcmurDeviceBackend {
+    const b = this.open();
+    if (b.readOnly) throw new BlockDeviceError(`${this.name}: device is read-only`, "read-only");
+    return b;
+  }
+
+  async readv(lba: number, iov: readonly Buffer[]): Promise<void> {
+    const b = this.open();
+    checkRange(this, lba, iovLength(iov));
+    try {
+      await b.readv(iov, lba * this.blockSize);
+    } catch (err) {
+      throw ioError(this.name, "read", lba, err);
+    }
+  }
+
+  async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
+    const b = this.writable();
+    checkRange(this, lba, iovLength(iov));
+    try {
+      await b.writev(iov, lba * this.blockSize);
+      // SBC-3 4.11: FUA data is on the medium when the command completes.
+      if (options?.fua && b.volatileWriteCache) await b.flush();
+    } catch (err) {
+      throw ioError(this.name, "write", lba, err);
+    }
+  }
+
+  async flush(): Promise<void> {
+    const b = this.open();
+    if (b.readOnly) return;
+    try {
+      await b.flush();
+    } catch (err) {
+      throw ioError(this.name, "flush", 0, err);
+    }
+  }
+
+  async unmap(lba: number, blocks: number): Promise<void> {
+    await this.writeZeroes(lba, blocks);
+  }
+
+  async writeZeroes(lba: number, blocks: number): Promise<void> {
+    const b = this.writable();
+    checkRange(this, lba, blocks * this.blockSize);
+    const offset = lba * this.blockSize;
+    const length = blocks * this.blockSize;
+    try {
+      if (b.discard) {
+        await b.discard(offset, length);
+        return;
+      }
+      for (let done = 0; done < length; done += ZERO_CHUNK.length) {
+        await b.writev([ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - done))], offset + done);
+      }
+    } catch (err) {
+      throw ioError(this.name, "write zeroes", lba, err);
+    }
+  }
+
+  async close(): Promise<void> {
+    const b = this.backend;
+    this.backend = undefined;
+    if (b) await b.close();
+  }
+}
+
+function ioError(name: string, op: string, lba: number, err: unknown): BlockDeviceError {
+  if (err instanceof BlockDeviceError) return err;
+  const e = new BlockDeviceError(`${name}: ${op} at LBA ${lba} failed: ${(err as Error).message}`, "medium");
+  e.cause = err;
+  return e;
+}
+
+/** Open one `[TCMUR]` device with the handler its cfgstring names. */
+export async function createTcmurDevice(
+  dev: TcmurDeviceConfig,
+  handlers: TcmurHandlerRegistry,
+): Promise<TcmurBdev> {
+  const { backend, handler } = await handlers.open(dev);
+  return new TcmurBdev(dev.name, dev.minor, dev.cfgstring, backend, handler);
+}
