@@ -1,0 +1,173 @@
+/**
+ * A SCSI target device (SPDK's spdk_scsi_dev, SAM-5 4.6): the logical units one iSCSI target node
+ * exports, routing of tasks to them, and the task management functions of SAM-5 7.
+ */
+import { join } from "node:path";
+import type { BlockDevice } from "../bdev/bdev.js";
+import { log, type Logger } from "../util/log.js";
+import { Op } from "./cdb.js";
+import { respond, type TargetInfo } from "./command.js";
+import { inquiryNoLun } from "./inquiry.js";
+import { LogicalUnit } from "./lun.js";
+import { MAX_LUN } from "./lun_id.js";
+import { answerReportLuns } from "./spc.js";
+import { ASC, SenseError, SenseKey, fixedSense, invalidCdbField } from "./sense.js";
+import {
+  ScsiStatus,
+  type ITNexus,
+  type ScsiTargetDevice,
+  type ScsiTask,
+  type TaskManagementRequest,
+  type TaskManagementResult,
+} from "./task.js";
+
+export interface LunConfig {
+  readonly id: number;
+  readonly bdev: BlockDevice;
+}
+
+export interface ScsiDeviceOptions {
+  name: string;
+  luns: readonly LunConfig[];
+  /** T10 vendor identification for INQUIRY, default "USERTGT". */
+  vendor?: string;
+  /** Where APTPL reservation state files go; undefined = APTPL=1 is refused. */
+  aptplDir?: string;
+}
+
+/** File-name-safe form of a target name for per-LU state files. */
+function safeFileName(s: string): string {
+  return s.replace(/[^A-Za-z0-9._-]/g, "_");
+}
+
+export class ScsiDevice implements ScsiTargetDevice, TargetInfo {
+  readonly name: string;
+  private readonly luns = new Map<number, LogicalUnit>();
+  private readonly logger: Logger;
+
+  constructor(opts: ScsiDeviceOptions) {
+    this.name = opts.name;
+    this.logger = log.child({ module: "scsi", device: opts.name });
+    const vendor = opts.vendor ?? "USERTGT";
+    for (const l of opts.luns) {
+      if (!Number.isInteger(l.id) || l.id < 0 || l.id > MAX_LUN) {
+        throw new Error(`SCSI device ${opts.name}: LUN ${l.id} is not an integer in 0..${MAX_LUN}`);
+      }
+      if (this.luns.has(l.id)) throw new Error(`SCSI device ${opts.name}: LUN ${l.id} is configured twice`);
+      const aptplFile = opts.aptplDir
+        ? join(opts.aptplDir, `${safeFileName(opts.name)}.lun${l.id}.pr.json`)
+        : undefined;
+      this.luns.set(
+        l.id,
+        new LogicalUnit({ id: l.id, bdev: l.bdev, name: `${opts.name}/${l.id}`, vendor, aptplFile }),
+      );
+    }
+  }
+
+  /** Load persisted (APTPL) reservation state of every LU. */
+  async init(): Promise<void> {
+    for (const lu of this.luns.values()) await lu.reservations.load();
+  }
+
+  lunIds(): number[] {
+    return [...this.luns.keys()].sort((a, b) => a - b);
+  }
+
+  /** The logical unit with this LUN, for tests and management. */
+  logicalUnit(id: number): LogicalUnit | undefined {
+    return this.luns.get(id);
+  }
+
+  async execute(task: ScsiTask): Promise<void> {
+    const lu = this.luns.get(task.lun);
+    if (lu) {
+      await lu.execute(task, this);
+      return;
+    }
+    try {
+      this.executeWithoutLun(task);
+    } catch (e) {
+      task.dataIn = [];
+      task.status = ScsiStatus.CheckCondition;
+      task.sense =
+        e instanceof SenseError
+          ? fixedSense(e.key, e.asc, e.details)
+          : fixedSense(SenseKey.HardwareError, ASC.INTERNAL_TARGET_FAILURE);
+    }
+  }
+
+  /**
+   * SPC-4 / SAM-5 5.9.x for an incorrect LUN: INQUIRY answers with peripheral qualifier 011b,
+   * REPORT LUNS works, REQUEST SENSE reports LOGICAL UNIT NOT SUPPORTED, anything else fails.
+   */
+  private executeWithoutLun(task: ScsiTask): void {
+    const cdb = task.cdb;
+    switch (cdb[0]) {
+      case Op.Inquiry:
+        if (cdb[1] & 0x01) throw invalidCdbField(1, 0);
+        respond(task, inquiryNoLun(), cdb.readUInt16BE(3));
+        return;
+      case Op.ReportLuns:
+        answerReportLuns(task, this);
+        return;
+      case Op.RequestSense:
+        respond(task, fixedSense(SenseKey.IllegalRequest, ASC.LOGICAL_UNIT_NOT_SUPPORTED), cdb[4]);
+        return;
+      default:
+        throw new SenseError(SenseKey.IllegalRequest, ASC.LOGICAL_UNIT_NOT_SUPPORTED);
+    }
+  }
+
+  async taskManagement(req: TaskManagementRequest): Promise<TaskManagementResult> {
+    const key = req.nexus.key;
+    const lu = this.luns.get(req.lun);
+    switch (req.fn) {
+      case "abort-task": {
+        if (!lu) return "no-such-lun";
+        const hit = lu.taskSet.select((e) => e.nexusKey === key && e.task.tag === req.referencedTag);
+        if (hit.length === 0) return "no-such-task";
+        await lu.taskSet.abort(hit);
+        return "complete";
+      }
+      case "abort-task-set": {
+        if (!lu) return "no-such-lun";
+        await lu.taskSet.abort(lu.taskSet.select((e) => e.nexusKey === key));
+        return "complete";
+      }
+      case "clear-task-set": {
+        if (!lu) return "no-such-lun";
+        const all = lu.taskSet.select(() => true);
+        const others = new Set(all.filter((e) => e.nexusKey !== key).map((e) => e.nexusKey));
+        await lu.taskSet.abort(all);
+        // SAM-5 7.4 (TAS=0): initiators whose tasks were cleared are told so.
+        lu.unitAttentions.establish([...others], ASC.COMMANDS_CLEARED_BY_ANOTHER_INITIATOR);
+        return "complete";
+      }
+      case "logical-unit-reset": {
+        if (!lu) return "no-such-lun";
+        await this.resetLogicalUnit(lu);
+        return "complete";
+      }
+      case "target-warm-reset":
+      case "target-cold-reset":
+        // SAM-5 7.7: a target reset is a logical unit reset of every LU.
+        await Promise.all([...this.luns.values()].map((l) => this.resetLogicalUnit(l)));
+        return "complete";
+      case "clear-aca":
+        return "not-supported";
+      default:
+        return "not-supported";
+    }
+  }
+
+  /** SAM-5 7.6: abort every task, then reset the LU's state. */
+  private async resetLogicalUnit(lu: LogicalUnit): Promise<void> {
+    this.logger.info({ lun: lu.id }, "logical unit reset");
+    await lu.taskSet.abort(lu.taskSet.select(() => true));
+    lu.reset();
+  }
+
+  nexusLost(nexus: ITNexus): void {
+    for (const lu of this.luns.values()) lu.nexusLost(nexus);
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * One logical unit (SAM-5 4.6.x): a block device with its task set, unit attentions, mode page
+ * state, PREVENT ALLOW MEDIUM REMOVAL and START STOP UNIT state, and its reservations. execute()
+ * runs the SAM-5 command sequence: task attribute → unit attention → CDB checks → reservation
+ * conflict → medium state → the command.
+ */
+import { BlockDeviceError, type BlockDevice } from "../bdev/bdev.js";
+import { log, type Logger } from "../util/log.js";
+import { checkControlByte, cdbLengthOf } from "./cdb.js";
+import type { CommandContext, CommandDescriptor, TargetInfo } from "./command.js";
+import { lookupCommand } from "./commands.js";
+import { LbaRangeLock } from "./lba_range_lock.js";
+import { ModePages } from "./mode_pages.js";
+import { Reservations, ReservationConflict } from "./reservations.js";
+import { ASC, SenseError, SenseKey, buildSense, invalidCdbField, type AscAscq } from "./sense.js";
+import { ScsiStatus, type ITNexus, type ScsiTask } from "./task.js";
+import { TaskSet } from "./task_set.js";
+import { UnitAttentions } from "./unit_attention.js";
+
+export interface LogicalUnitOptions {
+  readonly id: number;
+  readonly bdev: BlockDevice;
+  /** "<device name>/<lun>", for logs and the reservation state file. */
+  readonly name: string;
+  readonly vendor: string;
+  readonly aptplFile?: string;
+}
+
+/** NOT READY, MEDIUM NOT PRESENT after an eject (SPC-4 5.17 / SBC-3 4.x removable medium). */
+const mediumNotPresent = (): SenseError => new SenseError(SenseKey.NotReady, ASC.MEDIUM_NOT_PRESENT);
+
+export class LogicalUnit {
+  readonly id: number;
+  readonly bdev: BlockDevice;
+  readonly name: string;
+  readonly vendor: string;
+  readonly taskSet = new TaskSet();
+  readonly unitAttentions = new UnitAttentions();
+  readonly rangeLock = new LbaRangeLock();
+  readonly mode: ModePages;
+  readonly reservations: Reservations;
+  /** I_T nexuses that hold a PREVENT ALLOW MEDIUM REMOVAL prevent (SPC-4 6.13 / SBC-3 5.14). */
+  readonly preventers = new Set<string>();
+  /** START STOP UNIT: false after LOEJ=1 START=0 (medium ejected) until loaded again. */
+  mediumLoaded = true;
+  private readonly logger: Logger;
+
+  constructor(opts: LogicalUnitOptions) {
+    this.id = opts.id;
+    this.bdev = opts.bdev;
+    this.name = opts.name;
+    this.vendor = opts.vendor;
+    this.mode = new ModePages(opts.bdev);
+    this.logger = log.child({ module: "scsi", lun: opts.name });
+    this.reservations = new Reservations({
+      lunName: opts.name,
+      aptplFile: opts.aptplFile,
+      hooks: {
+        unitAttention: (keys, asc) => this.unitAttentions.establish(keys, asc),
+        abortTasksOf: (keys) => {
+          const set = new Set(keys);
+          for (const e of this.taskSet.select((x) => set.has(x.nexusKey))) e.task.aborted = true;
+        },
+      },
+    });
+  }
+
+  /** Sense data in the format the control mode page selects (D_SENSE, SPC-4 7.5.8). */
+  sense(err: SenseError): Buffer {
+    return buildSense(this.mode.descriptorSense, err);
+  }
+
+  /** Complete `task` with CHECK CONDITION and this sense. */
+  checkCondition(task: ScsiTask, key: SenseKey, asc: AscAscq): void {
+    task.status = ScsiStatus.CheckCondition;
+    task.sense = this.sense(new SenseError(key, asc));
+  }
+
+  /** Fail a command for a medium that is not there (SBC-3: medium access commands after an eject). */
+  requireMedium(): void {
+    if (!this.mediumLoaded) throw mediumNotPresent();
+  }
+
+  /** Execute one task through the task set; never throws. */
+  async execute(task: ScsiTask, target: TargetInfo): Promise<void> {
+    let leave: (() => void) | undefined;
+    try {
+      leave = await this.taskSet.enter(task);
+      if (task.aborted) return;
+      await this.run(task, target);
+    } catch (e) {
+      this.fail(task, e);
+    } finally {
+      leave?.();
+    }
+  }
+
+  private async run(task: ScsiTask, target: TargetInfo): Promise<void> {
+    const cdb = task.cdb;
+    const nexusKey = task.nexus.key;
+    this.unitAttentions.contact(nexusKey);
+    const found = lookupCommand(cdb);
+    const desc: CommandDescriptor | undefined = found.descriptor;
+    // SAM-5 5.14: a pending unit attention is reported instead of running the command, except for
+    // the commands SPC-4 lets through (INQUIRY, REPORT LUNS, REQUEST SENSE).
+    if (!desc?.uaExempt) {
+      const ua = this.unitAttentions.take(nexusKey);
+      if (ua) {
+        this.checkCondition(task, SenseKey.UnitAttention, ua);
+        return;
+      }
+    }
+    if (!desc) {
+      if (found.badServiceAction) throw invalidCdbField(1, 4);
+      throw new SenseError(SenseKey.IllegalRequest, ASC.INVALID_COMMAND_OPERATION_CODE);
+    }
+    const length = cdbLengthOf(cdb[0]) ?? cdb.length;
+    if (cdb.length < length)
+      throw new SenseError(SenseKey.IllegalRequest, ASC.INVALID_COMMAND_OPERATION_CODE);
+    checkControlByte(cdb, length);
+    if (this.reservations.conflicts(task.nexus, cdb)) {
+      task.status = ScsiStatus.ReservationConflict;
+      return;
+    }
+    const ctx: CommandContext = { task, lu: this, target };
+    await desc.handler(ctx);
+  }
+
+  /** Turn whatever a handler threw into a status (never rethrows). */
+  fail(task: ScsiTask, e: unknown): void {
+    task.dataIn = [];
+    if (e instanceof SenseError) {
+      task.status = ScsiStatus.CheckCondition;
+      task.sense = this.sense(e);
+      return;
+    }
+    if (e instanceof ReservationConflict) {
+      task.status = ScsiStatus.ReservationConflict;
+      task.sense = undefined;
+      return;
+    }
+    if (e instanceof BlockDeviceError) {
+      this.logger.warn({ err: e.message, op: task.cdb[0] }, "block device error");
+      task.status = ScsiStatus.CheckCondition;
+      task.sense = this.sense(senseForBdevError(e, task.cdb[0]));
+      return;
+    }
+    this.logger.error({ err: e, op: task.cdb[0] }, "internal error executing command");
+    task.status = ScsiStatus.CheckCondition;
+    task.sense = this.sense(new SenseError(SenseKey.HardwareError, ASC.INTERNAL_TARGET_FAILURE));
+  }
+
+  /** The nexus is gone: its prevent, SPC-2 reservation and unit attentions go with it (SPC-4 6.13). */
+  nexusLost(nexus: ITNexus): void {
+    this.preventers.delete(nexus.key);
+    this.unitAttentions.forget(nexus.key);
+    this.reservations.nexusLost(nexus);
+  }
+
+  /**
+   * LOGICAL UNIT RESET side effects (SAM-5 6.6): prevents cleared, SPC-2 reservations released,
+   * mode parameters back to their defaults, and a BUS DEVICE RESET unit attention for every nexus.
+   */
+  reset(): void {
+    this.preventers.clear();
+    this.reservations.logicalUnitReset();
+    this.mode.resetToDefaults();
+    this.unitAttentions.establishForOthers(undefined, ASC.BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+  }
+}
+
+/** SBC-3 / SPC-4 sense for a block device failure. */
+function senseForBdevError(e: BlockDeviceError, opcode: number): SenseError {
+  switch (e.kind) {
+    case "out-of-range":
+      return new SenseError(SenseKey.IllegalRequest, ASC.LBA_OUT_OF_RANGE);
+    case "read-only":
+      return new SenseError(SenseKey.DataProtect, ASC.WRITE_PROTECTED);
+    case "closed":
+      return new SenseError(SenseKey.NotReady, ASC.LUN_NOT_READY_CAUSE_NOT_REPORTABLE);
+    case "medium":
+      return new SenseError(
+        SenseKey.MediumError,
+        isWriteOpcode(opcode) ? ASC.WRITE_ERROR : ASC.UNRECOVERED_READ_ERROR,
+      );
+    default:
+      return new SenseError(SenseKey.HardwareError, ASC.INTERNAL_TARGET_FAILURE);
+  }
+}
+
+function isWriteOpcode(op: number): boolean {
+  return [0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e, 0x41, 0x93, 0x89, 0x8b, 0x42].includes(op);
+}

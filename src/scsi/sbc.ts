@@ -1,0 +1,427 @@
+/**
+ * SBC-3 block commands: READ/WRITE 6/10/12/16, WRITE AND VERIFY, VERIFY, ORWRITE, COMPARE AND
+ * WRITE, WRITE SAME, UNMAP, SYNCHRONIZE CACHE, PRE-FETCH, READ CAPACITY 10/16, GET LBA STATUS,
+ * START STOP UNIT and READ DEFECT DATA. No protection information: any nonzero RDPROTECT/WRPROTECT/
+ * VRPROTECT/ORPROTECT is an invalid field (SBC-3 4.22.1).
+ */
+import { Op, blockRange, cdbLengthOf, readU64 } from "./cdb.js";
+import { dataOutBuffer, dataOutVector, respond, type CommandContext } from "./command.js";
+import { blockLimits } from "./inquiry.js";
+import type { LogicalUnit } from "./lun.js";
+import { ASC, SenseError, SenseKey, invalidCdbField, invalidParameterField } from "./sense.js";
+import { ScsiStatus } from "./task.js";
+
+const lbaOutOfRange = (): SenseError => new SenseError(SenseKey.IllegalRequest, ASC.LBA_OUT_OF_RANGE);
+
+/**
+ * SBC-3 4.5: the range must lie inside the medium (LBA OUT OF RANGE), and the transfer must not
+ * exceed MAXIMUM TRANSFER LENGTH (INVALID FIELD IN CDB, pointing at the length field).
+ */
+function checkBlockRange(lu: LogicalUnit, cdb: Buffer, lba: number, blocks: number, maxBlocks: number): void {
+  const count = lu.bdev.blockCount;
+  if (lba > count || lba + blocks > count || (blocks === 0 && lba >= count)) throw lbaOutOfRange();
+  if (blocks > maxBlocks) throw invalidCdbField(lengthFieldOffset(cdb));
+}
+
+function lengthFieldOffset(cdb: Buffer): number {
+  switch (cdbLengthOf(cdb[0])) {
+    case 6:
+      return 4;
+    case 10:
+      return 7;
+    case 12:
+      return 6;
+    default:
+      return 10;
+  }
+}
+
+/** RDPROTECT/WRPROTECT/VRPROTECT/ORPROTECT in byte 1 bits 7..5 (not in the 6-byte CDBs). */
+function checkNoProtection(cdb: Buffer): void {
+  if (cdbLengthOf(cdb[0]) !== 6 && cdb[1] & 0xe0) throw invalidCdbField(1, 7);
+}
+
+/** SPC-4 7.5.8 SWP: writes fail with DATA PROTECT, WRITE PROTECTED. */
+function checkWritable(lu: LogicalUnit): void {
+  if (lu.mode.softwareWriteProtect) throw new SenseError(SenseKey.DataProtect, ASC.WRITE_PROTECTED);
+}
+
+/** FUA, or write-through when the volatile cache is disabled (caching page WCE=0). */
+function forceUnitAccess(lu: LogicalUnit, cdb: Buffer): boolean {
+  const fua = cdbLengthOf(cdb[0]) !== 6 && (cdb[1] & 0x08) !== 0;
+  return fua || (lu.bdev.volatileWriteCache && !lu.mode.writeCacheEnabled);
+}
+
+export async function read(ctx: CommandContext): Promise<void> {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  checkNoProtection(cdb);
+  const { lba, blocks } = blockRange(cdb);
+  lu.requireMedium();
+  checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
+  if (blocks === 0) return;
+  const buf = Buffer.allocUnsafe(blocks * lu.bdev.blockSize);
+  const release = await lu.rangeLock.acquire(lba, blocks, false);
+  try {
+    await lu.bdev.readv(lba, [buf]);
+  } finally {
+    release();
+  }
+  task.dataIn = [buf];
+  task.transferLength = buf.length;
+}
+
+/** WRITE 6/10/12/16 and WRITE AND VERIFY 10/12/16 (the verify of data just written always passes). */
+export async function write(ctx: CommandContext): Promise<void> {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  checkNoProtection(cdb);
+  const { lba, blocks } = blockRange(cdb);
+  lu.requireMedium();
+  checkWritable(lu);
+  checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
+  const bs = lu.bdev.blockSize;
+  task.transferLength = blocks * bs;
+  // Only whole blocks that actually arrived are written: a short Expected Data Transfer Length
+  // leaves the rest of the range untouched (the transport reports the residual).
+  let got = 0;
+  for (const b of task.dataOut) got += b.length;
+  const whole = Math.min(blocks, Math.floor(got / bs));
+  if (whole === 0) return;
+  const iov = dataOutVector(task, whole * bs);
+  const release = await lu.rangeLock.acquire(lba, whole, true);
+  try {
+    await lu.bdev.writev(lba, iov, { fua: forceUnitAccess(lu, cdb) });
+  } finally {
+    release();
+  }
+}
+
+/** The first offset where `a` and `b` differ, or -1. */
+function firstDifference(a: Buffer, b: Buffer): number {
+  if (a.equals(b)) return -1;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
+  return -1;
+}
+
+function miscompare(offset: number): SenseError {
+  return new SenseError(SenseKey.Miscompare, ASC.MISCOMPARE_DURING_VERIFY, { information: offset });
+}
+
+/** VERIFY 10/12/16 (SBC-3 5.33): BYTCHK 00b medium check, 01b compare all, 11b compare one block to each. */
+export async function verify(ctx: CommandContext): Promise<void> {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  checkNoProtection(cdb);
+  const bytchk = (cdb[1] >> 1) & 0x03;
+  if (bytchk === 2) throw invalidCdbField(1, 2);
+  const { lba, blocks } = blockRange(cdb);
+  lu.requireMedium();
+  checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
+  const bs = lu.bdev.blockSize;
+  if (bytchk === 0) {
+    if (blocks > 0) await lu.bdev.readv(lba, [Buffer.allocUnsafe(blocks * bs)]);
+    return;
+  }
+  const want = bytchk === 1 ? blocks * bs : bs;
+  task.transferLength = blocks === 0 ? 0 : want;
+  if (blocks === 0) return;
+  const data = dataOutBuffer(task, want);
+  if (data.length < want) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
+  const medium = Buffer.allocUnsafe(blocks * bs);
+  const release = await lu.rangeLock.acquire(lba, blocks, false);
+  try {
+    await lu.bdev.readv(lba, [medium]);
+  } finally {
+    release();
+  }
+  for (let i = 0; i < blocks; i++) {
+    const expect = bytchk === 1 ? data.subarray(i * bs, (i + 1) * bs) : data;
+    const at = firstDifference(medium.subarray(i * bs, (i + 1) * bs), expect);
+    if (at >= 0) throw miscompare(i * bs + at);
+  }
+}
+
+/**
+ * COMPARE AND WRITE (SBC-3 5.2): compare NUMBER OF LOGICAL BLOCKS with the first half of the
+ * data-out and, only if equal, write the second half — atomically, under an exclusive range lock.
+ * On a mismatch the INFORMATION field holds the offset of the first differing byte.
+ */
+export async function compareAndWrite(ctx: CommandContext): Promise<void> {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  checkNoProtection(cdb);
+  const lba = readU64(cdb, 2);
+  const blocks = cdb[13];
+  lu.requireMedium();
+  checkWritable(lu);
+  const limits = blockLimits(lu);
+  const count = lu.bdev.blockCount;
+  if (lba > count || lba + blocks > count) throw lbaOutOfRange();
+  if (blocks > limits.maxCompareAndWriteBlocks) throw invalidCdbField(13);
+  const bs = lu.bdev.blockSize;
+  const bytes = blocks * bs;
+  task.transferLength = 2 * bytes;
+  if (blocks === 0) return;
+  const data = dataOutBuffer(task, 2 * bytes);
+  if (data.length < 2 * bytes) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
+  const release = await lu.rangeLock.acquire(lba, blocks, true);
+  try {
+    const medium = Buffer.allocUnsafe(bytes);
+    await lu.bdev.readv(lba, [medium]);
+    const at = firstDifference(medium, data.subarray(0, bytes));
+    if (at >= 0) throw miscompare(at);
+    await lu.bdev.writev(lba, [data.subarray(bytes)], { fua: forceUnitAccess(lu, cdb) });
+  } finally {
+    release();
+  }
+}
+
+/** ORWRITE(16) (SBC-3 5.9): the medium becomes medium OR data-out, under an exclusive range lock. */
+export async function orWrite(ctx: CommandContext): Promise<void> {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  checkNoProtection(cdb);
+  const { lba, blocks } = blockRange(cdb);
+  lu.requireMedium();
+  checkWritable(lu);
+  checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
+  const bytes = blocks * lu.bdev.blockSize;
+  task.transferLength = bytes;
+  if (blocks === 0) return;
+  const data = dataOutBuffer(task, bytes);
+  if (data.length < bytes) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
+  const release = await lu.rangeLock.acquire(lba, blocks, true);
+  try {
+    const medium = Buffer.allocUnsafe(bytes);
+    await lu.bdev.readv(lba, [medium]);
+    for (let i = 0; i < bytes; i++) medium[i] |= data[i];
+    await lu.bdev.writev(lba, [medium], { fua: forceUnitAccess(lu, cdb) });
+  } finally {
+    release();
+  }
+}
+
+function isAllZero(b: Buffer): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * WRITE SAME 10/16 (SBC-3 5.42/5.43): one block of data-out (or zeroes with NDOB) written to every
+ * block of the range; UNMAP=1 with zero data deallocates. NUMBER OF LOGICAL BLOCKS 0 means "to the
+ * end of the medium", within MAXIMUM WRITE SAME LENGTH. ANCHOR is not supported.
+ */
+export async function writeSame(ctx: CommandContext): Promise<void> {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  const sixteen = cdb[0] === Op.WriteSame16;
+  checkNoProtection(cdb);
+  if (cdb[1] & 0x10) throw invalidCdbField(1, 4); // ANCHOR (SBC-3 4.7.3.x: no anchored LBAs)
+  const unmap = (cdb[1] & 0x08) !== 0;
+  const ndob = sixteen && (cdb[1] & 0x01) !== 0;
+  const lba = sixteen ? readU64(cdb, 2) : cdb.readUInt32BE(2);
+  let blocks = sixteen ? cdb.readUInt32BE(10) : cdb.readUInt16BE(7);
+  lu.requireMedium();
+  checkWritable(lu);
+  const count = lu.bdev.blockCount;
+  if (lba >= count || lba + blocks > count) throw lbaOutOfRange();
+  if (blocks === 0) blocks = count - lba;
+  if (blocks > blockLimits(lu).maxWriteSameBlocks) throw invalidCdbField(sixteen ? 10 : 7);
+  if (unmap && !lu.bdev.supportsUnmap) throw invalidCdbField(1, 3);
+  const bs = lu.bdev.blockSize;
+  let pattern: Buffer;
+  if (ndob) {
+    pattern = Buffer.alloc(bs);
+  } else {
+    task.transferLength = bs;
+    pattern = dataOutBuffer(task, bs);
+    if (pattern.length < bs) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
+  }
+  const release = await lu.rangeLock.acquire(lba, blocks, true);
+  try {
+    if (isAllZero(pattern)) {
+      if (unmap && lu.bdev.unmapReadsZeroes) await lu.bdev.unmap(lba, blocks);
+      else await lu.bdev.writeZeroes(lba, blocks);
+      return;
+    }
+    // Write in chunks of at most 1 MiB of repeated pattern.
+    const perChunk = Math.max(1, Math.min(blocks, Math.floor((1024 * 1024) / bs)));
+    const chunk = Buffer.allocUnsafe(perChunk * bs);
+    for (let i = 0; i < perChunk; i++) pattern.copy(chunk, i * bs);
+    const fua = forceUnitAccess(lu, cdb);
+    for (let done = 0; done < blocks;) {
+      const n = Math.min(perChunk, blocks - done);
+      await lu.bdev.writev(lba + done, [chunk.subarray(0, n * bs)], { fua });
+      done += n;
+    }
+  } finally {
+    release();
+  }
+}
+
+/** UNMAP (SBC-3 5.28): parameter list of block descriptors, each checked before any is carried out. */
+export async function unmap(ctx: CommandContext): Promise<void> {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  if (!lu.bdev.supportsUnmap)
+    throw new SenseError(SenseKey.IllegalRequest, ASC.INVALID_COMMAND_OPERATION_CODE);
+  if (cdb[1] & 0x01) throw invalidCdbField(1, 0); // ANCHOR
+  const listLength = cdb.readUInt16BE(7);
+  task.transferLength = listLength;
+  lu.requireMedium();
+  checkWritable(lu);
+  if (listLength === 0) return;
+  if (listLength < 8) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
+  const list = dataOutBuffer(task, listLength);
+  if (list.length < 8) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
+  const descLength = Math.min(list.readUInt16BE(2), list.length - 8) & ~15;
+  const n = descLength / 16;
+  const limits = blockLimits(lu);
+  if (n > limits.maxUnmapDescriptors) throw invalidParameterField(2);
+  const ranges: [number, number][] = [];
+  for (let i = 0; i < n; i++) {
+    const off = 8 + 16 * i;
+    const lba = readU64(list, off);
+    const blocks = list.readUInt32BE(off + 8);
+    if (lba + blocks > lu.bdev.blockCount || lba > lu.bdev.blockCount) throw lbaOutOfRange();
+    if (blocks > limits.maxUnmapBlocks) throw invalidParameterField(off + 8);
+    if (blocks > 0) ranges.push([lba, blocks]);
+  }
+  for (const [lba, blocks] of ranges) {
+    const release = await lu.rangeLock.acquire(lba, blocks, true);
+    try {
+      await lu.bdev.unmap(lba, blocks);
+    } finally {
+      release();
+    }
+  }
+}
+
+/** SYNCHRONIZE CACHE 10/16 (SBC-3 5.22): the whole device is flushed whatever the range. */
+export async function synchronizeCache(ctx: CommandContext): Promise<void> {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  const sixteen = cdb[0] === Op.SynchronizeCache16;
+  const lba = sixteen ? readU64(cdb, 2) : cdb.readUInt32BE(2);
+  const blocks = sixteen ? cdb.readUInt32BE(10) : cdb.readUInt16BE(7);
+  lu.requireMedium();
+  const count = lu.bdev.blockCount;
+  if (lba > count || lba + blocks > count) throw lbaOutOfRange();
+  await lu.bdev.flush();
+}
+
+/** PRE-FETCH 10/16 (SBC-3 5.10): nothing to stage in a device without a read cache of its own. */
+export function preFetch(ctx: CommandContext): void {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  const sixteen = cdb[0] === Op.PreFetch16;
+  const lba = sixteen ? readU64(cdb, 2) : cdb.readUInt32BE(2);
+  const blocks = sixteen ? cdb.readUInt32BE(10) : cdb.readUInt16BE(7);
+  lu.requireMedium();
+  const count = lu.bdev.blockCount;
+  if (lba > count || lba + blocks > count) throw lbaOutOfRange();
+  task.status = ScsiStatus.Good;
+}
+
+/** READ CAPACITY(10) (SBC-3 5.15): RETURNED LOGICAL BLOCK ADDRESS capped at FFFFFFFFh. */
+export function readCapacity10(ctx: CommandContext): void {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  const pmi = (cdb[8] & 0x01) !== 0;
+  if (!pmi && cdb.readUInt32BE(2) !== 0) throw invalidCdbField(2);
+  lu.requireMedium();
+  const data = Buffer.alloc(8);
+  data.writeUInt32BE(Math.min(lu.bdev.blockCount - 1, 0xffffffff), 0);
+  data.writeUInt32BE(lu.bdev.blockSize, 4);
+  respond(task, data, 8);
+}
+
+/** READ CAPACITY(16) (SBC-3 5.16): with LBPME and LBPRZ for thin provisioning. */
+export function readCapacity16(ctx: CommandContext): void {
+  const { task, lu } = ctx;
+  const alloc = task.cdb.readUInt32BE(10);
+  lu.requireMedium();
+  const data = Buffer.alloc(32);
+  data.writeBigUInt64BE(BigInt(lu.bdev.blockCount - 1), 0);
+  data.writeUInt32BE(lu.bdev.blockSize, 8);
+  if (lu.bdev.supportsUnmap) data[14] |= 0x80; // LBPME
+  if (lu.bdev.unmapReadsZeroes) data[14] |= 0x40; // LBPRZ
+  respond(task, data, alloc);
+}
+
+/** How many blocks GET LBA STATUS examines per call; it may describe less than the whole rest. */
+const LBA_STATUS_SCAN_BLOCKS = 1024;
+
+/**
+ * GET LBA STATUS (SBC-3 5.6). This target keeps no allocation map: on a device whose unmapped
+ * blocks read as zeroes, a zero block is reported deallocated and any other mapped.
+ */
+export async function getLbaStatus(ctx: CommandContext): Promise<void> {
+  const { task, lu } = ctx;
+  const lba = readU64(task.cdb, 2);
+  const alloc = task.cdb.readUInt32BE(10);
+  lu.requireMedium();
+  const count = lu.bdev.blockCount;
+  if (lba >= count) throw lbaOutOfRange();
+  const descriptors: Buffer[] = [];
+  const describe = (start: number, n: number, deallocated: boolean): void => {
+    const d = Buffer.alloc(16);
+    d.writeBigUInt64BE(BigInt(start), 0);
+    d.writeUInt32BE(n, 8);
+    d[12] = deallocated ? 0x01 : 0x00;
+    descriptors.push(d);
+  };
+  if (!(lu.bdev.supportsUnmap && lu.bdev.unmapReadsZeroes)) {
+    describe(lba, Math.min(count - lba, 0xffffffff), false);
+  } else {
+    const bs = lu.bdev.blockSize;
+    const n = Math.min(count - lba, LBA_STATUS_SCAN_BLOCKS);
+    const buf = Buffer.allocUnsafe(n * bs);
+    await lu.bdev.readv(lba, [buf]);
+    let runStart = 0;
+    let runZero = isAllZero(buf.subarray(0, bs));
+    for (let i = 1; i <= n; i++) {
+      const zero = i < n ? isAllZero(buf.subarray(i * bs, (i + 1) * bs)) : !runZero;
+      if (zero !== runZero) {
+        describe(lba + runStart, i - runStart, runZero);
+        runStart = i;
+        runZero = zero;
+      }
+    }
+  }
+  const data = Buffer.concat([Buffer.alloc(8), ...descriptors]);
+  data.writeUInt32BE(data.length - 4, 0);
+  respond(task, data, alloc);
+}
+
+/**
+ * START STOP UNIT (SBC-3 5.25). A POWER CONDITION other than START_VALID (0h) only changes power
+ * state, which a virtual device ignores. LOEJ=1 ejects (START=0) or loads (START=1) the medium,
+ * unless an I_T nexus prevents removal (SPC-4 6.13: MEDIUM REMOVAL PREVENTED).
+ */
+export function startStopUnit(ctx: CommandContext): void {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  const powerCondition = cdb[4] >> 4;
+  const loej = (cdb[4] & 0x02) !== 0;
+  const start = (cdb[4] & 0x01) !== 0;
+  if (powerCondition !== 0 || !loej) return;
+  if (lu.preventers.size > 0) {
+    throw new SenseError(SenseKey.IllegalRequest, ASC.MEDIUM_REMOVAL_PREVENTED);
+  }
+  lu.mediumLoaded = start;
+}
+
+/** READ DEFECT DATA 10/12 (SBC-3 5.17/5.18): a virtual medium has an empty defect list. */
+export function readDefectData(ctx: CommandContext): void {
+  const { task, lu } = ctx;
+  const cdb = task.cdb;
+  lu.requireMedium();
+  const twelve = cdb[0] === Op.ReadDefectData12;
+  const flags = twelve ? cdb[1] : cdb[2];
+  const data = Buffer.alloc(twelve ? 8 : 4);
+  // Echo REQ_PLIST/REQ_GLIST as PLISTV/GLISTV and the format; the list length stays 0.
+  data[1] = flags & 0x1f;
+  respond(task, data, twelve ? cdb.readUInt32BE(6) : cdb.readUInt16BE(7));
+}
