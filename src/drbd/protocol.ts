@@ -202,14 +202,22 @@ export function encodeHeader(command: number, length: number, agreedVersion: num
 export function decodeHeader(b: Buffer, agreedVersion: number): PacketHeader {
   const size = headerSize(agreedVersion);
   if (b.length < size) throw new DrbdProtocolError(`truncated header: ${b.length} of ${size} bytes`);
-  if (size === 16 && b.readUInt32BE(0) === DRBD_MAGIC_100) {
-    if (b.readUInt32BE(12) !== 0) throw new DrbdProtocolError("h100 header padding is not zero");
-    return { kind: "h100", volume: b.readUInt16BE(4), command: b.readUInt16BE(6), length: b.readUInt32BE(8) };
-  }
-  if (b.readUInt16BE(0) === DRBD_MAGIC_BIG)
+  // Once 100 is agreed only h100 is valid; before, h95 and h80 (told apart by magic) — decode_header().
+  if (size === 16) {
+    if (b.readUInt32BE(0) === DRBD_MAGIC_100) {
+      if (b.readUInt32BE(12) !== 0) throw new DrbdProtocolError("h100 header padding is not zero");
+      return {
+        kind: "h100",
+        volume: b.readUInt16BE(4),
+        command: b.readUInt16BE(6),
+        length: b.readUInt32BE(8),
+      };
+    }
+  } else if (b.readUInt16BE(0) === DRBD_MAGIC_BIG) {
     return { kind: "h95", volume: 0, command: b.readUInt16BE(2), length: b.readUInt32BE(4) };
-  if (b.readUInt32BE(0) === DRBD_MAGIC)
+  } else if (b.readUInt32BE(0) === DRBD_MAGIC) {
     return { kind: "h80", volume: 0, command: b.readUInt16BE(4), length: b.readUInt16BE(6) };
+  }
   throw new DrbdProtocolError(
     `wrong magic 0x${b.readUInt32BE(0).toString(16).padStart(8, "0")} for protocol version ${agreedVersion}`,
   );
