@@ -9,7 +9,7 @@ import { dataOutBuffer, dataOutVector, respond, type CommandContext } from "./co
 import { blockLimits } from "./inquiry.js";
 import type { LogicalUnit } from "./lun.js";
 import { ASC, SenseError, SenseKey, invalidCdbField, invalidParameterField } from "./sense.js";
-import { ScsiStatus } from "./task.js";
+import { ScsiStatus, type ScsiTask } from "./task.js";
 
 const lbaOutOfRange = (): SenseError => new SenseError(SenseKey.IllegalRequest, ASC.LBA_OUT_OF_RANGE);
 
@@ -163,8 +163,8 @@ export async function compareAndWrite(ctx: CommandContext): Promise<void> {
   const bytes = blocks * bs;
   task.transferLength = 2 * bytes;
   if (blocks === 0) return;
+  requireExactDataOut(task, 2 * bytes);
   const data = dataOutBuffer(task, 2 * bytes);
-  if (data.length < 2 * bytes) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
   const release = await lu.rangeLock.acquire(lba, blocks, true);
   try {
     const medium = Buffer.allocUnsafe(bytes);
@@ -202,6 +202,19 @@ export async function orWrite(ctx: CommandContext): Promise<void> {
   }
 }
 
+/**
+ * COMPARE AND WRITE and WRITE SAME take a data-out of an exact size; a transfer of any other size
+ * means the initiator and the CDB disagree, and the command is not carried out (SAM-5 5.3 / iSCSI
+ * INVALID FIELD IN COMMAND INFORMATION UNIT).
+ */
+function requireExactDataOut(task: ScsiTask, bytes: number): void {
+  let got = 0;
+  for (const b of task.dataOut) got += b.length;
+  if (got !== bytes || task.expectedDataLength !== bytes) {
+    throw new SenseError(SenseKey.IllegalRequest, ASC.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
+  }
+}
+
 function isAllZero(b: Buffer): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
   return true;
@@ -235,8 +248,8 @@ export async function writeSame(ctx: CommandContext): Promise<void> {
     pattern = Buffer.alloc(bs);
   } else {
     task.transferLength = bs;
+    requireExactDataOut(task, bs);
     pattern = dataOutBuffer(task, bs);
-    if (pattern.length < bs) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
   }
   const release = await lu.rangeLock.acquire(lba, blocks, true);
   try {
@@ -337,6 +350,12 @@ export function readCapacity10(ctx: CommandContext): void {
   respond(task, data, 8);
 }
 
+/**
+ * LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: 8 logical blocks per physical block, the 4 KiB
+ * physical sector of a 512-byte-emulation disk; I/O of any alignment still works.
+ */
+const PHYSICAL_BLOCK_EXPONENT = 3;
+
 /** READ CAPACITY(16) (SBC-3 5.16): with LBPME and LBPRZ for thin provisioning. */
 export function readCapacity16(ctx: CommandContext): void {
   const { task, lu } = ctx;
@@ -347,6 +366,7 @@ export function readCapacity16(ctx: CommandContext): void {
   data.writeUInt32BE(lu.bdev.blockSize, 8);
   if (lu.bdev.supportsUnmap) data[14] |= 0x80; // LBPME
   if (lu.bdev.unmapReadsZeroes) data[14] |= 0x40; // LBPRZ
+  data[13] = PHYSICAL_BLOCK_EXPONENT;
   respond(task, data, alloc);
 }
 
