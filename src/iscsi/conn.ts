@@ -1,0 +1,573 @@
+/**
+ * One iSCSI connection (RFC 7143 §4, §7.1): a TCP socket, its PDU framing, the login phase, then
+ * Full Feature Phase dispatch — SCSI commands with their data-out and results, NOP-Out / NOP-In
+ * (including the target's idle pings and the drop after Timeout), Logout, Reject, and the StatSN
+ * this connection numbers its responses with.
+ */
+import type { Socket } from "node:net";
+import type { Logger } from "../util/log.js";
+import { decodeLun } from "../scsi/lun_id.js";
+import { ScsiStatus, ScsiTask, type TaskAttribute } from "../scsi/task.js";
+import { DataOutCollector } from "./dataout.js";
+import { sendScsiResult, type ResultSink } from "./datain.js";
+import { LoginNegotiator, type LoginEnvironment } from "./login.js";
+import { defaultParams, type NegotiatedParams } from "./param.js";
+import {
+  CMD_ATTR_MASK,
+  CMD_READ,
+  CMD_WRITE,
+  FLAG_FINAL,
+  Opcode,
+  Pdu,
+  RESERVED_TAG,
+  RejectReason,
+  snAdd,
+} from "./pdu.js";
+import { PduFramingError, PduParser } from "./pdu_parser.js";
+import { PduWriter } from "./pdu_writer.js";
+import { ActiveTask, type Session, type SessionConnection } from "./session.js";
+import { handleTaskManagement } from "./tmf.js";
+import { handleTextRequest } from "./text.js";
+
+/** What a connection needs from the target beyond login. */
+export interface ConnectionHost extends LoginEnvironment {
+  connectionClosed(conn: Connection): void;
+  /** End a session: close its connections, release its nexus. */
+  endSession(session: Session, reason: string): void;
+  /** Sessions of a target node (TMF resets act on all of them). */
+  sessionsOfNode(nodeName: string): Session[];
+  sendTargetsText(conn: Connection, value: string): string[];
+}
+
+const ATTRIBUTES: TaskAttribute[] = [
+  "untagged",
+  "simple",
+  "ordered",
+  "head-of-queue",
+  "aca",
+  "simple",
+  "simple",
+  "simple",
+];
+/** The longest CDB accepted via the Extended CDB AHS (RFC 7143 §11.2.2.3). */
+const MAX_CDB = 260;
+
+type State = "login" | "full-feature" | "logout" | "closed";
+
+export class Connection implements SessionConnection, ResultSink {
+  state: State = "login";
+  cid = 0;
+  session: Session | undefined;
+  params: NegotiatedParams;
+  readonly log: Logger;
+  readonly remoteAddress: string;
+  readonly localAddress: string;
+  readonly localPort: number;
+  private statSN = 0;
+  private readonly parser: PduParser;
+  private readonly writer: PduWriter;
+  private readonly login: LoginNegotiator;
+  private loginTimer: NodeJS.Timeout | undefined;
+  private nopTimer: NodeJS.Timeout | undefined;
+  private lastActivity = Date.now();
+  private pingSentAt = 0;
+  private nextTtt = 1;
+  /** Ended by a clean logout (the session survives) rather than a failure (it does not, ERL 0). */
+  private cleanClose = false;
+
+  constructor(
+    readonly socket: Socket,
+    readonly portalGroupTag: number,
+    private readonly host: ConnectionHost,
+    parentLog: Logger,
+  ) {
+    this.remoteAddress = socket.remoteAddress ?? "";
+    this.localAddress = socket.localAddress ?? "";
+    this.localPort = socket.localPort ?? 0;
+    this.log = parentLog.child({
+      peer: `${this.remoteAddress}:${socket.remotePort ?? 0}`,
+      tpgt: portalGroupTag,
+    });
+    const g = host.globals;
+    this.params = defaultParams(g.maxRecvDataSegmentLength);
+    // Before negotiation the RFC default of 8192 applies; accept up to our own declared size anyway.
+    this.parser = new PduParser(Math.max(8192, g.maxRecvDataSegmentLength));
+    this.writer = new PduWriter(socket);
+    this.login = new LoginNegotiator(host, portalGroupTag, this.remoteAddress, this.log);
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (err) => this.log.debug({ err: err.message }, "socket error"));
+    socket.on("close", () => this.closed());
+    this.loginTimer = setTimeout(() => {
+      if (this.state === "login") this.drop(`login not complete after ${g.loginTimeoutSec}s`);
+    }, g.loginTimeoutSec * 1000);
+    this.loginTimer.unref();
+  }
+
+  get maxSendSegment(): number {
+    return this.params.initiatorMaxRecvDataSegmentLength;
+  }
+  get maxBurstLength(): number {
+    return this.params.maxBurstLength;
+  }
+
+  private onData(chunk: Buffer): void {
+    this.lastActivity = Date.now();
+    let input = chunk;
+    for (;;) {
+      try {
+        for (const pdu of this.parser.push(input)) {
+          if (this.state === "closed") return;
+          this.receive(pdu);
+        }
+        return;
+      } catch (err) {
+        if (!(err instanceof PduFramingError)) throw err;
+        if (err.fatal || !err.pdu || this.state !== "full-feature") {
+          this.drop(`framing: ${err.message}`);
+          return;
+        }
+        // RFC 7143 §7.8: a data digest error is answered with Reject; the PDU is discarded.
+        this.log.warn(err.message);
+        this.reject(err.pdu, RejectReason.DataDigestError);
+        input = Buffer.alloc(0);
+      }
+    }
+  }
+
+  private receive(pdu: Pdu): void {
+    if (this.state === "login") {
+      this.handleLogin(pdu);
+      return;
+    }
+    if (this.state !== "full-feature") return;
+    const session = this.session!;
+    switch (pdu.opcode) {
+      case Opcode.NopOut:
+      case Opcode.ScsiCommand:
+      case Opcode.TaskMgmtRequest:
+      case Opcode.TextRequest:
+      case Opcode.LogoutRequest:
+        session.submit(this, pdu);
+        return;
+      case Opcode.DataOut:
+        this.handleDataOut(pdu);
+        return;
+      case Opcode.SnackRequest:
+        // ErrorRecoveryLevel 0: SNACK is not supported (RFC 7143 §11.16).
+        this.reject(pdu, RejectReason.SnackReject);
+        return;
+      case Opcode.LoginRequest:
+        this.reject(pdu, RejectReason.ProtocolError);
+        return;
+      default:
+        this.reject(pdu, RejectReason.CommandNotSupported);
+    }
+  }
+
+  private handleLogin(pdu: Pdu): void {
+    const step = this.login.handle(pdu);
+    this.cid = this.login.cid;
+    if (pdu.opcode === Opcode.LoginRequest && this.statSN === 0 && !this.session) {
+      // RFC 7143 §11.12: the first response's StatSN starts the connection's numbering.
+      this.statSN = pdu.expStatSN;
+    }
+    step.response.statSN = this.statSN;
+    this.statSN = snAdd(this.statSN, 1);
+    this.writer.send(step.response);
+    if (step.failed) {
+      this.state = "logout";
+      this.socket.end();
+      return;
+    }
+    if (!step.session || !step.params) return;
+    clearTimeout(this.loginTimer);
+    this.params = step.params;
+    this.session = step.session;
+    this.state = "full-feature";
+    const old = this.session.connections.get(this.cid);
+    if (old && old !== this) old.drop("connection reinstated with the same CID");
+    this.session.connections.set(this.cid, this);
+    this.parser.headerDigest = this.writer.headerDigest = this.params.headerDigest;
+    this.parser.dataDigest = this.writer.dataDigest = this.params.dataDigest;
+    this.parser.maxDataSegmentLength = this.params.targetMaxRecvDataSegmentLength;
+    this.log.info(
+      {
+        initiator: this.session.initiatorName,
+        isid: this.session.isid,
+        tsih: this.session.tsih,
+        cid: this.cid,
+      },
+      `logged in (${this.session.discovery ? "discovery" : this.session.node?.name})`,
+    );
+    this.startNopTimer();
+  }
+
+  /** Called by the session, in CmdSN order. */
+  deliverCommand(pdu: Pdu): void {
+    if (this.state !== "full-feature") return;
+    switch (pdu.opcode) {
+      case Opcode.NopOut:
+        this.handleNopOut(pdu);
+        return;
+      case Opcode.ScsiCommand:
+        this.handleScsiCommand(pdu);
+        return;
+      case Opcode.TaskMgmtRequest:
+        void handleTaskManagement(this, this.session!, pdu).catch((err: Error) => this.internalError(err));
+        return;
+      case Opcode.TextRequest:
+        handleTextRequest(this, pdu);
+        return;
+      case Opcode.LogoutRequest:
+        void this.handleLogout(pdu).catch((err: Error) => this.internalError(err));
+        return;
+    }
+  }
+
+  // ---- sending -------------------------------------------------------------------------------
+
+  /** A PDU carrying status: StatSN assigned and advanced, ExpCmdSN/MaxCmdSN current. */
+  sendStatus(pdu: Pdu, parts?: readonly Buffer[]): boolean {
+    pdu.statSN = this.statSN;
+    this.statSN = snAdd(this.statSN, 1);
+    return this.sendData(pdu, parts);
+  }
+
+  sendData(pdu: Pdu, parts?: readonly Buffer[]): boolean {
+    if (this.state === "closed") return false;
+    const s = this.session;
+    if (s) {
+      pdu.expCmdSN = s.expCmdSN;
+      pdu.maxCmdSN = s.maxCmdSN;
+    }
+    return this.writer.send(pdu, parts);
+  }
+
+  /** StatSN the next status will carry (R2T and NOP-In pings report it without advancing it). */
+  get currentStatSN(): number {
+    return this.statSN;
+  }
+
+  drained(): Promise<void> {
+    return this.writer.drained();
+  }
+
+  allocateTtt(): number {
+    const t = this.nextTtt;
+    this.nextTtt = this.nextTtt >= 0x7fffffff ? 1 : this.nextTtt + 1;
+    return t;
+  }
+
+  /** RFC 7143 §11.17: Reject carries the rejected PDU's header as its data. */
+  reject(pdu: Pdu, reason: RejectReason): void {
+    this.log.warn({ opcode: `0x${pdu.opcode.toString(16)}`, reason }, "PDU rejected");
+    const r = Pdu.create(Opcode.Reject, Buffer.from(pdu.bhs));
+    r.flags = FLAG_FINAL;
+    r.bhs[2] = reason;
+    r.itt = RESERVED_TAG;
+    this.sendStatus(r);
+  }
+
+  // ---- NOP -----------------------------------------------------------------------------------
+
+  private handleNopOut(pdu: Pdu): void {
+    if (pdu.itt === RESERVED_TAG) return; // an answer to our ping (activity is all that matters)
+    if (pdu.ttt !== RESERVED_TAG) {
+      this.reject(pdu, RejectReason.InvalidPduField);
+      return;
+    }
+    const rsp = Pdu.create(Opcode.NopIn, pdu.data);
+    rsp.flags = FLAG_FINAL;
+    pdu.lunField.copy(rsp.bhs, 8);
+    rsp.itt = pdu.itt;
+    rsp.ttt = RESERVED_TAG;
+    this.sendStatus(rsp);
+  }
+
+  /** RFC 7143 §11.19: after NopInInterval of silence, ping; no answer within Timeout drops the connection. */
+  private startNopTimer(): void {
+    const g = this.host.globals;
+    if (g.nopInIntervalSec <= 0) return;
+    const intervalMs = g.nopInIntervalSec * 1000;
+    const timeoutMs = g.nopTimeoutSec * 1000;
+    const tick = Math.max(50, Math.min(intervalMs, timeoutMs, 1000) / 2);
+    this.nopTimer = setInterval(() => {
+      const now = Date.now();
+      if (this.pingSentAt) {
+        if (this.lastActivity >= this.pingSentAt) this.pingSentAt = 0;
+        else if (now - this.pingSentAt >= timeoutMs) {
+          this.drop(`no answer to NOP-In within ${g.nopTimeoutSec}s`);
+          return;
+        }
+      }
+      if (!this.pingSentAt && now - this.lastActivity >= intervalMs) {
+        const ping = Pdu.create(Opcode.NopIn);
+        ping.flags = FLAG_FINAL;
+        ping.itt = RESERVED_TAG;
+        ping.ttt = this.allocateTtt();
+        ping.statSN = this.statSN;
+        this.sendData(ping);
+        this.pingSentAt = now;
+      }
+    }, tick);
+    this.nopTimer.unref();
+  }
+
+  // ---- SCSI commands -------------------------------------------------------------------------
+
+  private handleScsiCommand(pdu: Pdu): void {
+    const session = this.session!;
+    if (session.discovery || !session.node || !session.nexus) {
+      this.reject(pdu, RejectReason.ProtocolError); // RFC 7143 §4.3: discovery sessions carry no commands
+      return;
+    }
+    if (session.tasks.has(pdu.itt)) {
+      this.reject(pdu, RejectReason.TaskInProgress);
+      return;
+    }
+    let cdb = pdu.bhs.subarray(32, 48);
+    for (let off = 0; off + 4 <= pdu.ahs.length;) {
+      const len = pdu.ahs.readUInt16BE(off);
+      const type = pdu.ahs[off + 2];
+      if (type === 1 && len > 1) {
+        const ext = pdu.ahs.subarray(off + 4, off + 3 + len);
+        if (16 + ext.length > MAX_CDB) break;
+        cdb = Buffer.concat([cdb, ext]);
+      }
+      off += 4 + ((len - 1 + 3) & ~3);
+    }
+    const flags = pdu.flags;
+    const read = (flags & CMD_READ) !== 0;
+    const write = (flags & CMD_WRITE) !== 0;
+    const edtl = pdu.u32(20);
+    const decoded = decodeLun(pdu.lunField);
+    const lun = decoded < 0 ? 0xffff : decoded;
+    const task = new ActiveTask(pdu.itt, pdu.cmdSN, lun, this, pdu);
+    const nexus = session.nexus;
+    const attribute = ATTRIBUTES[flags & CMD_ATTR_MASK];
+    task.build = (dataOut) => new ScsiTask(cdb, lun, pdu.itt, attribute, nexus, edtl, read, write, dataOut);
+    task.holdsSlot = !pdu.immediate;
+    if (task.holdsSlot) session.commandStarted();
+    session.addTask(task);
+    if (write && edtl > 0) {
+      try {
+        task.collector = new DataOutCollector(edtl, pdu.data, pdu.final, session.params, () =>
+          this.allocateTtt(),
+        );
+      } catch (err) {
+        this.protocolErrorOnTask(task, pdu, err as Error);
+        return;
+      }
+      if (!task.collector.complete) {
+        this.sendR2Ts(task);
+        return;
+      }
+    }
+    void this.execute(task);
+  }
+
+  private handleDataOut(pdu: Pdu): void {
+    const session = this.session!;
+    const task = session.tasks.get(pdu.itt);
+    if (!task || !task.collector || task.conn !== this) {
+      // Data for a task that was aborted or already failed: discarded (RFC 7143 §4.2.3.3).
+      this.log.debug({ itt: pdu.itt }, "Data-Out for no task collecting data; discarded");
+      return;
+    }
+    try {
+      task.collector.accept(pdu);
+    } catch (err) {
+      this.protocolErrorOnTask(task, pdu, err as Error);
+      return;
+    }
+    if (task.collector.complete) void this.execute(task);
+    else this.sendR2Ts(task);
+  }
+
+  private sendR2Ts(task: ActiveTask): void {
+    for (const r of task.collector!.nextR2Ts()) {
+      const r2t = Pdu.create(Opcode.R2T);
+      r2t.flags = FLAG_FINAL;
+      task.command.lunField.copy(r2t.bhs, 8);
+      r2t.itt = task.itt;
+      r2t.ttt = r.ttt;
+      r2t.statSN = this.statSN;
+      r2t.setU32(36, r.r2tSN);
+      r2t.setU32(40, r.offset);
+      r2t.setU32(44, r.length);
+      this.sendData(r2t);
+    }
+  }
+
+  /**
+   * A command or Data-Out broke the data transfer rules: Reject the PDU and end the task with
+   * CHECK CONDITION (ABORTED COMMAND / DATA PHASE ERROR) so the initiator is not left waiting.
+   */
+  private protocolErrorOnTask(task: ActiveTask, pdu: Pdu, err: Error): void {
+    this.log.warn({ itt: task.itt }, `data-out: ${err.message}`);
+    this.reject(pdu, RejectReason.ProtocolError);
+    task.collector = undefined;
+    const st = task.build!([]);
+    st.status = ScsiStatus.CheckCondition;
+    // Fixed-format sense: ABORTED COMMAND, DATA PHASE ERROR (0x4b/0x00).
+    const sense = Buffer.alloc(18);
+    sense[0] = 0x70;
+    sense[2] = 0x0b;
+    sense[7] = 10;
+    sense[12] = 0x4b;
+    st.sense = sense;
+    void this.respond(task, st);
+  }
+
+  private async execute(task: ActiveTask): Promise<void> {
+    const session = this.session!;
+    const data = task.collector ? task.collector.buffers() : [];
+    task.collector = undefined;
+    const st = task.build!(data);
+    task.scsiTask = st;
+    try {
+      await session.node!.config.device.execute(st);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, itt: task.itt }, "device.execute threw");
+      st.status = ScsiStatus.CheckCondition;
+      st.sense = Buffer.from([0x70, 0, 0x04, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x44, 0, 0, 0, 0, 0]);
+    }
+    await this.respond(task, st);
+  }
+
+  private async respond(task: ActiveTask, st: ScsiTask): Promise<void> {
+    const session = this.session!;
+    if (task.holdsSlot) {
+      task.holdsSlot = false;
+      session.commandEnded();
+    }
+    session.removeTask(task);
+    try {
+      if (!task.aborted && !st.aborted && this.state === "full-feature") await sendScsiResult(this, st);
+    } finally {
+      task.finish();
+    }
+  }
+
+  abandon(task: ActiveTask): void {
+    task.collector = undefined;
+    task.aborted = true;
+    if (task.holdsSlot) {
+      task.holdsSlot = false;
+      this.session?.commandEnded();
+    }
+    this.session?.removeTask(task);
+    task.finish();
+  }
+
+  /** SendTargets answer lines for this connection's initiator (RFC 7143 §13.3, Appendix C). */
+  sendTargets(value: string): string[] {
+    return this.host.sendTargetsText(this, value);
+  }
+
+  hostSessionsOfNode(name: string): Session[] {
+    return this.host.sessionsOfNode(name);
+  }
+
+  hostEndSession(session: Session, reason: string): void {
+    this.host.endSession(session, reason);
+  }
+
+  // ---- Logout --------------------------------------------------------------------------------
+
+  /** RFC 7143 §11.14/§11.15: close the session or one connection, answer, then close. */
+  private async handleLogout(pdu: Pdu): Promise<void> {
+    const session = this.session!;
+    const reason = pdu.flags & 0x7f;
+    const cid = pdu.u16(20);
+    let response = 0;
+    let closeSession = false;
+    let closeSelf = false;
+    if (reason === 0) {
+      closeSession = true;
+      closeSelf = true;
+    } else if (reason === 1) {
+      if (cid === this.cid) closeSelf = true;
+      else {
+        const other = session.connections.get(cid);
+        if (other) other.drop(`logged out by CID ${this.cid}`);
+        else response = 1; // CID not found
+      }
+    } else if (reason === 2) {
+      response = 2; // connection recovery is not supported at ErrorRecoveryLevel 0
+    } else {
+      this.reject(pdu, RejectReason.InvalidPduField);
+      return;
+    }
+    if (closeSelf) {
+      this.state = "logout";
+      const waitFor = session.inFlight(closeSession ? undefined : this).map((t) => t.done);
+      await Promise.all(waitFor);
+    }
+    const rsp = Pdu.create(Opcode.LogoutResponse);
+    rsp.flags = FLAG_FINAL;
+    rsp.bhs[2] = response;
+    rsp.itt = pdu.itt;
+    rsp.setU16(40, session.params.defaultTime2Wait);
+    rsp.setU16(42, session.params.defaultTime2Retain);
+    this.sendStatus(rsp);
+    if (!closeSelf) return;
+    this.cleanClose = true;
+    this.log.info({ tsih: session.tsih, cid: this.cid, reason }, "logout");
+    if (closeSession) this.host.endSession(session, "logout");
+    else this.drop("logout");
+  }
+
+  // ---- teardown ------------------------------------------------------------------------------
+
+  /** Flush what is queued and close the socket. */
+  drop(reason: string): void {
+    if (this.state === "closed") return;
+    this.log.info(`closing connection: ${reason}`);
+    this.state = "closed";
+    this.clearTimers();
+    this.socket.end();
+    // A peer that does not close its side is cut off shortly after.
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  private clearTimers(): void {
+    clearTimeout(this.loginTimer);
+    clearInterval(this.nopTimer);
+  }
+
+  private closed(): void {
+    this.clearTimers();
+    const wasClean = this.cleanClose;
+    this.state = "closed";
+    const s = this.session;
+    if (s) {
+      if (s.connections.get(this.cid) === this) s.connections.delete(this.cid);
+      s.dropPendingOf(this);
+      for (const t of s.inFlight(this)) t.aborted = true;
+      // ErrorRecoveryLevel 0: losing a connection other than by logout fails the whole session.
+      if (!s.ended && (!wasClean || s.connections.size === 0))
+        this.host.endSession(s, wasClean ? "last connection logged out" : "connection lost");
+    }
+    this.host.connectionClosed(this);
+  }
+
+  private internalError(err: Error): void {
+    this.log.error({ err: err.message, stack: err.stack }, "internal error; dropping connection");
+    this.drop("internal error");
+  }
+
+  /** Send an Asynchronous Message (RFC 7143 §11.9) — used when the target ends the session. */
+  sendAsync(event: number, p1: number, p2: number, p3: number): void {
+    if (this.state !== "full-feature") return;
+    const m = Pdu.create(Opcode.AsyncMessage);
+    m.flags = FLAG_FINAL;
+    m.itt = RESERVED_TAG;
+    m.bhs[36] = event;
+    m.setU16(38, p1);
+    m.setU16(40, p2);
+    m.setU16(42, p3);
+    this.sendStatus(m);
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * The iSCSI target as a whole (SPDK's iscsi_tgt): portal groups listening, initiator groups and
+ * target nodes from the options, the table of sessions by TSIH, and the SendTargets answer.
+ * Layering: this sits on the SCSI layer's ScsiTargetDevice and nothing above it.
+ */
+import { isIPv6, type Socket } from "node:net";
+import { log as rootLog, type Logger } from "../util/log.js";
+import { ITNexus } from "../scsi/task.js";
+import { Connection, type ConnectionHost } from "./conn.js";
+import { InitiatorGroup } from "./init_grp.js";
+import type { NewSession } from "./login.js";
+import type { ChapSecret, IscsiGlobalOptions, IscsiTargetOptions } from "./options.js";
+import { PortalGroup } from "./portal_grp.js";
+import { Session } from "./session.js";
+import { TargetNode } from "./tgt_node.js";
+
+/** RFC 7143 §11.9.1 AsyncEvent 3: the target will drop all connections of the session. */
+const ASYNC_DROP_ALL = 3;
+/** How long stop() waits for tasks in flight before closing anyway. */
+const STOP_GRACE_MS = 5000;
+
+export class IscsiTarget implements ConnectionHost {
+  readonly globals: IscsiGlobalOptions;
+  private readonly log: Logger;
+  private readonly portalGroups: PortalGroup[];
+  private readonly initiatorGroups = new Map<number, InitiatorGroup>();
+  private readonly nodes = new Map<string, TargetNode>();
+  private readonly authGroups = new Map<number, readonly ChapSecret[]>();
+  private readonly sessions = new Map<number, Session>();
+  private readonly connections = new Set<Connection>();
+  private nextTsih = 1;
+  private stopping = false;
+
+  constructor(options: IscsiTargetOptions, logger?: Logger) {
+    this.globals = options.globals;
+    this.log = (logger ?? rootLog).child({ module: "iscsi" });
+    for (const ig of options.initiatorGroups) this.initiatorGroups.set(ig.tag, new InitiatorGroup(ig));
+    for (const ag of options.authGroups) this.authGroups.set(ag.tag, ag.secrets);
+    for (const t of options.targets)
+      this.nodes.set(t.name.toLowerCase(), new TargetNode(t, this.initiatorGroups));
+    this.portalGroups = options.portalGroups.map((pg) => new PortalGroup(pg));
+  }
+
+  async start(): Promise<void> {
+    for (const pg of this.portalGroups) await pg.start((socket, tag) => this.accept(socket, tag));
+    this.log.info({ portals: this.addresses() }, "iSCSI target listening");
+  }
+
+  addresses(): { portalGroup: number; host: string; port: number }[] {
+    return this.portalGroups.flatMap((pg) => pg.addresses());
+  }
+
+  sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Stop listening, tell every session the target is going away, wait for tasks, close. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(this.portalGroups.map((pg) => pg.stop()));
+    const sessions = [...this.sessions.values()];
+    for (const s of sessions) {
+      for (const c of s.connections.values()) {
+        if (c instanceof Connection)
+          c.sendAsync(ASYNC_DROP_ALL, 0, s.params.defaultTime2Wait, s.params.defaultTime2Retain);
+      }
+    }
+    const inFlight = sessions.flatMap((s) => s.inFlight().map((t) => t.done));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(inFlight),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_GRACE_MS))),
+    ]);
+    clearTimeout(timer);
+    for (const s of sessions) this.endSession(s, "target stopping");
+    const closing = [...this.connections].map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.socket.destroyed) return resolve();
+          c.socket.once("close", () => resolve());
+          c.drop("target stopping");
+          c.socket.destroy();
+        }),
+    );
+    await Promise.all(closing);
+  }
+
+  private accept(socket: Socket, tag: number): void {
+    if (this.stopping) {
+      socket.destroy();
+      return;
+    }
+    const conn = new Connection(socket, tag, this, this.log);
+    this.connections.add(conn);
+  }
+
+  // ---- ConnectionHost / LoginEnvironment ----------------------------------------------------
+
+  connectionClosed(conn: Connection): void {
+    this.connections.delete(conn);
+  }
+
+  findNode(name: string): TargetNode | undefined {
+    return this.nodes.get(name.toLowerCase());
+  }
+
+  authSecrets(tag: number | undefined): readonly ChapSecret[] {
+    return tag === undefined ? [] : (this.authGroups.get(tag) ?? []);
+  }
+
+  findSession(tsih: number): Session | undefined {
+    return this.sessions.get(tsih);
+  }
+
+  findSessionByIsid(
+    initiatorName: string,
+    isid: string,
+    targetName: string | undefined,
+  ): Session | undefined {
+    const init = initiatorName.toLowerCase();
+    const target = targetName?.toLowerCase();
+    for (const s of this.sessions.values()) {
+      if (s.isid === isid && s.initiatorName.toLowerCase() === init && s.node?.name.toLowerCase() === target)
+        return s;
+    }
+    return undefined;
+  }
+
+  createSession(init: NewSession): Session {
+    let tsih = this.nextTsih;
+    while (this.sessions.has(tsih) || tsih === 0) tsih = (tsih + 1) & 0xffff;
+    this.nextTsih = (tsih + 1) & 0xffff || 1;
+    const nexus = init.node
+      ? new ITNexus(init.initiatorName, init.isid, init.node.name, init.portalGroupTag)
+      : undefined;
+    const session = new Session(
+      tsih,
+      init.initiatorName,
+      init.isid,
+      init.node === undefined,
+      init.node,
+      nexus,
+      init.params,
+      init.queueDepth,
+      init.initialCmdSN,
+      this.log.child({ tsih, initiator: init.initiatorName }),
+    );
+    this.sessions.set(tsih, session);
+    return session;
+  }
+
+  endSession(session: Session, reason: string): void {
+    if (session.ended) return;
+    session.ended = true;
+    this.sessions.delete(session.tsih);
+    session.log.info(`session ended: ${reason}`);
+    for (const t of session.inFlight()) t.aborted = true;
+    for (const c of [...session.connections.values()]) c.drop(reason);
+    session.connections.clear();
+    const nexus = session.nexus;
+    const device = session.node?.config.device;
+    if (nexus && device) {
+      // The nexus is gone once its tasks have ended (SAM-5 I_T nexus loss).
+      void Promise.all(session.inFlight().map((t) => t.done)).then(() => device.nexusLost(nexus));
+    }
+  }
+
+  sessionsOfNode(nodeName: string): Session[] {
+    const n = nodeName.toLowerCase();
+    return [...this.sessions.values()].filter((s) => s.node?.name.toLowerCase() === n);
+  }
+
+  sendTargetsText(conn: Connection, value: string): string[] {
+    const session = conn.session;
+    if (!session) return [];
+    let nodes: TargetNode[];
+    if (session.discovery) {
+      if (value === "All") nodes = [...this.nodes.values()];
+      else if (value === "") nodes = [];
+      else nodes = [this.findNode(value)].filter((n): n is TargetNode => n !== undefined);
+    } else {
+      // In a Normal session only the session's own target is reported (RFC 7143 §13.3).
+      const own = session.node!;
+      nodes = value === "" || value === "All" || value.toLowerCase() === own.name.toLowerCase() ? [own] : [];
+    }
+    const bound = this.addresses();
+    const lines: string[] = [];
+    for (const node of nodes) {
+      const tags = node.visibleTo(session.initiatorName, conn.remoteAddress);
+      if (tags.length === 0) continue;
+      lines.push(`TargetName=${node.name}`);
+      for (const a of bound) {
+        if (!tags.includes(a.portalGroup)) continue;
+        let host = a.host;
+        if (host === "0.0.0.0" || host === "::" || host === "")
+          host = conn.localAddress.replace(/^::ffff:/, "");
+        if (isIPv6(host)) host = `[${host}]`;
+        lines.push(`TargetAddress=${host}:${a.port},${a.portalGroup}`);
+      }
+    }
+    return lines;
+  }
+}

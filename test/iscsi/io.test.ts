@@ -1,0 +1,100 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { RawInitiator } from "../support/raw_initiator.js";
+import { Opcode } from "../../src/iscsi/pdu.js";
+import { TARGET, inquiry, pattern, read10, runTool, startTarget, write10 } from "./harness.js";
+
+test("login, INQUIRY, write via R2T then read back via Data-In, logout", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    ini.immediateData = false;
+    const login = await ini.login({ targetName: TARGET });
+    assert.equal(login.statusClass, 0);
+    assert.equal(login.keys.get("TargetPortalGroupTag"), "1");
+    assert.ok(login.tsih > 0);
+    assert.equal(h.target.sessionCount(), 1);
+
+    const inq = await ini.scsi(inquiry(36), { read: 36 });
+    assert.equal(inq.status, 0);
+    assert.equal(inq.data.subarray(8, 15).toString(), "USERTGT");
+
+    const data = pattern(64 * 1024, 3);
+    const w = await ini.scsi(write10(10, 128), { write: data });
+    assert.equal(w.status, 0);
+    assert.deepEqual(h.devices[0].blocks.subarray(10 * 512, 10 * 512 + data.length), data);
+
+    const r = await ini.scsi(read10(10, 128), { read: data.length });
+    assert.equal(r.status, 0);
+    assert.deepEqual(r.data, data);
+
+    const lo = await ini.logout();
+    assert.equal(lo.opcode, Opcode.LogoutResponse);
+    assert.equal(lo.bhs[2], 0);
+    await ini.waitClosed();
+    assert.equal(h.target.sessionCount(), 0);
+    assert.equal(h.devices[0].nexusLosses.length, 1);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("immediate data and unsolicited Data-Out (InitialR2T=No) then R2T for the rest", async () => {
+  const h = await startTarget({ globals: { initialR2T: false, firstBurstLength: 16384 } });
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    ini.initialR2T = false;
+    ini.firstBurstLength = 16384;
+    ini.maxRecvDataSegmentLength = 4096;
+    const login = await ini.login({ targetName: TARGET });
+    assert.equal(login.statusClass, 0);
+    assert.equal(login.keys.get("InitialR2T"), "No");
+    assert.equal(login.keys.get("FirstBurstLength"), "16384");
+    const data = pattern(40 * 512, 9);
+    const w = await ini.scsi(write10(0, 40), { write: data });
+    assert.equal(w.status, 0);
+    assert.deepEqual(h.devices[0].blocks.subarray(0, data.length), data);
+    // The initiator accepts 4096-byte segments: 20 KiB comes back in 5 Data-In PDUs.
+    const r = await ini.scsi(read10(0, 40), { read: data.length });
+    assert.equal(r.dataInPdus, 5);
+    assert.deepEqual(r.data, data);
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("residuals: EDTL larger and smaller than the command's transfer length", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    const under = await ini.scsi(read10(0, 1), { read: 1024 });
+    assert.equal(under.status, 0);
+    assert.equal(under.data.length, 512);
+    assert.ok(under.flags & 0x02, "U bit");
+    assert.equal(under.residual, 512);
+    const over = await ini.scsi(read10(0, 2), { read: 512 });
+    assert.equal(over.data.length, 512);
+    assert.ok(over.flags & 0x04, "O bit");
+    assert.equal(over.residual, 512);
+    const sense = await ini.scsi(Buffer.from([0xff, 0, 0, 0, 0, 0]), { read: 0 });
+    assert.equal(sense.status, 2);
+    assert.equal(sense.sense[2] & 0x0f, 5);
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("iscsi-inq (libiscsi) reads the standard INQUIRY through the target", async () => {
+  const h = await startTarget();
+  try {
+    const { code, out } = await runTool("iscsi-inq", [`iscsi://127.0.0.1:${h.port}/${TARGET}/0`]);
+    assert.equal(code, 0, out);
+    assert.match(out, /USERTGT/);
+    assert.match(out, /MEMORY TEST DEV/);
+  } finally {
+    await h.stop();
+  }
+});
