@@ -8,6 +8,7 @@
  * the handler registry) in its closure and register clean-up with ctx.onStop().
  */
 import type { BlockDevice } from "../bdev/bdev.js";
+import { AioBdev } from "../bdev/aio/aio.js";
 import { MallocBdev } from "../bdev/malloc/malloc.js";
 import type { BdevRegistry } from "../bdev/registry.js";
 import type { BdevKind, BdevSpec } from "../config/spdk_config.js";
@@ -32,6 +33,13 @@ export type BdevModules = { readonly [K in BdevKind]?: BdevFactory<K> };
 export const BUILTIN_BDEV_MODULES: BdevModules = {
   malloc: async (spec) =>
     new MallocBdev({ name: spec.name, blockSize: spec.blockSize, blockCount: spec.blockCount }),
+  aio: (spec) =>
+    AioBdev.open({
+      name: spec.name,
+      path: spec.path,
+      blockSize: spec.blockSize,
+      blockCount: spec.blockCount,
+    }),
 };
 
 const SECTION_OF: Record<BdevKind, string> = {

@@ -1,0 +1,143 @@
+#!/usr/bin/env node
+/**
+ * The `usertgt` command.
+ *
+ *   usertgt serve [-c FILE] [--log-level L] [--state-dir DIR]   run a config (no -c: the embedded default)
+ *   usertgt check [-c FILE]                                      validate a config, print its notices
+ *   usertgt --version
+ *
+ * `serve` reports on stderr, one line each, in a form tests and scripts parse:
+ *   usertgt: listening on 127.0.0.1:3260        (one per bound portal; IPv6 as [::1]:3260)
+ *   usertgt: ready
+ *   usertgt: stopped                            (after SIGINT/SIGTERM and a clean shutdown; exit 0)
+ * A config error prints `usertgt: FILE:LINE: what was expected` and exits 2; any other start-up
+ * failure exits 1.
+ */
+import { Command, Option } from "commander";
+import { createRequire } from "node:module";
+import { defaultConfig } from "../config/default.js";
+import { ConfigError, formatNotice } from "../config/errors.js";
+import { loadSpdkConfig, type SpdkConfig } from "../config/spdk_config.js";
+import { UsertgtServer } from "../server/server.js";
+import { log } from "../util/log.js";
+
+const EXIT_CONFIG = 2;
+const EXIT_FAILURE = 1;
+
+function say(line: string): void {
+  process.stderr.write(`usertgt: ${line}\n`);
+}
+
+function version(): string {
+  // dist/src/cli/main.js → the package root.
+  const pkg = createRequire(import.meta.url)("../../../package.json") as { version: string };
+  return pkg.version;
+}
+
+async function readConfig(file: string | undefined): Promise<SpdkConfig> {
+  return file === undefined ? defaultConfig() : loadSpdkConfig(file);
+}
+
+function failed(err: unknown): number {
+  if (err instanceof ConfigError) {
+    say(err.message);
+    return EXIT_CONFIG;
+  }
+  if (err instanceof AggregateError) {
+    say(err.message);
+    for (const e of err.errors) say(`  ${(e as Error).message ?? String(e)}`);
+    return EXIT_FAILURE;
+  }
+  say(`start-up failed: ${(err as Error).message ?? String(err)}`);
+  return EXIT_FAILURE;
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+interface ServeOptions {
+  config?: string;
+  logLevel: string;
+  stateDir?: string;
+}
+
+async function serve(opts: ServeOptions): Promise<void> {
+  log.level = opts.logLevel;
+  let server: UsertgtServer;
+  try {
+    const config = await readConfig(opts.config);
+    server = await UsertgtServer.start(config, { stateDir: opts.stateDir });
+  } catch (err) {
+    process.exit(failed(err));
+  }
+
+  let signalled = false;
+  const shutdown = (signal: NodeJS.Signals): void => {
+    if (signalled) {
+      // A second signal while draining: the operator wants out now.
+      say(`${signal} again: exiting without waiting for the shutdown to finish`);
+      process.exit(EXIT_FAILURE);
+    }
+    signalled = true;
+    say(`${signal}: shutting down`);
+    server.stop().then(
+      () => {
+        say("stopped");
+        process.exit(0);
+      },
+      (err: unknown) => {
+        failed(err);
+        process.exit(EXIT_FAILURE);
+      },
+    );
+  };
+  process.on("SIGINT", shutdown);
+  process.on("SIGTERM", shutdown);
+
+  for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
+  say("ready");
+}
+
+async function check(opts: { config?: string }): Promise<void> {
+  try {
+    const config = await readConfig(opts.config);
+    for (const n of config.notices) say(`notice: ${formatNotice(n)}`);
+    const targets = config.targetNodes.map(
+      (t) => `${t.name} (${t.luns.length} LUN${t.luns.length === 1 ? "" : "s"})`,
+    );
+    say(
+      `${opts.config ?? "default config"}: OK, ${config.bdevs.length} block devices, targets: ${targets.join(", ") || "none"}`,
+    );
+  } catch (err) {
+    process.exit(failed(err));
+  }
+}
+
+const program = new Command("usertgt")
+  .description(
+    "User-space iSCSI target with SPDK-style config, tcmu-runner style handlers and DRBD replication",
+  )
+  .version(version(), "-V, --version");
+
+const logLevel = new Option("--log-level <level>", "log level (logs go to stderr as JSON)")
+  .choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
+  .default(process.env.USERTGT_LOG ?? "info");
+
+program
+  .command("serve")
+  .description(
+    "run the iSCSI target (without -c: one 128 MiB Malloc LUN as iqn.2016-06.io.spdk:disk1 on 127.0.0.1:3260)",
+  )
+  .option("-c, --config <file>", "SPDK legacy config file (see docs/config.md)")
+  .addOption(logLevel)
+  .option("--state-dir <dir>", "directory for persistent state (APTPL reservations); none kept without it")
+  .action((opts: ServeOptions) => serve(opts));
+
+program
+  .command("check")
+  .description("validate a config file and print what it defines")
+  .option("-c, --config <file>", "SPDK legacy config file")
+  .action((opts: { config?: string }) => check(opts));
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,172 @@
+/**
+ * The server: builds the object graph a config describes and runs it.
+ *
+ *   config model → block devices (BdevRegistry) → one ScsiDevice per [TargetNodeN] → IscsiTarget
+ *
+ * and takes it down in the reverse order: the target stops listening and ends its sessions (waiting
+ * for tasks in flight), then every block device is flushed and closed, then module clean-ups run.
+ */
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { BdevRegistry } from "../bdev/registry.js";
+import { ConfigError, formatNotice } from "../config/errors.js";
+import type { SpdkConfig } from "../config/spdk_config.js";
+import { IscsiTarget } from "../iscsi/target.js";
+import type { TargetNodeConfig } from "../iscsi/options.js";
+import { ScsiDevice, type LunConfig } from "../scsi/device.js";
+import { log, type Logger } from "../util/log.js";
+import {
+  BUILTIN_BDEV_MODULES,
+  createBdevs,
+  type BdevModuleContext,
+  type BdevModules,
+} from "./bdev_modules.js";
+
+export interface ServerOptions {
+  readonly logger?: Logger;
+  /** Directory for state that outlives the process (APTPL reservations); undefined = none kept. */
+  readonly stateDir?: string;
+  /** Block device modules added to (or replacing) the built-in ones, e.g. "tcmur" and "bio". */
+  readonly bdevModules?: BdevModules;
+}
+
+export interface BoundPortal {
+  readonly portalGroup: number;
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A target name as a file name: iSCSI names hold only [a-z0-9.:-], and ':' is awkward in paths. */
+function stateName(targetName: string): string {
+  return targetName.replace(/[^A-Za-z0-9.-]/g, "_");
+}
+
+export class UsertgtServer {
+  readonly registry = new BdevRegistry();
+  private target: IscsiTarget | undefined;
+  private readonly stopHooks: (() => Promise<void>)[] = [];
+  private stopping: Promise<void> | undefined;
+  private readonly logger: Logger;
+  private readonly rootLogger: Logger;
+
+  private constructor(
+    readonly config: SpdkConfig,
+    private readonly options: ServerOptions,
+  ) {
+    // Children of the root, not of each other: pino repeats a binding given twice.
+    this.rootLogger = options.logger ?? log;
+    this.logger = this.rootLogger.child({ module: "server" });
+  }
+
+  /** Build everything and start listening. On failure, whatever was built is closed again. */
+  static async start(config: SpdkConfig, options: ServerOptions = {}): Promise<UsertgtServer> {
+    const server = new UsertgtServer(config, options);
+    try {
+      await server.build();
+    } catch (err) {
+      await server.stop();
+      throw err;
+    }
+    return server;
+  }
+
+  private async build(): Promise<void> {
+    const { config, logger } = this;
+    for (const n of config.notices) logger.warn(formatNotice(n));
+
+    const ctx: BdevModuleContext = {
+      registry: this.registry,
+      logger: this.rootLogger.child({ module: "bdev" }),
+      onStop: (fn) => this.stopHooks.push(fn),
+    };
+    await createBdevs(config.bdevs, { ...BUILTIN_BDEV_MODULES, ...this.options.bdevModules }, ctx);
+
+    const targets: TargetNodeConfig[] = [];
+    for (const node of config.targetNodes) {
+      const luns: LunConfig[] = node.luns.map((lun) => {
+        const bdev = this.registry.get(lun.bdev);
+        if (!bdev)
+          throw new ConfigError(
+            lun.file,
+            lun.line,
+            `LUN${lun.id} names block device "${lun.bdev}", which does not exist`,
+          );
+        return { id: lun.id, bdev };
+      });
+      let aptplDir: string | undefined;
+      if (this.options.stateDir) {
+        aptplDir = join(this.options.stateDir, "aptpl", stateName(node.name));
+        await mkdir(aptplDir, { recursive: true });
+      }
+      const device = new ScsiDevice({ name: node.name, luns, aptplDir });
+      await device.init();
+      const { section: _section, file: _file, line: _line, luns: _luns, ...iscsi } = node;
+      targets.push({ ...iscsi, device });
+      logger.info(
+        { target: node.name, luns: node.luns.map((l) => `${l.id}:${l.bdev}`) },
+        "target node ready",
+      );
+    }
+
+    this.target = new IscsiTarget(
+      {
+        globals: config.globals,
+        authGroups: config.authGroups,
+        portalGroups: config.portalGroups,
+        initiatorGroups: config.initiatorGroups,
+        targets,
+      },
+      this.rootLogger, // IscsiTarget names its own module
+    );
+    await this.target.start();
+  }
+
+  /** The addresses the portals are bound to (ports resolved when the config says 0). */
+  addresses(): BoundPortal[] {
+    return this.target?.addresses() ?? [];
+  }
+
+  sessionCount(): number {
+    return this.target?.sessionCount() ?? 0;
+  }
+
+  /**
+   * Stop: end sessions and stop listening, then flush and close block devices, then run module
+   * clean-ups. Safe to call more than once; later calls wait for the first.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    const errors: unknown[] = [];
+    if (this.target) {
+      try {
+        await this.target.stop();
+      } catch (err) {
+        errors.push(err);
+        this.logger.error({ err }, "stopping the iSCSI target failed");
+      }
+    }
+    // Reverse creation order: stacked devices (BIO) before the ones below them. One failing close
+    // must not leave the others unflushed.
+    for (const dev of this.registry.list().reverse()) {
+      try {
+        await dev.close();
+      } catch (err) {
+        errors.push(err);
+        this.logger.error({ err, bdev: dev.name }, "closing a block device failed");
+      }
+    }
+    for (const hook of this.stopHooks.reverse()) {
+      try {
+        await hook();
+      } catch (err) {
+        errors.push(err);
+        this.logger.error({ err }, "block device module clean-up failed");
+      }
+    }
+    if (errors.length > 0) throw new AggregateError(errors, "the server did not stop cleanly");
+  }
+}

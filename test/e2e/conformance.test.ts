@@ -1,0 +1,100 @@
+/**
+ * Issue #2 acceptance: `iscsi-test-cu -d -t ALL` (libiscsi-bin 1.19) against usertgt on a Malloc LUN
+ * and an AIO LUN, 512- and 4096-byte blocks, with two portals in one portal group so MultipathIO runs.
+ * A run passes when every failure is listed in conformance-known-failures.txt (and every listed test
+ * still fails), and the only skips are EXTENDED COPY, WRITE ATOMIC and SANITIZE.
+ */
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, it } from "node:test";
+import { judge, parseCunitOutput, parseKnownFailures, type KnownFailure } from "./cunit_report.js";
+import { cleanup, makeTempDir, run, startServer, stopCleanly } from "./harness.js";
+
+const KNOWN_FAILURES = fileURLToPath(
+  new URL("../../../test/e2e/conformance-known-failures.txt", import.meta.url),
+);
+const IQN = "iqn.2016-06.io.spdk:conformance";
+const LUN_MB = 64;
+
+interface Setup {
+  readonly name: string;
+  readonly bdevSection: (dir: string) => string;
+  readonly bdev: string;
+}
+
+const SETUPS: Setup[] = [512, 4096].flatMap((bs): Setup[] => [
+  {
+    name: `malloc${bs}`,
+    bdev: "Malloc0",
+    bdevSection: () => `[Malloc]\n  NumberOfLuns 1\n  LunSizeInMB ${LUN_MB}\n  BlockSize ${bs}\n`,
+  },
+  {
+    name: `aio${bs}`,
+    bdev: "AIO0",
+    bdevSection: (dir) => `[AIO]\n  AIO ${join(dir, `aio${bs}.img`)} AIO0 ${bs} ${LUN_MB}\n`,
+  },
+]);
+
+function config(setup: Setup, ports: number[], dir: string): string {
+  return `${setup.bdevSection(dir)}
+[PortalGroup1]
+  Portal A 127.0.0.1:${ports[0]}
+  Portal B 127.0.0.1:${ports[1]}
+[InitiatorGroup1]
+  InitiatorName ANY
+  Netmask 127.0.0.1/32
+[TargetNode1]
+  TargetName ${IQN}
+  Mapping PortalGroup1 InitiatorGroup1
+  AuthMethod None
+  QueueDepth 64
+  LUN0 ${setup.bdev}
+`;
+}
+
+describe("iscsi-test-cu conformance", () => {
+  let known: KnownFailure[];
+  let dir: string;
+  before(async () => {
+    known = parseKnownFailures(await readFile(KNOWN_FAILURES, "utf8"));
+    dir = await makeTempDir("conformance");
+  });
+  after(async () => {
+    await cleanup(dir);
+  });
+
+  for (const setup of SETUPS) {
+    it(`${setup.name}: iscsi-test-cu -d -t ALL with two portals`, { timeout: 20 * 60 * 1000 }, async (t) => {
+      const server = await startServer((ports, d) => config(setup, ports, d), {
+        dir,
+        portCount: 2,
+        args: ["--state-dir", join(dir, `state-${setup.name}`)],
+      });
+      let output: string;
+      try {
+        const [p1, p2] = server.ports;
+        const r = await run(
+          "iscsi-test-cu",
+          ["-d", "-t", "ALL", `iscsi://127.0.0.1:${p1}/${IQN}/0`, `iscsi://127.0.0.1:${p2}/${IQN}/0`],
+          15 * 60 * 1000,
+        );
+        output = r.stdout + r.stderr;
+      } finally {
+        await stopCleanly(server);
+      }
+      const report = parseCunitOutput(output);
+      const verdict = judge(setup.name, report, known);
+      const { passed, failed, skipped } = verdict.counts;
+      const summary = `${setup.name}: ${passed} passed, ${failed} failed, ${skipped} skipped of ${report.tests.length}`;
+      t.diagnostic(summary);
+      process.stderr.write(`conformance ${summary}\n`);
+      assert.ok(
+        report.tests.length > 200,
+        `only ${report.tests.length} tests ran; output tail:\n${output.slice(-2000)}`,
+      );
+      assert.deepEqual(verdict.problems, [], `${summary}\n${verdict.problems.join("\n")}`);
+    });
+  }
+});
