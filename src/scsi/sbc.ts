@@ -162,8 +162,11 @@ export async function compareAndWrite(ctx: CommandContext): Promise<void> {
   const bs = lu.bdev.blockSize;
   const bytes = blocks * bs;
   task.transferLength = 2 * bytes;
+  // The data-out must be exactly the verify and write instances: a NUMBER OF LOGICAL BLOCKS that
+  // disagrees with the transfer is an invalid CDB field (libiscsi CompareAndWrite.* expects this
+  // for 256 blocks, which wraps to 0 in the one-byte field).
+  if (!hasExactDataOut(task, 2 * bytes)) throw invalidCdbField(13);
   if (blocks === 0) return;
-  requireExactDataOut(task, 2 * bytes);
   const data = dataOutBuffer(task, 2 * bytes);
   const release = await lu.rangeLock.acquire(lba, blocks, true);
   try {
@@ -204,15 +207,12 @@ export async function orWrite(ctx: CommandContext): Promise<void> {
 
 /**
  * COMPARE AND WRITE and WRITE SAME take a data-out of an exact size; a transfer of any other size
- * means the initiator and the CDB disagree, and the command is not carried out (SAM-5 5.3 / iSCSI
- * INVALID FIELD IN COMMAND INFORMATION UNIT).
+ * means the initiator and the CDB disagree, and the command is not carried out.
  */
-function requireExactDataOut(task: ScsiTask, bytes: number): void {
+function hasExactDataOut(task: ScsiTask, bytes: number): boolean {
   let got = 0;
   for (const b of task.dataOut) got += b.length;
-  if (got !== bytes || task.expectedDataLength !== bytes) {
-    throw new SenseError(SenseKey.IllegalRequest, ASC.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
-  }
+  return got === bytes && task.expectedDataLength === bytes;
 }
 
 function isAllZero(b: Buffer): boolean {
@@ -222,7 +222,7 @@ function isAllZero(b: Buffer): boolean {
 
 /**
  * WRITE SAME 10/16 (SBC-3 5.42/5.43): one block of data-out (or zeroes with NDOB) written to every
- * block of the range; UNMAP=1 with zero data deallocates. NUMBER OF LOGICAL BLOCKS 0 means "to the
+ * block of the range; UNMAP=1 deallocates. NUMBER OF LOGICAL BLOCKS 0 means "to the
  * end of the medium", within MAXIMUM WRITE SAME LENGTH. ANCHOR is not supported.
  */
 export async function writeSame(ctx: CommandContext): Promise<void> {
@@ -248,14 +248,21 @@ export async function writeSame(ctx: CommandContext): Promise<void> {
     pattern = Buffer.alloc(bs);
   } else {
     task.transferLength = bs;
-    requireExactDataOut(task, bs);
+    if (!hasExactDataOut(task, bs)) {
+      throw new SenseError(SenseKey.IllegalRequest, ASC.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
+    }
     pattern = dataOutBuffer(task, bs);
   }
   const release = await lu.rangeLock.acquire(lba, blocks, true);
   try {
+    // UNMAP=1 asks for deallocation (SBC-3 4.7.3.4); like other targets, and as libiscsi's
+    // WriteSame*.UnmapUntilEnd expects, the blocks are deallocated whatever the data block holds.
+    if (unmap) {
+      await lu.bdev.unmap(lba, blocks);
+      return;
+    }
     if (isAllZero(pattern)) {
-      if (unmap && lu.bdev.unmapReadsZeroes) await lu.bdev.unmap(lba, blocks);
-      else await lu.bdev.writeZeroes(lba, blocks);
+      await lu.bdev.writeZeroes(lba, blocks);
       return;
     }
     // Write in chunks of at most 1 MiB of repeated pattern.
@@ -384,6 +391,12 @@ export async function getLbaStatus(ctx: CommandContext): Promise<void> {
   lu.requireMedium();
   const count = lu.bdev.blockCount;
   if (lba >= count) throw lbaOutOfRange();
+  // Provisioning is described per physical block: a STARTING LOGICAL BLOCK ADDRESS inside a
+  // physical block is reported from the next physical block boundary (what libiscsi's
+  // GetLBAStatus.UnmapSingle expects when LOGICAL BLOCKS PER PHYSICAL BLOCK > 1).
+  const perPhysical = 1 << PHYSICAL_BLOCK_EXPONENT;
+  const aligned = Math.ceil(lba / perPhysical) * perPhysical;
+  const start = aligned < count ? aligned : lba;
   const descriptors: Buffer[] = [];
   const describe = (start: number, n: number, deallocated: boolean): void => {
     const d = Buffer.alloc(16);
@@ -393,18 +406,18 @@ export async function getLbaStatus(ctx: CommandContext): Promise<void> {
     descriptors.push(d);
   };
   if (!(lu.bdev.supportsUnmap && lu.bdev.unmapReadsZeroes)) {
-    describe(lba, Math.min(count - lba, 0xffffffff), false);
+    describe(start, Math.min(count - start, 0xffffffff), false);
   } else {
     const bs = lu.bdev.blockSize;
-    const n = Math.min(count - lba, LBA_STATUS_SCAN_BLOCKS);
+    const n = Math.min(count - start, LBA_STATUS_SCAN_BLOCKS);
     const buf = Buffer.allocUnsafe(n * bs);
-    await lu.bdev.readv(lba, [buf]);
+    await lu.bdev.readv(start, [buf]);
     let runStart = 0;
     let runZero = isAllZero(buf.subarray(0, bs));
     for (let i = 1; i <= n; i++) {
       const zero = i < n ? isAllZero(buf.subarray(i * bs, (i + 1) * bs)) : !runZero;
       if (zero !== runZero) {
-        describe(lba + runStart, i - runStart, runZero);
+        describe(start + runStart, i - runStart, runZero);
         runStart = i;
         runZero = zero;
       }

@@ -110,27 +110,35 @@ for (const bs of [512, 4096]) {
       assert.equal((await run(dev, cdb10(0x2f, 0, 4))).status, 0);
     });
 
-    it("GET LBA STATUS reports written blocks mapped and zero blocks deallocated", async () => {
+    it("GET LBA STATUS reports written blocks mapped and zero blocks deallocated, per physical block", async () => {
       const dev = makeDevice(bs, 64);
       await clearUa(dev);
-      await run(dev, cdb10(0x2a, 4, 2), { dataOut: Buffer.alloc(2 * bs, 1) });
-      const c = Buffer.alloc(16);
-      c[0] = 0x9e;
-      c[1] = 0x12;
-      c.writeBigUInt64BE(2n, 2);
-      c.writeUInt32BE(1024, 10);
-      const d = dataIn(await run(dev, c));
-      const descs = (d.readUInt32BE(0) - 4) / 16;
-      const got = [];
-      for (let i = 0; i < descs; i++) {
-        const o = 8 + 16 * i;
-        got.push([Number(d.readBigUInt64BE(o)), d.readUInt32BE(o + 8), d[o + 12]]);
-      }
-      assert.deepEqual(got, [
-        [2, 2, 1],
-        [4, 2, 0],
-        [6, 58, 1],
+      await run(dev, cdb10(0x2a, 8, 2), { dataOut: Buffer.alloc(2 * bs, 1) });
+      const status = async (lba: number) => {
+        const c = Buffer.alloc(16);
+        c[0] = 0x9e;
+        c[1] = 0x12;
+        c.writeBigUInt64BE(BigInt(lba), 2);
+        c.writeUInt32BE(1024, 10);
+        const d = dataIn(await run(dev, c));
+        const got = [];
+        for (let o = 8; o < 4 + d.readUInt32BE(0); o += 16) {
+          got.push([Number(d.readBigUInt64BE(o)), d.readUInt32BE(o + 8), d[o + 12]]);
+        }
+        return got;
+      };
+      assert.deepEqual(await status(0), [
+        [0, 8, 1],
+        [8, 2, 0],
+        [10, 54, 1],
       ]);
+      // An unaligned start is reported from the next physical block (8 logical blocks).
+      assert.deepEqual((await status(3))[0], [8, 2, 0]);
+      assert.deepEqual(senseOf(await run(dev, [0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 24, 0, 0])), {
+        key: 0x5,
+        asc: 0x21,
+        ascq: 0,
+      });
     });
 
     it("PREVENT blocks eject from every nexus; eject → NOT READY, MEDIUM NOT PRESENT; load again", async () => {
