@@ -57,7 +57,8 @@ export class IscsiTarget implements ConnectionHost {
   /** Stop listening, tell every session the target is going away, wait for tasks, close. */
   async stop(): Promise<void> {
     this.stopping = true;
-    await Promise.all(this.portalGroups.map((pg) => pg.stop()));
+    // net.Server.close() calls back only once every connection has ended: stop accepting now, wait below.
+    const listenersClosed = Promise.all(this.portalGroups.map((pg) => pg.stop()));
     const sessions = [...this.sessions.values()];
     for (const s of sessions) {
       for (const c of s.connections.values()) {
@@ -83,6 +84,7 @@ export class IscsiTarget implements ConnectionHost {
         }),
     );
     await Promise.all(closing);
+    await listenersClosed;
   }
 
   private accept(socket: Socket, tag: number): void {
