@@ -191,6 +191,14 @@ test("protocol: P_SYNC_PARAM89 layout at protocol 95+ and before", () => {
     payload: cat([hex("00009c40"), Buffer.from("sha1\0")]),
   });
   assert.deepEqual(encodeSyncParams(p, 87).payload, hex("00009c40"));
+  assert.throws(
+    () => decodeSyncParams(Buffer.alloc(200), 101),
+    /SyncParam packet too long: 200 bytes, at most 148/,
+  );
+  assert.throws(
+    () => decodeSyncParams(Buffer.alloc(140), 101),
+    /truncated P_SYNC_PARAM89 at protocol ≥95: 140 of 148/,
+  );
 });
 
 test("protocol: P_UUIDS, P_SYNC_UUID and P_SIZES bytes", () => {

@@ -569,6 +569,13 @@ export function decodeSyncParams(
   agreedVersion: number,
 ): Partial<SyncParams> & { resyncRate: number } {
   need(b, 4, "P_SYNC_PARAM");
+  // receive_SyncParam: the longest payload each version may send.
+  const expMax =
+    agreedVersion <= 87 ? 4 : agreedVersion === 88 ? 4 + SHARED_SECRET_MAX : agreedVersion <= 94 ? 132 : 148;
+  if (b.length > expMax)
+    throw new DrbdProtocolError(
+      `SyncParam packet too long: ${b.length} bytes, at most ${expMax} at protocol ${agreedVersion}`,
+    );
   const resyncRate = b.readUInt32BE(0);
   if (agreedVersion <= 87) return { resyncRate };
   if (agreedVersion === 88) return { resyncRate, verifyAlg: cString(b.subarray(4)) };
@@ -579,7 +586,7 @@ export function decodeSyncParams(
     csumsAlg: cString(b.subarray(68, 132)),
   };
   if (agreedVersion >= 95) {
-    exactly(b, 148, "P_SYNC_PARAM89 at protocol ≥95");
+    need(b, 148, "P_SYNC_PARAM89 at protocol ≥95");
     out.cPlanAhead = b.readUInt32BE(132);
     out.cDelayTarget = b.readUInt32BE(136);
     out.cFillTarget = b.readUInt32BE(140);
