@@ -219,6 +219,7 @@ export class Reservations {
   private spc2Holder: string | undefined = undefined;
   /** I_T nexuses seen on this LU, so unit attentions can reach every nexus a registration covers. */
   private readonly nexuses = new Map<string, ITNexus>();
+  private readonly seen = new WeakSet<ITNexus>();
   private persistChain: Promise<void> = Promise.resolve();
 
   constructor(o: ReservationsOptions) {
@@ -476,7 +477,9 @@ export class Reservations {
   nexusLost(nexus: ITNexus): void {
     const key = nexus.key;
     if (this.spc2Holder === key) this.spc2Holder = undefined;
-    this.nexuses.delete(key);
+    // A reinstated session may already use the same key with a new ITNexus object: keep that one.
+    if (this.nexuses.get(key) === nexus) this.nexuses.delete(key);
+    this.seen.delete(nexus);
   }
 
   /** LOGICAL UNIT RESET (and target resets) release SPC-2 reservations; persistent ones stay. */
@@ -691,8 +694,10 @@ export class Reservations {
   }
 
   private touch(nexus: ITNexus): void {
-    const key = nexus.key;
-    if (!this.nexuses.has(key)) this.nexuses.set(key, nexus);
+    // conflicts() runs before every command: skip building the key string for a known nexus.
+    if (this.seen.has(nexus)) return;
+    this.seen.add(nexus);
+    this.nexuses.set(nexus.key, nexus);
   }
 
   private matches(reg: Registration, nexus: ITNexus): boolean {

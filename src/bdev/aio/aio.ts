@@ -164,11 +164,15 @@ export class AioBdev implements BlockDevice {
   }
 
   private ioError(op: string, lba: number, err: unknown): BlockDeviceError {
-    if (err instanceof BlockDeviceError) return err;
-    const code = (err as NodeJS.ErrnoException).code;
+    const kind =
+      err instanceof BlockDeviceError
+        ? err.kind
+        : (err as NodeJS.ErrnoException).code === "EIO"
+          ? "medium"
+          : "io";
     return new BlockDeviceError(
       `${this.name}: ${op} at LBA ${lba} failed on ${this.path}: ${(err as Error).message}`,
-      code === "EIO" ? "medium" : "io",
+      kind,
     );
   }
 
