@@ -176,8 +176,8 @@ export class Connection implements SessionConnection, ResultSink {
     this.statSN = snAdd(this.statSN, 1);
     this.writer.send(step.response);
     if (step.failed) {
-      this.state = "logout";
-      this.socket.end();
+      // RFC 7143 §11.13.5: after a failing Login Response the target closes the connection.
+      this.drop("login failed");
       return;
     }
     if (!step.session || !step.params) return;

@@ -103,3 +103,12 @@ export function pattern(len: number, seed: number): Buffer {
   for (let i = 0; i < len; i++) b[i] = (i * 31 + seed) & 0xff;
   return b;
 }
+
+/** Poll until `cond` holds; fails after `ms`. */
+export async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error("condition not reached in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
