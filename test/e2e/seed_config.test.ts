@@ -7,14 +7,15 @@
  * Checked with libiscsi's own tools: CHAP with the right secret works and a wrong one is refused
  * (AuthMethod Auto lets the initiator choose CHAP), discovery lists the target, the seed's Netmask
  * (192.168.1.0/24) refuses a loopback initiator, and required header digests are enforced.
- * libiscsi 1.19 offers DataDigest=None only, so a target requiring data digests must refuse it; data
- * digests themselves are exercised by the iSCSI layer's raw-PDU tests (test/iscsi).
+ * libiscsi 1.19 offers DataDigest=None only (and always HeaderDigest=None,CRC32C), so digest refusals
+ * and data digests are checked with the project's raw-PDU initiator (test/support/raw_initiator.ts).
  */
 import assert from "node:assert/strict";
 import { readFile, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { RawInitiator } from "../support/raw_initiator.js";
 import { cleanup, makeTempDir, run, startServer, stopCleanly, type RunningServer } from "./harness.js";
 
 const SEED = fileURLToPath(new URL("../../../test/e2e/fixtures/iscsi.drbd_conf.in", import.meta.url));
@@ -54,8 +55,8 @@ function seedConfig(seed: string, port: number, dir: string, edits: Edits = {}):
   replace(/AuthFile \/usr\/local\/etc\/spdk\/auth\.conf/, `AuthFile ${join(dir, "auth.conf")}`);
   replace(/ {2}LUN[2-5] \S+\n/g, ""); // TCMUR/BIO devices: issue #3
   if (edits.netmask) replace(/Netmask 192\.168\.1\.0\/24/, `Netmask ${edits.netmask}`);
-  if (edits.useDigest) replace(/UseDigest Auto/, `UseDigest ${edits.useDigest}`);
-  if (edits.authMethod) replace(/AuthMethod Auto/, `AuthMethod ${edits.authMethod}`);
+  if (edits.useDigest) replace(/^ {2}UseDigest Auto$/m, `  UseDigest ${edits.useDigest}`);
+  if (edits.authMethod) replace(/^ {2}AuthMethod Auto$/m, `  AuthMethod ${edits.authMethod}`);
   return text;
 }
 
@@ -89,11 +90,13 @@ describe("the seed config, served as written", () => {
     await withServer({ netmask: "127.0.0.1/32" }, async (_s, port) => {
       const lun0 = await run("iscsi-inq", [`iscsi://user1%secret1@127.0.0.1:${port}/${IQN}/0`]);
       assert.equal(lun0.code, 0, lun0.stderr);
-      assert.match(lun0.stdout, /Product identification:\s*Malloc disk/i);
+      assert.match(lun0.stdout, /^Product:Malloc disk/m);
       const lun1 = await run("iscsi-readcapacity16", [`iscsi://user1%secret1@127.0.0.1:${port}/${IQN}/1`]);
       assert.equal(lun1.code, 0, lun1.stderr);
-      assert.match(lun1.stdout, /Logical Block Length:\s*4096/i);
-      assert.match(lun1.stdout, /Returned Logical Block Address:\s*4095\b/i); // 16 MiB / 4096 - 1
+      assert.match(lun1.stdout, /^LOGICAL BLOCK LENGTH IN BYTES:4096$/m);
+      assert.match(lun1.stdout, /^RETURNED LOGICAL BLOCK ADDRESS:4095$/m); // 16 MiB / 4096 - 1
+      // One logical block per physical block: the file has no larger unit (SBC-3 5.16.2).
+      assert.match(lun1.stdout, /LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT:0$/m);
       // No credentials: AuthMethod Auto leaves CHAP to the initiator.
       const plain = await run("iscsi-inq", [`iscsi://127.0.0.1:${port}/${IQN}/0`]);
       assert.equal(plain.code, 0, plain.stderr);
@@ -144,17 +147,82 @@ describe("the seed config, served as written", () => {
     });
   });
 
-  it("enforces UseDigest Header, and refuses libiscsi (no data digest) under UseDigest Header Data", async () => {
+  /** Operational keys for the raw initiator, with the digests to offer. */
+  function keys(header: string, data: string): [string, string][] {
+    return [
+      ["HeaderDigest", header],
+      ["DataDigest", data],
+      ["MaxRecvDataSegmentLength", "65536"],
+      ["InitialR2T", "Yes"],
+      ["ImmediateData", "Yes"],
+      ["MaxBurstLength", "262144"],
+      ["FirstBurstLength", "65536"],
+      ["ErrorRecoveryLevel", "0"],
+    ];
+  }
+
+  async function rawLogin(
+    port: number,
+    header: string,
+    data: string,
+  ): Promise<{ ini: RawInitiator; status: number }> {
+    const ini = await RawInitiator.connect(port);
+    const r = await ini.login({ targetName: IQN, keys: keys(header, data) });
+    return { ini, status: (r.statusClass << 8) | r.statusDetail };
+  }
+
+  it("enforces UseDigest Header and UseDigest Header Data", async () => {
+    // libiscsi 1.19 always offers HeaderDigest=None,CRC32C and DataDigest=None (its URL's header_digest
+    // argument is not honoured), so refusals are checked with the raw-PDU initiator.
     await withServer({ netmask: "127.0.0.1/32", useDigest: "Header" }, async (_s, port) => {
-      const url = `iscsi://127.0.0.1:${port}/${IQN}/0`;
-      const crc = await run("iscsi-inq", [`${url}?header_digest=crc32c`]);
-      assert.equal(crc.code, 0, crc.stderr);
-      const none = await run("iscsi-inq", [`${url}?header_digest=none`]);
-      assert.notEqual(none.code, 0, "logged in without the required header digest");
+      const inq = await run("iscsi-inq", [`iscsi://127.0.0.1:${port}/${IQN}/0`]);
+      assert.equal(inq.code, 0, inq.stderr);
+      const none = await rawLogin(port, "None", "None");
+      none.ini.close();
+      assert.equal(
+        none.status >> 8,
+        2,
+        `HeaderDigest=None login answered 0x${none.status.toString(16)}, expected an initiator error`,
+      );
+      const crc = await rawLogin(port, "CRC32C,None", "None");
+      assert.equal(crc.status, 0);
+      assert.equal(crc.ini.headerDigest, true, "target did not choose CRC32C");
+      const tur = await crc.ini.scsi(Buffer.alloc(6));
+      assert.ok(
+        tur.status === 0 || tur.status === 2,
+        `TEST UNIT READY with header digests: status ${tur.status}`,
+      );
+      crc.ini.close();
     });
     await withServer({ netmask: "127.0.0.1/32", useDigest: "Header Data" }, async (_s, port) => {
-      const r = await run("iscsi-inq", [`iscsi://127.0.0.1:${port}/${IQN}/0?header_digest=crc32c`]);
-      assert.notEqual(r.code, 0, "logged in with DataDigest=None although the target requires CRC32C");
+      const inq = await run("iscsi-inq", [`iscsi://127.0.0.1:${port}/${IQN}/0`]);
+      assert.notEqual(
+        inq.code,
+        0,
+        "libiscsi logged in with DataDigest=None although the target requires CRC32C",
+      );
+      const both = await rawLogin(port, "CRC32C", "CRC32C");
+      try {
+        assert.equal(both.status, 0);
+        assert.equal(both.ini.dataDigest, true);
+        // Data-Out and Data-In both carry data digests: write 64 KiB, read it back.
+        const data = Buffer.alloc(65536, 0xa5);
+        const cdb = (op: number): Buffer => {
+          const c = Buffer.alloc(10);
+          c[0] = op;
+          c.writeUInt32BE(64, 2);
+          c.writeUInt16BE(65536 / 4096, 7);
+          return c;
+        };
+        let w = await both.ini.scsi(cdb(0x2a), { write: data });
+        if (w.status === 2) w = await both.ini.scsi(cdb(0x2a), { write: data }); // POWER ON unit attention
+        assert.equal(w.status, 0);
+        const r = await both.ini.scsi(cdb(0x28), { read: data.length });
+        assert.equal(r.status, 0);
+        assert.ok(r.data.equals(data));
+      } finally {
+        both.ini.close();
+      }
     });
   });
 });
