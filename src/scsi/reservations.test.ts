@@ -566,10 +566,10 @@ test("SPC-2 reservation ends on I_T nexus loss and logical unit reset", () => {
   pr.reserve(t(I1));
 });
 
-test("CRH: RESERVE(6) under a persistent reservation is GOOD for the holder, a conflict for others", async () => {
+test("CRH: RESERVE/RELEASE under persistent reservations: GOOD no-op for the holder, conflict otherwise", async () => {
   const { pr } = setup();
-  const t = (n: ITNexus) =>
-    new ScsiTask(Buffer.from([0x16, 0, 0, 0, 0, 0]), 0, 3, "simple", n, 0, false, false, []);
+  const t = (n: ITNexus, byte1 = 0) =>
+    new ScsiTask(Buffer.from([0x16, byte1, 0, 0, 0, 0]), 0, 3, "simple", n, 0, false, false, []);
   await register(pr, I1, 1n);
   await reserve(pr, I1, 1n, WE);
   pr.reserve(t(I1));
@@ -577,4 +577,19 @@ test("CRH: RESERVE(6) under a persistent reservation is GOOD for the holder, a c
   // No SPC-2 reservation was created: PR commands still work.
   assert.equal(pr.conflicts(I1, prinCdb(0)), false);
   assert.deepEqual(await readReservation(pr, I2), { key: 1n, type: WE });
+  // RELEASE from the holder is GOOD and leaves the persistent reservation alone.
+  pr.release(new ScsiTask(Buffer.from([0x17, 0, 0, 0, 0, 0]), 0, 4, "simple", I1, 0, false, false, []));
+  assert.deepEqual(await readReservation(pr, I2), { key: 1n, type: WE });
+  // Registrations without a reservation still make RESERVE and RELEASE conflict (SPC-2 5.5.1).
+  await releasePr(pr, I1, 1n, WE);
+  assert.throws(() => pr.reserve(t(I1)), ReservationConflict);
+  assert.throws(
+    () =>
+      pr.release(new ScsiTask(Buffer.from([0x17, 0, 0, 0, 0, 0]), 0, 5, "simple", I2, 0, false, false, [])),
+    ReservationConflict,
+  );
+  await prout(pr, I1, 0x00, { rk: 1n, sark: 0n });
+  pr.reserve(t(I1));
+  // The obsolete extent form is refused.
+  assert.throws(() => pr.reserve(t(I1, 0x01)), SenseError);
 });

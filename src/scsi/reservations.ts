@@ -449,12 +449,12 @@ export class Reservations {
   reserve(task: ScsiTask): void {
     const { nexus, cdb } = task;
     this.touch(nexus);
-    // Third-party reservations (RESERVE(10) 3RDPTY) are not supported.
-    if (cdb[0] === OP_RESERVE10 && (cdb[1] & 0x10) !== 0) throw invalidCdbField(1, 4);
-    if (this.reservation) {
-      if (this.hasFullAccess(nexus, this.reservation)) return;
-      throw new ReservationConflict(`${this.lunName}: RESERVE while a persistent reservation exists`);
-    }
+    // Extent reservations (RESERVE(6) EXTENT), third-party and long-ID reservations (RESERVE(10)
+    // 3RDPTY, LONGID) are obsolete and not supported.
+    if (cdb[0] === OP_RESERVE6 && (cdb[1] & 0x01) !== 0) throw invalidCdbField(1, 0);
+    if (cdb[0] === OP_RESERVE10 && (cdb[1] & 0x12) !== 0)
+      throw invalidCdbField(1, (cdb[1] & 0x10) !== 0 ? 4 : 1);
+    if (this.persistentStateOverrides(nexus, "RESERVE")) return;
     if (this.spc2Holder !== undefined && this.spc2Holder !== nexus.key) {
       throw new ReservationConflict(`${this.lunName}: LU reserved by another I_T nexus`);
     }
@@ -465,12 +465,26 @@ export class Reservations {
   release(task: ScsiTask): void {
     const { nexus, cdb } = task;
     this.touch(nexus);
-    if (cdb[0] === OP_RELEASE10 && (cdb[1] & 0x10) !== 0) throw invalidCdbField(1, 4);
-    if (this.reservation) {
-      if (this.hasFullAccess(nexus, this.reservation)) return;
-      throw new ReservationConflict(`${this.lunName}: RELEASE while a persistent reservation exists`);
-    }
+    if (cdb[0] === OP_RELEASE10 && (cdb[1] & 0x12) !== 0)
+      throw invalidCdbField(1, (cdb[1] & 0x10) !== 0 ? 4 : 1);
+    if (this.persistentStateOverrides(nexus, "RELEASE")) return;
     if (this.spc2Holder === nexus.key) this.spc2Holder = undefined;
+  }
+
+  /**
+   * SPC-4 5.13.3 (CRH=1): RESERVE/RELEASE from a persistent reservation holder, or from a registrant
+   * under a registrants-only or all-registrants type, completes with GOOD and changes nothing (true).
+   * Otherwise, while any registration exists, SPC-2 5.5.1 makes every RESERVE and RELEASE conflict.
+   * Without registrations (false) the command is processed as SPC-2 defines.
+   */
+  private persistentStateOverrides(nexus: ITNexus, what: string): boolean {
+    if (this.reservation && this.hasFullAccess(nexus, this.reservation)) return true;
+    if (this.registrations.length > 0) {
+      throw new ReservationConflict(
+        `${this.lunName}: ${what} while persistent reservation keys are registered`,
+      );
+    }
+    return false;
   }
 
   /** I_T nexus loss releases its SPC-2 reservation (SPC-2 5.5.1); registrations survive (SPC-4 5.13.4). */
