@@ -1,0 +1,177 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { RawInitiator } from "../support/raw_initiator.js";
+import { Opcode, Pdu, RESERVED_TAG } from "../../src/iscsi/pdu.js";
+import { TARGET, read10, startTarget, waitFor } from "./harness.js";
+
+function tmf(
+  ini: RawInitiator,
+  fn: number,
+  opts: { rtt?: number; refCmdSN?: number; lun?: number } = {},
+): Pdu {
+  const p = ini.command(Opcode.TaskMgmtRequest, { immediate: true, flags: 0x80 | fn });
+  p.bhs[9] = opts.lun ?? 0;
+  p.ttt = opts.rtt ?? RESERVED_TAG; // Referenced Task Tag (bytes 20..23)
+  p.setU32(32, opts.refCmdSN ?? 0);
+  return p;
+}
+
+function readCmd(ini: RawInitiator, lba: number): Pdu {
+  const p = ini.command(Opcode.ScsiCommand, { flags: 0x80 | 0x40 | 0x01 });
+  read10(lba, 1).copy(p.bhs, 32);
+  p.setU32(20, 512);
+  return p;
+}
+
+test("NOP-Out is echoed with its data; the target pings an idle connection and drops it without an answer", async () => {
+  const h = await startTarget({ globals: { nopInIntervalSec: 0.2, nopTimeoutSec: 0.3 } });
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    const echo = await ini.nop(Buffer.from("hello"));
+    assert.equal(echo.opcode, Opcode.NopIn);
+    assert.equal(echo.data.toString(), "hello");
+    // Answering pings (recvResponse does) keeps the connection up past several intervals.
+    const ping = await ini.recv(2000);
+    assert.equal(ping.opcode, Opcode.NopIn);
+    assert.equal(ping.itt, RESERVED_TAG);
+    assert.notEqual(ping.ttt, RESERVED_TAG);
+    const reply = ini.command(Opcode.NopOut, { immediate: true });
+    reply.itt = RESERVED_TAG;
+    reply.ttt = ping.ttt;
+    ini.send(reply);
+    await new Promise((r) => setTimeout(r, 250));
+    assert.equal(ini.closed, false);
+    // Now stay silent: the next ping goes unanswered and the connection is dropped.
+    await ini.waitClosed(3000);
+    await waitFor(() => h.target.sessionCount() === 0);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("ABORT TASK on a command held by the device: no SCSI response, TMF complete", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    let release!: () => void;
+    h.devices[0].hold = new Promise<void>((r) => (release = r));
+    const cmd = readCmd(ini, 0);
+    ini.send(cmd);
+    await waitFor(() => h.devices[0].hold !== undefined);
+    ini.send(tmf(ini, 1, { rtt: cmd.itt, refCmdSN: cmd.cmdSN }));
+    await new Promise((r) => setTimeout(r, 50));
+    h.devices[0].hold = undefined;
+    release();
+    const rsp = await ini.recvResponse();
+    assert.equal(rsp.opcode, Opcode.TaskMgmtResponse);
+    assert.equal(rsp.bhs[2], 0);
+    assert.equal(h.devices[0].tmfCalls[0].fn, "abort-task");
+    // Next PDU is the answer to a fresh NOP, not a late response for the aborted read.
+    const echo = await ini.nop(Buffer.from("after"));
+    assert.equal(echo.opcode, Opcode.NopIn);
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("ABORT TASK for an unknown tag answers 'task does not exist'; TASK REASSIGN 'not supported'; bad LUN", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    ini.send(tmf(ini, 1, { rtt: 0x777, refCmdSN: ini.cmdSN + 1000 }));
+    assert.equal((await ini.recvResponse()).bhs[2], 1);
+    ini.send(tmf(ini, 8, { rtt: 0x777 }));
+    assert.equal((await ini.recvResponse()).bhs[2], 5);
+    ini.send(tmf(ini, 5, { lun: 9 }));
+    assert.equal((await ini.recvResponse()).bhs[2], 2);
+    ini.send(tmf(ini, 5, { lun: 0 }));
+    assert.equal((await ini.recvResponse()).bhs[2], 0);
+    assert.equal(h.devices[0].tmfCalls.at(-1)?.fn, "logical-unit-reset");
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("ABORT TASK on a write still waiting for Data-Out ends it in the transport", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    ini.immediateData = false;
+    await ini.login({ targetName: TARGET });
+    const cmd = ini.command(Opcode.ScsiCommand, { flags: 0x80 | 0x20 | 0x01 });
+    cmd.bhs[32] = 0x2a;
+    cmd.bhs.writeUInt16BE(1, 39);
+    cmd.setU32(20, 512);
+    ini.send(cmd);
+    assert.equal((await ini.recvResponse()).opcode, Opcode.R2T);
+    ini.send(tmf(ini, 1, { rtt: cmd.itt, refCmdSN: cmd.cmdSN }));
+    const rsp = await ini.recvResponse();
+    assert.equal(rsp.opcode, Opcode.TaskMgmtResponse);
+    assert.equal(rsp.bhs[2], 0);
+    assert.equal((await ini.scsi(read10(0, 1), { read: 512 })).status, 0);
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("TARGET COLD RESET responds, then drops the sessions of the target", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    ini.send(tmf(ini, 7));
+    const rsp = await ini.recvResponse();
+    assert.equal(rsp.bhs[2], 0);
+    await ini.waitClosed();
+    await waitFor(() => h.target.sessionCount() === 0);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("commands are executed in CmdSN order; out-of-window CmdSN is ignored", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    const first = readCmd(ini, 1);
+    const second = readCmd(ini, 2);
+    ini.send(second); // arrives first, must wait for `first`
+    await new Promise((r) => setTimeout(r, 50));
+    ini.send(first);
+    const a = await ini.recvResponse();
+    const b = await ini.recvResponse();
+    assert.equal(a.itt, first.itt);
+    assert.equal(b.itt, second.itt);
+    // A CmdSN far beyond MaxCmdSN is silently ignored (RFC 7143 §4.2.2.1).
+    const expected = ini.cmdSN;
+    const stray = readCmd(ini, 3);
+    stray.setU32(24, expected + 100000);
+    ini.send(stray);
+    ini.cmdSN = expected;
+    const echo = await ini.nop(Buffer.from("x"));
+    assert.equal(echo.opcode, Opcode.NopIn);
+    assert.equal(echo.u32(28), expected, "ExpCmdSN unchanged by the stray command");
+    assert.equal((await ini.scsi(read10(4, 1), { read: 512 })).status, 0);
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("stop(): sessions get an Async Message, connections close, nexus released", async () => {
+  const h = await startTarget();
+  const ini = await RawInitiator.connect(h.port);
+  await ini.login({ targetName: TARGET });
+  await h.stop();
+  await ini.waitClosed();
+  assert.ok(ini.events.some((e) => e.opcode === Opcode.AsyncMessage && e.bhs[36] === 3));
+  await waitFor(() => h.devices[0].nexusLosses.length === 1);
+  assert.equal(h.target.sessionCount(), 0);
+});
