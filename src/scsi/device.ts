@@ -11,7 +11,7 @@ import { inquiryNoLun } from "./inquiry.js";
 import { LogicalUnit } from "./lun.js";
 import { MAX_LUN } from "./lun_id.js";
 import { answerReportLuns } from "./spc.js";
-import { ASC, SenseError, SenseKey, fixedSense, invalidCdbField } from "./sense.js";
+import { ASC, SenseError, SenseKey, fixedSense, invalidCdbField, type AscAscq } from "./sense.js";
 import {
   ScsiStatus,
   type ITNexus,
@@ -145,13 +145,18 @@ export class ScsiDevice implements ScsiTargetDevice, TargetInfo {
       }
       case "logical-unit-reset": {
         if (!lu) return "no-such-lun";
-        await this.resetLogicalUnit(lu);
+        await this.resetLogicalUnit(lu, key, ASC.BUS_DEVICE_RESET_FUNCTION_OCCURRED);
         return "complete";
       }
       case "target-warm-reset":
       case "target-cold-reset":
-        // SAM-5 7.7: a target reset is a logical unit reset of every LU.
-        await Promise.all([...this.luns.values()].map((l) => this.resetLogicalUnit(l)));
+        // RFC 7143 §11.5.1 / SAM-5 6.3.2: a hard reset resets every LU; the unit attention is the
+        // generic POWER ON, RESET, OR BUS DEVICE RESET OCCURRED.
+        await Promise.all(
+          [...this.luns.values()].map((l) =>
+            this.resetLogicalUnit(l, key, ASC.POWER_ON_RESET_OR_BUS_DEVICE_RESET),
+          ),
+        );
         return "complete";
       case "clear-aca":
         return "not-supported";
@@ -160,11 +165,17 @@ export class ScsiDevice implements ScsiTargetDevice, TargetInfo {
     }
   }
 
-  /** SAM-5 7.6: abort every task, then reset the LU's state. */
-  private async resetLogicalUnit(lu: LogicalUnit): Promise<void> {
+  /**
+   * SAM-5 7.6: abort every task, telling other initiators whose tasks went (COMMANDS CLEARED BY
+   * ANOTHER INITIATOR), then reset the LU's state with the reset's unit attention for every nexus.
+   */
+  private async resetLogicalUnit(lu: LogicalUnit, issuer: string, asc: AscAscq): Promise<void> {
     this.logger.info({ lun: lu.id }, "logical unit reset");
-    await lu.taskSet.abort(lu.taskSet.select(() => true));
-    lu.reset();
+    const all = lu.taskSet.select(() => true);
+    const others = new Set(all.filter((e) => e.nexusKey !== issuer).map((e) => e.nexusKey));
+    await lu.taskSet.abort(all);
+    lu.reset(asc);
+    lu.unitAttentions.establish([...others], ASC.COMMANDS_CLEARED_BY_ANOTHER_INITIATOR);
   }
 
   nexusLost(nexus: ITNexus): void {

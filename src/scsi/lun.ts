@@ -159,13 +159,13 @@ export class LogicalUnit {
 
   /**
    * LOGICAL UNIT RESET side effects (SAM-5 6.6): prevents cleared, SPC-2 reservations released,
-   * mode parameters back to their defaults, and a BUS DEVICE RESET unit attention for every nexus.
+   * mode parameters back to their defaults, and the reset's unit attention (`asc`) for every nexus.
    */
-  reset(): void {
+  reset(asc: AscAscq): void {
     this.preventers.clear();
     this.reservations.logicalUnitReset();
     this.mode.resetToDefaults();
-    this.unitAttentions.establishForOthers(undefined, ASC.BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+    this.unitAttentions.establishForOthers(undefined, asc);
   }
 }
 
