@@ -215,7 +215,7 @@ ${MINIMAL}  QueueDepth 200
     assert.equal(c.targetNodes[0].name, "iqn.2001-04.com.example:disk1");
     assert.deepEqual(
       [g.nopTimeoutSec, g.nopInIntervalSec, g.maxSessions, g.maxConnectionsPerSession, c.maxQueueDepth],
-      [0, 10, 4, 3, 256],
+      [Infinity, 10, 4, 3, 256],
     );
     assert.deepEqual(
       [g.defaultTime2Wait, g.defaultTime2Retain, g.firstBurstLength, g.maxBurstLength],

@@ -414,7 +414,8 @@ function readIscsi(r: Reader, sec: IniSection, out: GlobalsOut): void {
         },
       },
       // SPDK: "Socket I/O timeout sec. (0 is infinite)": 0 = never drop an idle-but-unanswering connection.
-      Timeout: intKey((n) => (g.nopTimeoutSec = n), 0, 3600),
+      // The iSCSI layer reads Infinity as "never time out".
+      Timeout: intKey((n) => (g.nopTimeoutSec = n === 0 ? Infinity : n), 0, 3600),
       NopInInterval: intKey((n) => (g.nopInIntervalSec = n), 1, 60),
       DiscoveryAuthMethod: {
         apply: (e) => {
