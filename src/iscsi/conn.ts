@@ -122,7 +122,11 @@ export class Connection implements SessionConnection, ResultSink {
         }
         return;
       } catch (err) {
-        if (!(err instanceof PduFramingError)) throw err;
+        if (!(err instanceof PduFramingError)) {
+          // A bug must cost this connection, never the process.
+          this.internalError(err as Error);
+          return;
+        }
         if (err.fatal || !err.pdu || this.state !== "full-feature") {
           this.drop(`framing: ${err.message}`);
           return;
@@ -364,7 +368,11 @@ export class Connection implements SessionConnection, ResultSink {
         return;
       }
     }
-    void this.execute(task);
+    this.startExecution(task);
+  }
+
+  private startExecution(task: ActiveTask): void {
+    this.execute(task).catch((err: Error) => this.internalError(err));
   }
 
   private handleDataOut(pdu: Pdu): void {
@@ -381,7 +389,7 @@ export class Connection implements SessionConnection, ResultSink {
       this.protocolErrorOnTask(task, pdu, err as Error);
       return;
     }
-    if (task.collector.complete) void this.execute(task);
+    if (task.collector.complete) this.startExecution(task);
     else this.sendR2Ts(task);
   }
 
@@ -417,7 +425,7 @@ export class Connection implements SessionConnection, ResultSink {
     sense[7] = 10;
     sense[12] = 0x4b;
     st.sense = sense;
-    void this.respond(task, st);
+    this.respond(task, st).catch((e: Error) => this.internalError(e));
   }
 
   private async execute(task: ActiveTask): Promise<void> {

@@ -156,6 +156,13 @@ export class IscsiTarget implements ConnectionHost {
     session.ended = true;
     this.sessions.delete(session.tsih);
     session.log.info(`session ended: ${reason}`);
+    if (reason !== "logout" && reason !== "connection lost" && reason !== "last connection logged out") {
+      // RFC 7143 §11.9.1 AsyncEvent 3: tell the initiator before its connections go.
+      for (const c of session.connections.values()) {
+        if (c instanceof Connection)
+          c.sendAsync(ASYNC_DROP_ALL, 0, session.params.defaultTime2Wait, session.params.defaultTime2Retain);
+      }
+    }
     for (const t of session.inFlight()) t.aborted = true;
     for (const c of [...session.connections.values()]) c.drop(reason);
     session.connections.clear();

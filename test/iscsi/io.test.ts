@@ -98,3 +98,42 @@ test("iscsi-inq (libiscsi) reads the standard INQUIRY through the target", async
     await h.stop();
   }
 });
+
+test("iscsi-ls (libiscsi) discovers the target through SendTargets", async () => {
+  const h = await startTarget();
+  try {
+    const { code, out } = await runTool("iscsi-ls", ["-s", `iscsi://127.0.0.1:${h.port}`]);
+    assert.equal(code, 0, out);
+    assert.match(
+      out,
+      new RegExp(`Target:${TARGET.replace(/\./g, "\\.")} Portal:127\\.0\\.0\\.1:${h.port},1`),
+    );
+  } finally {
+    await h.stop();
+  }
+});
+
+test("libiscsi with CHAP and CRC32C digests: right secret works, wrong secret is refused", async () => {
+  const h = await startTarget({
+    authGroups: [{ tag: 1, secrets: [{ user: "bob", secret: "bobsecret123" }] }],
+    targets: [
+      {
+        auth: { disableChap: false, requireChap: true, mutualChap: false },
+        authGroup: 1,
+        digest: { headerRequired: true, dataRequired: false },
+      },
+    ],
+  });
+  try {
+    const url = (secret: string) =>
+      `iscsi://bob%${secret}@127.0.0.1:${h.port}/${TARGET}/0?header_digest=crc32c`;
+    const ok = await runTool("iscsi-inq", [url("bobsecret123")]);
+    assert.equal(ok.code, 0, ok.out);
+    assert.match(ok.out, /USERTGT/);
+    const bad = await runTool("iscsi-inq", [url("nottheone")]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.out, /[Aa]uthentication|Login Failed/);
+  } finally {
+    await h.stop();
+  }
+});
