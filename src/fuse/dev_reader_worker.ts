@@ -7,7 +7,12 @@
  * number of requests in flight is bounded by the slot count.
  *
  * Control words (Int32Array over `control`): [0] generation, bumped by the main thread whenever it
- * frees a slot; [1 + i] is 1 while slot i holds a request.
+ * frees a slot, and by start/abort; [1 + i] is 1 while slot i holds a request; [1 + slotCount] is the
+ * start word: 0 until the mount exists, 1 to start reading, -1 to exit without reading.
+ *
+ * The thread is started (and its module loaded) before mount(8) runs: once mounted, any file access
+ * to the mount — even by this process, whose module loader needs the libuv threadpool — waits for
+ * the FUSE_INIT reply, so the reader must not depend on anything that could be waiting on the mount.
  */
 import { readSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
@@ -21,6 +26,7 @@ export interface ReaderWorkerData {
 }
 
 export type ReaderMessage =
+  | { readonly type: "ready" }
   | { readonly type: "request"; readonly slot: number; readonly length: number }
   | { readonly type: "end"; readonly reason: string };
 
@@ -33,6 +39,14 @@ function run(): void {
   for (let i = 0; i < slotCount; i++) views.push(Buffer.from(slots, i * slotSize, slotSize));
   let next = 0;
   const post = (m: ReaderMessage) => port.postMessage(m);
+  const start = 1 + slotCount;
+
+  post({ type: "ready" });
+  while (Atomics.load(ctl, start) === 0) Atomics.wait(ctl, start, 0);
+  if (Atomics.load(ctl, start) < 0) {
+    post({ type: "end", reason: "mount abandoned" });
+    return;
+  }
 
   for (;;) {
     let slot = -1;

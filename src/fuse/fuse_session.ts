@@ -48,6 +48,9 @@ export class FuseSession {
   private readonly ctl: Int32Array;
   private readonly views: Buffer[] = [];
   private ended = false;
+  private readonly startWord: number;
+  /** Resolves once the reader thread is loaded and waiting for start(). */
+  readonly ready: Promise<void>;
   private inFlight = 0;
   /** Resolves when the reader thread has stopped (unmount or error). */
   readonly done: Promise<string>;
@@ -59,7 +62,8 @@ export class FuseSession {
     opts: FuseSessionOptions,
   ) {
     this.slots = new SharedArrayBuffer(opts.slotSize * opts.slotCount);
-    const control = new SharedArrayBuffer(4 * (1 + opts.slotCount));
+    const control = new SharedArrayBuffer(4 * (2 + opts.slotCount));
+    this.startWord = 1 + opts.slotCount;
     this.ctl = new Int32Array(control);
     for (let i = 0; i < opts.slotCount; i++)
       this.views.push(Buffer.from(this.slots, i * opts.slotSize, opts.slotSize));
@@ -71,9 +75,12 @@ export class FuseSession {
       slotCount: opts.slotCount,
     };
     this.worker = new Worker(new URL("./dev_reader_worker.js", import.meta.url), { workerData: data });
+    let onReady: () => void = () => undefined;
+    this.ready = new Promise<void>((r) => (onReady = r));
     this.done = new Promise<string>((resolve) => {
       this.worker.on("message", (m: ReaderMessage) => {
         if (m.type === "request") this.dispatch(m.slot, m.length);
+        else if (m.type === "ready") onReady();
         else {
           this.ended = true;
           resolve(m.reason);
@@ -89,6 +96,12 @@ export class FuseSession {
         resolve("reader thread exited");
       });
     });
+  }
+
+  /** Let the reader thread start reading (the mount now exists), or tell it to exit (`false`). */
+  start(go: boolean): void {
+    Atomics.store(this.ctl, this.startWord, go ? 1 : -1);
+    Atomics.notify(this.ctl, this.startWord);
   }
 
   /** Requests being served right now (for tests and diagnostics). */

@@ -127,17 +127,24 @@ export async function mountDeviceTree(
     "default_permissions",
     "subtype=usertgt",
   ].join(",");
+  const fs = new DevtreeFs(tree, log, { maxWrite, owner: `FUSE mount ${mnt}` });
+  // A request is at most the in-header, a write-in and max_write bytes; a read reply at most
+  // max_read after the out-header. One page of room covers both.
+  const session = new FuseSession(fd, (req) => fs.handle(req), log, {
+    slotSize: maxWrite + 4096,
+    slotCount: slots,
+  });
+  await session.ready;
   const r = await run("mount", ["-i", "-t", "fuse", "-o", options, "usertgt", mnt], fd);
   if (r.code !== 0) {
+    session.start(false);
+    await session.close();
+    fs.dispose();
     closeSync(fd);
     log.warn({ stderr: r.stderr, code: r.code }, "FUSE mount failed; device tree not mounted");
     return undefined;
   }
-  const fs = new DevtreeFs(tree, log, { maxWrite, owner: `FUSE mount ${mnt}` });
-  // A request is at most the in-header, a write-in and max_write bytes; a read reply at most
-  // max_read after the out-header. One page of room covers both.
-  const slotSize = maxWrite + 4096;
-  const session = new FuseSession(fd, (req) => fs.handle(req), log, { slotSize, slotCount: slots });
+  session.start(true);
   log.info({ maxWrite, slots }, "device tree mounted");
   return new FuseMount(mnt, fd, session, fs, log);
 }
