@@ -9,7 +9,7 @@ import { dataOutBuffer, dataOutVector, respond, type CommandContext } from "./co
 import { blockLimits } from "./inquiry.js";
 import type { LogicalUnit } from "./lun.js";
 import { ASC, SenseError, SenseKey, invalidCdbField, invalidParameterField } from "./sense.js";
-import { ScsiStatus, type ScsiTask } from "./task.js";
+import type { ScsiTask } from "./task.js";
 
 const lbaOutOfRange = (): SenseError => new SenseError(SenseKey.IllegalRequest, ASC.LBA_OUT_OF_RANGE);
 
@@ -44,6 +44,22 @@ function checkNoProtection(cdb: Buffer): void {
 /** SPC-4 7.5.8 SWP: writes fail with DATA PROTECT, WRITE PROTECTED. */
 function checkWritable(lu: LogicalUnit): void {
   if (lu.mode.softwareWriteProtect) throw new SenseError(SenseKey.DataProtect, ASC.WRITE_PROTECTED);
+}
+
+/**
+ * Take the exclusive range lock for a modifying command. Returns undefined when a task management
+ * function aborted the task while it waited, so no data of an aborted command reaches the medium.
+ */
+async function lockForWrite(
+  lu: LogicalUnit,
+  task: ScsiTask,
+  lba: number,
+  blocks: number,
+): Promise<(() => void) | undefined> {
+  const release = await lu.rangeLock.acquire(lba, blocks, true);
+  if (!task.aborted) return release;
+  release();
+  return undefined;
 }
 
 /** FUA, or write-through when the volatile cache is disabled (caching page WCE=0). */
@@ -89,7 +105,8 @@ export async function write(ctx: CommandContext): Promise<void> {
   const whole = Math.min(blocks, Math.floor(got / bs));
   if (whole === 0) return;
   const iov = dataOutVector(task, whole * bs);
-  const release = await lu.rangeLock.acquire(lba, whole, true);
+  const release = await lockForWrite(lu, task, lba, whole);
+  if (!release) return;
   try {
     await lu.bdev.writev(lba, iov, { fua: forceUnitAccess(lu, cdb) });
   } finally {
@@ -168,7 +185,8 @@ export async function compareAndWrite(ctx: CommandContext): Promise<void> {
   if (!hasExactDataOut(task, 2 * bytes)) throw invalidCdbField(13);
   if (blocks === 0) return;
   const data = dataOutBuffer(task, 2 * bytes);
-  const release = await lu.rangeLock.acquire(lba, blocks, true);
+  const release = await lockForWrite(lu, task, lba, blocks);
+  if (!release) return;
   try {
     const medium = Buffer.allocUnsafe(bytes);
     await lu.bdev.readv(lba, [medium]);
@@ -194,7 +212,8 @@ export async function orWrite(ctx: CommandContext): Promise<void> {
   if (blocks === 0) return;
   const data = dataOutBuffer(task, bytes);
   if (data.length < bytes) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
-  const release = await lu.rangeLock.acquire(lba, blocks, true);
+  const release = await lockForWrite(lu, task, lba, blocks);
+  if (!release) return;
   try {
     const medium = Buffer.allocUnsafe(bytes);
     await lu.bdev.readv(lba, [medium]);
@@ -253,7 +272,8 @@ export async function writeSame(ctx: CommandContext): Promise<void> {
     }
     pattern = dataOutBuffer(task, bs);
   }
-  const release = await lu.rangeLock.acquire(lba, blocks, true);
+  const release = await lockForWrite(lu, task, lba, blocks);
+  if (!release) return;
   try {
     // UNMAP=1 asks for deallocation (SBC-3 4.7.3.4); like other targets, and as libiscsi's
     // WriteSame*.UnmapUntilEnd expects, the blocks are deallocated whatever the data block holds.
@@ -309,7 +329,8 @@ export async function unmap(ctx: CommandContext): Promise<void> {
     if (blocks > 0) ranges.push([lba, blocks]);
   }
   for (const [lba, blocks] of ranges) {
-    const release = await lu.rangeLock.acquire(lba, blocks, true);
+    const release = await lockForWrite(lu, task, lba, blocks);
+    if (!release) return;
     try {
       await lu.bdev.unmap(lba, blocks);
     } finally {
@@ -341,7 +362,6 @@ export function preFetch(ctx: CommandContext): void {
   lu.requireMedium();
   const count = lu.bdev.blockCount;
   if (lba > count || lba + blocks > count) throw lbaOutOfRange();
-  task.status = ScsiStatus.Good;
 }
 
 /** READ CAPACITY(10) (SBC-3 5.15): RETURNED LOGICAL BLOCK ADDRESS capped at FFFFFFFFh. */

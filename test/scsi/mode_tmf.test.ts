@@ -134,6 +134,8 @@ describe("task set and task management", () => {
     await po;
     assert.equal(w.aborted, true);
     assert.equal(ordered.status, 0);
+    const r = await run(dev, cdb10(0x28, 0, 1));
+    assert.ok(dataIn(r).equals(Buffer.alloc(512)), "an aborted WRITE leaves the medium alone");
     assert.equal(
       await dev.taskManagement({ fn: "abort-task", nexus: nexusA, lun: 0, referencedTag: 100 }),
       "no-such-task",
@@ -157,5 +159,29 @@ describe("task set and task management", () => {
       await dev.taskManagement({ fn: "logical-unit-reset", nexus: nexusA, lun: 9 }),
       "no-such-lun",
     );
+  });
+});
+
+describe("commands without a logical unit and task management reporting", () => {
+  it("REQUEST SENSE on a missing LUN reports LOGICAL UNIT NOT SUPPORTED; REPORT LUNS works there", async () => {
+    const dev = makeDevice(512, 64);
+    const rs = await run(dev, [0x03, 0, 0, 0, 18, 0], { lun: 5 });
+    assert.equal(rs.status, 0);
+    const d = dataIn(rs);
+    assert.deepEqual([d[2] & 0x0f, d[12], d[13]], [0x5, 0x25, 0]);
+    const rl = await run(dev, [0xa0, 0, 0x01, 0, 0, 0, 0, 0, 0, 64, 0, 0], { lun: 5 });
+    assert.equal(dataIn(rl).readUInt32BE(0), 0, "SELECT REPORT 01h: no well-known LUNs");
+    const bad = await run(dev, [0xa0, 0, 0x07, 0, 0, 0, 0, 0, 0, 64, 0, 0]);
+    assert.deepEqual(senseOf(bad), { key: 0x5, asc: 0x24, ascq: 0 });
+  });
+
+  it("REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS: ABORT TASK, ABORT TASK SET, CLEAR TASK SET, LU RESET", async () => {
+    const dev = makeDevice(512, 64);
+    await clearUa(dev);
+    const d = dataIn(await run(dev, [0xa3, 0x0d, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0]));
+    assert.equal(d.length, 4);
+    assert.equal(d[0], 0xd8);
+    const repd = dataIn(await run(dev, [0xa3, 0x0d, 0x80, 0, 0, 0, 0, 0, 0, 16, 0, 0]));
+    assert.equal(repd.length, 16);
   });
 });
