@@ -1,6 +1,10 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import {
+  rmSync,
+  readSync,
+  existsSync,
   mkdtempSync,
   writeFileSync,
   readFileSync,
@@ -16,6 +20,7 @@ import {
   DRBD_MD_MAGIC_84_UNCLEAN,
   DrbdMetadataError,
   MDF_AL_CLEAN,
+  MDF_PRIMARY_IND,
   LC_FREE,
   alRingSlot,
   applyActivityLog,
@@ -36,6 +41,7 @@ import {
   writeBitmap,
   writeSuperBlock,
   type MetadataStore,
+  type MetaDiskPlacement,
 } from "./metadata.js";
 import { MallocBdev } from "../bdev/malloc/malloc.js";
 
@@ -53,8 +59,15 @@ function referenceCrc(b: Buffer): number {
   return crc >>> 0;
 }
 
+const tempDirs: string[] = [];
+after(() => {
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A sparse file of `bytes` bytes in a fresh temporary directory (removed after the tests). */
 function tempFile(bytes: number): string {
   const dir = mkdtempSync(join(tmpdir(), "drbdmd-"));
+  tempDirs.push(dir);
   const p = join(dir, "lower.img");
   writeFileSync(p, "");
   truncateSync(p, bytes);
@@ -315,7 +328,13 @@ test("metadata: apply-al after a crash marks the hot extents out of sync and cle
   const path = tempFile(64 * MiB);
   const { layout, superBlock } = await withStore(path, (s) => createMetadata(s, internal));
   await withStore(path, async (s) => {
-    await writeSuperBlock(s, layout, { ...superBlock, magic: DRBD_MD_MAGIC_84_UNCLEAN, flags: 0 });
+    // A Primary that crashed while attached: unclean magic, PRIMARY_IND, la_size set at attach.
+    const crashed = {
+      magic: DRBD_MD_MAGIC_84_UNCLEAN,
+      flags: MDF_PRIMARY_IND,
+      laSizeSect: layout.usableSectors,
+    };
+    await writeSuperBlock(s, layout, { ...superBlock, ...crashed });
     await writeAlTransaction(s, layout, {
       trNumber: 0,
       type: 0,
@@ -343,7 +362,152 @@ test("metadata: apply-al after a crash marks the hot extents out of sync and cle
   const al = await withStore(path, (s) => readActivityLog(s, md.layout));
   assert.equal(replayActivityLog(al, 1, 8).size, 0, "the log is re-initialized");
   assert.equal(await withStore(path, (s) => applyActivityLog(s, internal)), 0, "a clean log is a no-op");
+  // A crashed Secondary's log is only re-initialized: it had no application writes in flight.
+  await withStore(path, async (s) => {
+    await writeSuperBlock(s, md.layout, { ...md.superBlock, magic: DRBD_MD_MAGIC_84_UNCLEAN, flags: 0 });
+    await writeAlTransaction(s, md.layout, {
+      trNumber: 1,
+      type: 0,
+      updates: [{ slot: 0, extent: 5 }],
+      contextSize: 61,
+      contextStartSlot: 0,
+      context: [],
+    });
+  });
+  assert.equal(await withStore(path, (s) => applyActivityLog(s, internal)), 0);
+  assert.ok((await withStore(path, (s) => readMetadata(s, internal))).superBlock.flags & MDF_AL_CLEAN);
 });
+
+/** Compares two files 4 MiB at a time (the devices here are hundreds of MiB). */
+function sameContents(a: string, b: string): boolean {
+  const fa = openSync(a, "r");
+  const fb = openSync(b, "r");
+  try {
+    const ba = Buffer.alloc(4 * MiB);
+    const bb = Buffer.alloc(4 * MiB);
+    for (let pos = 0; ; pos += ba.length) {
+      const na = readSync(fa, ba, 0, ba.length, pos);
+      const nb = readSync(fb, bb, 0, bb.length, pos);
+      if (na !== nb || !ba.subarray(0, na).equals(bb.subarray(0, nb))) return false;
+      if (na === 0) return true;
+    }
+  } finally {
+    closeSync(fa);
+    closeSync(fb);
+  }
+}
+
+const drbdmeta = ["/usr/sbin/drbdmeta", "/sbin/drbdmeta"].find((p) => existsSync(p));
+
+/** drbd-utils' drbdmeta on a regular file, answering its questions with "yes". */
+function runDrbdmeta(args: string[]): string {
+  return execFileSync(drbdmeta as string, ["--force", "0", "v08", ...args], {
+    input: "yes\nyes\nyes\n",
+    encoding: "utf8",
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+}
+
+test(
+  "metadata: byte-identical to drbd-utils' drbdmeta create-md (internal, striped AL, flexible and indexed external)",
+  { skip: drbdmeta ? false : "drbdmeta (drbd-utils) is not installed" },
+  async () => {
+    const cases: {
+      size: number;
+      mdSize?: number;
+      placement: MetaDiskPlacement;
+      args: string[];
+      stripes?: [number, number];
+    }[] = [
+      { size: 64 * MiB, placement: { kind: "internal" }, args: ["internal", "create-md"] },
+      { size: 200 * MiB + 3584, placement: { kind: "internal" }, args: ["internal", "create-md"] },
+      {
+        size: 300 * MiB,
+        placement: { kind: "internal" },
+        args: ["internal", "create-md", "--al-stripes=2", "--al-stripe-size-kB=64"],
+        stripes: [2, 16],
+      },
+      {
+        size: 300 * MiB,
+        mdSize: 1 * MiB,
+        placement: { kind: "flexible" },
+        args: ["flex-external", "create-md"],
+      },
+      {
+        size: 300 * MiB,
+        mdSize: 300 * MiB,
+        placement: { kind: "indexed", index: 1 },
+        args: ["1", "create-md"],
+      },
+    ];
+    for (const c of cases) {
+      const theirs = tempFile(c.mdSize ?? c.size);
+      runDrbdmeta([theirs, ...c.args]);
+      const mine = tempFile(c.size);
+      const mineMd = c.mdSize ? tempFile(c.mdSize) : undefined;
+      const lower = await openFileStore(mine);
+      const meta = mineMd ? await openFileStore(mineMd) : undefined;
+      await createMetadata(lower, {
+        placement: c.placement,
+        ...(meta ? { metaStore: meta } : {}),
+        ...(c.stripes ? { alStripes: c.stripes[0], alStripeSize4k: c.stripes[1] } : {}),
+      });
+      await lower.close();
+      await meta?.close();
+      assert.ok(sameContents(mineMd ?? mine, theirs), `${c.args.join(" ")} on ${c.size} bytes`);
+    }
+  },
+);
+
+test(
+  "metadata: apply-al after a Primary crash matches drbdmeta apply-al byte for byte (striped, wrapped ring)",
+  { skip: drbdmeta ? false : "drbdmeta (drbd-utils) is not installed" },
+  async () => {
+    const a = tempFile(300 * MiB);
+    await withStore(a, async (s) => {
+      const { layout, superBlock } = await createMetadata(s, {
+        ...internal,
+        alStripes: 2,
+        alStripeSize4k: 4,
+      });
+      const slots = new Array<number>(7).fill(LC_FREE);
+      for (let t = 1000; t < 1021; t++) {
+        const slot = (t * 3) % 7;
+        const extent = (t * 5) % 70;
+        await writeAlTransaction(s, layout, {
+          trNumber: t,
+          type: 0,
+          updates: [{ slot, extent }],
+          contextSize: 7,
+          contextStartSlot: 0,
+          context: [...slots],
+        });
+        slots[slot] = extent;
+      }
+      const crashed = {
+        magic: DRBD_MD_MAGIC_84_UNCLEAN,
+        flags: MDF_PRIMARY_IND,
+        alNrExtents: 7,
+        laSizeSect: layout.usableSectors,
+      };
+      await writeSuperBlock(s, layout, { ...superBlock, ...crashed });
+    });
+    // The same device for drbdmeta: a sparse copy of the metadata area (the data area is all zero).
+    const b = tempFile(300 * MiB);
+    const mdStart = 300 * MiB - 1 * MiB;
+    const fa = openSync(a, "r");
+    const fb = openSync(b, "r+");
+    const chunk = Buffer.alloc(1 * MiB);
+    readSync(fa, chunk, 0, chunk.length, mdStart);
+    writeSync(fb, chunk, 0, chunk.length, mdStart);
+    closeSync(fa);
+    closeSync(fb);
+    const out = runDrbdmeta([b, "internal", "apply-al"]);
+    const marked = await withStore(a, (s) => applyActivityLog(s, internal));
+    assert.equal(marked, 7 * 1024);
+    assert.ok(sameContents(a, b), `differs from drbdmeta's result (${out.trim()})`);
+  },
+);
 
 test("metadata: external flexible metadata on its own file, and on a tree block device", async () => {
   const lowerPath = tempFile(256 * MiB);
@@ -376,6 +540,7 @@ test("metadata: external flexible metadata on its own file, and on a tree block 
 
 test("metadata: a short file is a clear error, not a crash", async () => {
   const dir = mkdtempSync(join(tmpdir(), "drbdmd-"));
+  tempDirs.push(dir);
   const p = join(dir, "tiny.img");
   const fd = openSync(p, "w");
   writeSync(fd, Buffer.alloc(4096));

@@ -637,8 +637,10 @@ export async function writeAlTransaction(
 }
 
 /**
- * `drbdadm apply-al` (drbdmeta): after a crash, marks the activity log's hot extents out of sync in the
- * bitmap, re-initializes the log and writes v08 magic with AL_CLEAN. Returns the number of bits newly set.
+ * `drbdadm apply-al` (drbdmeta): after a crash of a Primary (PRIMARY_IND set), marks the activity log's hot
+ * extents out of sync in the bitmap, as far as the bitmap covers the last agreed size; then, in every case,
+ * re-initializes the log and writes v08 magic with AL_CLEAN. A Secondary's log is not applied: it had no
+ * application writes in flight. Returns the number of bits newly set.
  */
 export async function applyActivityLog(
   lower: MetadataStore,
@@ -647,14 +649,18 @@ export async function applyActivityLog(
   const { layout, superBlock } = await readMetadata(lower, { ...opts, allowUnclean: true });
   const store = md(opts, lower) as MetadataStore;
   if (superBlock.magic === DRBD_MD_MAGIC_08 && superBlock.flags & MDF_AL_CLEAN) return 0;
-  const hot = replayActivityLog(
-    await readActivityLog(store, layout),
-    layout.alStripes,
-    layout.alStripeSize4k,
-  );
-  const bitmap = Buffer.from(await readBitmap(store, layout));
-  const marked = markExtentsOutOfSync(bitmap, layout.bmBits, hot);
-  await writeBitmap(store, layout, bitmap);
+  let marked = 0;
+  if (superBlock.flags & MDF_PRIMARY_IND) {
+    const hot = replayActivityLog(
+      await readActivityLog(store, layout),
+      layout.alStripes,
+      layout.alStripeSize4k,
+    );
+    const bitmap = Buffer.from(await readBitmap(store, layout));
+    const coveredBits = Math.min(layout.bmBits, Math.ceil(superBlock.laSizeSect / 8));
+    marked = markExtentsOutOfSync(bitmap, coveredBits, hot);
+    await writeBitmap(store, layout, bitmap);
+  }
   await store.write(
     (layout.mdOffsetSect + layout.alOffset) * SECTOR,
     initializedActivityLog(layout.alStripes, layout.alStripeSize4k),

@@ -1,6 +1,6 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDrbdConfig, selectLocalHost, findResource } from "./res_parser.js";
@@ -220,6 +220,7 @@ test("res: duplicate minors and addresses across resources are refused with both
 
 test("res: includes resolve relative to the including file; common is inherited, resources override", () => {
   const dir = mkdtempSync(join(tmpdir(), "drbdres-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
   mkdirSync(join(dir, "drbd.d"));
   writeFileSync(join(dir, "drbd.conf"), 'include "drbd.d/global_common.conf";\ninclude "drbd.d/*.res";\n');
   writeFileSync(
