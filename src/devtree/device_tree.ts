@@ -101,12 +101,17 @@ export class DeviceTree extends EventEmitter<TreeEvents> {
     return node;
   }
 
-  /** Take a device out of the tree. Refused while claimed, naming the holders. */
-  remove(name: string): DeviceNode {
+  /**
+   * Take a device out of the tree. Refused while claimed, naming the holders, unless `force` (the
+   * device is going away — its owner closed it): then every claim is released.
+   */
+  remove(name: string, opts: { force?: boolean } = {}): DeviceNode {
     const node = this.nodes.get(name);
     if (!node) throw new Error(`device tree: no device "${name}"`);
     const held = this.claims.get(name);
-    if (held && held.size > 0) {
+    if (held && held.size > 0 && opts.force) {
+      for (const c of [...held]) c.release();
+    } else if (held && held.size > 0) {
       const who = [...held].map((c) => `${c.owner} (${c.mode})`).join(", ");
       throw new Error(`device tree: cannot remove ${name}, claimed by ${who}`);
     }

@@ -23,6 +23,23 @@ test("cfgstring: handler is the first segment, options after ?", () => {
   assert.throws(() => parseCfgstring("/ram/x?size=5000&bs=4096"), /not a multiple/);
 });
 
+test("registry: options as words after the cfgstring, as on a TCMUR line", async () => {
+  const reg = new TcmurHandlerRegistry();
+  const { backend } = await reg.open({
+    minor: 1,
+    name: "r",
+    cfgstring: "/ram/x?size=1M",
+    extra: ["bs=512", "size=2M"],
+  });
+  assert.equal(backend.blockSize, 512);
+  assert.equal(backend.sizeBytes, 2 * 1024 * 1024);
+  await backend.close();
+  await assert.rejects(
+    reg.open({ minor: 1, name: "r", cfgstring: "/ram/x", extra: ["big"] }),
+    /TCMUR 1 r: option "big"/,
+  );
+});
+
 test("registry: unknown handler and bad minor are clear errors", async () => {
   const reg = new TcmurHandlerRegistry();
   assert.deepEqual(reg.names().sort(), ["file", "ram"]);

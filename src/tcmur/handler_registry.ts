@@ -19,6 +19,11 @@ export interface TcmurDeviceConfig {
   readonly minor: number;
   readonly name: string;
   readonly cfgstring: string;
+  /**
+   * Words after the cfgstring on the TCMUR line, each `key=value` (`size=256M bs=512`): the same
+   * options as after `?` in the cfgstring, for configs that prefer words. A word wins over `?`.
+   */
+  readonly extra?: readonly string[];
 }
 
 export class TcmurHandlerRegistry {
@@ -93,7 +98,14 @@ export class TcmurHandlerRegistry {
     }
     let cfg;
     try {
-      cfg = parseCfgstring(dev.cfgstring);
+      for (const w of dev.extra ?? []) {
+        if (!/^[A-Za-z0-9_]+=[^&?\s]*$/.test(w))
+          throw new Error(`option "${w}" after the cfgstring is not key=value`);
+      }
+      const words = (dev.extra ?? []).join("&");
+      const full =
+        words === "" ? dev.cfgstring : `${dev.cfgstring}${dev.cfgstring.includes("?") ? "&" : "?"}${words}`;
+      cfg = parseCfgstring(full);
     } catch (err) {
       throw new Error(`${where}: ${(err as Error).message}`, { cause: err });
     }

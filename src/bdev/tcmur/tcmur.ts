@@ -29,6 +29,7 @@ export class TcmurBdev implements BlockDevice {
   readonly unmapReadsZeroes: boolean;
   readonly readOnly: boolean;
   private backend: TcmurDeviceBackend | undefined;
+  private readonly closeListeners: (() => void)[] = [];
 
   constructor(
     readonly name: string,
@@ -113,10 +114,17 @@ export class TcmurBdev implements BlockDevice {
     }
   }
 
+  /** Call `fn` once when the device is closed (the device tree drops its node then). */
+  onClose(fn: () => void): void {
+    this.closeListeners.push(fn);
+  }
+
   async close(): Promise<void> {
     const b = this.backend;
     this.backend = undefined;
-    if (b) await b.close();
+    if (!b) return;
+    for (const fn of this.closeListeners.splice(0)) fn();
+    await b.close();
   }
 }
 
