@@ -52,6 +52,7 @@ import {
   frame,
   negotiateFeatures,
   packState,
+  protocolMismatch,
   stateMask,
   unpackState,
   verifyAuthResponse,
@@ -167,6 +168,17 @@ test("protocol: P_PROTOCOL with and without integrity-alg", () => {
   assert.deepEqual(c.subarray(20), cat([hex("00000001"), Buffer.from("crc32c\0")]));
   assert.equal(decodeProtocol(c, 101).integrityAlg, "crc32c");
   assert.equal(encodeProtocol(p, 86).length, 24, "protocol 86 has no integrity-alg field");
+  // receive_protocol's compatibility rules: discard-local on one side pairs with discard-remote on the other.
+  const a = { ...p, afterSb0p: 5 };
+  assert.equal(protocolMismatch(a, { ...p, afterSb0p: 6 }), undefined);
+  assert.equal(protocolMismatch(a, { ...p, afterSb0p: 5 }), "after-sb-0pri");
+  assert.equal(protocolMismatch(a, { ...a, afterSb0p: 6, protocol: 1 }), "protocol");
+  assert.equal(protocolMismatch(a, { ...a, afterSb0p: 6, integrityAlg: "crc32c" }), "data-integrity-alg");
+  assert.equal(
+    protocolMismatch({ ...a, connFlags: 1 }, { ...a, afterSb0p: 6, connFlags: 1 }),
+    "discard-my-data",
+  );
+  assert.equal(protocolMismatch(a, { ...a, afterSb0p: 6, twoPrimaries: true }), "allow-two-primaries");
 });
 
 test("protocol: P_SYNC_PARAM89 layout at protocol 95+ and before", () => {

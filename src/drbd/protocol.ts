@@ -513,6 +513,28 @@ export function decodeProtocol(b: Buffer, agreedVersion: number): ProtocolParams
   };
 }
 
+/** The peer's after-sb policy seen from this side: its discard-local is my discard-remote (convert_after_sb). */
+export function mirrorAfterSb(policy: number): number {
+  if (policy === AFTER_SB_POLICY["discard-remote"]) return AFTER_SB_POLICY["discard-local"] as number;
+  if (policy === AFTER_SB_POLICY["discard-local"]) return AFTER_SB_POLICY["discard-remote"] as number;
+  return policy;
+}
+
+/**
+ * The setting that makes a peer's P_PROTOCOL incompatible with mine, as receive_protocol checks it (the
+ * kernel then disconnects with "incompatible <setting> settings"), or undefined when they agree.
+ */
+export function protocolMismatch(mine: ProtocolParams, peer: ProtocolParams): string | undefined {
+  if (peer.protocol !== mine.protocol) return "protocol";
+  if (mirrorAfterSb(peer.afterSb0p) !== mine.afterSb0p) return "after-sb-0pri";
+  if (mirrorAfterSb(peer.afterSb1p) !== mine.afterSb1p) return "after-sb-1pri";
+  if (mirrorAfterSb(peer.afterSb2p) !== mine.afterSb2p) return "after-sb-2pri";
+  if (peer.connFlags & CF_DISCARD_MY_DATA && mine.connFlags & CF_DISCARD_MY_DATA) return "discard-my-data";
+  if (peer.twoPrimaries !== mine.twoPrimaries) return "allow-two-primaries";
+  if (peer.integrityAlg !== mine.integrityAlg) return "data-integrity-alg";
+  return undefined;
+}
+
 function cString(b: Buffer): string {
   const nul = b.indexOf(0);
   return b.subarray(0, nul < 0 ? b.length : nul).toString("latin1");
