@@ -400,7 +400,7 @@ test("READ FULL STATUS lists key, holder, type, relative port and the iSCSI Tran
 });
 
 test("ALL_TG_PT registers the initiator port on every target port", async () => {
-  const { pr } = setup();
+  const { pr, hooks } = setup();
   const otherPortal = new ITNexus(I1.initiatorName, I1.isid, TARGET, 2);
   await register(pr, I1, 5n, { allTgPt: true });
   await reserve(pr, otherPortal, 5n, EA);
@@ -408,6 +408,11 @@ test("ALL_TG_PT registers the initiator port on every target port", async () => 
   assert.equal(pr.conflicts(I2, READ10), true);
   const fs = await prin(pr, I1, 0x03);
   assert.equal(fs[8 + 12], 0x03); // ALL_TG_PT and R_HOLDER
+  // A CLEAR from elsewhere reaches the registrant on both target ports it has used.
+  await register(pr, I2, 6n);
+  await prout(pr, I2, 0x03, { rk: 6n });
+  assert.deepEqual(hooks.uasFor(I1), [ASC.RESERVATIONS_PREEMPTED]);
+  assert.deepEqual(hooks.uasFor(otherPortal), [ASC.RESERVATIONS_PREEMPTED]);
   // Without ALL_TG_PT the registration belongs to one target port only.
   const { pr: pr2 } = setup();
   await register(pr2, I1, 5n);
@@ -528,7 +533,7 @@ test("APTPL: refused without a file; saved atomically, restored by load(), forgo
   }
 });
 
-test("SPC-2 RESERVE/RELEASE: holder re-reserves, others conflict, RELEASE by others is a no-op", () => {
+test("SPC-2 RESERVE/RELEASE: holder re-reserves, others conflict, RELEASE by others is a no-op", async () => {
   const { pr } = setup();
   const t = (n: ITNexus, cdb: number[]) =>
     new ScsiTask(Buffer.from(cdb), 0, 3, "simple", n, 0, false, false, []);
@@ -545,6 +550,8 @@ test("SPC-2 RESERVE/RELEASE: holder re-reserves, others conflict, RELEASE by oth
   assert.equal(pr.conflicts(I2, Buffer.from([0x12, 0, 0, 0, 0x24, 0])), false); // INQUIRY
   // Every PR IN/OUT conflicts while an SPC-2 reservation exists, even from the holder.
   assert.equal(pr.conflicts(I1, prinCdb(0)), true);
+  await assert.rejects(prin(pr, I1, 0x00), ReservationConflict);
+  await assert.rejects(register(pr, I2, 1n), ReservationConflict);
   pr.release(t(I1, release6));
   pr.reserve(t(I2, [0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
   assert.equal(pr.conflicts(I1, modeSense6), true);
