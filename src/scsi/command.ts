@@ -52,7 +52,7 @@ export function respond(task: ScsiTask, data: Buffer, allocationLength: number):
 export function dataOutBuffer(task: ScsiTask, maxBytes: number): Buffer {
   const parts = task.dataOut;
   if (parts.length === 1) return parts[0].subarray(0, maxBytes);
-  return Buffer.concat(parts as Buffer[]).subarray(0, maxBytes);
+  return Buffer.concat(parts).subarray(0, maxBytes);
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import { BlockDeviceError, type BlockDevice } from "../bdev/bdev.js";
 import { log, type Logger } from "../util/log.js";
-import { checkControlByte, cdbLengthOf } from "./cdb.js";
+import { Op, checkControlByte, cdbLengthOf } from "./cdb.js";
 import type { CommandContext, CommandDescriptor, TargetInfo } from "./command.js";
 import { lookupCommand } from "./commands.js";
 import { LbaRangeLock } from "./lba_range_lock.js";
@@ -188,6 +188,21 @@ function senseForBdevError(e: BlockDeviceError, opcode: number): SenseError {
   }
 }
 
+const WRITE_OPCODES: ReadonlySet<number> = new Set([
+  Op.Write6,
+  Op.Write10,
+  Op.Write12,
+  Op.Write16,
+  Op.WriteAndVerify10,
+  Op.WriteAndVerify12,
+  Op.WriteAndVerify16,
+  Op.WriteSame10,
+  Op.WriteSame16,
+  Op.CompareAndWrite,
+  Op.OrWrite16,
+  Op.Unmap,
+]);
+
 function isWriteOpcode(op: number): boolean {
-  return [0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e, 0x41, 0x93, 0x89, 0x8b, 0x42].includes(op);
+  return WRITE_OPCODES.has(op);
 }

@@ -4,7 +4,7 @@
  */
 import { ASC, type AscAscq } from "./sense.js";
 
-/** SPC-4 allows a bounded queue; beyond this the oldest conditions are reported first anyway. */
+/** Conditions kept per nexus (SAM-5 5.14 lets a device server bound the queue); the oldest goes first. */
 const MAX_QUEUED = 8;
 
 export class UnitAttentions {
