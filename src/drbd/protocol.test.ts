@@ -146,6 +146,7 @@ test("protocol: CRAM-HMAC answers with HMAC(shared-secret, peer challenge)", () 
   const mine = Buffer.alloc(64, 1);
   assert.equal(checkPeerChallenge(Buffer.alloc(64, 2), mine), undefined);
   assert.equal(checkPeerChallenge(Buffer.alloc(64, 1), mine), "peer presented the same challenge");
+  assert.equal(checkPeerChallenge(Buffer.alloc(100, 1), mine), "peer presented the same challenge");
   assert.equal(checkPeerChallenge(Buffer.alloc(63), mine), "AuthChallenge payload too small");
   assert.equal(checkPeerChallenge(Buffer.alloc(129), mine), "AuthChallenge payload too big");
   assert.throws(() => authResponse("nosuchalg", "x", mine), /cram-hmac-alg nosuchalg is not available/);

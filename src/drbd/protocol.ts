@@ -77,62 +77,68 @@ export function commandName(cmd: number): string {
   return "P_" + n.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase();
 }
 
+/** Which socket a packet travels on: the receiver (data) or the ack receiver (meta); "any" for both. */
+export type DrbdSocket = "data" | "meta";
+
 /**
- * Payload size rules per command, as the receiver tables (drbd_receiver.c drbd_cmd_handler / ack_receiver)
- * enforce them: `size` is the fixed part; `more` says whether data or a variable part may follow.
- * Meta-socket packets and the handshake packets must match their size exactly.
+ * Payload size rules per command, as the receiver tables (drbd_receiver.c drbd_cmd_handler for the data
+ * socket, asender_tbl for the meta socket) enforce them: `size` is the fixed part; `more` says whether data
+ * or a variable part may follow. Meta-socket packets and the handshake packets must match their size exactly.
+ * P_INITIAL_DATA/META arrive before the acceptor knows which socket it holds.
  */
-const PAYLOAD_RULES: Partial<Record<DrbdCommand, { size: number; more: boolean }>> = {
-  [DrbdCommand.Data]: { size: 24, more: true },
-  [DrbdCommand.DataReply]: { size: 24, more: true },
-  [DrbdCommand.RsDataReply]: { size: 24, more: true },
-  [DrbdCommand.Barrier]: { size: 8, more: false },
-  [DrbdCommand.Bitmap]: { size: 0, more: true },
-  [DrbdCommand.UnplugRemote]: { size: 0, more: false },
-  [DrbdCommand.DataRequest]: { size: 24, more: false },
-  [DrbdCommand.RsDataRequest]: { size: 24, more: false },
-  [DrbdCommand.SyncParam]: { size: 4, more: true },
-  [DrbdCommand.Protocol]: { size: 24, more: true },
-  [DrbdCommand.Uuids]: { size: 48, more: false },
-  [DrbdCommand.Sizes]: { size: 32, more: true },
-  [DrbdCommand.State]: { size: 4, more: false },
-  [DrbdCommand.SyncUuid]: { size: 8, more: false },
-  [DrbdCommand.AuthChallenge]: { size: 0, more: true },
-  [DrbdCommand.AuthResponse]: { size: 0, more: true },
-  [DrbdCommand.StateChgReq]: { size: 8, more: false },
-  [DrbdCommand.Ping]: { size: 0, more: false },
-  [DrbdCommand.PingAck]: { size: 0, more: false },
-  [DrbdCommand.RecvAck]: { size: 24, more: false },
-  [DrbdCommand.WriteAck]: { size: 24, more: false },
-  [DrbdCommand.RsWriteAck]: { size: 24, more: false },
-  [DrbdCommand.Superseded]: { size: 24, more: false },
-  [DrbdCommand.NegAck]: { size: 24, more: false },
-  [DrbdCommand.NegDReply]: { size: 24, more: false },
-  [DrbdCommand.NegRsDReply]: { size: 24, more: false },
-  [DrbdCommand.BarrierAck]: { size: 8, more: false },
-  [DrbdCommand.StateChgReply]: { size: 4, more: false },
-  [DrbdCommand.OvRequest]: { size: 24, more: false },
-  [DrbdCommand.OvReply]: { size: 24, more: true },
-  [DrbdCommand.OvResult]: { size: 24, more: false },
-  [DrbdCommand.CsumRsRequest]: { size: 24, more: true },
-  [DrbdCommand.RsIsInSync]: { size: 24, more: false },
-  [DrbdCommand.SyncParam89]: { size: 132, more: true },
-  [DrbdCommand.CompressedBitmap]: { size: 1, more: true },
-  [DrbdCommand.DelayProbe]: { size: 8, more: false },
-  [DrbdCommand.OutOfSync]: { size: 16, more: false },
-  [DrbdCommand.RsCancel]: { size: 24, more: false },
-  [DrbdCommand.ConnStChgReq]: { size: 8, more: false },
-  [DrbdCommand.ConnStChgReply]: { size: 4, more: false },
-  [DrbdCommand.RetryWrite]: { size: 24, more: false },
-  [DrbdCommand.ProtocolUpdate]: { size: 24, more: true },
-  [DrbdCommand.Trim]: { size: 28, more: false },
-  [DrbdCommand.RsThinReq]: { size: 24, more: false },
-  [DrbdCommand.RsDeallocated]: { size: 16, more: false },
-  [DrbdCommand.WSame]: { size: 28, more: true },
-  [DrbdCommand.Zeroes]: { size: 28, more: false },
-  [DrbdCommand.InitialMeta]: { size: 0, more: false },
-  [DrbdCommand.InitialData]: { size: 0, more: false },
-  [DrbdCommand.ConnectionFeatures]: { size: 72, more: false },
+const PAYLOAD_RULES: Partial<
+  Record<DrbdCommand, { size: number; more: boolean; socket: DrbdSocket | "any" }>
+> = {
+  [DrbdCommand.Data]: { size: 24, more: true, socket: "data" },
+  [DrbdCommand.DataReply]: { size: 24, more: true, socket: "data" },
+  [DrbdCommand.RsDataReply]: { size: 24, more: true, socket: "data" },
+  [DrbdCommand.Barrier]: { size: 8, more: false, socket: "data" },
+  [DrbdCommand.Bitmap]: { size: 0, more: true, socket: "data" },
+  [DrbdCommand.UnplugRemote]: { size: 0, more: false, socket: "data" },
+  [DrbdCommand.DataRequest]: { size: 24, more: false, socket: "data" },
+  [DrbdCommand.RsDataRequest]: { size: 24, more: false, socket: "data" },
+  [DrbdCommand.SyncParam]: { size: 4, more: true, socket: "data" },
+  [DrbdCommand.Protocol]: { size: 24, more: true, socket: "data" },
+  [DrbdCommand.Uuids]: { size: 48, more: false, socket: "data" },
+  [DrbdCommand.Sizes]: { size: 32, more: true, socket: "data" },
+  [DrbdCommand.State]: { size: 4, more: false, socket: "data" },
+  [DrbdCommand.SyncUuid]: { size: 8, more: false, socket: "data" },
+  [DrbdCommand.AuthChallenge]: { size: 0, more: true, socket: "data" },
+  [DrbdCommand.AuthResponse]: { size: 0, more: true, socket: "data" },
+  [DrbdCommand.StateChgReq]: { size: 8, more: false, socket: "data" },
+  [DrbdCommand.Ping]: { size: 0, more: false, socket: "meta" },
+  [DrbdCommand.PingAck]: { size: 0, more: false, socket: "meta" },
+  [DrbdCommand.RecvAck]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.WriteAck]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.RsWriteAck]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.Superseded]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.NegAck]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.NegDReply]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.NegRsDReply]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.BarrierAck]: { size: 8, more: false, socket: "meta" },
+  [DrbdCommand.StateChgReply]: { size: 4, more: false, socket: "meta" },
+  [DrbdCommand.OvRequest]: { size: 24, more: false, socket: "data" },
+  [DrbdCommand.OvReply]: { size: 24, more: true, socket: "data" },
+  [DrbdCommand.OvResult]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.CsumRsRequest]: { size: 24, more: true, socket: "data" },
+  [DrbdCommand.RsIsInSync]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.SyncParam89]: { size: 132, more: true, socket: "data" },
+  [DrbdCommand.CompressedBitmap]: { size: 1, more: true, socket: "data" },
+  [DrbdCommand.DelayProbe]: { size: 8, more: false, socket: "any" },
+  [DrbdCommand.OutOfSync]: { size: 16, more: false, socket: "data" },
+  [DrbdCommand.RsCancel]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.ConnStChgReq]: { size: 8, more: false, socket: "data" },
+  [DrbdCommand.ConnStChgReply]: { size: 4, more: false, socket: "meta" },
+  [DrbdCommand.RetryWrite]: { size: 24, more: false, socket: "meta" },
+  [DrbdCommand.ProtocolUpdate]: { size: 24, more: true, socket: "data" },
+  [DrbdCommand.Trim]: { size: 28, more: false, socket: "data" },
+  [DrbdCommand.RsThinReq]: { size: 24, more: false, socket: "data" },
+  [DrbdCommand.RsDeallocated]: { size: 16, more: false, socket: "data" },
+  [DrbdCommand.WSame]: { size: 28, more: true, socket: "data" },
+  [DrbdCommand.Zeroes]: { size: 28, more: false, socket: "data" },
+  [DrbdCommand.InitialMeta]: { size: 0, more: false, socket: "any" },
+  [DrbdCommand.InitialData]: { size: 0, more: false, socket: "any" },
+  [DrbdCommand.ConnectionFeatures]: { size: 72, more: false, socket: "data" },
 };
 
 export class DrbdProtocolError extends Error {
@@ -248,6 +254,8 @@ export interface FramerOptions {
   agreedVersion?: number;
   /** Largest accepted payload; larger lengths are refused before any of it is buffered. */
   maxPayload?: number;
+  /** Refuse packets that belong on the other socket ("Unexpected data/meta packet" in the kernel). */
+  socket?: DrbdSocket;
 }
 
 /**
@@ -262,11 +270,13 @@ export class PacketFramer {
   private buffered = 0;
   private agreedVersion: number;
   private readonly maxPayload: number;
+  private readonly socket: DrbdSocket | undefined;
   private pendingHeader: PacketHeader | undefined;
 
   constructor(opts: FramerOptions = {}) {
     this.agreedVersion = opts.agreedVersion ?? 0;
     this.maxPayload = opts.maxPayload ?? DRBD_MAX_BIO_SIZE + DRBD_SOCKET_BUFFER_SIZE;
+    this.socket = opts.socket;
   }
 
   setAgreedVersion(v: number): void {
@@ -289,7 +299,7 @@ export class PacketFramer {
       const hs = headerSize(this.agreedVersion);
       if (this.buffered < hs) return undefined;
       const header = decodeHeader(this.take(hs), this.agreedVersion);
-      checkPayloadSize(header.command, header.length, this.maxPayload);
+      checkPayloadSize(header.command, header.length, this.maxPayload, this.socket);
       this.pendingHeader = header;
     }
     const header = this.pendingHeader;
@@ -338,9 +348,16 @@ export class PacketFramer {
 }
 
 /** Rejects payload lengths the command cannot have (the kernel drops the connection for these). */
-export function checkPayloadSize(command: number, length: number, maxPayload: number): void {
+export function checkPayloadSize(
+  command: number,
+  length: number,
+  maxPayload: number,
+  socket?: DrbdSocket,
+): void {
   const rule = PAYLOAD_RULES[command as DrbdCommand];
   if (!rule) throw new DrbdProtocolError(`${commandName(command)} (payload ${length} bytes)`);
+  if (socket && rule.socket !== "any" && rule.socket !== socket)
+    throw new DrbdProtocolError(`unexpected ${commandName(command)} on the ${socket} socket`);
   if (length > maxPayload)
     throw new DrbdProtocolError(
       `oversized packet: ${commandName(command)} of ${length} bytes exceeds ${maxPayload}`,
@@ -436,7 +453,9 @@ export function authResponse(alg: string, sharedSecret: string, peerChallenge: B
 export function checkPeerChallenge(peerChallenge: Buffer, myChallenge: Buffer): string | undefined {
   if (peerChallenge.length > CHALLENGE_LEN * 2) return "AuthChallenge payload too big";
   if (peerChallenge.length < CHALLENGE_LEN) return "AuthChallenge payload too small";
-  if (peerChallenge.equals(myChallenge)) return "peer presented the same challenge";
+  // The kernel compares the first CHALLENGE_LEN bytes only (a reflected challenge, perhaps padded).
+  if (peerChallenge.subarray(0, CHALLENGE_LEN).equals(myChallenge.subarray(0, CHALLENGE_LEN)))
+    return "peer presented the same challenge";
   return undefined;
 }
 
