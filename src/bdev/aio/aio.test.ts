@@ -4,11 +4,12 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { AioBdev } from "./aio.js";
 import { BlockDeviceError } from "../bdev.js";
 
 const nativeBuilt = existsSync(
-  new URL("../../../../native/build/Release/usertgt_native.node", import.meta.url).pathname,
+  fileURLToPath(new URL("../../../../native/build/Release/usertgt_native.node", import.meta.url)),
 );
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {

@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import { constants } from "node:fs";
 import { open, realpath, type FileHandle } from "node:fs/promises";
 import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
 import { log } from "../../util/log.js";
 import { BlockDeviceError, checkRange, iovLength, type BlockDevice, type WriteOptions } from "../bdev.js";
 
