@@ -49,7 +49,7 @@ function loadNativeHelper(): NativeHelper | null {
     // dist/src/bdev/aio/aio.js → package root is four levels up.
     const require = createRequire(import.meta.url);
     const mod = require(
-      new URL("../../../../native/build/Release/usertgt_native.node", import.meta.url).pathname,
+      fileURLToPath(new URL("../../../../native/build/Release/usertgt_native.node", import.meta.url)),
     ) as Partial<NativeHelper> | undefined;
     nativeHelper = typeof mod?.punchHole === "function" ? (mod as NativeHelper) : null;
   } catch {
