@@ -302,3 +302,13 @@ export function numericOption(map: OptionMap, section: OptionSectionName, name: 
   if (typeof v !== "number") throw new Error(`${section} option "${name}" is not numeric`);
   return v;
 }
+
+/** Every option of a section with its effective value (configured, else default; unset strings omitted). */
+export function effectiveOptions(map: OptionMap, section: OptionSectionName): Record<string, OptionValue> {
+  const out: Record<string, OptionValue> = {};
+  for (const name of Object.keys(OPTION_SPECS[section])) {
+    const v = optionValue(map, section, name);
+    if (v !== undefined) out[name] = v;
+  }
+  return out;
+}

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDrbdConfig, selectLocalHost, findResource } from "./res_parser.js";
 import { dumpDrbdConfig } from "./res_dump.js";
-import { DrbdConfigError, numericOption, optionValue, parseScaledNumber } from "./model.js";
+import { DrbdConfigError, effectiveOptions, numericOption, optionValue, parseScaledNumber } from "./model.js";
 
 /** The seed system's /etc/drbd.d/spdk_drbd2.res, verbatim (tabs and the commented net section included). */
 const SEED_RES = `# /etc/drbd.d/spdk_drbd2.res
@@ -90,6 +90,11 @@ test("res: the seed's spdk_drbd2.res parses with its hosts, volume and disk opti
   assert.equal(numericOption(res.net, "net", "ping-timeout"), 5);
   assert.equal(numericOption(res.disk, "disk", "al-extents"), 1237);
   assert.equal(optionValue(res.disk, "disk", "on-io-error"), "detach");
+  const net = effectiveOptions(res.net, "net");
+  assert.equal(net["ping-int"], 10);
+  assert.equal(net["use-rle"], true);
+  assert.equal("shared-secret" in net, false, "unset strings have no default");
+  assert.equal(effectiveOptions(res.disk, "disk")["resync-rate"], 40000);
 });
 
 test("res: the seed with its net section uncommented selects protocol A and pull-ahead", () => {
