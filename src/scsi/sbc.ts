@@ -5,6 +5,7 @@
  * VRPROTECT/ORPROTECT is an invalid field (SBC-3 4.22.1).
  */
 import { Op, blockRange, cdbLengthOf, readU64 } from "./cdb.js";
+import { iovLength } from "../bdev/bdev.js";
 import { dataOutBuffer, dataOutVector, respond, type CommandContext } from "./command.js";
 import { blockLimits } from "./inquiry.js";
 import type { LogicalUnit } from "./lun.js";
@@ -87,7 +88,17 @@ export async function read(ctx: CommandContext): Promise<void> {
   task.transferLength = buf.length;
 }
 
-/** WRITE 6/10/12/16 and WRITE AND VERIFY 10/12/16 (the verify of data just written always passes). */
+const WRITE_AND_VERIFY: ReadonlySet<number> = new Set([
+  Op.WriteAndVerify10,
+  Op.WriteAndVerify12,
+  Op.WriteAndVerify16,
+]);
+
+/**
+ * WRITE 6/10/12/16 and WRITE AND VERIFY 10/12/16 (SBC-3 5.35–5.41). WRITE AND VERIFY reads the
+ * blocks back under the same range lock and compares them with the data-out: a difference is a
+ * MISCOMPARE with BYTCHK=1 (byte comparison asked for) and an unrecovered medium error otherwise.
+ */
 export async function write(ctx: CommandContext): Promise<void> {
   const { task, lu } = ctx;
   const cdb = task.cdb;
@@ -109,8 +120,30 @@ export async function write(ctx: CommandContext): Promise<void> {
   if (!release) return;
   try {
     await lu.bdev.writev(lba, iov, { fua: forceUnitAccess(lu, cdb) });
+    if (WRITE_AND_VERIFY.has(cdb[0])) await verifyWritten(lu, lba, iov, (cdb[1] & 0x02) !== 0);
   } finally {
     release();
+  }
+}
+
+async function verifyWritten(
+  lu: LogicalUnit,
+  lba: number,
+  iov: readonly Buffer[],
+  byteCheck: boolean,
+): Promise<void> {
+  const back = Buffer.allocUnsafe(iovLength(iov));
+  await lu.bdev.readv(lba, [back]);
+  let off = 0;
+  for (const part of iov) {
+    const at = firstDifference(back.subarray(off, off + part.length), part);
+    if (at >= 0) {
+      if (byteCheck) throw miscompare(off + at);
+      throw new SenseError(SenseKey.MediumError, ASC.UNRECOVERED_READ_ERROR, {
+        information: lba + Math.floor((off + at) / lu.bdev.blockSize),
+      });
+    }
+    off += part.length;
   }
 }
 
