@@ -486,6 +486,16 @@ test("REGISTER AND MOVE hands the reservation to another I_T nexus", async () =>
   assert.deepEqual(readKeys(await prin(pr, I1, 0x00)).keys, [7n]);
   assert.equal(pr.conflicts(I2, WRITE10), false);
   assert.equal(pr.conflicts(I1, READ10), true);
+  // A destination registered for all target ports keeps that one registration.
+  const { pr: pr2 } = setup();
+  await register(pr2, I1, 1n);
+  await register(pr2, I2, 2n, { allTgPt: true });
+  await reserve(pr2, I1, 1n, WE);
+  await prout(pr2, I1, 0x07, { list: registerAndMoveList(1n, 9n, 1, tid2), type: WE });
+  assert.deepEqual(readKeys(await prin(pr2, I1, 0x00)).keys, [1n, 9n]);
+  assert.deepEqual(await readReservation(pr2, I1), { key: 9n, type: WE });
+  assert.equal(pr2.conflicts(I2, WRITE10), false);
+  assert.equal(pr2.conflicts(I1, WRITE10), true);
   // Moving to oneself is invalid.
   await assert.rejects(
     prout(pr, I2, 0x07, { list: registerAndMoveList(7n, 8n, 1, tid2), type: EA }),

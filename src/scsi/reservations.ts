@@ -200,6 +200,18 @@ function portMatches(port: IscsiInitiatorPortId, nexus: ITNexus): boolean {
   );
 }
 
+/**
+ * Whether `reg` already applies to initiator port `port` on `targetPort` (undefined: every target
+ * port): a name-only registration covers every ISID, an ALL_TG_PT one every target port.
+ */
+function covers(reg: Registration, port: IscsiInitiatorPortId, targetPort: string | undefined): boolean {
+  return (
+    reg.port.name === port.name &&
+    (reg.port.isid === undefined || reg.port.isid === port.isid) &&
+    (reg.targetPort === undefined || reg.targetPort === targetPort)
+  );
+}
+
 function samePort(a: IscsiInitiatorPortId, b: IscsiInitiatorPortId): boolean {
   return a.name === b.name && a.isid === b.isid;
 }
@@ -532,7 +544,7 @@ export class Reservations {
       for (const [i, port] of p.transportIds.entries()) {
         // A TransportID naming an already registered or repeated initiator port is invalid.
         const dup =
-          this.registrations.some((r) => samePort(r.port, port) && r.targetPort === targetPort) ||
+          this.registrations.some((r) => covers(r, port, targetPort)) ||
           added.some((r) => samePort(r.port, port));
         if (dup) throw invalidParameterField(28 + i * 4);
         added.push({
@@ -677,7 +689,8 @@ export class Reservations {
       // SPC-4 5.13.8: moving to the I_T nexus that sends the command is invalid.
       throw invalidParameterField(24);
     }
-    let dest = this.registrations.find((r) => samePort(r.port, p.destination) && r.targetPort === targetPort);
+    // The destination may already be registered, possibly through a broader registration.
+    let dest = this.registrations.find((r) => covers(r, p.destination, targetPort));
     if (dest) {
       dest.key = p.serviceActionKey;
     } else {
