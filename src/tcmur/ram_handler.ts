@@ -61,7 +61,11 @@ class RamBackend implements TcmurDeviceBackend {
     for (const b of iov) {
       this.each(pos, b.length, (i, at, n, done) => {
         let c = chunks[i];
-        if (!c) c = chunks[i] = Buffer.alloc(Math.min(CHUNK, this.sizeBytes - i * CHUNK));
+        if (!c) {
+          const len = Math.min(CHUNK, this.sizeBytes - i * CHUNK);
+          // A write covering the whole chunk overwrites every byte: no need to zero it first.
+          c = chunks[i] = at === 0 && n === len ? Buffer.allocUnsafe(len) : Buffer.alloc(len);
+        }
         b.copy(c, at, done, done + n);
       });
       pos += b.length;
