@@ -137,3 +137,59 @@ test("libiscsi with CHAP and CRC32C digests: right secret works, wrong secret is
     await h.stop();
   }
 });
+
+test("R2T: MaxBurstLength bursts with MaxOutstandingR2T 4 deliver a 64 KiB write intact", async () => {
+  const h = await startTarget({ globals: { maxOutstandingR2T: 4 } });
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    ini.immediateData = false;
+    const login = await ini.login({
+      targetName: TARGET,
+      keys: [
+        ["MaxBurstLength", "8192"],
+        ["FirstBurstLength", "8192"],
+        ["MaxOutstandingR2T", "8"],
+        ["ImmediateData", "No"],
+      ],
+    });
+    assert.equal(login.keys.get("MaxOutstandingR2T"), "4");
+    assert.equal(login.keys.get("MaxBurstLength"), "8192");
+    const data = pattern(64 * 1024, 77);
+    assert.equal((await ini.scsi(write10(300, 128), { write: data })).status, 0);
+    assert.deepEqual(h.devices[0].blocks.subarray(300 * 512, 300 * 512 + data.length), data);
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("many sessions on two targets do I/O at once; MaxSessions refuses one more (0x0302)", async () => {
+  const h = await startTarget({ targets: [{}, {}], globals: { maxSessions: 12 } });
+  try {
+    const sessions = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const ini = await RawInitiator.connect(h.port);
+        ini.isid = Buffer.from([0x80, 0, 0, 0, 1, i]);
+        const name = i % 2 ? "iqn.2016-06.io.spdk:disk2" : TARGET;
+        assert.equal((await ini.login({ targetName: name })).statusClass, 0);
+        return ini;
+      }),
+    );
+    assert.equal(h.target.sessionCount(), 12);
+    await Promise.all(
+      sessions.map(async (ini, i) => {
+        const data = pattern(8192, i);
+        const lba = 16 * Math.floor(i / 2);
+        assert.equal((await ini.scsi(write10(lba, 16), { write: data })).status, 0);
+        assert.deepEqual((await ini.scsi(read10(lba, 16), { read: 8192 })).data, data);
+      }),
+    );
+    const extra = await RawInitiator.connect(h.port);
+    extra.isid = Buffer.from([0x80, 0, 0, 0, 2, 0]);
+    const r = await extra.login({ targetName: TARGET });
+    assert.equal((r.statusClass << 8) | r.statusDetail, 0x0302);
+    for (const s of sessions) s.close();
+  } finally {
+    await h.stop();
+  }
+});
