@@ -5,7 +5,8 @@
  * still fails), and the only skips are EXTENDED COPY, WRITE ATOMIC and SANITIZE.
  */
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
@@ -73,18 +74,46 @@ describe("iscsi-test-cu conformance", () => {
         args: ["--state-dir", join(dir, `state-${setup.name}`)],
       });
       let output: string;
+      let readOnlyOutput: string;
       try {
         const [p1, p2] = server.ports;
+        const url = `iscsi://127.0.0.1:${p1}/${IQN}/0`;
         const r = await run(
           "iscsi-test-cu",
-          ["-d", "-t", "ALL", `iscsi://127.0.0.1:${p1}/${IQN}/0`, `iscsi://127.0.0.1:${p2}/${IQN}/0`],
+          ["-d", "-t", "ALL", url, `iscsi://127.0.0.1:${p2}/${IQN}/0`],
           15 * 60 * 1000,
         );
         output = r.stdout + r.stderr;
+        // SCSI.ReadOnly runs only on a write-protected LU: a second pass with software write protect
+        // (control mode page SWP, set by libiscsi's iscsi-swp) replaces the first pass's skip.
+        const on = await run("iscsi-swp", ["--swp=on", url]);
+        assert.equal(on.code, 0, `iscsi-swp --swp=on: ${on.stdout}${on.stderr}`);
+        const ro = await run("iscsi-test-cu", ["-d", "-t", "SCSI.ReadOnly", url], 5 * 60 * 1000);
+        readOnlyOutput = ro.stdout + ro.stderr;
+        const off = await run("iscsi-swp", ["--swp=off", url]);
+        assert.equal(off.code, 0, `iscsi-swp --swp=off: ${off.stdout}${off.stderr}`);
       } finally {
         await stopCleanly(server);
       }
-      const report = parseCunitOutput(output);
+      const log = join(tmpdir(), `usertgt-conformance-${setup.name}.log`);
+      await writeFile(log, `${output}\n==== SCSI.ReadOnly with SWP on ====\n${readOnlyOutput}`);
+      t.diagnostic(`iscsi-test-cu output: ${log}`);
+      const readOnly = parseCunitOutput(readOnlyOutput);
+      assert.deepEqual(
+        readOnly.tests.map((x) => x.name),
+        ["ReadOnly.ReadOnlySBC"],
+        `SCSI.ReadOnly pass ran something else:\n${readOnlyOutput.slice(-2000)}`,
+      );
+      const first = parseCunitOutput(output);
+      const report = {
+        summary: first.summary,
+        tests: first.tests.map((x) =>
+          x.name === "ReadOnly.ReadOnlySBC" && x.verdict === "skipped" ? readOnly.tests[0] : x,
+        ),
+      };
+      if (report.summary && readOnly.tests[0].verdict === "failed") {
+        report.summary = { ...report.summary, failed: report.summary.failed + 1 };
+      }
       const verdict = judge(setup.name, report, known);
       const { passed, failed, skipped } = verdict.counts;
       const summary = `${setup.name}: ${passed} passed, ${failed} failed, ${skipped} skipped of ${report.tests.length}`;
