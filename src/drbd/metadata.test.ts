@@ -192,6 +192,8 @@ test("metadata: create-md on a real file writes superblock, initialized AL and a
   assert.equal(md.layout.usableSectors, 131072 - 80);
   const back = await withStore(path, (s) => readMetadata(s, internal));
   assert.deepEqual(back.superBlock, md.superBlock);
+  // A path works as well as an open store.
+  assert.deepEqual((await readMetadata(path, internal)).layout, md.layout);
 });
 
 test("metadata: read refuses missing, foreign, unclean and mismatched metadata with a reason", async () => {
@@ -512,6 +514,10 @@ test(
 test("metadata: external flexible metadata on its own file, and on a tree block device", async () => {
   const lowerPath = tempFile(256 * MiB);
   const mdPath = tempFile(1 * MiB);
+  await assert.rejects(
+    createMetadata(lowerPath, { placement: { kind: "flexible" } }),
+    /external metadata needs a metadata device/,
+  );
   const lower = await openFileStore(lowerPath);
   const meta = await openFileStore(mdPath);
   try {
@@ -532,10 +538,12 @@ test("metadata: external flexible metadata on its own file, and on a tree block 
     await meta.close();
   }
   const dev = new MallocBdev({ name: "Malloc_md", blockSize: 512, blockCount: 32 * 2048 });
-  const store = blockDeviceStore(dev);
-  const md = await createMetadata(store, internal);
+  const md = await createMetadata(dev, internal);
   assert.equal(md.layout.mdOffsetSect, 32 * 2048 - 8);
-  assert.deepEqual((await readMetadata(store, internal)).superBlock, md.superBlock);
+  assert.deepEqual((await readMetadata(blockDeviceStore(dev), internal)).superBlock, md.superBlock);
+  const sb = Buffer.alloc(4096);
+  await dev.readv(32 * 2048 - 8, [sb]);
+  assert.equal(sb.readUInt32BE(60), 0x8374026b, "the superblock is on the tree device's last 4 KiB");
 });
 
 test("metadata: a short file is a clear error, not a crash", async () => {

@@ -455,10 +455,13 @@ export interface Metadata {
   superBlock: SuperBlock;
 }
 
-export interface CreateOptions {
+/** Where metadata lives: an open store, a block device of the tree, or a file path (opened and closed here). */
+export type MetadataTarget = MetadataStore | BlockDevice | string;
+
+export interface CreateOptions<T = MetadataTarget> {
   placement: MetaDiskPlacement;
   /** The metadata device for external placements (same store as the lower device for internal). */
-  metaStore?: MetadataStore;
+  metaStore?: T;
   alStripes?: number;
   alStripeSize4k?: number;
 }
@@ -472,7 +475,7 @@ const md = (opts: { placement: MetaDiskPlacement; metaStore?: MetadataStore }, l
  * al_nr_extents 257), an initialized activity log and an all-clear bitmap. The first connect then does a
  * full sync, because both sides are "just created" or one side is (UUID rules).
  */
-export async function createMetadata(lower: MetadataStore, opts: CreateOptions): Promise<Metadata> {
+async function createMetadataOn(lower: MetadataStore, opts: CreateOptions<MetadataStore>): Promise<Metadata> {
   const store = md(opts, lower);
   if (!store) throw new DrbdMetadataError(lower.name, "external metadata needs a metadata device");
   const layout = computeLayout({
@@ -508,15 +511,15 @@ export async function createMetadata(lower: MetadataStore, opts: CreateOptions):
   return { layout, superBlock };
 }
 
-export interface ReadOptions {
+export interface ReadOptions<T = MetadataTarget> {
   placement: MetaDiskPlacement;
-  metaStore?: MetadataStore;
+  metaStore?: T;
   /** Accept the UNCLEAN magic or a missing AL_CLEAN flag (for apply-al, which repairs them). */
   allowUnclean?: boolean;
 }
 
 /** Reads and validates the superblock as drbd_md_read does; errors say what is wrong and what to run. */
-export async function readMetadata(lower: MetadataStore, opts: ReadOptions): Promise<Metadata> {
+async function readMetadataOn(lower: MetadataStore, opts: ReadOptions<MetadataStore>): Promise<Metadata> {
   const store = md(opts, lower);
   if (!store) throw new DrbdMetadataError(lower.name, "external metadata needs a metadata device");
   const probe = computeLayout({
@@ -642,11 +645,11 @@ export async function writeAlTransaction(
  * re-initializes the log and writes v08 magic with AL_CLEAN. A Secondary's log is not applied: it had no
  * application writes in flight. Returns the number of bits newly set.
  */
-export async function applyActivityLog(
+async function applyActivityLogOn(
   lower: MetadataStore,
-  opts: Omit<ReadOptions, "allowUnclean">,
+  opts: Omit<ReadOptions<MetadataStore>, "allowUnclean">,
 ): Promise<number> {
-  const { layout, superBlock } = await readMetadata(lower, { ...opts, allowUnclean: true });
+  const { layout, superBlock } = await readMetadataOn(lower, { ...opts, allowUnclean: true });
   const store = md(opts, lower) as MetadataStore;
   if (superBlock.magic === DRBD_MD_MAGIC_08 && superBlock.flags & MDF_AL_CLEAN) return 0;
   let marked = 0;
@@ -677,4 +680,66 @@ export async function applyActivityLog(
 /** A random 64-bit UUID with bit 0 clear (bit 0 marks "current while Primary"). */
 export function newUuid(): bigint {
   return randomBytes(8).readBigUInt64BE(0) & ~1n;
+}
+
+async function openTarget(t: MetadataTarget): Promise<[MetadataStore, () => Promise<void>]> {
+  if (typeof t === "string") {
+    const s = await openFileStore(t);
+    return [s, () => s.close()];
+  }
+  if ("readv" in t) return [blockDeviceStore(t), async () => {}];
+  return [t, async () => {}];
+}
+
+/** Opens the lower and (external) metadata targets for `fn`, closing what was opened here. */
+async function withTargets<R>(
+  lower: MetadataTarget,
+  meta: MetadataTarget | undefined,
+  fn: (lower: MetadataStore, meta: MetadataStore | undefined) => Promise<R>,
+): Promise<R> {
+  const [l, closeLower] = await openTarget(lower);
+  try {
+    if (meta === undefined) return await fn(l, undefined);
+    const [m, closeMeta] = await openTarget(meta);
+    try {
+      return await fn(l, m);
+    } finally {
+      await closeMeta();
+    }
+  } finally {
+    await closeLower();
+  }
+}
+
+const withMeta = <O extends { metaStore?: MetadataTarget }>(opts: O, meta: MetadataStore | undefined) => ({
+  ...opts,
+  ...(meta ? { metaStore: meta } : {}),
+});
+
+/**
+ * `drbdadm create-md`: writes a v08 superblock (current UUID = JUST_CREATED, other UUIDs 0, flags AL_CLEAN,
+ * al_nr_extents 257), an initialized activity log and an all-clear bitmap, byte for byte as drbdmeta does.
+ * `lower` is the data device (a path, a tree block device or an open store).
+ */
+export function createMetadata(lower: MetadataTarget, opts: CreateOptions): Promise<Metadata> {
+  return withTargets(lower, opts.metaStore, (l, m) =>
+    createMetadataOn(l, withMeta(opts, m) as CreateOptions<MetadataStore>),
+  );
+}
+
+/** Reads and validates the superblock as drbd_md_read does; errors say what is wrong and what to run. */
+export function readMetadata(lower: MetadataTarget, opts: ReadOptions): Promise<Metadata> {
+  return withTargets(lower, opts.metaStore, (l, m) =>
+    readMetadataOn(l, withMeta(opts, m) as ReadOptions<MetadataStore>),
+  );
+}
+
+/** `drbdadm apply-al` (see applyActivityLogOn). Returns the number of bits newly set. */
+export function applyActivityLog(
+  lower: MetadataTarget,
+  opts: Omit<ReadOptions, "allowUnclean">,
+): Promise<number> {
+  return withTargets(lower, opts.metaStore, (l, m) =>
+    applyActivityLogOn(l, withMeta(opts, m) as Omit<ReadOptions<MetadataStore>, "allowUnclean">),
+  );
 }
