@@ -73,7 +73,7 @@ export class Connection implements SessionConnection, ResultSink {
   private pingSentAt = 0;
   private nextTtt = 1;
   /** Ended by a clean logout (the session survives) rather than a failure (it does not, ERL 0). */
-  private cleanClose = false;
+  cleanClose = false;
 
   constructor(
     readonly socket: Socket,
@@ -144,6 +144,11 @@ export class Connection implements SessionConnection, ResultSink {
       this.handleLogin(pdu);
       return;
     }
+    if (this.state === "logout" && pdu.opcode === Opcode.DataOut) {
+      // Tasks still running when Logout arrived may need their data (RFC 7143 §11.14).
+      this.handleDataOut(pdu);
+      return;
+    }
     if (this.state !== "full-feature") return;
     const session = this.session!;
     switch (pdu.opcode) {
@@ -190,7 +195,10 @@ export class Connection implements SessionConnection, ResultSink {
     this.session = step.session;
     this.state = "full-feature";
     const old = this.session.connections.get(this.cid);
-    if (old && old !== this) old.drop("connection reinstated with the same CID");
+    if (old && old !== this) {
+      if (old instanceof Connection) old.cleanClose = true; // replaced, not failed: the session lives on
+      old.drop("connection reinstated with the same CID");
+    }
     this.session.connections.set(this.cid, this);
     this.parser.headerDigest = this.writer.headerDigest = this.params.headerDigest;
     this.parser.dataDigest = this.writer.dataDigest = this.params.dataDigest;
@@ -452,7 +460,7 @@ export class Connection implements SessionConnection, ResultSink {
     }
     session.removeTask(task);
     try {
-      if (!task.aborted && !st.aborted && this.state === "full-feature") await sendScsiResult(this, st);
+      if (!task.aborted && !st.aborted && this.state !== "closed") await sendScsiResult(this, st);
     } finally {
       task.finish();
     }
@@ -553,7 +561,10 @@ export class Connection implements SessionConnection, ResultSink {
     if (s) {
       if (s.connections.get(this.cid) === this) s.connections.delete(this.cid);
       s.dropPendingOf(this);
-      for (const t of s.inFlight(this)) t.aborted = true;
+      for (const t of s.inFlight(this)) {
+        if (t.collector) this.abandon(t);
+        else t.aborted = true;
+      }
       // ErrorRecoveryLevel 0: losing a connection other than by logout fails the whole session.
       if (!s.ended && (!wasClean || s.connections.size === 0))
         this.host.endSession(s, wasClean ? "last connection logged out" : "connection lost");

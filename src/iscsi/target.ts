@@ -163,7 +163,11 @@ export class IscsiTarget implements ConnectionHost {
           c.sendAsync(ASYNC_DROP_ALL, 0, session.params.defaultTime2Wait, session.params.defaultTime2Retain);
       }
     }
-    for (const t of session.inFlight()) t.aborted = true;
+    for (const t of session.inFlight()) {
+      // Tasks still waiting for Data-Out never reach the device: end them here.
+      if (t.collector) t.conn.abandon(t);
+      else t.aborted = true;
+    }
     for (const c of [...session.connections.values()]) c.drop(reason);
     session.connections.clear();
     const nexus = session.nexus;

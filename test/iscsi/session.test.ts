@@ -175,3 +175,41 @@ test("stop(): sessions get an Async Message, connections close, nexus released",
   await waitFor(() => h.devices[0].nexusLosses.length === 1);
   assert.equal(h.target.sessionCount(), 0);
 });
+
+test("a connection lost while a write waits for Data-Out ends the session and releases the nexus", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    ini.immediateData = false;
+    await ini.login({ targetName: TARGET });
+    const cmd = ini.command(Opcode.ScsiCommand, { flags: 0x80 | 0x20 | 0x01 });
+    cmd.bhs[32] = 0x2a;
+    cmd.bhs.writeUInt16BE(1, 39);
+    cmd.setU32(20, 512);
+    ini.send(cmd);
+    assert.equal((await ini.recvResponse()).opcode, Opcode.R2T);
+    ini.close();
+    await waitFor(() => h.devices[0].nexusLosses.length === 1, 2000);
+    assert.equal(h.target.sessionCount(), 0);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("a login on an existing session's CID replaces that connection and keeps the session", async () => {
+  const h = await startTarget();
+  try {
+    const a = await RawInitiator.connect(h.port);
+    const ra = await a.login({ targetName: TARGET });
+    const b = await RawInitiator.connect(h.port);
+    b.cmdSN = a.cmdSN;
+    const rb = await b.login({ targetName: TARGET, tsih: ra.tsih, cid: 0, keys: [] });
+    assert.equal(rb.statusClass, 0);
+    await a.waitClosed();
+    assert.equal(h.target.sessionCount(), 1);
+    assert.equal((await b.scsi(read10(0, 1), { read: 512 })).status, 0);
+    b.close();
+  } finally {
+    await h.stop();
+  }
+});
