@@ -104,7 +104,7 @@ export interface BlockRange {
 }
 
 /**
- * LOGICAL BLOCK ADDRESS and TRANSFER LENGTH of a 6/10/12/16-byte read/write-family CDB (SBC-3 5.x).
+ * LOGICAL BLOCK ADDRESS and TRANSFER LENGTH of a 6/10/12/16-byte read/write-family CDB (SBC-3 READ/WRITE command descriptions).
  * READ(6)/WRITE(6): a transfer length of 0 means 256 blocks (SBC-3 5.8 / 5.36).
  */
 export function blockRange(cdb: Buffer): BlockRange {

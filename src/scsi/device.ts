@@ -97,7 +97,7 @@ export class ScsiDevice implements ScsiTargetDevice, TargetInfo {
   }
 
   /**
-   * SPC-4 / SAM-5 5.9.x for an incorrect LUN: INQUIRY answers with peripheral qualifier 011b,
+   * SPC-4 6.6.2 and SAM-5 for an incorrect logical unit: INQUIRY answers with peripheral qualifier 011b,
    * REPORT LUNS works, REQUEST SENSE reports LOGICAL UNIT NOT SUPPORTED, anything else fails.
    */
   private executeWithoutLun(task: ScsiTask): void {

@@ -1,5 +1,5 @@
 /**
- * One logical unit (SAM-5 4.6.x): a block device with its task set, unit attentions, mode page
+ * One logical unit (SAM-5 logical unit model): a block device with its task set, unit attentions, mode page
  * state, PREVENT ALLOW MEDIUM REMOVAL and START STOP UNIT state, and its reservations. execute()
  * runs the SAM-5 command sequence: task attribute → unit attention → CDB checks → reservation
  * conflict → medium state → the command.
@@ -26,7 +26,7 @@ export interface LogicalUnitOptions {
   readonly aptplFile?: string;
 }
 
-/** NOT READY, MEDIUM NOT PRESENT after an eject (SPC-4 5.17 / SBC-3 4.x removable medium). */
+/** NOT READY, MEDIUM NOT PRESENT after an eject (SBC-3 5.25 START STOP UNIT, LOEJ). */
 const mediumNotPresent = (): SenseError => new SenseError(SenseKey.NotReady, ASC.MEDIUM_NOT_PRESENT);
 
 export class LogicalUnit {

@@ -282,7 +282,7 @@ export async function writeSame(ctx: CommandContext): Promise<void> {
   const cdb = task.cdb;
   const sixteen = cdb[0] === Op.WriteSame16;
   checkNoProtection(cdb);
-  if (cdb[1] & 0x10) throw invalidCdbField(1, 4); // ANCHOR (SBC-3 4.7.3.x: no anchored LBAs)
+  if (cdb[1] & 0x10) throw invalidCdbField(1, 4); // ANCHOR (this target has no anchored LBA state)
   const unmap = (cdb[1] & 0x08) !== 0;
   const ndob = sixteen && (cdb[1] & 0x01) !== 0;
   const lba = sixteen ? readU64(cdb, 2) : cdb.readUInt32BE(2);

@@ -59,7 +59,7 @@ export class TaskSet {
     return this.entries.filter(pred);
   }
 
-  /** Mark the selected tasks aborted (SAM-5 7.x) and wait until each has left the task set. */
+  /** Mark the selected tasks aborted (SAM-5 task management functions) and wait until each has left the task set. */
   async abort(entries: readonly TaskSetEntry[]): Promise<void> {
     for (const e of entries) e.task.aborted = true;
     await Promise.all(entries.map((e) => e.done));
