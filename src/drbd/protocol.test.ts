@@ -300,6 +300,7 @@ test("protocol: P_DATA with digest and data, acks, requests, barriers, out-of-sy
     [8, 0xffff888012345678n, 7, 0x110, hex("01020304"), 512],
   );
   assert.throws(() => decodeData(payload.subarray(0, 100), 4), /not a multiple of 512/);
+  assert.throws(() => decodeData(Buffer.alloc(24 + (1 << 20) + 512)), /exceeds 1048576/);
 
   const ack = { sector: 8, blockId: 0xffff888012345678n, size: 512, seqNum: 7 };
   assert.deepEqual(encodeBlockAck(ack), hex("0000000000000008 ffff888012345678 00000200 00000007"));

@@ -979,6 +979,9 @@ export function decodeData(b: Buffer, digestSize = 0): DataPacket {
   const data = b.subarray(24 + digestSize);
   if (data.length % 512 !== 0)
     throw new DrbdProtocolError(`P_DATA data of ${data.length} bytes is not a multiple of 512`);
+  // read_in_block: one request carries at most DRBD_MAX_BIO_SIZE.
+  if (data.length > DRBD_MAX_BIO_SIZE)
+    throw new DrbdProtocolError(`P_DATA data of ${data.length} bytes exceeds ${DRBD_MAX_BIO_SIZE}`);
   return { ...decodeDataHeader(b), digest: b.subarray(24, 24 + digestSize), data };
 }
 
