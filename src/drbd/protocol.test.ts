@@ -418,6 +418,28 @@ test("protocol: a mixed large bitmap round-trips through RLE and plain packets",
   assert.ok(got.equals(bm));
 });
 
+test("protocol: a 512 GiB all-dirty bitmap travels as one small RLE packet", () => {
+  const bits = 1 << 27; // 512 GiB at 4 KiB per bit
+  const bm = Buffer.alloc(bits / 8, 0xff);
+  const pkts = encodeBitmapPackets(bm, bits, 101, true);
+  assert.equal(pkts.length, 1);
+  assert.equal(pkts[0]![0], DrbdCommand.CompressedBitmap);
+  const got = Buffer.alloc(bm.length);
+  const xfer = new BitmapTransfer(bits);
+  decodeRleBitmapChunk(pkts[0]![1], xfer, got, 101);
+  assert.ok(xfer.done);
+  assert.ok(got.equals(bm));
+  // A run that starts and ends inside bytes.
+  const odd = Buffer.alloc(8);
+  odd[0] = 0b11100000;
+  odd[1] = 0xff;
+  odd[2] = 0b00000011;
+  const enc = encodeBitmapPackets(odd, 64, 101, true);
+  const back = Buffer.alloc(8);
+  decodeRleBitmapChunk(enc[0]![1], new BitmapTransfer(64), back, 101);
+  assert.deepEqual(back, odd);
+});
+
 test("protocol: corrupt compressed bitmaps are refused", () => {
   const x = () => new BitmapTransfer(64);
   assert.throws(() => decodeRleBitmapChunk(hex("03 00"), x(), Buffer.alloc(8), 100), /unknown encoding 3/);

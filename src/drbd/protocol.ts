@@ -1227,14 +1227,25 @@ export function vliDecode(input: bigint): [bigint, number] {
 
 const bitAt = (bm: Buffer, n: number): number => ((bm[n >> 3] as number) >> (n & 7)) & 1;
 
-/** The first bit at or after `from` whose value is `value`, or `limit`. */
+const ZERO_PAGE = Buffer.alloc(4096, 0x00);
+const ONES_PAGE = Buffer.alloc(4096, 0xff);
+
+/** The first bit at or after `from` whose value is `value`, or `limit`. Skips uniform 4 KiB, then bytes. */
 function findNext(bm: Buffer, from: number, limit: number, value: number): number {
   let n = from;
   const skipByte = value === 1 ? 0x00 : 0xff;
+  const skipPage = value === 1 ? ZERO_PAGE : ONES_PAGE;
   while (n < limit) {
-    if ((n & 7) === 0 && bm[n >> 3] === skipByte) {
-      n += 8;
-      continue;
+    if ((n & 7) === 0) {
+      const byte = n >> 3;
+      if (n + 8 * 4096 <= limit && bm.subarray(byte, byte + 4096).equals(skipPage)) {
+        n += 8 * 4096;
+        continue;
+      }
+      if (bm[byte] === skipByte) {
+        n += 8;
+        continue;
+      }
     }
     if (bitAt(bm, n) === value) return n;
     n++;
@@ -1319,6 +1330,18 @@ function getBits(buf: Buffer, pos: number, bits: number, limit: number): bigint 
   return v;
 }
 
+/** Sets bits [from, to): partial bytes bit by bit, whole bytes at once (runs can cover the whole device). */
+function setBitRange(bm: Buffer, from: number, to: number): void {
+  let i = from;
+  for (; i < to && i & 7; i++) bm[i >> 3] = (bm[i >> 3] as number) | (1 << (i & 7));
+  const wholeEnd = to & ~7;
+  if (i < wholeEnd) {
+    bm.fill(0xff, i >> 3, wholeEnd >> 3);
+    i = wholeEnd;
+  }
+  for (; i < to; i++) bm[i >> 3] = (bm[i >> 3] as number) | (1 << (i & 7));
+}
+
 /** Decodes one P_COMPRESSED_BITMAP payload into `bitmap` (set runs are ORed in), advancing the transfer. */
 export function decodeRleBitmapChunk(
   payload: Buffer,
@@ -1348,7 +1371,7 @@ export function decodeRleBitmapChunk(
       throw new DrbdProtocolError(
         `P_COMPRESSED_BITMAP: run of ${run} at bit ${s} passes the end (${xfer.bits} bits)`,
       );
-    if (set) for (let i = s; i < s + run; i++) bitmap[i >> 3] = (bitmap[i >> 3] as number) | (1 << (i & 7));
+    if (set) setBitRange(bitmap, s, s + run);
     s += run;
     pos += bits;
     set = !set;
