@@ -573,3 +573,76 @@ ${MINIMAL}  QueueDepth 200
     assert.deepEqual(c.notices, []);
   });
 });
+
+describe("SPDK config reader on damaged input", () => {
+  /** A deterministic PRNG (mulberry32), so a failure reproduces from its seed. */
+  function prng(seed: number): () => number {
+    let a = seed >>> 0;
+    return () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  it("answers every mutation of the seed config with a model or a located ConfigError, never another error", () => {
+    const lines = SEED.split("\n");
+    const junk = [
+      '"',
+      "'",
+      "\\",
+      "#",
+      "[",
+      "]",
+      "[X",
+      "0",
+      "-1",
+      "99999999999999999999",
+      "Yes",
+      "",
+      " ",
+      "\t",
+      "é",
+      "\0",
+      ":",
+      "@",
+      "/",
+    ];
+    let errors = 0;
+    for (let seed = 1; seed <= 400; seed++) {
+      const rand = prng(seed);
+      const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+      const mutated = [...lines];
+      for (let n = 1 + Math.floor(rand() * 3); n > 0; n--) {
+        const i = Math.floor(rand() * mutated.length);
+        const line = mutated[i];
+        const pos = Math.floor(rand() * (line.length + 1));
+        switch (Math.floor(rand() * 4)) {
+          case 0: // insert junk
+            mutated[i] = line.slice(0, pos) + pick(junk) + line.slice(pos);
+            break;
+          case 1: // truncate
+            mutated[i] = line.slice(0, pos);
+            break;
+          case 2: // duplicate a line elsewhere
+            mutated.splice(Math.floor(rand() * mutated.length), 0, line);
+            break;
+          default: // drop a line
+            mutated.splice(i, 1);
+        }
+      }
+      try {
+        parse(mutated.join("\n"), AUTH);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) {
+          assert.fail(`seed ${seed}: ${(err as Error).stack}\n--- config ---\n${mutated.join("\n")}`);
+        }
+        assert.match(err.message, /^test\.conf(:\d+)?: |^\/base\/\S+(:\d+)?: /, `seed ${seed}`);
+        errors++;
+      }
+    }
+    assert.ok(errors > 50, `only ${errors} of 400 mutations were errors: the mutations are too weak`);
+  });
+});
