@@ -120,6 +120,7 @@ export class Connection implements SessionConnection, ResultSink {
           if (this.state === "closed") return;
           this.receive(pdu);
         }
+        this.applyBackPressure();
         return;
       } catch (err) {
         if (!(err instanceof PduFramingError)) {
@@ -137,6 +138,18 @@ export class Connection implements SessionConnection, ResultSink {
         input = Buffer.alloc(0);
       }
     }
+  }
+
+  /**
+   * While the initiator is not reading our responses, stop reading its requests: what we would
+   * answer could otherwise pile up in memory without bound.
+   */
+  private applyBackPressure(): void {
+    if (!this.writer.blocked || this.socket.isPaused()) return;
+    this.socket.pause();
+    void this.writer.drained().then(() => {
+      if (!this.socket.destroyed) this.socket.resume();
+    });
   }
 
   private receive(pdu: Pdu): void {
@@ -289,7 +302,8 @@ export class Connection implements SessionConnection, ResultSink {
       this.reject(pdu, RejectReason.InvalidPduField);
       return;
     }
-    const rsp = Pdu.create(Opcode.NopIn, pdu.data);
+    // The echo may not exceed what the initiator accepts in one PDU.
+    const rsp = Pdu.create(Opcode.NopIn, pdu.data.subarray(0, this.maxSendSegment));
     rsp.flags = FLAG_FINAL;
     pdu.lunField.copy(rsp.bhs, 8);
     rsp.itt = pdu.itt;
@@ -336,6 +350,11 @@ export class Connection implements SessionConnection, ResultSink {
     }
     if (session.tasks.has(pdu.itt)) {
       this.reject(pdu, RejectReason.TaskInProgress);
+      return;
+    }
+    if (pdu.immediate && session.tasks.size >= session.queueDepth) {
+      // Immediate commands bypass the CmdSN window; bound them by the queue depth (RFC 7143 §11.17.1).
+      this.reject(pdu, RejectReason.ImmediateCommandReject);
       return;
     }
     let cdb = pdu.bhs.subarray(32, 48);

@@ -49,7 +49,7 @@ export class PduWriter {
   headerDigest = false;
   dataDigest = false;
   private waiters: (() => void)[] = [];
-  private blocked = false;
+  private isBlocked = false;
 
   constructor(private readonly socket: Socket) {
     socket.on("drain", () => this.release());
@@ -68,18 +68,23 @@ export class PduWriter {
       for (const b of bufs) ok = this.socket.write(b);
       this.socket.uncork();
     }
-    if (!ok) this.blocked = true;
+    if (!ok) this.isBlocked = true;
     return ok;
+  }
+
+  /** True while the socket asks us to wait. */
+  get blocked(): boolean {
+    return this.isBlocked && !this.socket.destroyed;
   }
 
   /** Resolves once the socket has room again (immediately when it has). */
   drained(): Promise<void> {
-    if (!this.blocked || this.socket.destroyed) return Promise.resolve();
+    if (!this.isBlocked || this.socket.destroyed) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
   private release(): void {
-    this.blocked = false;
+    this.isBlocked = false;
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();

@@ -213,3 +213,35 @@ test("a login on an existing session's CID replaces that connection and keeps th
     await h.stop();
   }
 });
+
+test("back-pressure: an initiator that stops reading makes the target stop reading too", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    ini.socket.pause();
+    const count = 1000;
+    const payload = Buffer.alloc(60000, 0x42);
+    for (let i = 0; i < count; i++) {
+      const p = ini.command(Opcode.NopOut, { immediate: true, data: payload });
+      p.ttt = RESERVED_TAG;
+      ini.send(p);
+    }
+    // 60 MB of pings cannot all fit in kernel buffers: if the target keeps reading (and queueing
+    // echoes in memory) our side drains; if it holds off, our own write queue stays long.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(
+      ini.socket.writableLength > 8 * 1024 * 1024,
+      `only ${ini.socket.writableLength} bytes queued locally`,
+    );
+    ini.socket.resume();
+    for (let i = 0; i < count; i++) {
+      const echo = await ini.recvResponse(10000);
+      assert.equal(echo.opcode, Opcode.NopIn);
+      assert.equal(echo.data.length, payload.length);
+    }
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
