@@ -58,6 +58,7 @@ import {
   frame,
   negotiateFeatures,
   packState,
+  convertPeerState,
   protocolMismatch,
   stateMask,
   unpackState,
@@ -276,6 +277,25 @@ test("protocol: P_STATE packs role/peer/conn/disk/pdsk into the kernel's bit pos
   );
   assert.deepEqual(encodeStateChangeReply(-19), hex("ffffffed"));
   assert.equal(decodeStateChangeReply(hex("ffffffed")), -19);
+  // A peer asking "make me Primary" (mask role, val Primary) reads here as "peer becomes Primary".
+  const mask = convertPeerState(stateMask(["role"]));
+  const val = convertPeerState(packState({ role: Role.Primary }));
+  assert.equal(mask, stateMask(["peer"]));
+  assert.equal(unpackState(val).peer, Role.Primary);
+  // StartingSyncS on the peer is StartingSyncT here; disk and pdsk swap; a full conn mask stays full.
+  const req = convertPeerState(
+    packState({ conn: ConnState.StartingSyncS, disk: DiskState.UpToDate, pdsk: DiskState.Inconsistent }),
+  );
+  assert.deepEqual(
+    [unpackState(req).conn, unpackState(req).disk, unpackState(req).pdsk],
+    [ConnState.StartingSyncT, DiskState.Inconsistent, DiskState.UpToDate],
+  );
+  assert.equal(convertPeerState(stateMask(["conn"])), stateMask(["conn"]));
+  assert.equal(
+    unpackState(convertPeerState(packState({ conn: ConnState.Disconnecting }))).conn,
+    ConnState.TearDown,
+  );
+  assert.equal(unpackState(convertPeerState(packState({ userIsp: true }))).peerIsp, true);
 });
 
 test("protocol: P_DATA with digest and data, acks, requests, barriers, out-of-sync, trim", () => {

@@ -884,6 +884,36 @@ export function stateMask(fields: readonly (keyof DrbdState)[]): number {
   return m >>> 0;
 }
 
+/** conn values a peer's request maps to on this side (convert_state's c_tab; all others read as 0). */
+const CONN_AS_SEEN_HERE: Partial<Record<number, number>> = {
+  [ConnState.WFReportParams]: ConnState.WFReportParams,
+  [ConnState.Connected]: ConnState.Connected,
+  [ConnState.StartingSyncS]: ConnState.StartingSyncT,
+  [ConnState.StartingSyncT]: ConnState.StartingSyncS,
+  [ConnState.Disconnecting]: ConnState.TearDown,
+  [ConnState.VerifyS]: ConnState.VerifyT,
+  31: 31, // C_MASK: a mask covering conn stays a full mask
+};
+
+/**
+ * A packed state (or mask) from a peer's P_STATE_CHG_REQ / P_CONN_ST_CHG_REQ, turned into this node's view
+ * (receive_req_state's convert_state): role and peer swap, disk and pdsk swap, conn maps through the table
+ * above, and peer_isp becomes the peer's aftr_isp | user_isp. Apply it to both mask and val.
+ */
+export function convertPeerState(v: number): number {
+  const s = unpackState(v);
+  const converted: DrbdState = {
+    ...s,
+    conn: CONN_AS_SEEN_HERE[s.conn] ?? 0,
+    role: s.peer,
+    peer: s.role,
+    disk: s.pdsk,
+    pdsk: s.disk,
+    peerIsp: s.aftrIsp || s.userIsp,
+  };
+  return (packState(converted) | (v & ~0x7fffff)) >>> 0;
+}
+
 export function encodeState(s: DrbdState): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(packState(s), 0);
