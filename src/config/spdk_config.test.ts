@@ -468,6 +468,11 @@ ${MINIMAL}  QueueDepth 200
       "test.conf:2: AIO expects <file> <name> [<block size> [<size in MiB>]]",
     ],
     [
+      "AIO file twice",
+      `[AIO]\n  AIO f.img A\n  AIO /base/f.img B\n${MINIMAL}`,
+      "test.conf:3: AIO file /base/f.img is already used by A at line 2",
+    ],
+    [
       "duplicate bdev name",
       `[AIO]\n  AIO /f Malloc1\n${MINIMAL}`,
       'test.conf:2: block device name "Malloc1" is already used at line 4',

@@ -943,10 +943,15 @@ function readAio(r: Reader, sec: IniSection, baseDir: string): AioBdevSpec[] {
         let blockCount: number | undefined;
         if (v.length === 4)
           blockCount = (r.intValue(e.line, "AIO size in MiB", v[3], 1, 1 << 24) * 1048576) / blockSize;
+        const path = resolve(baseDir, v[0]);
+        // Two block devices over one file would each cache and flush it independently.
+        const twin = out.find((a) => a.path === path);
+        if (twin)
+          throw r.error(e.line, `AIO file ${path} is already used by ${twin.name} at line ${twin.line}`);
         out.push({
           kind: "aio",
           name: v[1],
-          path: resolve(baseDir, v[0]),
+          path,
           blockSize,
           blockCount,
           file: r.file,
