@@ -37,6 +37,7 @@ import {
   readBitmap,
   readMetadata,
   replayActivityLog,
+  markExtentsOutOfSync,
   writeAlTransaction,
   writeBitmap,
   writeSuperBlock,
@@ -558,4 +559,56 @@ test("metadata: a short file is a clear error, not a crash", async () => {
     DrbdMetadataError,
   );
   await assert.rejects(openFileStore(join(dir, "missing.img")), /missing\.img: cannot open/);
+});
+
+test("metadata: random superblocks and AL transactions give DrbdMetadataError or a valid result, never a crash", async () => {
+  let seed = 0xdbd;
+  const rand = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  const path = tempFile(64 * MiB);
+  const { layout } = await createMetadata(path, internal);
+  const store = await openFileStore(path);
+  try {
+    for (let round = 0; round < 60; round++) {
+      const sb = Buffer.from(Array.from({ length: 4096 }, () => rand(256)));
+      // Keep the magic and AL_CLEAN valid in most rounds so the later checks are reached.
+      if (round % 4 !== 0) {
+        sb.writeUInt32BE(0x8374026b, 60);
+        sb.writeUInt32BE(sb.readUInt32BE(56) | MDF_AL_CLEAN, 56);
+        if (round % 2) sb.writeUInt32BE(4096, 80);
+      }
+      await store.write(layout.mdOffsetSect * 512, sb);
+      try {
+        const md = await readMetadata(store, internal);
+        assert.ok(md.layout.usableSectors > 0);
+      } catch (e) {
+        if (!(e instanceof DrbdMetadataError)) assert.fail(`readMetadata threw ${String(e)}`);
+      }
+    }
+    // Well-formed (valid crc) transactions with arbitrary slots and extents replay without crashing.
+    const al = Buffer.alloc(8 * 4096);
+    for (let t = 0; t < 8; t++) {
+      const updates = Array.from({ length: rand(65) }, () => ({
+        slot: rand(0x10000),
+        extent: rand(0x7fffffff),
+      }));
+      const context = Array.from({ length: rand(920) }, () => (rand(2) ? LC_FREE : rand(100000)));
+      encodeAlTransaction({
+        trNumber: rand(0x7fffffff),
+        type: 0,
+        updates,
+        contextSize: rand(0x10000),
+        contextStartSlot: rand(0x10000),
+        context,
+      }).copy(al, t * 4096);
+    }
+    const hot = replayActivityLog(al, 1, 8);
+    // Extents beyond the device are ignored: at most the whole bitmap gets marked.
+    const bm = Buffer.alloc(layout.bmBytes);
+    assert.ok(markExtentsOutOfSync(bm, layout.bmBits, hot) <= layout.bmBits);
+  } finally {
+    await store.close();
+  }
 });
