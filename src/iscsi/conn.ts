@@ -27,7 +27,7 @@ import { PduFramingError, PduParser } from "./pdu_parser.js";
 import { PduWriter } from "./pdu_writer.js";
 import { ActiveTask, type Session, type SessionConnection } from "./session.js";
 import { handleTaskManagement } from "./tmf.js";
-import { handleTextRequest } from "./text.js";
+import { TextExchange } from "./text.js";
 
 /** What a connection needs from the target beyond login. */
 export interface ConnectionHost extends LoginEnvironment {
@@ -67,6 +67,8 @@ export class Connection implements SessionConnection, ResultSink {
   private readonly parser: PduParser;
   private readonly writer: PduWriter;
   private readonly login: LoginNegotiator;
+  private readonly text = new TextExchange(this);
+  private loginResponses = 0;
   private loginTimer: NodeJS.Timeout | undefined;
   private nopTimer: NodeJS.Timeout | undefined;
   private lastActivity = Date.now();
@@ -190,8 +192,9 @@ export class Connection implements SessionConnection, ResultSink {
   private handleLogin(pdu: Pdu): void {
     const step = this.login.handle(pdu);
     this.cid = this.login.cid;
-    if (pdu.opcode === Opcode.LoginRequest && this.statSN === 0 && !this.session) {
-      // RFC 7143 §11.12: the first response's StatSN starts the connection's numbering.
+    if (this.loginResponses++ === 0) {
+      // RFC 7143 §11.13.4: the first response's StatSN starts the connection's numbering; take
+      // the initiator's ExpStatSN so both sides agree from the start.
       this.statSN = pdu.expStatSN;
     }
     step.response.statSN = this.statSN;
@@ -242,7 +245,7 @@ export class Connection implements SessionConnection, ResultSink {
         void handleTaskManagement(this, this.session!, pdu).catch((err: Error) => this.internalError(err));
         return;
       case Opcode.TextRequest:
-        handleTextRequest(this, pdu);
+        this.text.handle(pdu);
         return;
       case Opcode.LogoutRequest:
         void this.handleLogout(pdu).catch((err: Error) => this.internalError(err));

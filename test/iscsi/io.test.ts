@@ -193,3 +193,24 @@ test("many sessions on two targets do I/O at once; MaxSessions refuses one more 
     await h.stop();
   }
 });
+
+test("libiscsi mutual CHAP: right target secret logs in, wrong one is caught by the initiator", async () => {
+  const h = await startTarget({
+    authGroups: [
+      { tag: 1, secrets: [{ user: "u1", secret: "secret123456", muser: "m1", msecret: "msecret123456" }] },
+    ],
+    targets: [{ auth: { disableChap: false, requireChap: true, mutualChap: true }, authGroup: 1 }],
+  });
+  try {
+    const url = (msecret: string) =>
+      `iscsi://u1%secret123456@127.0.0.1:${h.port}/${TARGET}/0?target_user=m1&target_password=${msecret}`;
+    const ok = await runTool("iscsi-inq", [url("msecret123456")]);
+    assert.equal(ok.code, 0, ok.out);
+    assert.match(ok.out, /USERTGT/);
+    const bad = await runTool("iscsi-inq", [url("wrongsecret")]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.out, /CHAP_R/);
+  } finally {
+    await h.stop();
+  }
+});
