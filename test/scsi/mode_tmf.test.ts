@@ -185,3 +185,40 @@ describe("commands without a logical unit and task management reporting", () => 
     assert.equal(repd.length, 16);
   });
 });
+
+describe("parameter list and limit checks", () => {
+  it("MODE SELECT(10) accepts a matching block descriptor and rejects another block length or a cut page", async () => {
+    const dev = makeDevice(512, 64);
+    await clearUa(dev);
+    const page = dataIn(await run(dev, [0x1a, 0x08, 0x0a, 0, 255, 0])).subarray(4);
+    const list = (blockLength: number, pageBytes: Buffer) => {
+      const h = Buffer.alloc(16);
+      h.writeUInt16BE(8, 6); // BLOCK DESCRIPTOR LENGTH
+      h.writeUIntBE(blockLength, 8 + 5, 3);
+      return Buffer.concat([h, pageBytes]);
+    };
+    const sel = (l: Buffer) => run(dev, [0x55, 0x10, 0, 0, 0, 0, 0, 0, l.length, 0], { dataOut: l });
+    assert.equal((await sel(list(512, page))).status, 0);
+    assert.deepEqual(senseOf(await sel(list(4096, page))), { key: 0x5, asc: 0x26, ascq: 0 });
+    assert.deepEqual(senseOf(await sel(list(512, page.subarray(0, 6)))), { key: 0x5, asc: 0x1a, ascq: 0 });
+  });
+
+  it("UNMAP with more descriptors than advertised, or a transfer beyond MAXIMUM TRANSFER LENGTH, is refused", async () => {
+    const dev = makeDevice(512, 1 << 17);
+    await clearUa(dev);
+    const bl = dataIn(await run(dev, [0x12, 1, 0xb0, 0, 255, 0]));
+    const maxDescriptors = bl.readUInt32BE(24);
+    const maxTransfer = bl.readUInt32BE(8);
+    const n = maxDescriptors + 1;
+    const l = Buffer.alloc(8 + 16 * n);
+    l.writeUInt16BE(l.length - 2, 0);
+    l.writeUInt16BE(16 * n, 2);
+    for (let i = 0; i < n; i++) l.writeUInt32BE(1, 8 + 16 * i + 8);
+    const u = await run(dev, [0x42, 0, 0, 0, 0, 0, 0, l.length >> 8, l.length & 0xff, 0], { dataOut: l });
+    assert.deepEqual(senseOf(u), { key: 0x5, asc: 0x26, ascq: 0 });
+    const big = Buffer.alloc(12);
+    big[0] = 0xa8;
+    big.writeUInt32BE(maxTransfer + 1, 6);
+    assert.deepEqual(senseOf(await run(dev, big)), { key: 0x5, asc: 0x24, ascq: 0 });
+  });
+});
