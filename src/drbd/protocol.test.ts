@@ -18,6 +18,7 @@ import {
   DP_FUA,
   FF_WSAME,
   ID_SYNCER,
+  ID_OUT_OF_SYNC,
   authResponse,
   checkPeerChallenge,
   commandName,
@@ -341,6 +342,62 @@ test("protocol: P_DATA with digest and data, acks, requests, barriers, out-of-sy
   const trim = encodeTrim({ sector: 0, blockId: 1n, seqNum: 0, dpFlags: 64 }, 1 << 20);
   assert.deepEqual(trim.subarray(20), hex("00000040 00100000"));
   assert.equal(decodeTrim(trim).size, 1 << 20);
+});
+
+test("protocol: resync, verify and liveness packets as whole frames (h100, volume 2)", () => {
+  // SyncTarget asks for 4 KiB at sector 8 (block_id ID_SYNCER); SyncSource answers with the data.
+  const req = cat(
+    frame(
+      DrbdCommand.RsDataRequest,
+      encodeBlockRequest({ sector: 8, blockId: ID_SYNCER, size: 4096 }),
+      101,
+      2,
+    ),
+  );
+  assert.deepEqual(
+    req,
+    hex("8620ec20 0002 0009 00000018 00000000 0000000000000008 ffffffffffffffff 00001000 00000000"),
+  );
+  // checksum-based resync and online verify carry the digest after p_block_req.
+  const csum = cat(
+    frame(
+      DrbdCommand.CsumRsRequest,
+      encodeBlockRequest({ sector: 8, blockId: ID_SYNCER, size: 4096, digest: hex("deadbeef") }),
+      101,
+      2,
+    ),
+  );
+  assert.deepEqual(csum.subarray(0, 16), hex("8620ec20 0002 0021 0000001c 00000000"));
+  assert.deepEqual(decodeBlockRequest(csum.subarray(16)).digest, hex("deadbeef"));
+  // P_OV_RESULT says out of sync with block_id 4712.
+  const ov = cat(
+    frame(
+      DrbdCommand.OvResult,
+      encodeBlockAck({ sector: 8, blockId: ID_OUT_OF_SYNC, size: 4096, seqNum: 0 }),
+      101,
+      2,
+    ),
+  );
+  assert.deepEqual(ov.subarray(16), hex("0000000000000008 0000000000001268 00001000 00000000"));
+  // Ping and ping-ack are bare headers; P_OUT_OF_SYNC is a p_block_desc.
+  assert.deepEqual(
+    cat(frame(DrbdCommand.PingAck, Buffer.alloc(0), 101)),
+    hex("8620ec20 0000 0014 00000000 00000000"),
+  );
+  assert.deepEqual(
+    cat(frame(DrbdCommand.OutOfSync, encodeBlockDesc(8, 4096), 100, 2)).subarray(4, 12),
+    hex("0002 0028 00000010"),
+  );
+  const f = new PacketFramer({ agreedVersion: 101 });
+  f.push(cat([req, csum, ov]));
+  assert.deepEqual(
+    [f.next(), f.next(), f.next()].map((p) => [p?.header.volume, commandName(p?.header.command ?? -1)]),
+    [
+      [2, "P_RS_DATA_REQUEST"],
+      [2, "P_CSUM_RS_REQUEST"],
+      [2, "P_OV_RESULT"],
+    ],
+  );
 });
 
 test("protocol: VLI codes match drbd_vli.h's table", () => {
