@@ -406,6 +406,7 @@ const drbdmeta = ["/usr/sbin/drbdmeta", "/sbin/drbdmeta"].find((p) => existsSync
 function runDrbdmeta(args: string[]): string {
   return execFileSync(drbdmeta as string, ["--force", "0", "v08", ...args], {
     input: "yes\nyes\nyes\n",
+    timeout: 60_000, // never hang the suite on an unexpected prompt
     encoding: "utf8",
     stdio: ["pipe", "pipe", "pipe"],
   });
