@@ -461,6 +461,7 @@ export class Connection implements SessionConnection, ResultSink {
   private async execute(task: ActiveTask): Promise<void> {
     const session = this.session!;
     const data = task.collector ? task.collector.buffers() : [];
+    task.r2tCount = task.collector?.r2tCount ?? 0;
     task.collector = undefined;
     const st = task.build!(data);
     task.scsiTask = st;
@@ -482,7 +483,8 @@ export class Connection implements SessionConnection, ResultSink {
     }
     session.removeTask(task);
     try {
-      if (!task.aborted && !st.aborted && this.state !== "closed") await sendScsiResult(this, st);
+      if (!task.aborted && !st.aborted && this.state !== "closed")
+        await sendScsiResult(this, st, task.r2tCount);
     } finally {
       task.finish();
     }

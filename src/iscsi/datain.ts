@@ -54,7 +54,8 @@ function slice(bufs: readonly Buffer[], offset: number, length: number): Buffer[
   return out;
 }
 
-export async function sendScsiResult(sink: ResultSink, task: ScsiTask): Promise<void> {
+/** `r2tCount`: R2Ts sent for a write, reported as its ExpDataSN. */
+export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount = 0): Promise<void> {
   const edtl = task.expectedDataLength;
   const wanted = task.transferLength > 0 ? task.transferLength : task.dataInLength;
   const res = residual(edtl, wanted);
@@ -90,7 +91,7 @@ export async function sendScsiResult(sink: ResultSink, task: ScsiTask): Promise<
   rsp.bhs[2] = 0; // Command Completed at Target
   rsp.bhs[3] = task.status;
   rsp.itt = task.tag;
-  rsp.setU32(36, dataSN); // ExpDataSN: Data-In PDUs sent
+  rsp.setU32(36, dataSN + r2tCount); // ExpDataSN: Data-In and R2T PDUs sent (§11.4.8)
   rsp.setU32(44, res.count);
   let data = EMPTY;
   if (task.sense && task.sense.length > 0) {

@@ -70,6 +70,11 @@ export class DataOutCollector {
     this.nextR2TOffset = this.received;
   }
 
+  /** R2Ts sent so far (ExpDataSN of a write's SCSI Response, RFC 7143 §11.4.8). */
+  get r2tCount(): number {
+    return this.nextR2TSN;
+  }
+
   get complete(): boolean {
     return this.received >= this.edtl && !this.unsolicitedOpen && this.outstanding.size === 0;
   }

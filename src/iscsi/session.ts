@@ -27,6 +27,8 @@ export class ActiveTask {
   scsiTask: ScsiTask | undefined;
   /** Builds the SCSI task once all data-out is in. */
   build: ((dataOut: readonly Buffer[]) => ScsiTask) | undefined;
+  /** R2Ts sent for this command's data-out. */
+  r2tCount = 0;
   /** Holds a CmdSN window slot until answered (non-immediate commands). */
   holdsSlot = false;
   /** Ended by a task management function or by the connection going away: send nothing. */

@@ -155,7 +155,10 @@ test("R2T: MaxBurstLength bursts with MaxOutstandingR2T 4 deliver a 64 KiB write
     assert.equal(login.keys.get("MaxOutstandingR2T"), "4");
     assert.equal(login.keys.get("MaxBurstLength"), "8192");
     const data = pattern(64 * 1024, 77);
-    assert.equal((await ini.scsi(write10(300, 128), { write: data })).status, 0);
+    const w = await ini.scsi(write10(300, 128), { write: data });
+    assert.equal(w.status, 0);
+    assert.equal(w.r2ts, 8);
+    assert.equal(w.expDataSN, 8);
     assert.deepEqual(h.devices[0].blocks.subarray(300 * 512, 300 * 512 + data.length), data);
     ini.close();
   } finally {

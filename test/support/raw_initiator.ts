@@ -38,6 +38,9 @@ export interface ScsiResult {
   residual: number;
   flags: number;
   dataInPdus: number;
+  /** ExpDataSN from the SCSI Response (Data-In + R2T PDUs the target sent); undefined when status came in Data-In. */
+  expDataSN?: number;
+  r2ts: number;
 }
 
 export class RawInitiator {
@@ -314,9 +317,11 @@ export class RawInitiator {
     }
     const chunks: Buffer[] = [];
     let dataInPdus = 0;
+    let r2ts = 0;
     for (;;) {
       const r = await this.recvResponse();
       if (r.opcode === Opcode.R2T && write) {
+        r2ts++;
         const offset = r.u32(40);
         const want = r.u32(44);
         let sn = 0;
@@ -340,6 +345,7 @@ export class RawInitiator {
             residual: r.u32(44),
             flags: r.flags,
             dataInPdus,
+            r2ts,
           };
         }
         continue;
@@ -355,6 +361,8 @@ export class RawInitiator {
           residual: r.u32(44),
           flags: r.flags,
           dataInPdus,
+          expDataSN: r.u32(36),
+          r2ts,
         };
       }
       throw new Error(`unexpected PDU opcode 0x${r.opcode.toString(16)} during SCSI command`);
