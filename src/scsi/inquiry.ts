@@ -43,7 +43,7 @@ function ascii(text: string, width: number): Buffer {
 function standardInquiry(lu: LogicalUnit): Buffer {
   const d = Buffer.alloc(96);
   d[0] = 0x00; // peripheral qualifier 000b, direct access block device
-  d[1] = 0x80; // RMB: the medium can be ejected with START STOP UNIT (SBC-3 5.25)
+  d[1] = 0x00; // RMB 0: a virtual disk's medium is not removable, as SPDK, LIO and tgt report
   d[2] = 0x06; // VERSION: SPC-4
   d[3] = 0x10 | 0x02; // HISUP, RESPONSE DATA FORMAT 2
   d[4] = d.length - 5;

@@ -1,8 +1,7 @@
 /**
  * One logical unit (SAM-5 logical unit model): a block device with its task set, unit attentions, mode page
- * state, PREVENT ALLOW MEDIUM REMOVAL and START STOP UNIT state, and its reservations. execute()
- * runs the SAM-5 command sequence: task attribute → unit attention → CDB checks → reservation
- * conflict → medium state → the command.
+ * state and its reservations. execute() runs the SAM-5 command sequence: task attribute → unit
+ * attention → CDB checks → reservation conflict → the command.
  */
 import { BlockDeviceError, type BlockDevice } from "../bdev/bdev.js";
 import { log, type Logger } from "../util/log.js";
@@ -27,7 +26,6 @@ export interface LogicalUnitOptions {
 }
 
 /** NOT READY, MEDIUM NOT PRESENT after an eject (SBC-3 5.25 START STOP UNIT, LOEJ). */
-const mediumNotPresent = (): SenseError => new SenseError(SenseKey.NotReady, ASC.MEDIUM_NOT_PRESENT);
 
 export class LogicalUnit {
   readonly id: number;
@@ -39,10 +37,6 @@ export class LogicalUnit {
   readonly rangeLock = new LbaRangeLock();
   readonly mode: ModePages;
   readonly reservations: Reservations;
-  /** I_T nexuses that hold a PREVENT ALLOW MEDIUM REMOVAL prevent (SPC-4 6.13 / SBC-3 5.14). */
-  readonly preventers = new Set<string>();
-  /** START STOP UNIT: false after LOEJ=1 START=0 (medium ejected) until loaded again. */
-  mediumLoaded = true;
   private readonly logger: Logger;
 
   constructor(opts: LogicalUnitOptions) {
@@ -74,11 +68,6 @@ export class LogicalUnit {
   checkCondition(task: ScsiTask, key: SenseKey, asc: AscAscq): void {
     task.status = ScsiStatus.CheckCondition;
     task.sense = this.sense(new SenseError(key, asc));
-  }
-
-  /** Fail a command for a medium that is not there (SBC-3: medium access commands after an eject). */
-  requireMedium(): void {
-    if (!this.mediumLoaded) throw mediumNotPresent();
   }
 
   /** Execute one task through the task set; never throws. */
@@ -150,19 +139,17 @@ export class LogicalUnit {
     task.sense = this.sense(new SenseError(SenseKey.HardwareError, ASC.INTERNAL_TARGET_FAILURE));
   }
 
-  /** The nexus is gone: its prevent, SPC-2 reservation and unit attentions go with it (SPC-4 6.13). */
+  /** The nexus is gone: its SPC-2 reservation and unit attentions go with it (SPC-4 6.13). */
   nexusLost(nexus: ITNexus): void {
-    this.preventers.delete(nexus.key);
     this.unitAttentions.forget(nexus.key);
     this.reservations.nexusLost(nexus);
   }
 
   /**
-   * LOGICAL UNIT RESET side effects (SAM-5 6.6): prevents cleared, SPC-2 reservations released,
+   * LOGICAL UNIT RESET side effects (SAM-5 6.6): SPC-2 reservations released,
    * mode parameters back to their defaults, and the reset's unit attention (`asc`) for every nexus.
    */
   reset(asc: AscAscq): void {
-    this.preventers.clear();
     this.reservations.logicalUnitReset();
     this.mode.resetToDefaults();
     this.unitAttentions.establishForOthers(undefined, asc);

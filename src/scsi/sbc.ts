@@ -74,7 +74,6 @@ export async function read(ctx: CommandContext): Promise<void> {
   const cdb = task.cdb;
   checkNoProtection(cdb);
   const { lba, blocks } = blockRange(cdb);
-  lu.requireMedium();
   checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
   if (blocks === 0) return;
   const buf = Buffer.allocUnsafe(blocks * lu.bdev.blockSize);
@@ -104,7 +103,6 @@ export async function write(ctx: CommandContext): Promise<void> {
   const cdb = task.cdb;
   checkNoProtection(cdb);
   const { lba, blocks } = blockRange(cdb);
-  lu.requireMedium();
   checkWritable(lu);
   checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
   const bs = lu.bdev.blockSize;
@@ -166,7 +164,6 @@ export async function verify(ctx: CommandContext): Promise<void> {
   const bytchk = (cdb[1] >> 1) & 0x03;
   if (bytchk === 2) throw invalidCdbField(1, 2);
   const { lba, blocks } = blockRange(cdb);
-  lu.requireMedium();
   checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
   const bs = lu.bdev.blockSize;
   if (bytchk === 0) {
@@ -203,7 +200,6 @@ export async function compareAndWrite(ctx: CommandContext): Promise<void> {
   checkNoProtection(cdb);
   const lba = readU64(cdb, 2);
   const blocks = cdb[13];
-  lu.requireMedium();
   checkWritable(lu);
   const limits = blockLimits(lu);
   const count = lu.bdev.blockCount;
@@ -237,7 +233,6 @@ export async function orWrite(ctx: CommandContext): Promise<void> {
   const cdb = task.cdb;
   checkNoProtection(cdb);
   const { lba, blocks } = blockRange(cdb);
-  lu.requireMedium();
   checkWritable(lu);
   checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
   const bytes = blocks * lu.bdev.blockSize;
@@ -287,7 +282,6 @@ export async function writeSame(ctx: CommandContext): Promise<void> {
   const ndob = sixteen && (cdb[1] & 0x01) !== 0;
   const lba = sixteen ? readU64(cdb, 2) : cdb.readUInt32BE(2);
   let blocks = sixteen ? cdb.readUInt32BE(10) : cdb.readUInt16BE(7);
-  lu.requireMedium();
   checkWritable(lu);
   const count = lu.bdev.blockCount;
   if (lba >= count || lba + blocks > count) throw lbaOutOfRange();
@@ -342,7 +336,6 @@ export async function unmap(ctx: CommandContext): Promise<void> {
   if (cdb[1] & 0x01) throw invalidCdbField(1, 0); // ANCHOR
   const listLength = cdb.readUInt16BE(7);
   task.transferLength = listLength;
-  lu.requireMedium();
   checkWritable(lu);
   if (listLength === 0) return;
   if (listLength < 8) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
@@ -379,7 +372,6 @@ export async function synchronizeCache(ctx: CommandContext): Promise<void> {
   const sixteen = cdb[0] === Op.SynchronizeCache16;
   const lba = sixteen ? readU64(cdb, 2) : cdb.readUInt32BE(2);
   const blocks = sixteen ? cdb.readUInt32BE(10) : cdb.readUInt16BE(7);
-  lu.requireMedium();
   const count = lu.bdev.blockCount;
   if (lba > count || lba + blocks > count) throw lbaOutOfRange();
   await lu.bdev.flush();
@@ -392,7 +384,6 @@ export function preFetch(ctx: CommandContext): void {
   const sixteen = cdb[0] === Op.PreFetch16;
   const lba = sixteen ? readU64(cdb, 2) : cdb.readUInt32BE(2);
   const blocks = sixteen ? cdb.readUInt32BE(10) : cdb.readUInt16BE(7);
-  lu.requireMedium();
   const count = lu.bdev.blockCount;
   if (lba > count || lba + blocks > count) throw lbaOutOfRange();
 }
@@ -403,30 +394,23 @@ export function readCapacity10(ctx: CommandContext): void {
   const cdb = task.cdb;
   const pmi = (cdb[8] & 0x01) !== 0;
   if (!pmi && cdb.readUInt32BE(2) !== 0) throw invalidCdbField(2);
-  lu.requireMedium();
   const data = Buffer.alloc(8);
   data.writeUInt32BE(Math.min(lu.bdev.blockCount - 1, 0xffffffff), 0);
   data.writeUInt32BE(lu.bdev.blockSize, 4);
   respond(task, data, 8);
 }
 
-/**
- * LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: 8 logical blocks per physical block, the 4 KiB
- * physical sector of a 512-byte-emulation disk; I/O of any alignment still works.
- */
-const PHYSICAL_BLOCK_EXPONENT = 3;
-
 /** READ CAPACITY(16) (SBC-3 5.16): with LBPME and LBPRZ for thin provisioning. */
 export function readCapacity16(ctx: CommandContext): void {
   const { task, lu } = ctx;
   const alloc = task.cdb.readUInt32BE(10);
-  lu.requireMedium();
   const data = Buffer.alloc(32);
   data.writeBigUInt64BE(BigInt(lu.bdev.blockCount - 1), 0);
   data.writeUInt32BE(lu.bdev.blockSize, 8);
   if (lu.bdev.supportsUnmap) data[14] |= 0x80; // LBPME
   if (lu.bdev.unmapReadsZeroes) data[14] |= 0x40; // LBPRZ
-  data[13] = PHYSICAL_BLOCK_EXPONENT;
+  // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0: no module here has a physical block larger
+  // than its logical block, and claiming one would be a lie to the initiator's alignment logic.
   respond(task, data, alloc);
 }
 
@@ -441,15 +425,9 @@ export async function getLbaStatus(ctx: CommandContext): Promise<void> {
   const { task, lu } = ctx;
   const lba = readU64(task.cdb, 2);
   const alloc = task.cdb.readUInt32BE(10);
-  lu.requireMedium();
   const count = lu.bdev.blockCount;
   if (lba >= count) throw lbaOutOfRange();
-  // Provisioning is described per physical block: a STARTING LOGICAL BLOCK ADDRESS inside a
-  // physical block is reported from the next physical block boundary (what libiscsi's
-  // GetLBAStatus.UnmapSingle expects when LOGICAL BLOCKS PER PHYSICAL BLOCK > 1).
-  const perPhysical = 1 << PHYSICAL_BLOCK_EXPONENT;
-  const aligned = Math.ceil(lba / perPhysical) * perPhysical;
-  const start = aligned < count ? aligned : lba;
+  const start = lba;
   const descriptors: Buffer[] = [];
   const describe = (start: number, n: number, deallocated: boolean): void => {
     const d = Buffer.alloc(16);
@@ -482,28 +460,15 @@ export async function getLbaStatus(ctx: CommandContext): Promise<void> {
 }
 
 /**
- * START STOP UNIT (SBC-3 5.25). A POWER CONDITION other than START_VALID (0h) only changes power
- * state, which a virtual device ignores. LOEJ=1 ejects (START=0) or loads (START=1) the medium,
- * unless an I_T nexus prevents removal (SPC-4 6.13: MEDIUM REMOVAL PREVENTED).
+ * START STOP UNIT (SBC-3 5.25). The medium of a virtual disk is not removable (RMB 0) and always
+ * ready, so START and LOEJ have nothing to do; the power condition fields are accepted and ignored.
  */
-export function startStopUnit(ctx: CommandContext): void {
-  const { task, lu } = ctx;
-  const cdb = task.cdb;
-  const powerCondition = cdb[4] >> 4;
-  const loej = (cdb[4] & 0x02) !== 0;
-  const start = (cdb[4] & 0x01) !== 0;
-  if (powerCondition !== 0 || !loej) return;
-  if (lu.preventers.size > 0) {
-    throw new SenseError(SenseKey.IllegalRequest, ASC.MEDIUM_REMOVAL_PREVENTED);
-  }
-  lu.mediumLoaded = start;
-}
+export function startStopUnit(_ctx: CommandContext): void {}
 
 /** READ DEFECT DATA 10/12 (SBC-3 5.17/5.18): a virtual medium has an empty defect list. */
 export function readDefectData(ctx: CommandContext): void {
-  const { task, lu } = ctx;
+  const { task } = ctx;
   const cdb = task.cdb;
-  lu.requireMedium();
   const twelve = cdb[0] === Op.ReadDefectData12;
   const flags = twelve ? cdb[1] : cdb[2];
   const data = Buffer.alloc(twelve ? 8 : 4);

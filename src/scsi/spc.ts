@@ -8,9 +8,8 @@ import type { ScsiTask } from "./task.js";
 import { encodeLun } from "./lun_id.js";
 import { ASC, SenseError, SenseKey, buildSense, invalidCdbField } from "./sense.js";
 
-export function testUnitReady(ctx: CommandContext): void {
-  ctx.lu.requireMedium();
-}
+/** TEST UNIT READY (SPC-4 6.37): a virtual disk is always ready; unit attentions are reported before. */
+export function testUnitReady(_ctx: CommandContext): void {}
 
 /**
  * SPC-4 6.29: report (and clear) a pending unit attention, else the current condition of the LU,
@@ -23,7 +22,6 @@ export function requestSense(ctx: CommandContext): void {
   const ua = lu.unitAttentions.take(task.nexus.key);
   let err: SenseError;
   if (ua) err = new SenseError(SenseKey.UnitAttention, ua);
-  else if (!lu.mediumLoaded) err = new SenseError(SenseKey.NotReady, ASC.MEDIUM_NOT_PRESENT);
   else err = new SenseError(SenseKey.NoSense, ASC.NO_ADDITIONAL_SENSE);
   respond(task, buildSense(desc, err), task.cdb[4]);
 }
@@ -47,11 +45,10 @@ export function answerReportLuns(task: ScsiTask, target: TargetInfo): void {
 
 /** SBC-3 5.14 / SPC-4 6.13: PREVENT=01b blocks medium removal for this nexus until allowed. */
 export function preventAllowMediumRemoval(ctx: CommandContext): void {
-  const { task, lu } = ctx;
-  const prevent = task.cdb[4] & 0x03;
+  const prevent = ctx.task.cdb[4] & 0x03;
+  // With a non-removable medium (RMB 0) there is nothing to lock: the command is checked and
+  // accepted, as LIO and tgt do (SBC-3 5.14).
   if (prevent > 1) throw invalidCdbField(4, 1);
-  if (prevent === 1) lu.preventers.add(task.nexus.key);
-  else lu.preventers.delete(task.nexus.key);
 }
 
 export async function persistentReserveIn(ctx: CommandContext): Promise<void> {
