@@ -16,6 +16,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  ActivityLog,
   AL_TR_INITIALIZED,
   DRBD_MD_MAGIC_84_UNCLEAN,
   DrbdMetadataError,
@@ -613,3 +614,111 @@ test("metadata: random superblocks and AL transactions give DrbdMetadataError or
     await store.close();
   }
 });
+
+/** A metadata device in memory (a Malloc tree device), for tests that write many transactions. */
+async function memoryMetadata(mib: number) {
+  const dev = new MallocBdev({ name: `Malloc_al${mib}`, blockSize: 512, blockCount: mib * 2048 });
+  const store = blockDeviceStore(dev);
+  const { layout } = await createMetadata(store, internal);
+  const replay = async () =>
+    new Set(replayActivityLog(await readActivityLog(store, layout), layout.alStripes, layout.alStripeSize4k));
+  return { store, layout, replay };
+}
+
+const EXTENT = 8192; // sectors per 4 MiB extent
+
+test("metadata: the activity log writes one transaction per new extent and replays to its active set", async () => {
+  const { store, layout, replay } = await memoryMetadata(64);
+  const al = new ActivityLog(store, layout, 7);
+  for (const e of [0, 1, 2, 3]) {
+    await al.begin(e * EXTENT + 16, 8);
+    al.complete(e * EXTENT + 16, 8);
+  }
+  assert.equal(al.nextTrNumber, 4);
+  await al.begin(8, 8); // extent 0 is active: no transaction
+  al.complete(8, 8);
+  assert.equal(al.nextTrNumber, 4);
+  // A write across an extent boundary brings both extents in with one transaction.
+  await al.begin(5 * EXTENT - 4, 8);
+  al.complete(5 * EXTENT - 4, 8);
+  assert.equal(al.nextTrNumber, 5);
+  assert.deepEqual(
+    [...(await replay())].sort((a, b) => a - b),
+    [0, 1, 2, 3, 4, 5],
+  );
+  // Two more extents: one free slot, then the least recently used (1, since 0 was used again) goes.
+  for (const e of [6, 7]) {
+    await al.begin(e * EXTENT, 8);
+    al.complete(e * EXTENT, 8);
+  }
+  assert.deepEqual(
+    al.activeExtents.sort((a, b) => a - b),
+    [0, 2, 3, 4, 5, 6, 7],
+  );
+  assert.deepEqual(
+    [...(await replay())].sort((a, b) => a - b),
+    [0, 2, 3, 4, 5, 6, 7],
+  );
+  assert.throws(() => al.complete(1 * EXTENT, 8), /not pinned/);
+});
+
+test("metadata: with every slot pinned, a new extent waits for a completion", async () => {
+  const { store, layout } = await memoryMetadata(64);
+  const al = new ActivityLog(store, layout, 7);
+  for (let e = 0; e < 7; e++) await al.begin(e * EXTENT, 8);
+  let done = false;
+  const eighth = al.begin(7 * EXTENT, 8).then(() => (done = true));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(done, false, "no slot may be evicted while its extent has writes in flight");
+  al.complete(3 * EXTENT, 8);
+  await eighth;
+  assert.ok(al.activeExtents.includes(7) && !al.activeExtents.includes(3));
+});
+
+test("metadata: thousands of transactions over 1237 slots wrap the ring and still replay exactly", async () => {
+  const { store, layout, replay } = await memoryMetadata(64);
+  const al = new ActivityLog(store, layout, 1237, 0xfffffff0); // tr_number wraps too
+  for (let i = 0; i < 3000; i++) {
+    const e = (i * 7919) % 5000;
+    await al.begin(e * EXTENT, 8);
+    al.complete(e * EXTENT, 8);
+  }
+  assert.ok(al.nextTrNumber < 0x1000, "tr_number wrapped around 2^32");
+  assert.equal(al.activeExtents.length, 1237);
+  assert.deepEqual(await replay(), new Set(al.activeExtents));
+});
+
+test(
+  "metadata: drbdmeta apply-al after a crash marks exactly the activity log's active extents",
+  { skip: drbdmeta ? false : "drbdmeta (drbd-utils) is not installed" },
+  async () => {
+    const a = tempFile(300 * MiB);
+    const active = await withStore(a, async (s) => {
+      const { layout, superBlock } = await createMetadata(s, internal);
+      const al = new ActivityLog(s, layout, 7);
+      for (const e of [3, 9, 3, 12, 40, 41, 42, 43, 44, 9]) {
+        await al.begin(e * EXTENT, 16);
+        al.complete(e * EXTENT, 16);
+      }
+      const crashed = {
+        magic: DRBD_MD_MAGIC_84_UNCLEAN,
+        flags: MDF_PRIMARY_IND,
+        alNrExtents: 7,
+        laSizeSect: layout.usableSectors,
+      };
+      await writeSuperBlock(s, layout, { ...superBlock, ...crashed });
+      return al.activeExtents;
+    });
+    const b = tempFile(300 * MiB);
+    const fa = openSync(a, "r");
+    const fb = openSync(b, "r+");
+    const chunk = Buffer.alloc(1 * MiB);
+    readSync(fa, chunk, 0, chunk.length, 299 * MiB);
+    writeSync(fb, chunk, 0, chunk.length, 299 * MiB);
+    closeSync(fa);
+    closeSync(fb);
+    runDrbdmeta([b, "internal", "apply-al"]);
+    assert.equal(await applyActivityLog(a, internal), active.length * 1024);
+    assert.ok(sameContents(a, b), "our apply-al and drbdmeta's leave identical devices");
+  },
+);

@@ -743,3 +743,160 @@ export function applyActivityLog(
     applyActivityLogOn(l, withMeta(opts, m) as Omit<ReadOptions<MetadataStore>, "allowUnclean">),
   );
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The activity log writer (drbd_actlog.c drbd_al_begin_io / al_write_transaction / drbd_al_complete_io)
+
+/**
+ * The active set of 4 MiB extents of a Primary, persisted as AL transactions the way the kernel writes them,
+ * so that apply-al (ours or drbdmeta's) after a crash resyncs exactly these extents.
+ *
+ * `begin(sector, sectors)` pins the extents a write touches; if any is not active it first writes one
+ * transaction (at most 64 slot changes) that moves them in, evicting least-recently-used unpinned extents,
+ * and returns once that transaction is on stable storage. `complete()` unpins. Each transaction also carries
+ * a 919-slot window of the slot table ("context"), rotating through all slots, so that the ring alone
+ * reconstructs the set. Transactions are written one at a time, in tr_number order.
+ */
+export class ActivityLog {
+  private readonly slots: number[];
+  private readonly pins: number[];
+  private readonly lastUse: number[];
+  private readonly slotOf = new Map<number, number>();
+  private trNumber: number;
+  private cycle = 0;
+  private clock = 0;
+  private writing: Promise<void> = Promise.resolve();
+  private waiters: (() => void)[] = [];
+  private completions = 0;
+
+  constructor(
+    private readonly store: MetadataStore,
+    private readonly layout: MetadataLayout,
+    readonly nrElements: number,
+    firstTrNumber = 0,
+  ) {
+    if (!Number.isInteger(nrElements) || nrElements < 7 || nrElements > 0xfffe)
+      throw new DrbdMetadataError("activity log", `al-extents ${nrElements} outside 7..65534`);
+    this.slots = new Array<number>(nrElements).fill(LC_FREE);
+    this.pins = new Array<number>(nrElements).fill(0);
+    this.lastUse = new Array<number>(nrElements).fill(0);
+    this.trNumber = firstTrNumber >>> 0;
+  }
+
+  /** The extents currently in the active set. */
+  get activeExtents(): number[] {
+    return this.slots.filter((e) => e !== LC_FREE);
+  }
+
+  /** The number of the next transaction to be written. */
+  get nextTrNumber(): number {
+    return this.trNumber;
+  }
+
+  async begin(sector: number, sectors: number): Promise<void> {
+    const wanted = extentsOf(sector, sectors);
+    if (wanted.length > AL_UPDATES_PER_TRANSACTION)
+      throw new DrbdMetadataError("activity log", `one write spans ${wanted.length} extents, at most 64`);
+    // Fast path: all active, pin them now (pins are what eviction respects).
+    if (wanted.every((e) => this.slotOf.has(e))) {
+      for (const e of wanted) this.touch(this.slotOf.get(e) as number, 1);
+      return;
+    }
+    for (;;) {
+      const result = await this.serialized(() => this.bringIn(wanted));
+      if (result === true) return;
+      // All slots were pinned; wait for a completion unless one came in since that check.
+      if (this.completions === result) await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+
+  complete(sector: number, sectors: number): void {
+    for (const e of extentsOf(sector, sectors)) {
+      const slot = this.slotOf.get(e);
+      if (slot === undefined || this.pins[slot] === 0)
+        throw new DrbdMetadataError("activity log", `complete for extent ${e} that is not pinned`);
+      this.pins[slot] = (this.pins[slot] as number) - 1;
+    }
+    this.completions++;
+    const w = this.waiters;
+    this.waiters = [];
+    for (const wake of w) wake();
+  }
+
+  private touch(slot: number, pin: number): void {
+    this.pins[slot] = (this.pins[slot] as number) + pin;
+    this.lastUse[slot] = ++this.clock;
+  }
+
+  /** Free slots first, then the least recently used unpinned ones not among `keep`. */
+  private pickVictims(n: number, keep: Set<number>): number[] | undefined {
+    const candidates: number[] = [];
+    for (let s = 0; s < this.nrElements; s++) {
+      if (this.pins[s] !== 0) continue;
+      const e = this.slots[s] as number;
+      if (e !== LC_FREE && keep.has(e)) continue;
+      candidates.push(s);
+    }
+    candidates.sort((a, b) => {
+      const fa = this.slots[a] === LC_FREE ? 0 : 1;
+      const fb = this.slots[b] === LC_FREE ? 0 : 1;
+      return fa - fb || (this.lastUse[a] as number) - (this.lastUse[b] as number);
+    });
+    return candidates.length >= n ? candidates.slice(0, n) : undefined;
+  }
+
+  /** Runs `fn` after every earlier transaction has finished: one transaction at a time, in order. */
+  private serialized<R>(fn: () => Promise<R>): Promise<R> {
+    const p = this.writing.then(fn);
+    this.writing = p.then(
+      () => {},
+      () => {},
+    );
+    return p;
+  }
+
+  /**
+   * Moves the missing extents of `wanted` into slots with one transaction and pins all of `wanted`.
+   * When every slot is pinned it returns the completion count it saw, and the caller waits for a completion
+   * and tries again.
+   */
+  private async bringIn(wanted: number[]): Promise<true | number> {
+    const missing = wanted.filter((e) => !this.slotOf.has(e));
+    if (missing.length > 0) {
+      const victims = this.pickVictims(missing.length, new Set(wanted));
+      if (!victims) return this.completions;
+      const updates = missing.map((extent, i) => ({ slot: victims[i] as number, extent }));
+      const tr: AlTransaction = {
+        trNumber: this.trNumber,
+        type: AL_TR_UPDATE,
+        updates,
+        contextSize: this.nrElements,
+        contextStartSlot: this.cycle,
+        // The slots' extents before this transaction, as lc_number is before the commit.
+        context: this.slots.slice(this.cycle, this.cycle + AL_CONTEXT_PER_TRANSACTION),
+      };
+      await writeAlTransaction(this.store, this.layout, tr);
+      await this.store.flush();
+      this.trNumber = (this.trNumber + 1) >>> 0;
+      this.cycle += AL_CONTEXT_PER_TRANSACTION;
+      if (this.cycle >= this.nrElements) this.cycle = 0;
+      for (const u of updates) {
+        const old = this.slots[u.slot] as number;
+        if (old !== LC_FREE) this.slotOf.delete(old);
+        this.slots[u.slot] = u.extent;
+        this.slotOf.set(u.extent, u.slot);
+      }
+    }
+    for (const e of wanted) this.touch(this.slotOf.get(e) as number, 1);
+    return true;
+  }
+}
+
+/** The 4 MiB extents a request of `sectors` sectors at `sector` touches. */
+function extentsOf(sector: number, sectors: number): number[] {
+  const first = Math.floor(sector / 2 ** AL_EXTENT_SHIFT_SECT);
+  const last = Math.floor((sector + Math.max(sectors, 1) - 1) / 2 ** AL_EXTENT_SHIFT_SECT);
+  const out: number[] = [];
+  for (let e = first; e <= last; e++) out.push(e);
+  return out;
+}
