@@ -386,7 +386,7 @@ export class Connection implements SessionConnection, ResultSink {
     session.addTask(task);
     if (write && edtl > 0) {
       try {
-        task.collector = new DataOutCollector(edtl, pdu.data, pdu.final, session.params, () =>
+        task.collector = new DataOutCollector(edtl, pdu.dataParts, pdu.final, session.params, () =>
           this.allocateTtt(),
         );
       } catch (err) {

@@ -45,24 +45,26 @@ export class DataOutCollector {
 
   constructor(
     readonly edtl: number,
-    immediate: Buffer,
+    immediate: readonly Buffer[],
     commandFinal: boolean,
     private readonly limits: DataOutLimits,
     private readonly allocateTtt: () => number,
   ) {
-    if (immediate.length > 0) {
+    let immediateLength = 0;
+    for (const b of immediate) immediateLength += b.length;
+    if (immediateLength > 0) {
       if (!limits.immediateData) throw new DataOutError("immediate data sent although ImmediateData=No");
-      if (immediate.length > edtl)
-        throw new DataOutError(`immediate data (${immediate.length}) exceeds EDTL ${edtl}`);
-      if (immediate.length > limits.firstBurstLength) {
+      if (immediateLength > edtl) {
+        throw new DataOutError(`immediate data (${immediateLength}) exceeds EDTL ${edtl}`);
+      }
+      if (immediateLength > limits.firstBurstLength) {
         throw new DataOutError(
-          `immediate data (${immediate.length}) exceeds FirstBurstLength ${limits.firstBurstLength}`,
+          `immediate data (${immediateLength}) exceeds FirstBurstLength ${limits.firstBurstLength}`,
         );
       }
-      this.pieces.push({ offset: 0, buf: immediate });
-      this.received = immediate.length;
+      this.store(0, immediate);
     }
-    this.unsolicitedNextOffset = immediate.length;
+    this.unsolicitedNextOffset = immediateLength;
     this.unsolicitedOpen = !commandFinal && this.received < edtl;
     if (this.unsolicitedOpen && limits.initialR2T) {
       throw new DataOutError("command announces unsolicited Data-Out although InitialR2T=Yes");
@@ -111,7 +113,7 @@ export class DataOutCollector {
     const ttt = pdu.ttt;
     const dataSN = pdu.u32(36);
     const offset = pdu.u32(40);
-    const len = pdu.data.length;
+    const len = pdu.dataLength;
     const final = pdu.final;
     if (ttt === RESERVED_TAG) {
       if (!this.unsolicitedOpen) throw new DataOutError("unsolicited Data-Out not expected");
@@ -125,7 +127,7 @@ export class DataOutCollector {
       if (offset + len > limit) {
         throw new DataOutError(`unsolicited data to ${offset + len} exceeds FirstBurstLength/EDTL ${limit}`);
       }
-      this.store(offset, pdu.data);
+      this.store(offset, pdu.dataParts);
       this.unsolicitedNextDataSN++;
       this.unsolicitedNextOffset += len;
       if (final) {
@@ -144,7 +146,7 @@ export class DataOutCollector {
     if (seq.received + len > seq.length) {
       throw new DataOutError(`Data-Out runs past the R2T's Desired Data Transfer Length ${seq.length}`);
     }
-    this.store(offset, pdu.data);
+    this.store(offset, pdu.dataParts);
     seq.nextDataSN++;
     seq.received += len;
     if (seq.received === seq.length) {
@@ -155,9 +157,12 @@ export class DataOutCollector {
     }
   }
 
-  private store(offset: number, buf: Buffer): void {
-    if (buf.length === 0) return;
-    this.pieces.push({ offset, buf });
-    this.received += buf.length;
+  private store(offset: number, parts: readonly Buffer[]): void {
+    for (const buf of parts) {
+      if (buf.length === 0) continue;
+      this.pieces.push({ offset, buf });
+      this.received += buf.length;
+      offset += buf.length;
+    }
   }
 }

@@ -68,11 +68,35 @@ export const DATAIN_STATUS = 0x01;
  * The data segment excludes padding and digests.
  */
 export class Pdu {
+  /** The data segment as received: one slice, or several when it straddled TCP reads. */
+  private parts: readonly Buffer[];
+
   constructor(
     readonly bhs: Buffer,
     readonly ahs: Buffer = EMPTY,
-    public data: Buffer = EMPTY,
-  ) {}
+    data: Buffer | readonly Buffer[] = EMPTY,
+  ) {
+    this.parts = Buffer.isBuffer(data) ? (data.length ? [data] : []) : data;
+  }
+
+  /** The data segment as one buffer (joined on first use when it arrived in pieces). */
+  get data(): Buffer {
+    if (this.parts.length === 0) return EMPTY;
+    if (this.parts.length > 1) this.parts = [Buffer.concat(this.parts)];
+    return this.parts[0];
+  }
+  set data(b: Buffer) {
+    this.parts = b.length ? [b] : [];
+  }
+  /** The data segment as slices, for bulk consumers that must not copy (Data-Out). */
+  get dataParts(): readonly Buffer[] {
+    return this.parts;
+  }
+  get dataLength(): number {
+    let n = 0;
+    for (const p of this.parts) n += p.length;
+    return n;
+  }
 
   /** A zeroed BHS with the opcode set. */
   static create(opcode: Opcode, data: Buffer = EMPTY): Pdu {

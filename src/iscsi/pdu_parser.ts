@@ -1,11 +1,11 @@
 /**
  * Incremental PDU framing (RFC 7143 §11.2): keeps the unconsumed tail of the byte stream and
  * frames every complete PDU. Header and data digests (CRC32C, RFC 7143 §12.1) are checked when
- * negotiated. The data segment is a slice of the received bytes, never a copy, unless a PDU
- * straddled several TCP reads (then the pieces are joined once).
+ * negotiated. The data segment is kept as slices of the received bytes, never copied: a PDU that
+ * straddled TCP reads carries several slices (Pdu.dataParts).
  */
 import { crc32c } from "@node-rs/crc32";
-import { BHS_LENGTH, Pdu, pad4 } from "./pdu.js";
+import { BHS_LENGTH, EMPTY, Pdu, pad4 } from "./pdu.js";
 
 /** A framing error. `fatal` ones leave the stream unsynchronised: the connection must be dropped. */
 export class PduFramingError extends Error {
@@ -69,10 +69,9 @@ export class PduParser {
       const headerLen = BHS_LENGTH + ahsLen;
       const total = headerLen + hdLen + dsl + pad4(dsl) + ddLen;
       if (this.buffered < total) break;
-      const whole = this.take(total);
-      const header = whole.subarray(0, headerLen);
+      const header = this.takeContiguous(headerLen);
       if (hdLen) {
-        const got = whole.readUInt32LE(headerLen);
+        const got = this.takeContiguous(4).readUInt32LE(0);
         const want = crc32c(header);
         if (got !== want) {
           throw new PduFramingError(
@@ -81,16 +80,17 @@ export class PduParser {
           );
         }
       }
-      const dataStart = headerLen + hdLen;
-      const data = whole.subarray(dataStart, dataStart + dsl);
+      const data = this.takeParts(dsl);
+      const tail = this.takeContiguous(pad4(dsl) + ddLen);
       const pdu = new Pdu(header.subarray(0, BHS_LENGTH), header.subarray(BHS_LENGTH), data);
       if (ddLen) {
-        const padded = whole.subarray(dataStart, dataStart + dsl + pad4(dsl));
-        const got = whole.readUInt32LE(dataStart + dsl + pad4(dsl));
-        const want = crc32c(padded);
-        if (got !== want) {
+        let crc = 0;
+        for (const part of data) crc = crc32c(part, crc);
+        crc = crc32c(tail.subarray(0, pad4(dsl)), crc);
+        const got = tail.readUInt32LE(pad4(dsl));
+        if (got !== crc) {
           throw new PduFramingError(
-            `data digest mismatch: received 0x${got.toString(16)}, computed 0x${want.toString(16)}`,
+            `data digest mismatch: received 0x${got.toString(16)}, computed 0x${crc.toString(16)}`,
             "data-digest",
             pdu,
           );
@@ -101,28 +101,41 @@ export class PduParser {
     return out;
   }
 
-  /** The first n buffered bytes, joining chunks only when the first one is too short. */
+  /** The first n buffered bytes without consuming them; copies only those n bytes if split. */
   private peek(n: number): Buffer {
     if (this.chunks[0].length >= n) return this.chunks[0].subarray(0, n);
-    this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0].subarray(0, n);
+    const head = Buffer.allocUnsafe(n);
+    let at = 0;
+    for (const c of this.chunks) {
+      at += c.copy(head, at, 0, Math.min(c.length, n - at));
+      if (at === n) break;
+    }
+    return head;
   }
 
-  private take(n: number): Buffer {
-    let first = this.chunks[0];
-    if (first.length < n) {
-      // Join only what this PDU needs, keeping the remainder as its own slice.
-      let have = 0;
-      let i = 0;
-      while (have < n) have += this.chunks[i++].length;
-      const joined = Buffer.concat(this.chunks.slice(0, i));
-      this.chunks.splice(0, i, joined);
-      first = joined;
-    }
-    const result = first.subarray(0, n);
-    if (first.length === n) this.chunks.shift();
-    else this.chunks[0] = first.subarray(n);
+  /** The next n bytes as one buffer: a slice when they lie in one chunk (headers almost always). */
+  private takeContiguous(n: number): Buffer {
+    if (n === 0) return EMPTY;
+    const parts = this.takeParts(n);
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  /** The next n bytes as slices of the received chunks, never copied. */
+  private takeParts(n: number): Buffer[] {
+    const out: Buffer[] = [];
     this.buffered -= n;
-    return result;
+    while (n > 0) {
+      const first = this.chunks[0];
+      if (first.length <= n) {
+        out.push(first);
+        this.chunks.shift();
+        n -= first.length;
+      } else {
+        out.push(first.subarray(0, n));
+        this.chunks[0] = first.subarray(n);
+        n = 0;
+      }
+    }
+    return out;
   }
 }

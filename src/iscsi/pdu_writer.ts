@@ -16,7 +16,7 @@ export function encodePdu(
   dataDigest: boolean,
   parts?: readonly Buffer[],
 ): Buffer[] {
-  const data = parts ?? (pdu.data.length ? [pdu.data] : []);
+  const data = parts ?? pdu.dataParts;
   let dsl = 0;
   for (const p of data) dsl += p.length;
   pdu.bhs[4] = pdu.ahs.length / 4;

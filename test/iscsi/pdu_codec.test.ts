@@ -97,3 +97,25 @@ test("serial number arithmetic wraps", () => {
   assert.ok(snLess(0xfffffff0, 5));
   assert.ok(!snLess(5, 0xfffffff0));
 });
+
+test("a PDU fed one byte at a time keeps its data as slices of the reads (no copy), digests checked", () => {
+  const pdu = Pdu.create(Opcode.DataOut, Buffer.from("0123456789abcdefXYZ"));
+  pdu.flags = 0x80;
+  const bytes = Buffer.concat(encodePdu(pdu, true, true));
+  const p = new PduParser(8192);
+  p.headerDigest = p.dataDigest = true;
+  const got: Pdu[] = [];
+  const reads: Buffer[] = [];
+  for (let i = 0; i < bytes.length; i++) {
+    const one = Buffer.alloc(1, bytes[i]); // own ArrayBuffer (not the shared pool)
+    reads.push(one);
+    got.push(...p.push(one));
+  }
+  assert.equal(got.length, 1);
+  const parts = got[0].dataParts;
+  assert.equal(parts.length, 19);
+  // Each part is a view of one received read buffer, not a copy.
+  assert.equal(parts[0].buffer, reads[52].buffer);
+  assert.equal(got[0].dataLength, 19);
+  assert.equal(got[0].data.toString(), "0123456789abcdefXYZ");
+});
