@@ -193,6 +193,14 @@ test("res: syntax and validation errors name the file, the line and what was exp
     "/etc/drbd.d/test.res:2: expected an option, section or '}', got end of file",
   );
   assert.equal(
+    parseError("resource r0 {\n on a { address 1.2.3.4:7000;\n volume 0 { device minor 2000000; } } }"),
+    "/etc/drbd.d/test.res:3: expected a minor within 0..1048575, got 2000000",
+  );
+  assert.equal(
+    parseError("resource r0 {\n on a { node-id 40; } }"),
+    "/etc/drbd.d/test.res:2: expected a node-id within 0..31, got 40",
+  );
+  assert.equal(
     parseError("resorce r0 {}"),
     "/etc/drbd.d/test.res:1: expected global | common | resource | include | skip, got 'resorce'",
   );

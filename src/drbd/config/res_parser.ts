@@ -26,6 +26,8 @@ import {
 import { describeToken, tokenize, type Token } from "./res_lexer.js";
 
 const SECTIONS = ["net", "disk", "options", "startup", "handlers"] as const;
+/** DRBD_MINOR_NUMBER_MAX (drbd_limits.h). */
+const MAX_MINOR = (1 << 20) - 1;
 
 function emptySections(): SectionOptions {
   return { net: new Map(), disk: new Map(), options: new Map(), startup: new Map(), handlers: new Map() };
@@ -251,6 +253,9 @@ class ResParser {
         case "node-id":
           if (host.nodeId !== undefined) throw new DrbdConfigError(posOf(t), "node-id given twice");
           host.nodeId = ts.integer("a node id");
+          // DRBD 9 numbers nodes 0..31 (DRBD_NODE_ID_MAX); 8.4 ignores the keyword.
+          if (host.nodeId > 31)
+            throw new DrbdConfigError(posOf(t), `expected a node-id within 0..31, got ${host.nodeId}`);
           ts.expect(";");
           break;
         case "address":
@@ -456,6 +461,8 @@ function parseVolumeStatement(ts: TokenStream, kw: Token, vol: PartialVolume): v
       let t = ts.next();
       if (t.kind === "word" && t.text === "minor") {
         vol.minor = ts.integer("a minor number");
+        if (vol.minor > MAX_MINOR)
+          throw new DrbdConfigError(posOf(kw), `expected a minor within 0..${MAX_MINOR}, got ${vol.minor}`);
         ts.expect(";");
         return;
       }
@@ -479,7 +486,7 @@ function parseVolumeStatement(ts: TokenStream, kw: Token, vol: PartialVolume): v
       } else {
         throw expected("minor | ;", t);
       }
-      if (vol.minor > (1 << 20) - 1)
+      if (vol.minor > MAX_MINOR)
         throw new DrbdConfigError(posOf(kw), `expected a minor within 0..1048575, got ${vol.minor}`);
       return;
     }
