@@ -245,3 +245,34 @@ test("back-pressure: an initiator that stops reading makes the target stop readi
     await h.stop();
   }
 });
+
+test("ABORT TASK SET and CLEAR TASK SET end every held command of the LU without responses", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    for (const fn of [2, 4]) {
+      let release!: () => void;
+      h.devices[0].hold = new Promise<void>((r) => (release = r));
+      const cmds = [readCmd(ini, 0), readCmd(ini, 1), readCmd(ini, 2)];
+      for (const c of cmds) ini.send(c);
+      await new Promise((r) => setTimeout(r, 50));
+      ini.send(tmf(ini, fn));
+      await new Promise((r) => setTimeout(r, 50));
+      h.devices[0].hold = undefined;
+      release();
+      const rsp = await ini.recvResponse();
+      assert.equal(rsp.opcode, Opcode.TaskMgmtResponse, `fn ${fn}: got 0x${rsp.opcode.toString(16)}`);
+      assert.equal(rsp.bhs[2], 0);
+    }
+    assert.deepEqual(
+      h.devices[0].tmfCalls.map((c) => c.fn),
+      ["abort-task-set", "clear-task-set"],
+    );
+    const echo = await ini.nop(Buffer.from("clean"));
+    assert.equal(echo.data.toString(), "clean");
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
