@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { RawInitiator } from "../support/raw_initiator.js";
-import { Opcode } from "../../src/iscsi/pdu.js";
+import { Opcode, Pdu } from "../../src/iscsi/pdu.js";
 import { TARGET, read10, startTarget, waitFor } from "./harness.js";
 
 async function loginStatus(port: number, opts: Parameters<RawInitiator["login"]>[0], localAddress?: string) {
@@ -220,6 +220,59 @@ test("SendTargets in a normal session reports only the session's target; long an
     assert.deepEqual(st.get("TargetName"), [TARGET]);
     assert.equal(st.get("TargetAddress")?.length, 40);
     ini.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("login text split over two PDUs (C bit): empty answer first, then the negotiation", async () => {
+  const h = await startTarget();
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    const text = Buffer.from(`InitiatorName=iqn.2024-01.test:split\0TargetName=${TARGET}\0AuthMethod=None\0`);
+    const mk = (data: Buffer, flags: number) => {
+      const p = Pdu.create(Opcode.LoginRequest, data);
+      p.immediate = true;
+      p.flags = flags;
+      ini.isid.copy(p.bhs, 8);
+      p.itt = 9;
+      p.setU32(24, 1);
+      return p;
+    };
+    ini.send(mk(text.subarray(0, 20), 0x40 | (0 << 2))); // C, CSG=0
+    const first = await ini.recv();
+    assert.equal(first.opcode, Opcode.LoginResponse);
+    assert.equal(first.data.length, 0);
+    assert.equal(first.flags & 0x80, 0, "no transit while the request is incomplete");
+    ini.send(mk(text.subarray(20), 0x80 | (0 << 2) | 1)); // T, CSG=0 -> NSG=1
+    const second = await ini.recv();
+    assert.equal(second.bhs[36], 0);
+    assert.equal(second.flags, 0x80 | 1);
+    assert.match(second.data.toString(), /AuthMethod=None/);
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
+
+test("login refuses version-min above 0 (0x0205) and transit to a bad stage (0x0200)", async () => {
+  const h = await startTarget();
+  try {
+    for (const [flags, versionMin, want] of [
+      [0x80 | (1 << 2) | 3, 1, 0x0205],
+      [0x80 | (1 << 2) | 0, 0, 0x0200],
+    ] as const) {
+      const ini = await RawInitiator.connect(h.port);
+      const p = Pdu.create(Opcode.LoginRequest, Buffer.from(`InitiatorName=iqn.x:y\0TargetName=${TARGET}\0`));
+      p.immediate = true;
+      p.flags = flags;
+      p.bhs[3] = versionMin;
+      ini.isid.copy(p.bhs, 8);
+      ini.send(p);
+      const rsp = await ini.recv();
+      assert.equal((rsp.bhs[36] << 8) | rsp.bhs[37], want);
+      await ini.waitClosed();
+    }
   } finally {
     await h.stop();
   }
