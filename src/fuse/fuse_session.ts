@@ -7,9 +7,9 @@
  * kernel copies it into the waiting request), so it costs a memcpy, not a wait.
  */
 import { writeSync, writevSync } from "node:fs";
-import { Worker } from "node:worker_threads";
+import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import type { Logger } from "../util/log.js";
-import type { ReaderMessage, ReaderWorkerData } from "./dev_reader_worker.js";
+import { CTL_GENERATION, CTL_START, type ReaderMessage, type ReaderWorkerData } from "./reader_messages.js";
 import { IN_HEADER_SIZE, OUT_HEADER_SIZE, parseInHeader, writeOutHeader, type InHeader } from "./protocol.js";
 
 /** A request as the handler sees it: header, argument bytes, and the whole slot for a zero-copy reply. */
@@ -36,19 +36,17 @@ export type FuseResult =
 export type FuseHandler = (req: FuseRequest) => Promise<FuseResult>;
 
 export interface FuseSessionOptions {
-  /** Bytes of the largest request (max_write plus headers); each slot holds one. */
+  /** Bytes of the largest request (max_write plus headers); each request buffer holds one. */
   readonly slotSize: number;
-  /** Requests that may be in flight at once. */
+  /** Requests that may be in flight at once (request buffers). */
   readonly slotCount: number;
 }
 
 export class FuseSession {
   private readonly worker: Worker;
-  private readonly slots: SharedArrayBuffer;
   private readonly ctl: Int32Array;
-  private readonly views: Buffer[] = [];
+  private readonly returns: MessagePort;
   private ended = false;
-  private readonly startWord: number;
   /** Resolves once the reader thread is loaded and waiting for start(). */
   readonly ready: Promise<void>;
   private inFlight = 0;
@@ -61,25 +59,26 @@ export class FuseSession {
     private readonly log: Logger,
     opts: FuseSessionOptions,
   ) {
-    this.slots = new SharedArrayBuffer(opts.slotSize * opts.slotCount);
-    const control = new SharedArrayBuffer(4 * (2 + opts.slotCount));
-    this.startWord = 1 + opts.slotCount;
+    const control = new SharedArrayBuffer(8);
     this.ctl = new Int32Array(control);
-    for (let i = 0; i < opts.slotCount; i++)
-      this.views.push(Buffer.from(this.slots, i * opts.slotSize, opts.slotSize));
+    const channel = new MessageChannel();
+    this.returns = channel.port1;
     const data: ReaderWorkerData = {
       fd,
-      slots: this.slots,
       control,
-      slotSize: opts.slotSize,
-      slotCount: opts.slotCount,
+      returns: channel.port2,
+      bufferSize: opts.slotSize,
+      bufferCount: opts.slotCount,
     };
-    this.worker = new Worker(new URL("./dev_reader_worker.js", import.meta.url), { workerData: data });
+    this.worker = new Worker(new URL("./dev_reader_worker.js", import.meta.url), {
+      workerData: data,
+      transferList: [channel.port2],
+    });
     let onReady: () => void = () => undefined;
     this.ready = new Promise<void>((r) => (onReady = r));
     this.done = new Promise<string>((resolve) => {
       this.worker.on("message", (m: ReaderMessage) => {
-        if (m.type === "request") this.dispatch(m.slot, m.length);
+        if (m.type === "request") this.dispatch(m.buffer, m.length);
         else if (m.type === "ready") onReady();
         else {
           this.ended = true;
@@ -100,8 +99,8 @@ export class FuseSession {
 
   /** Let the reader thread start reading (the mount now exists), or tell it to exit (`false`). */
   start(go: boolean): void {
-    Atomics.store(this.ctl, this.startWord, go ? 1 : -1);
-    Atomics.notify(this.ctl, this.startWord);
+    Atomics.store(this.ctl, CTL_START, go ? 1 : -1);
+    Atomics.notify(this.ctl, CTL_START);
   }
 
   /** Requests being served right now (for tests and diagnostics). */
@@ -109,24 +108,27 @@ export class FuseSession {
     return this.inFlight;
   }
 
-  private freeSlot(slot: number): void {
-    Atomics.store(this.ctl, 1 + slot, 0);
-    Atomics.add(this.ctl, 0, 1);
-    Atomics.notify(this.ctl, 0);
+  /** Hand a request buffer back to the reader thread (transferred, not copied). */
+  private giveBack(buffer: ArrayBuffer): void {
+    if (this.ended) return;
+    this.returns.postMessage(buffer, [buffer]);
+    Atomics.add(this.ctl, CTL_GENERATION, 1);
+    Atomics.notify(this.ctl, CTL_GENERATION);
   }
 
-  private dispatch(slot: number, length: number): void {
-    const buf = this.views[slot].subarray(0, length);
+  private dispatch(buffer: ArrayBuffer, length: number): void {
+    const whole = Buffer.from(buffer);
+    const buf = whole.subarray(0, length);
     if (length < IN_HEADER_SIZE) {
       this.log.warn({ length }, "short FUSE request ignored");
-      this.freeSlot(slot);
+      this.giveBack(buffer);
       return;
     }
     const header = parseInHeader(buf);
     const req: FuseRequest = {
       header,
       arg: buf.subarray(IN_HEADER_SIZE, Math.min(header.len, length)),
-      replySpace: this.views[slot].subarray(OUT_HEADER_SIZE),
+      replySpace: whole.subarray(OUT_HEADER_SIZE),
     };
     this.inFlight++;
     this.handler(req)
@@ -136,12 +138,12 @@ export class FuseSession {
       })
       .then((result) => {
         this.inFlight--;
-        if (result !== "none") this.reply(slot, header.unique, result);
-        this.freeSlot(slot);
+        if (result !== "none") this.reply(whole, header.unique, result);
+        this.giveBack(buffer);
       });
   }
 
-  private reply(slot: number, unique: bigint, result: Exclude<FuseResult, "none">): void {
+  private reply(request: Buffer, unique: bigint, result: Exclude<FuseResult, "none">): void {
     if (this.ended) return;
     try {
       if ("errno" in result) {
@@ -149,7 +151,7 @@ export class FuseSession {
         writeOutHeader(h, OUT_HEADER_SIZE, -result.errno, unique);
         writeSync(this.fd, h);
       } else if ("slotBytes" in result) {
-        const whole = this.views[slot].subarray(0, OUT_HEADER_SIZE + result.slotBytes);
+        const whole = request.subarray(0, OUT_HEADER_SIZE + result.slotBytes);
         writeOutHeader(whole, whole.length, 0, unique);
         writeSync(this.fd, whole);
       } else {
@@ -177,6 +179,7 @@ export class FuseSession {
     const timeout = new Promise<string>((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
     const why = await Promise.race([this.done, timeout]);
     clearTimeout(timer);
+    this.returns.close();
     if (why === "timeout") {
       this.log.warn("FUSE reader thread still blocked after unmount; leaving it detached");
       this.worker.unref();
