@@ -76,8 +76,9 @@ export class Session {
 
   /** MaxCmdSN never moves backwards (RFC 7143 §4.2.2.1); it opens as running commands finish. */
   get maxCmdSN(): number {
-    const free = Math.max(this.queueDepth - this.running, 1);
-    const candidate = snAdd(this.expCmdSN, free - 1);
+    // With every slot taken the window closes: MaxCmdSN = ExpCmdSN - 1 (RFC 7143 §4.2.2.1).
+    const free = Math.max(this.queueDepth - this.running, 0);
+    const candidate = (this.expCmdSN + free - 1) >>> 0;
     if (snLess(this.lastMaxCmdSN, candidate)) this.lastMaxCmdSN = candidate;
     return this.lastMaxCmdSN;
   }

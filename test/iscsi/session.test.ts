@@ -276,3 +276,32 @@ test("ABORT TASK SET and CLEAR TASK SET end every held command of the LU without
     await h.stop();
   }
 });
+
+test("the CmdSN window closes at QueueDepth running commands and reopens as they finish", async () => {
+  const h = await startTarget({ targets: [{ queueDepth: 2 }] });
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    let release!: () => void;
+    h.devices[0].hold = new Promise<void>((r) => (release = r));
+    const a = readCmd(ini, 0);
+    const b = readCmd(ini, 1);
+    ini.send(a);
+    ini.send(b);
+    await new Promise((r) => setTimeout(r, 50));
+    const nop = await ini.nop();
+    const exp = nop.u32(28);
+    const max = nop.u32(32);
+    assert.equal(exp, ini.cmdSN);
+    assert.equal(max, (exp - 1) >>> 0, "window closed: MaxCmdSN = ExpCmdSN - 1");
+    h.devices[0].hold = undefined;
+    release();
+    const r1 = await ini.recvResponse();
+    const r2 = await ini.recvResponse();
+    assert.equal(r2.u32(32), (exp + 1) >>> 0, "both slots free again");
+    assert.ok([r1.itt, r2.itt].includes(a.itt) && [r1.itt, r2.itt].includes(b.itt));
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
