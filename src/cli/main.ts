@@ -3,6 +3,7 @@
  * The `usertgt` command.
  *
  *   usertgt serve [-c FILE] [--log-level L] [--state-dir DIR]   run a config (no -c: the embedded default)
+ *                 [--mount-point DIR | --no-fuse] [--handler-dir DIR]   issue #3's device tree
  *   usertgt check [-c FILE]                                      validate a config, print its notices
  *   usertgt --version
  *
@@ -18,6 +19,7 @@ import { createRequire } from "node:module";
 import { defaultConfig } from "../config/default.js";
 import { ConfigError, formatNotice } from "../config/errors.js";
 import { loadSpdkConfig, type SpdkConfig } from "../config/spdk_config.js";
+import { devtreeWiring } from "../server/devtree_wiring.js";
 import { UsertgtServer } from "../server/server.js";
 import { log } from "../util/log.js";
 
@@ -60,6 +62,9 @@ interface ServeOptions {
   config?: string;
   logLevel: string;
   stateDir?: string;
+  mountPoint: string;
+  fuse: boolean;
+  handlerDir?: string;
 }
 
 async function serve(opts: ServeOptions): Promise<void> {
@@ -67,7 +72,16 @@ async function serve(opts: ServeOptions): Promise<void> {
   let server: UsertgtServer;
   try {
     const config = await readConfig(opts.config);
-    server = await UsertgtServer.start(config, { stateDir: opts.stateDir });
+    // [TCMUR]/[BIO] devices live in the device tree (issue #3); without them no tree and no FUSE mount.
+    const devtree = await devtreeWiring(config, {
+      mountPoint: opts.fuse ? opts.mountPoint : false,
+      handlerDir: opts.handlerDir,
+    });
+    server = await UsertgtServer.start(config, {
+      stateDir: opts.stateDir,
+      bdevModules: devtree?.bdevModules,
+      hooks: devtree?.hooks,
+    });
   } catch (err) {
     process.exit(failed(err));
   }
@@ -132,6 +146,13 @@ program
   .option("-c, --config <file>", "SPDK legacy config file (see docs/config.md)")
   .addOption(logLevel)
   .option("--state-dir <dir>", "directory for persistent state (APTPL reservations); none kept without it")
+  .option(
+    "--mount-point <dir>",
+    "where the device tree of [TCMUR]/[BIO] devices is shown through FUSE",
+    "/UMCfuse",
+  )
+  .option("--no-fuse", "do not mount the device tree")
+  .option("--handler-dir <dir>", "directory of handler_<name>.js TCMUR handler modules")
   .action((opts: ServeOptions) => serve(opts));
 
 program

@@ -8,6 +8,7 @@
  */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import type { BlockDevice } from "../bdev/bdev.js";
 import { BdevRegistry } from "../bdev/registry.js";
 import { ConfigError, formatNotice } from "../config/errors.js";
 import type { SpdkConfig } from "../config/spdk_config.js";
@@ -22,12 +23,26 @@ import {
   type BdevModules,
 } from "./bdev_modules.js";
 
+/**
+ * Points where a subsystem outside the iSCSI graph joins in (issue #3's device tree: claims on tree
+ * devices used as LUNs, the FUSE view). Each runs once; failures in start-up hooks fail the start.
+ */
+export interface ServerHooks {
+  /** Each LUN, once its block device exists and before the target listens. */
+  lunMapped?(lun: { readonly targetName: string; readonly id: number; readonly bdev: BlockDevice }): void;
+  /** Everything is built and listening. */
+  started?(): Promise<void>;
+  /** Stopping: the target has stopped; block devices are still open. */
+  beforeClose?(): Promise<void>;
+}
+
 export interface ServerOptions {
   readonly logger?: Logger;
   /** Directory for state that outlives the process (APTPL reservations); undefined = none kept. */
   readonly stateDir?: string;
   /** Block device modules added to (or replacing) the built-in ones, e.g. "tcmur" and "bio". */
   readonly bdevModules?: BdevModules;
+  readonly hooks?: ServerHooks;
 }
 
 export interface BoundPortal {
@@ -91,6 +106,11 @@ export class UsertgtServer {
             lun.line,
             `LUN${lun.id} names block device "${lun.bdev}", which does not exist`,
           );
+        try {
+          this.options.hooks?.lunMapped?.({ targetName: node.name, id: lun.id, bdev });
+        } catch (err) {
+          throw new ConfigError(lun.file, lun.line, `LUN${lun.id} ${lun.bdev}: ${(err as Error).message}`);
+        }
         return { id: lun.id, bdev };
       });
       let aptplDir: string | undefined;
@@ -119,6 +139,7 @@ export class UsertgtServer {
       this.rootLogger, // IscsiTarget names its own module
     );
     await this.target.start();
+    await this.options.hooks?.started?.();
   }
 
   /** The addresses the portals are bound to (ports resolved when the config says 0). */
@@ -147,6 +168,14 @@ export class UsertgtServer {
       } catch (err) {
         errors.push(err);
         this.logger.error({ err }, "stopping the iSCSI target failed");
+      }
+    }
+    if (this.options.hooks?.beforeClose) {
+      try {
+        await this.options.hooks.beforeClose();
+      } catch (err) {
+        errors.push(err);
+        this.logger.error({ err }, "stop hook failed");
       }
     }
     // Reverse creation order: stacked devices (BIO) before the ones below them. One failing close
