@@ -34,10 +34,19 @@ export class IscsiTarget implements ConnectionHost {
   constructor(options: IscsiTargetOptions, logger?: Logger) {
     this.globals = options.globals;
     this.log = (logger ?? rootLog).child({ module: "iscsi" });
-    for (const ig of options.initiatorGroups) this.initiatorGroups.set(ig.tag, new InitiatorGroup(ig));
+    for (const ig of options.initiatorGroups) {
+      try {
+        this.initiatorGroups.set(ig.tag, new InitiatorGroup(ig));
+      } catch (err) {
+        throw new Error(`InitiatorGroup${ig.tag}: ${(err as Error).message}`);
+      }
+    }
     for (const ag of options.authGroups) this.authGroups.set(ag.tag, ag.secrets);
-    for (const t of options.targets)
-      this.nodes.set(t.name.toLowerCase(), new TargetNode(t, this.initiatorGroups));
+    for (const t of options.targets) {
+      const key = t.name.toLowerCase();
+      if (this.nodes.has(key)) throw new Error(`target ${t.name} is configured twice`);
+      this.nodes.set(key, new TargetNode(t, this.initiatorGroups));
+    }
     this.portalGroups = options.portalGroups.map((pg) => new PortalGroup(pg));
   }
 
