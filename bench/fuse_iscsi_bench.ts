@@ -6,13 +6,14 @@
  *
  *   node dist/bench/fuse_iscsi_bench.js [size=256M] [seconds=5]
  */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { parseSpdkConfig } from "../src/config/spdk_config.js";
+import { parseSize } from "../src/tcmur/cfgstring.js";
 import { DevtreeService } from "../src/devtree/devtree_service.js";
 import { UsertgtServer } from "../src/server/server.js";
 import { log } from "../src/util/log.js";
@@ -70,15 +71,14 @@ async function iscsiPerf(lun: number, blocks: number, depth: number, random: boo
   const args = ["-t", String(seconds), "-m", String(depth), "-b", String(blocks)];
   if (random) args.push("-r");
   args.push(`iscsi://127.0.0.1:${port}/${IQN}/${lun}`);
-  // iscsi-perf runs until its timeout and prints a progress line per second, then a summary.
   const r = await exec("iscsi-perf", args, { timeout: (seconds + 30) * 1000 }).catch(
     (e: { stdout?: string; stderr?: string }) => ({ stdout: e.stdout ?? "", stderr: e.stderr ?? "" }),
   );
-  const out = `${r.stdout}${r.stderr}`
-    .trim()
-    .split("\n")
-    .filter((l) => l.trim() !== "");
-  return out[out.length - 1] ?? "(no output)";
+  // Progress lines end in \r; the summary is the last "iops average N (X MB/s)".
+  const text = `${r.stdout}${r.stderr}`;
+  const all = [...text.matchAll(/iops average (\d+) \(([^)]*)\)/g)];
+  const last = all[all.length - 1];
+  return last ? `${last[1]} IOPS, ${last[2]}` : `(no summary: ${text.slice(-200)})`;
 }
 
 try {
@@ -92,25 +92,33 @@ try {
     say(`iSCSI LUN${lun} (${name}) rand read 4KiB QD1: ${await iscsiPerf(lun, 1, 1, true)}`);
     say(`iSCSI LUN${lun} (${name}) rand read 4KiB QD16: ${await iscsiPerf(lun, 1, 16, true)}`);
   }
-  // The LUNs hold their devices; the FUSE half uses the devices in a fresh tree after the target stops.
 } finally {
   await server.stop();
   await devtree.stop();
 }
 
-const fuseTree = await DevtreeService.create({ mountPoint: join(dir, "mnt"), logger });
-const ram = await fuseTree.openTcmur({ minor: 0, name: "ram_a", cfgString: `/ram/bench?size=${size}` });
-const file = await fuseTree.openTcmur({ minor: 1, name: "file_a", cfgString: `/file/${dir}/file_a.img` });
+// The FUSE half is served by a separate process (fuse_serve.js), as a real host's dd would be: dd
+// spawned by the serving process itself would fork it, leaving every page of its memory
+// copy-on-write, and the `ram` device would pay a page fault per 4 KiB on the next pass.
+const SERVE = fileURLToPath(new URL("./fuse_serve.js", import.meta.url));
+const serve = spawn("node", [SERVE, join(dir, "mnt"), dir, size], { stdio: ["ignore", "pipe", "inherit"] });
+const ready = await new Promise<boolean>((resolve) => {
+  serve.stdout.setEncoding("utf8").on("data", (s: string) => s.includes("ready") && resolve(true));
+  serve.on("exit", () => resolve(false));
+});
 try {
-  if (!(await fuseTree.mount())) {
+  if (!ready) {
     say("FUSE: not mountable here, skipped");
   } else {
-    const mb = Math.floor(ram.blockCount * ram.blockSize) / 2 ** 20;
+    const mb = Math.floor(parseSize(size, "size") / 2 ** 20);
     for (const dev of ["ram_a", "file_a"]) {
       const f = join(dir, "mnt/dev", dev);
       for (const [what, args] of [
         ["seq write 1MiB", [`if=/dev/zero`, `of=${f}`, "bs=1M", `count=${mb}`, "conv=notrunc"]],
-        ["seq write 1MiB +fsync", [`if=/dev/zero`, `of=${f}`, "bs=1M", `count=${mb}`, "conv=notrunc,fsync"]],
+        [
+          "seq write 1MiB again +fsync",
+          [`if=/dev/zero`, `of=${f}`, "bs=1M", `count=${mb}`, "conv=notrunc,fsync"],
+        ],
         ["seq read 1MiB", [`if=${f}`, "of=/dev/null", "bs=1M", `count=${mb}`]],
       ] as const) {
         const r = await exec("dd", [...args]);
@@ -126,8 +134,10 @@ try {
     }
   }
 } finally {
-  await fuseTree.stop();
-  await file.close();
-  await ram.close();
+  if (serve.exitCode === null) {
+    const exited = new Promise((r) => serve.once("exit", r));
+    serve.kill("SIGTERM");
+    await exited;
+  }
   await rm(dir, { recursive: true, force: true });
 }
