@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { RawInitiator } from "../support/raw_initiator.js";
 import { Opcode } from "../../src/iscsi/pdu.js";
 import { TARGET, inquiry, pattern, read10, runTool, startTarget, write10 } from "./harness.js";
+import { MemoryDevice } from "./memory_device.js";
 
 test("login, INQUIRY, write via R2T then read back via Data-In, logout", async () => {
   const h = await startTarget();
@@ -213,6 +214,31 @@ test("libiscsi mutual CHAP: right target secret logs in, wrong one is caught by 
     const bad = await runTool("iscsi-inq", [url("wrongsecret")]);
     assert.notEqual(bad.code, 0);
     assert.match(bad.out, /CHAP_R/);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("a large read waits for socket drain between Data-In PDUs and arrives intact", async () => {
+  const device = new MemoryDevice("Big", 512, 32768);
+  for (let i = 0; i < device.blocks.length; i += 4096) device.blocks.writeUInt32BE(i, i);
+  const h = await startTarget({ targets: [{ device }] });
+  try {
+    const ini = await RawInitiator.connect(h.port);
+    await ini.login({ targetName: TARGET });
+    const c = Buffer.alloc(16);
+    c[0] = 0x88; // READ(16)
+    c.writeUInt32BE(16384, 10);
+    const pending = ini.scsi(c, { read: 8 * 1024 * 1024 });
+    ini.socket.pause();
+    await new Promise((r) => setTimeout(r, 200));
+    ini.socket.resume();
+    const r = await pending;
+    assert.equal(r.status, 0);
+    assert.equal(r.data.length, 8 * 1024 * 1024);
+    assert.ok(r.data.equals(device.blocks.subarray(0, 8 * 1024 * 1024)));
+    assert.equal(r.dataInPdus, (8 * 1024 * 1024) / ini.maxRecvDataSegmentLength);
+    ini.close();
   } finally {
     await h.stop();
   }
