@@ -219,7 +219,7 @@ test("libiscsi mutual CHAP: right target secret logs in, wrong one is caught by 
   }
 });
 
-test("a large read waits for socket drain between Data-In PDUs and arrives intact", async () => {
+test("an 8 MiB read to a reader that pauses arrives intact in MRDSL-sized Data-In PDUs", async () => {
   const device = new MemoryDevice("Big", 512, 32768);
   for (let i = 0; i < device.blocks.length; i += 4096) device.blocks.writeUInt32BE(i, i);
   const h = await startTarget({ targets: [{ device }] });
