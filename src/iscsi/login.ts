@@ -65,6 +65,8 @@ export interface LoginStep {
 }
 
 const DISCOVERY_QUEUE_DEPTH = 8;
+/** Bound on a login text assembled from C-bit PDUs (memory, not protocol, sets this limit). */
+const MAX_LOGIN_TEXT = 64 * 1024;
 
 export class LoginNegotiator {
   private stage: Stage = Stage.Security;
@@ -153,6 +155,9 @@ export class LoginNegotiator {
     // RFC 7143 §6.3.1: a text split over PDUs (C bit) is answered with empty responses until whole.
     if (cont) {
       this.continued.push(pdu.data);
+      if (this.continued.reduce((n, b) => n + b.length, 0) > MAX_LOGIN_TEXT) {
+        throw loginFailure(LoginStatus.initiatorError, `login text longer than ${MAX_LOGIN_TEXT} bytes`);
+      }
       return { response: this.response(0, []) };
     }
     const text = this.continued.length ? Buffer.concat([...this.continued, pdu.data]) : pdu.data;
