@@ -16,6 +16,8 @@ import { TargetNode } from "./tgt_node.js";
 
 /** RFC 7143 §11.9.1 AsyncEvent 3: the target will drop all connections of the session. */
 const ASYNC_DROP_ALL = 3;
+/** Connections allowed beyond MaxSessions x MaxConnectionsPerSession (logins racing, discovery). */
+const EXTRA_LOGIN_CONNECTIONS = 64;
 /** How long stop() waits for tasks in flight before closing anyway. */
 const STOP_GRACE_MS = 5000;
 
@@ -97,7 +99,11 @@ export class IscsiTarget implements ConnectionHost {
   }
 
   private accept(socket: Socket, tag: number): void {
-    if (this.stopping) {
+    // Half-open logins cost memory until the login timer fires: refuse beyond what sessions can use.
+    const limit = this.globals.maxSessions * this.globals.maxConnectionsPerSession + EXTRA_LOGIN_CONNECTIONS;
+    if (this.stopping || this.connections.size >= limit) {
+      if (!this.stopping)
+        this.log.warn({ peer: socket.remoteAddress, limit }, "too many connections; refused");
       socket.destroy();
       return;
     }
