@@ -207,12 +207,9 @@ export class LoginNegotiator {
     }
     out.push(...negotiateOperationalKeys(other, this.ctx(), this.params));
     const nextStage = agreeTransit ? (nsg as Stage) : this.stage;
-    if (
-      (nextStage === Stage.Operational ||
-        nextStage === Stage.FullFeature ||
-        this.stage === Stage.Operational) &&
-      !this.declaredMrdsl
-    ) {
+    // Our declaratives belong to the operational stage (RFC 7143 §6.3: operational negotiation
+    // starts after security); only a direct security → full feature transit carries them earlier.
+    if ((this.stage === Stage.Operational || nextStage === Stage.FullFeature) && !this.declaredMrdsl) {
       out.push(...targetDeclarations(this.offer));
       this.declaredMrdsl = true;
     }
