@@ -98,3 +98,26 @@ test("CHAP unit: hex and base64 values, reflected challenge refused", () => {
     (e: LoginFailure) => e.statusDetail === 1 && /reflected/.test(e.message),
   );
 });
+
+test("discovery CHAP (DiscoveryAuthMethod CHAP): required for SendTargets sessions", async () => {
+  const h = await startTarget({
+    authGroups: [{ tag: 1, secrets: SECRETS }],
+    globals: {
+      discoveryAuth: { disableChap: false, requireChap: true, mutualChap: false },
+      discoveryAuthGroup: 1,
+    },
+  });
+  try {
+    const anon = await RawInitiator.connect(h.port);
+    const r1 = await anon.login({ discovery: true });
+    assert.equal((r1.statusClass << 8) | r1.statusDetail, 0x0201);
+    await anon.waitClosed();
+    const ini = await RawInitiator.connect(h.port);
+    const r2 = await ini.login({ discovery: true, chap: { user: "alice", secret: "alicesecret12" } });
+    assert.equal(r2.statusClass, 0);
+    assert.deepEqual((await ini.text([["SendTargets", "All"]])).get("TargetName"), [TARGET]);
+    ini.close();
+  } finally {
+    await h.stop();
+  }
+});
