@@ -24,7 +24,7 @@ function readCmd(ini: RawInitiator, lba: number): Pdu {
 }
 
 test("NOP-Out is echoed with its data; the target pings an idle connection and drops it without an answer", async () => {
-  const h = await startTarget({ globals: { nopInIntervalSec: 0.2, nopTimeoutSec: 0.3 } });
+  const h = await startTarget({ globals: { nopInIntervalSec: 0.2, nopTimeoutSec: 1 } });
   try {
     const ini = await RawInitiator.connect(h.port);
     await ini.login({ targetName: TARGET });
@@ -43,7 +43,7 @@ test("NOP-Out is echoed with its data; the target pings an idle connection and d
     await new Promise((r) => setTimeout(r, 250));
     assert.equal(ini.closed, false);
     // Now stay silent: the next ping goes unanswered and the connection is dropped.
-    await ini.waitClosed(3000);
+    await ini.waitClosed(5000);
     await waitFor(() => h.target.sessionCount() === 0);
   } finally {
     await h.stop();
