@@ -59,9 +59,8 @@ test("ABORT TASK on a command held by the device: no SCSI response, TMF complete
     h.devices[0].hold = new Promise<void>((r) => (release = r));
     const cmd = readCmd(ini, 0);
     ini.send(cmd);
-    await waitFor(() => h.devices[0].hold !== undefined);
     ini.send(tmf(ini, 1, { rtt: cmd.itt, refCmdSN: cmd.cmdSN }));
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => h.devices[0].tmfCalls.length === 1);
     h.devices[0].hold = undefined;
     release();
     const rsp = await ini.recvResponse();
@@ -251,14 +250,13 @@ test("ABORT TASK SET and CLEAR TASK SET end every held command of the LU without
   try {
     const ini = await RawInitiator.connect(h.port);
     await ini.login({ targetName: TARGET });
-    for (const fn of [2, 4]) {
+    for (const [i, fn] of [2, 4].entries()) {
       let release!: () => void;
       h.devices[0].hold = new Promise<void>((r) => (release = r));
       const cmds = [readCmd(ini, 0), readCmd(ini, 1), readCmd(ini, 2)];
       for (const c of cmds) ini.send(c);
-      await new Promise((r) => setTimeout(r, 50));
       ini.send(tmf(ini, fn));
-      await new Promise((r) => setTimeout(r, 50));
+      await waitFor(() => h.devices[0].tmfCalls.length === i + 1);
       h.devices[0].hold = undefined;
       release();
       const rsp = await ini.recvResponse();
