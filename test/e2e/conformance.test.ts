@@ -1,6 +1,7 @@
 /**
  * Issue #2 acceptance: `iscsi-test-cu -d -t ALL` (libiscsi-bin 1.19) against usertgt on a Malloc LUN
- * and an AIO LUN, 512- and 4096-byte blocks, with two portals in one portal group so MultipathIO runs.
+ * and an AIO LUN, 512- and 4096-byte blocks, with two portals in one portal group so MultipathIO runs;
+ * and the same on issue #3's TCMUR file device and a BIO bdev over a TCMUR ram device.
  * A run passes when every failure is listed in conformance-known-failures.txt (and every listed test
  * still fails), and the only skips are EXTENDED COPY, WRITE ATOMIC and SANITIZE.
  */
@@ -25,18 +26,33 @@ interface Setup {
   readonly bdev: string;
 }
 
-const SETUPS: Setup[] = [512, 4096].flatMap((bs): Setup[] => [
+const SETUPS: Setup[] = [
+  ...[512, 4096].flatMap((bs): Setup[] => [
+    {
+      name: `malloc${bs}`,
+      bdev: "Malloc0",
+      bdevSection: () => `[Malloc]\n  NumberOfLuns 1\n  LunSizeInMB ${LUN_MB}\n  BlockSize ${bs}\n`,
+    },
+    {
+      name: `aio${bs}`,
+      bdev: "AIO0",
+      bdevSection: (dir) => `[AIO]\n  AIO ${join(dir, `aio${bs}.img`)} AIO0 ${bs} ${LUN_MB}\n`,
+    },
+  ]),
+  // Issue #3's devices: a tcmu-runner style file handler device, and a BIO bdev over a ram handler device.
   {
-    name: `malloc${bs}`,
-    bdev: "Malloc0",
-    bdevSection: () => `[Malloc]\n  NumberOfLuns 1\n  LunSizeInMB ${LUN_MB}\n  BlockSize ${bs}\n`,
+    name: "tcmur4096",
+    bdev: "file_a",
+    bdevSection: (dir) =>
+      `[TCMUR]\n  TCMUR 1 file_a /file/${join(dir, "tcmur4096.img")} size=${LUN_MB}M bs=4096\n`,
   },
   {
-    name: `aio${bs}`,
-    bdev: "AIO0",
-    bdevSection: (dir) => `[AIO]\n  AIO ${join(dir, `aio${bs}.img`)} AIO0 ${bs} ${LUN_MB}\n`,
+    name: "bio512",
+    bdev: "bio0",
+    bdevSection: () =>
+      `[TCMUR]\n  TCMUR 3 ram_b /ram/bio512 size=${LUN_MB}M bs=512\n[BIO]\n  BIO bio0 /UMCfuse/dev/ram_b\n`,
   },
-]);
+];
 
 function config(setup: Setup, ports: number[], dir: string): string {
   return `${setup.bdevSection(dir)}
@@ -71,7 +87,7 @@ describe("iscsi-test-cu conformance", () => {
       const server = await startServer((ports, d) => config(setup, ports, d), {
         dir,
         portCount: 2,
-        args: ["--state-dir", join(dir, `state-${setup.name}`)],
+        args: ["--state-dir", join(dir, `state-${setup.name}`), "--no-fuse"],
       });
       let output: string;
       let readOnlyOutput: string;
