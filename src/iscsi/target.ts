@@ -65,18 +65,15 @@ export class IscsiTarget implements ConnectionHost {
     return this.sessions.size;
   }
 
-  /** Stop listening, tell every session the target is going away, wait for tasks, close. */
+  /**
+   * Stop listening, wait (bounded) for tasks in flight, then end every session: each gets
+   * AsyncEvent 3 (endSession) and its connections are closed.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     // net.Server.close() calls back only once every connection has ended: stop accepting now, wait below.
     const listenersClosed = Promise.all(this.portalGroups.map((pg) => pg.stop()));
     const sessions = [...this.sessions.values()];
-    for (const s of sessions) {
-      for (const c of s.connections.values()) {
-        if (c instanceof Connection)
-          c.sendAsync(ASYNC_DROP_ALL, 0, s.params.defaultTime2Wait, s.params.defaultTime2Retain);
-      }
-    }
     const inFlight = sessions.flatMap((s) => s.inFlight().map((t) => t.done));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([

@@ -170,7 +170,7 @@ test("stop(): sessions get an Async Message, connections close, nexus released",
   await ini.login({ targetName: TARGET });
   await h.stop();
   await ini.waitClosed();
-  assert.ok(ini.events.some((e) => e.opcode === Opcode.AsyncMessage && e.bhs[36] === 3));
+  assert.equal(ini.events.filter((e) => e.opcode === Opcode.AsyncMessage && e.bhs[36] === 3).length, 1);
   await waitFor(() => h.devices[0].nexusLosses.length === 1);
   assert.equal(h.target.sessionCount(), 0);
 });
