@@ -1,0 +1,503 @@
+/**
+ * A DRBD 8.4 volume as a block device (drbd_req.c, drbd_state.c, drbd_nl.c attach/detach): a lower block
+ * device with internal v08 metadata, a role (Primary/Secondary), a disk state, generation UUIDs, an
+ * out-of-sync bitmap and an activity log.
+ *
+ * Write path of a Primary: pin the 4 MiB extents in the activity log (so a crash resyncs them), write the
+ * lower device and hand the request to the peer link (if any) at the same time; blocks the peer did not
+ * confirm are marked out of sync and their bitmap page is written before the extent is unpinned, so the
+ * record survives the extent leaving the activity log.
+ *
+ * Metadata flags while attached: the superblock carries the UNCLEAN magic without AL_CLEAN (a crash then
+ * makes the next attach apply the activity log first), PRIMARY_IND while Primary (only a crashed Primary's
+ * log is applied), CONSISTENT and WAS_UP_TO_DATE after the disk state. A clean detach writes the bitmap and
+ * the v08 magic with AL_CLEAN, so a clean restart needs no resync.
+ */
+import { createHash } from "node:crypto";
+import { log, type Logger } from "../util/log.js";
+import {
+  BlockDeviceError,
+  checkRange,
+  iovLength,
+  type BlockDevice,
+  type WriteOptions,
+} from "../bdev/bdev.js";
+import {
+  ActivityLog,
+  applyActivityLog,
+  blockDeviceStore,
+  DRBD_MD_MAGIC_08,
+  DRBD_MD_MAGIC_84_UNCLEAN,
+  initializedActivityLog,
+  MDF_AL_CLEAN,
+  MDF_CONSISTENT,
+  MDF_CRASHED_PRIMARY,
+  MDF_PEER_OUT_DATED,
+  MDF_PRIMARY_IND,
+  MDF_WAS_UP_TO_DATE,
+  readBitmap,
+  readMetadata,
+  SECTOR,
+  writeSuperBlock,
+  type MetadataLayout,
+  type MetadataStore,
+  type SuperBlock,
+} from "./metadata.js";
+import { OutOfSyncBitmap } from "./bitmap.js";
+import { newCurrentUuid, withPrimaryBit, type UuidSet } from "./uuids.js";
+
+export type DrbdRole = "Primary" | "Secondary";
+export type DrbdDiskState = "Diskless" | "Inconsistent" | "Outdated" | "Consistent" | "UpToDate";
+
+/** drbd-utils' default al-extents for 8.4. */
+export const DEFAULT_AL_EXTENTS = 1237;
+
+/** A refused state change, worded like drbdsetup's "State change failed: (code) text". */
+export class DrbdStateError extends Error {
+  constructor(
+    readonly device: string,
+    readonly code: number,
+    text: string,
+  ) {
+    super(`${device}: State change failed: (${code}) ${text}`);
+    this.name = "DrbdStateError";
+  }
+}
+
+/** What the device needs from a connection to a peer (implemented by the connection module). */
+export interface PeerLink {
+  /** True while writes can be mirrored (Connected or a resync state). */
+  readonly replicating: boolean;
+  /**
+   * Mirror a write (data) or a discard/zeroing (data undefined, `bytes` long) at byte offset `offset`.
+   * Resolves true when the peer confirmed it as the wire protocol requires, false when the peer will not
+   * have it (the connection broke): the device then marks the blocks out of sync.
+   */
+  mirror(offset: number, bytes: number, data: readonly Buffer[] | undefined, fua: boolean): Promise<boolean>;
+}
+
+export interface DrbdAttachOptions {
+  /** The minor number; the device is named drbd<minor>. */
+  minor: number;
+  /** The backing disk, holding internal metadata (run createMetadata on it first). */
+  lower: BlockDevice;
+  /** Activity log size in 4 MiB extents (disk { al-extents }). */
+  alExtents?: number;
+  /** Called after a detach, e.g. to release the device-tree claim on the backing disk. */
+  onDetach?: () => void;
+}
+
+export interface DrbdDeviceStatus {
+  name: string;
+  minor: number;
+  role: DrbdRole;
+  disk: DrbdDiskState | "Diskless";
+  /** Out-of-sync data, KiB. */
+  outOfSyncKiB: number;
+  uuids: UuidSet;
+  flags: number;
+}
+
+function diskStateFromFlags(flags: number): DrbdDiskState {
+  if (!(flags & MDF_CONSISTENT)) return "Inconsistent";
+  if (!(flags & MDF_WAS_UP_TO_DATE)) return "Outdated";
+  // Consistent data that was UpToDate: without fencing the kernel promotes it to UpToDate at attach.
+  return "UpToDate";
+}
+
+function flagsForDisk(flags: number, disk: DrbdDiskState): number {
+  let f = flags & ~(MDF_CONSISTENT | MDF_WAS_UP_TO_DATE);
+  if (disk === "UpToDate" || disk === "Consistent") f |= MDF_CONSISTENT | MDF_WAS_UP_TO_DATE;
+  if (disk === "Outdated") f |= MDF_CONSISTENT;
+  return f;
+}
+
+function stableUuid(lowerUuid: string, minor: number): string {
+  const h = createHash("sha1").update(`usertgt-drbd\0${lowerUuid}\0${minor}`).digest();
+  h[6] = ((h[6] as number) & 0x0f) | 0x50;
+  h[8] = ((h[8] as number) & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString("hex");
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+export class DrbdDevice implements BlockDevice {
+  readonly name: string;
+  readonly productName = "DRBD";
+  readonly blockSize: number;
+  readonly blockCount: number;
+  readonly uuid: string;
+  readonly volatileWriteCache: boolean;
+  readonly supportsUnmap: boolean;
+  readonly unmapReadsZeroes: boolean;
+
+  private roleValue: DrbdRole = "Secondary";
+  private diskValue: DrbdDiskState | "Diskless";
+  private sb: SuperBlock;
+  /** A Primary without a peer has started its own data generation (new current UUID) in this session. */
+  private generation: Promise<void> | undefined;
+  private peer: PeerLink | undefined;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private sbWrite: Promise<void> = Promise.resolve();
+  private bitmapWrite: Promise<void> = Promise.resolve();
+  private readonly log: Logger;
+
+  private constructor(
+    readonly minor: number,
+    readonly lower: BlockDevice,
+    private readonly store: MetadataStore,
+    readonly layout: MetadataLayout,
+    sb: SuperBlock,
+    readonly bitmap: OutOfSyncBitmap,
+    private readonly al: ActivityLog,
+    private readonly onDetach: (() => void) | undefined,
+  ) {
+    this.name = `drbd${minor}`;
+    this.blockSize = lower.blockSize;
+    this.blockCount = Math.floor((layout.usableSectors * SECTOR) / lower.blockSize);
+    this.uuid = stableUuid(lower.uuid, minor);
+    this.volatileWriteCache = lower.volatileWriteCache;
+    this.supportsUnmap = lower.supportsUnmap;
+    this.unmapReadsZeroes = lower.unmapReadsZeroes;
+    this.sb = sb;
+    this.diskValue = diskStateFromFlags(sb.flags);
+    this.log = log.child({ module: "drbd", device: this.name });
+  }
+
+  /**
+   * drbdsetup attach: read and validate the metadata, apply the activity log if the last session did not
+   * end cleanly, and mark the metadata in use. The device starts Secondary, StandAlone.
+   */
+  static async attach(opts: DrbdAttachOptions): Promise<DrbdDevice> {
+    const { lower, minor } = opts;
+    if (!Number.isInteger(minor) || minor < 0 || minor > 1048575)
+      throw new Error(`drbd: minor ${minor} outside 0..1048575`);
+    const store = blockDeviceStore(lower);
+    const placement = { kind: "internal" } as const;
+    const probe = await readMetadata(store, { placement, allowUnclean: true });
+    const wasUnclean =
+      probe.superBlock.magic === DRBD_MD_MAGIC_84_UNCLEAN || !(probe.superBlock.flags & MDF_AL_CLEAN);
+    let applied = 0;
+    if (wasUnclean) applied = await applyActivityLog(store, { placement });
+    const { layout, superBlock } = await readMetadata(store, { placement });
+    const bitmap = new OutOfSyncBitmap(layout.bmBits, Buffer.from(await readBitmap(store, layout)));
+    // A fresh log: transaction numbers restart at 0, so no older transaction may outlive this attach.
+    await store.write(
+      (layout.mdOffsetSect + layout.alOffset) * SECTOR,
+      initializedActivityLog(layout.alStripes, layout.alStripeSize4k),
+    );
+    const al = new ActivityLog(store, layout, opts.alExtents ?? DEFAULT_AL_EXTENTS, 0);
+    let flags = superBlock.flags & ~MDF_AL_CLEAN;
+    // Still marked Primary: the node went away while Primary (drbd_nl.c attach sets CRASHED_PRIMARY).
+    if (flags & MDF_PRIMARY_IND) flags = (flags | MDF_CRASHED_PRIMARY) & ~MDF_PRIMARY_IND;
+    const sb: SuperBlock = {
+      ...superBlock,
+      magic: DRBD_MD_MAGIC_84_UNCLEAN,
+      flags,
+      laSizeSect: superBlock.laSizeSect || layout.usableSectors,
+      uuids: withPrimaryBit(superBlock.uuids, false),
+    };
+    await writeSuperBlock(store, layout, sb);
+    const dev = new DrbdDevice(minor, lower, store, layout, sb, bitmap, al, opts.onDetach);
+    dev.log.info(
+      { disk: dev.diskValue, outOfSyncKiB: bitmap.outOfSyncKiB, unclean: wasUnclean, alBitsMarked: applied },
+      "attached",
+    );
+    return dev;
+  }
+
+  get role(): DrbdRole {
+    return this.roleValue;
+  }
+
+  get disk(): DrbdDiskState | "Diskless" {
+    return this.diskValue;
+  }
+
+  get uuids(): UuidSet {
+    return [...this.sb.uuids];
+  }
+
+  get superBlock(): Readonly<SuperBlock> {
+    return this.sb;
+  }
+
+  /** Read-only for the device tree and SCSI while not Primary. */
+  get readOnly(): boolean {
+    return this.roleValue !== "Primary";
+  }
+
+  status(): DrbdDeviceStatus {
+    return {
+      name: this.name,
+      minor: this.minor,
+      role: this.roleValue,
+      disk: this.diskValue,
+      outOfSyncKiB: this.bitmap.outOfSyncKiB,
+      uuids: this.uuids,
+      flags: this.sb.flags,
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // State changes
+
+  /**
+   * drbdsetup primary [--force]. Without a peer a node needs UpToDate data; --force declares an
+   * Inconsistent or Outdated disk UpToDate and starts a new data generation, so the first connect makes
+   * this node the sync source (UUID rules 30/70).
+   */
+  async primary(opts: { force?: boolean } = {}): Promise<void> {
+    if (this.roleValue === "Primary") return;
+    if (this.diskValue === "Diskless")
+      throw new DrbdStateError(this.name, -2, "Need access to UpToDate data");
+    if (this.diskValue !== "UpToDate" && !opts.force)
+      throw new DrbdStateError(this.name, -2, "Need access to UpToDate data");
+    this.roleValue = "Primary";
+    let uuids = withPrimaryBit(this.sb.uuids, true);
+    if (this.diskValue !== "UpToDate") {
+      this.log.warn({ was: this.diskValue }, "forced to UpToDate by primary --force");
+      this.diskValue = "UpToDate";
+      uuids = newCurrentUuid(this.sb.uuids, true);
+      if (!this.peer?.replicating) this.generation = Promise.resolve();
+    }
+    await this.updateSuperBlock({
+      uuids,
+      flags: flagsForDisk(this.sb.flags, this.diskValue) | MDF_PRIMARY_IND,
+    });
+    this.log.info({ uuids: uuids.map((u) => u.toString(16)) }, "role Primary");
+  }
+
+  /** drbdsetup secondary: waits for writes in flight, then drops the Primary marks from the metadata. */
+  async secondary(): Promise<void> {
+    if (this.roleValue === "Secondary") return;
+    this.roleValue = "Secondary";
+    await this.drain();
+    this.generation = undefined;
+    await this.updateSuperBlock({
+      uuids: withPrimaryBit(this.sb.uuids, false),
+      flags: this.sb.flags & ~MDF_PRIMARY_IND,
+    });
+    this.log.info("role Secondary");
+  }
+
+  /** drbdsetup new-current-uuid [--clear-bitmap]: the latter skips the initial full sync of fresh pairs. */
+  async newCurrentUuid(opts: { clearBitmap?: boolean } = {}): Promise<void> {
+    this.requireDisk();
+    const primary = this.roleValue === "Primary";
+    let uuids = newCurrentUuid(this.sb.uuids, primary);
+    if (opts.clearBitmap) {
+      uuids = [uuids[0], 0n, uuids[2], uuids[3]];
+      this.bitmap.clearAll();
+      await this.writeBitmapPages();
+    }
+    await this.updateSuperBlock({ uuids });
+  }
+
+  /** drbdadm invalidate (standalone): the local data is declared Inconsistent, every block out of sync. */
+  async invalidate(): Promise<void> {
+    this.requireDisk();
+    if (this.roleValue === "Primary")
+      throw new DrbdStateError(this.name, -4, "Refusing to invalidate the disk of a Primary");
+    this.bitmap.setAll();
+    await this.writeBitmapPages();
+    this.diskValue = "Inconsistent";
+    await this.updateSuperBlock({ flags: flagsForDisk(this.sb.flags, "Inconsistent") });
+  }
+
+  /** drbdadm outdate: consistent but known to be older than the peer's. */
+  async outdate(): Promise<void> {
+    this.requireDisk();
+    if (this.roleValue === "Primary")
+      throw new DrbdStateError(this.name, -4, "Refusing to outdate a Primary");
+    if (this.diskValue === "Inconsistent") return;
+    this.diskValue = "Outdated";
+    await this.updateSuperBlock({ flags: flagsForDisk(this.sb.flags, "Outdated") });
+  }
+
+  /** Sets the local disk state (for the connection and resync code). */
+  async setDiskState(disk: DrbdDiskState, extraFlags: { set?: number; clear?: number } = {}): Promise<void> {
+    this.requireDisk();
+    this.diskValue = disk;
+    const f = (flagsForDisk(this.sb.flags, disk) | (extraFlags.set ?? 0)) & ~(extraFlags.clear ?? 0);
+    await this.updateSuperBlock({ flags: f });
+  }
+
+  /** Replaces the generation UUIDs (for the connection and resync code). */
+  async setUuids(uuids: UuidSet): Promise<void> {
+    this.requireDisk();
+    await this.updateSuperBlock({ uuids: withPrimaryBit(uuids, this.roleValue === "Primary") });
+  }
+
+  /** Connects or disconnects the peer link; a Primary that loses its peer starts a new generation on write. */
+  setPeer(peer: PeerLink | undefined): void {
+    this.peer = peer;
+    if (peer) this.generation = undefined;
+  }
+
+  /** The peer's disk is known to be Outdated (recorded so an attach can promote Consistent to UpToDate). */
+  async setPeerOutdated(outdated: boolean): Promise<void> {
+    await this.updateSuperBlock({
+      flags: outdated ? this.sb.flags | MDF_PEER_OUT_DATED : this.sb.flags & ~MDF_PEER_OUT_DATED,
+    });
+  }
+
+  /**
+   * drbdsetup detach: refused while Primary (no peer to serve I/O); waits for writes in flight, writes the
+   * bitmap and the clean superblock (v08 magic, AL_CLEAN), so the next attach needs no log replay.
+   */
+  async detach(): Promise<void> {
+    if (this.diskValue === "Diskless") return;
+    if (this.roleValue === "Primary")
+      throw new DrbdStateError(this.name, -2, "Need access to UpToDate data (demote to Secondary first)");
+    await this.drain();
+    await this.writeBitmapPages();
+    await this.updateSuperBlock({
+      magic: DRBD_MD_MAGIC_08,
+      flags: (this.sb.flags | MDF_AL_CLEAN) & ~MDF_PRIMARY_IND,
+    });
+    this.diskValue = "Diskless";
+    this.log.info({ outOfSyncKiB: this.bitmap.outOfSyncKiB }, "detached cleanly");
+    this.onDetach?.();
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+  // BlockDevice
+
+  async readv(lba: number, iov: readonly Buffer[]): Promise<void> {
+    checkRange(this, lba, iovLength(iov));
+    if (this.diskValue === "Diskless") throw new BlockDeviceError(`${this.name}: no local disk`, "closed");
+    if (this.diskValue === "Inconsistent")
+      throw new BlockDeviceError(
+        `${this.name}: local disk is Inconsistent and no peer serves reads`,
+        "medium",
+      );
+    await this.lower.readv(lba, iov);
+  }
+
+  async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
+    const bytes = iovLength(iov);
+    checkRange(this, lba, bytes);
+    return this.mutate(lba, bytes, () => this.lower.writev(lba, iov, options), iov, options?.fua === true);
+  }
+
+  async unmap(lba: number, blocks: number): Promise<void> {
+    checkRange(this, lba, blocks * this.blockSize);
+    return this.mutate(lba, blocks * this.blockSize, () => this.lower.unmap(lba, blocks), undefined, false);
+  }
+
+  async writeZeroes(lba: number, blocks: number): Promise<void> {
+    checkRange(this, lba, blocks * this.blockSize);
+    return this.mutate(
+      lba,
+      blocks * this.blockSize,
+      () => this.lower.writeZeroes(lba, blocks),
+      undefined,
+      false,
+    );
+  }
+
+  async flush(): Promise<void> {
+    this.requireDisk();
+    await this.lower.flush();
+    await this.writeBitmapPages();
+  }
+
+  /** drbdadm down for this volume: Secondary, then a clean detach. The lower device stays open. */
+  async close(): Promise<void> {
+    if (this.diskValue === "Diskless") return;
+    await this.secondary();
+    await this.detach();
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+
+  private requireDisk(): void {
+    if (this.diskValue === "Diskless") throw new BlockDeviceError(`${this.name}: no local disk`, "closed");
+  }
+
+  private mutate(
+    lba: number,
+    bytes: number,
+    local: () => Promise<void>,
+    data: readonly Buffer[] | undefined,
+    fua: boolean,
+  ): Promise<void> {
+    if (this.diskValue === "Diskless")
+      return Promise.reject(new BlockDeviceError(`${this.name}: no local disk`, "closed"));
+    if (this.roleValue !== "Primary")
+      return Promise.reject(new BlockDeviceError(`${this.name}: Secondary refuses writes`, "read-only"));
+    const p = this.mirroredWrite(lba, bytes, local, data, fua);
+    this.inflight.add(p);
+    const done = () => this.inflight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private async mirroredWrite(
+    lba: number,
+    bytes: number,
+    local: () => Promise<void>,
+    data: readonly Buffer[] | undefined,
+    fua: boolean,
+  ): Promise<void> {
+    const offset = lba * this.blockSize;
+    const sector = offset / SECTOR;
+    const sectors = bytes / SECTOR;
+    const peer = this.peer?.replicating ? this.peer : undefined;
+    if (!peer) await (this.generation ??= this.startGeneration());
+    await this.al.begin(sector, sectors);
+    try {
+      const remote = peer ? peer.mirror(offset, bytes, data, fua) : Promise.resolve(false);
+      const [localResult, mirrored] = await Promise.allSettled([local(), remote]);
+      if (mirrored.status === "rejected" || !mirrored.value) {
+        const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
+        if (this.bitmap.setRange(first, last) > 0) await this.writeBitmapPages();
+      }
+      if (localResult.status === "rejected") throw localResult.reason;
+    } finally {
+      this.al.complete(sector, sectors);
+    }
+  }
+
+  /**
+   * The first write of a Primary without a peer starts a new data generation (drbd_uuid_new_current), unless
+   * it already records changes against an older shared one (bitmap UUID set).
+   */
+  private async startGeneration(): Promise<void> {
+    if (this.sb.uuids[1] !== 0n) return;
+    const uuids = newCurrentUuid(this.sb.uuids, true);
+    this.log.info({ current: uuids[0].toString(16), bitmap: uuids[1].toString(16) }, "new current UUID");
+    await this.updateSuperBlock({ uuids });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  /** Writes superblock changes one at a time, in order (each write carries all earlier changes). */
+  private updateSuperBlock(change: Partial<SuperBlock>): Promise<void> {
+    this.sb = { ...this.sb, ...change };
+    const snapshot = this.sb;
+    const p = this.sbWrite.then(() => writeSuperBlock(this.store, this.layout, snapshot));
+    this.sbWrite = p.catch(() => {});
+    return p;
+  }
+
+  /** Writes the dirty bitmap pages, serialized so that a later page image never lands before an earlier one. */
+  private writeBitmapPages(): Promise<void> {
+    const p = this.bitmapWrite.then(async () => {
+      const pages = this.bitmap.takeDirtyPages();
+      if (pages.length === 0) return;
+      const base = (this.layout.mdOffsetSect + this.layout.bmOffset) * SECTOR;
+      for (const { offset, data } of pages) {
+        // Pages are 4 KiB in the metadata area; the last one may be shorter in memory.
+        const io =
+          data.length === 4096 ? Buffer.from(data) : Buffer.concat([data, Buffer.alloc(4096 - data.length)]);
+        await this.store.write(base + offset, io);
+      }
+      await this.store.flush();
+    });
+    this.bitmapWrite = p.catch(() => {});
+    return p;
+  }
+}
