@@ -140,6 +140,7 @@ export class DrbdDevice implements BlockDevice {
   private sbWrite: Promise<void> = Promise.resolve();
   private bitmapWrite: Promise<void> = Promise.resolve();
   private readonly log: Logger;
+  private readonly stateListeners = new Set<() => void>();
 
   private constructor(
     readonly minor: number,
@@ -265,6 +266,7 @@ export class DrbdDevice implements BlockDevice {
       flags: flagsForDisk(this.sb.flags, this.diskValue) | MDF_PRIMARY_IND,
     });
     this.log.info({ uuids: uuids.map((u) => u.toString(16)) }, "role Primary");
+    this.notifyState();
   }
 
   /** drbdsetup secondary: waits for writes in flight, then drops the Primary marks from the metadata. */
@@ -278,6 +280,7 @@ export class DrbdDevice implements BlockDevice {
       flags: this.sb.flags & ~MDF_PRIMARY_IND,
     });
     this.log.info("role Secondary");
+    this.notifyState();
   }
 
   /** drbdsetup new-current-uuid [--clear-bitmap]: the latter skips the initial full sync of fresh pairs. */
@@ -318,6 +321,7 @@ export class DrbdDevice implements BlockDevice {
   async setDiskState(disk: DrbdDiskState, extraFlags: { set?: number; clear?: number } = {}): Promise<void> {
     this.requireDisk();
     this.diskValue = disk;
+    this.notifyState();
     const f = (flagsForDisk(this.sb.flags, disk) | (extraFlags.set ?? 0)) & ~(extraFlags.clear ?? 0);
     await this.updateSuperBlock({ flags: f });
   }
@@ -326,6 +330,38 @@ export class DrbdDevice implements BlockDevice {
   async setUuids(uuids: UuidSet): Promise<void> {
     this.requireDisk();
     await this.updateSuperBlock({ uuids: withPrimaryBit(uuids, this.roleValue === "Primary") });
+  }
+
+  /** Called after role or disk state changes (the connection sends P_STATE). Returns the unsubscribe. */
+  onStateChange(fn: () => void): () => void {
+    this.stateListeners.add(fn);
+    return () => this.stateListeners.delete(fn);
+  }
+
+  private notifyState(): void {
+    for (const fn of this.stateListeners) fn();
+  }
+
+  /**
+   * A write received from the Primary peer (receive_Data): under the activity log like a local write,
+   * straight to the lower device. Only a Secondary accepts them (no allow-two-primaries).
+   */
+  async applyPeerWrite(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    this.requireDisk();
+    if (this.roleValue === "Primary")
+      throw new BlockDeviceError(`${this.name}: a Primary does not take peer writes`, "read-only");
+    if (offset % this.blockSize !== 0)
+      throw new BlockDeviceError(`${this.name}: peer write at byte ${offset} is not block aligned`, "io");
+    const lba = offset / this.blockSize;
+    checkRange(this, lba, data.length);
+    const sector = offset / SECTOR;
+    const sectors = data.length / SECTOR;
+    await this.al.begin(sector, sectors);
+    try {
+      await this.lower.writev(lba, [data], fua ? { fua } : undefined);
+    } finally {
+      this.al.complete(sector, sectors);
+    }
   }
 
   /** Connects or disconnects the peer link; a Primary that loses its peer starts a new generation on write. */

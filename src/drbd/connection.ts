@@ -1,0 +1,969 @@
+/**
+ * The connection of one DRBD 8.4 volume to its peer (drbd_receiver.c conn_connect / drbd_do_features /
+ * drbd_do_auth / drbd_sync_handshake, drbd_worker.c, drbd_asender): two TCP sockets, "data" for packets that
+ * carry or order data and "meta" for acknowledgements and pings.
+ *
+ * Connect (docs/drbd-protocol.md §2a): both nodes listen and connect; a node announces a socket it opened
+ * with P_INITIAL_DATA when it has no data socket yet, else P_INITIAL_META; the acceptor classifies a socket by
+ * that packet. Sockets that cross (both sides opened a data socket) are resolved by dropping one and
+ * retrying at random. The node that accepted the meta socket holds RESOLVE_CONFLICTS.
+ *
+ * Then on the data socket: P_CONNECTION_FEATURES, optional CRAM-HMAC, P_PROTOCOL, P_SYNC_PARAM89, P_SIZES,
+ * P_UUIDS, P_STATE both ways, and the sync decision from the UUIDs. This increment replicates when the
+ * decision is "no resync" (rule 0); a decision that needs a resync, split brain or unrelated data drops to
+ * StandAlone and says why.
+ *
+ * Replication: P_DATA with a sequence number and the ack the wire protocol asks for (C: P_WRITE_ACK after
+ * the peer's disk write, B: P_RECV_ACK on receipt, A: none — done once sent). Writes are grouped into epochs
+ * closed by P_BARRIER; the receiver flushes and answers P_BARRIER_ACK when the epoch's writes are done.
+ * P_PING/P_PING_ACK on the meta socket every ping-int, answered within ping-timeout. Any packet the framer
+ * refuses (wrong magic, unknown command, oversized or truncated) drops the connection.
+ */
+import { createServer, connect as tcpConnect, type Server, type Socket } from "node:net";
+import { once } from "node:events";
+import { log, type Logger } from "../util/log.js";
+import {
+  authResponse,
+  checkPeerChallenge,
+  commandName,
+  ConnState,
+  decodeBarrier,
+  decodeBarrierAck,
+  decodeBlockAck,
+  decodeConnectionFeatures,
+  decodeData,
+  decodeHeader,
+  decodeProtocol,
+  decodeSizes,
+  decodeState,
+  decodeSyncParams,
+  decodeUuids,
+  DiskState,
+  DP_FUA,
+  DP_SEND_RECEIVE_ACK,
+  DP_SEND_WRITE_ACK,
+  DrbdCommand,
+  DrbdProtocolError,
+  encodeBarrier,
+  encodeBarrierAck,
+  encodeBlockAck,
+  encodeConnectionFeatures,
+  encodeData,
+  encodeHeader,
+  encodeProtocol,
+  encodeSizes,
+  encodeState,
+  encodeSyncParams,
+  encodeUuids,
+  frame,
+  makeChallenge,
+  maxBioSizeFor,
+  negotiateFeatures,
+  PacketFramer,
+  PRO_VERSION_MAX,
+  PRO_VERSION_MIN,
+  protocolMismatch,
+  Role,
+  UUID_FLAG_CRASHED_PRIMARY,
+  UUID_FLAG_INCONSISTENT,
+  verifyAuthResponse,
+  WIRE_PROTOCOL,
+  type DrbdSocket,
+  type Packet,
+  type ProtocolParams,
+  type DrbdState,
+} from "./protocol.js";
+import { MDF_CRASHED_PRIMARY, SECTOR } from "./metadata.js";
+import { compareUuids, type UuidSet } from "./uuids.js";
+import type { DrbdDevice, PeerLink } from "./device.js";
+
+export type WireProtocol = "A" | "B" | "C";
+
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+export interface ConnectionOptions {
+  device: DrbdDevice;
+  local: Endpoint;
+  peer: Endpoint;
+  /** net { protocol }, default C. */
+  protocol?: WireProtocol;
+  /** net { cram-hmac-alg } and { shared-secret }: both or neither. */
+  cramHmacAlg?: string;
+  sharedSecret?: string;
+  /** net { ping-int }, seconds (default 10). */
+  pingIntSec?: number;
+  /** net { ping-timeout }, tenths of a second (default 5). */
+  pingTimeoutDs?: number;
+  /** net { connect-int }, seconds between connect attempts (default 10; tests use less). */
+  connectIntSec?: number;
+  /** net { timeout }, tenths of a second: how long a handshake packet may take (default 60). */
+  timeoutDs?: number;
+  /** disk { resync-rate }, KiB/s, announced in P_SYNC_PARAM89. */
+  resyncRateKiB?: number;
+}
+
+/** The connection state names drbdadm status prints. */
+export type ConnectionStateName =
+  | "StandAlone"
+  | "Unconnected"
+  | "WFConnection"
+  | "WFReportParams"
+  | "Connected"
+  | "NetworkFailure"
+  | "ProtocolError"
+  | "Disconnecting";
+
+const ROLE_NAME: Record<number, string> = { [Role.Primary]: "Primary", [Role.Secondary]: "Secondary" };
+const DISK_NAME: Record<number, string> = Object.fromEntries(
+  Object.entries(DiskState)
+    .filter(([, v]) => typeof v === "number")
+    .map(([k, v]) => [v as number, k]),
+);
+
+/**
+ * Sequential reader of one socket's packets (handshake) that turns into a dispatcher (replication). Packets
+ * are framed only when someone takes them, so the header format can change right after the feature packet
+ * even when the peer's next packets arrived in the same TCP segment.
+ */
+class PacketStream {
+  private readonly framer: PacketFramer;
+  private waiter: { resolve: (p: Packet) => void; reject: (e: Error) => void } | undefined;
+  private failure: Error | undefined;
+  private onPacket: ((p: Packet) => void) | undefined;
+  private onError: ((e: Error) => void) | undefined;
+  readonly socket: Socket;
+
+  constructor(
+    raw: RawSocket,
+    readonly kind: DrbdSocket,
+  ) {
+    this.framer = new PacketFramer({ socket: kind });
+    const socket = (this.socket = raw.socket);
+    const early = raw.release();
+    for (const c of early) this.framer.push(c);
+    socket.on("data", (chunk: Buffer) => {
+      if (this.failure) return;
+      this.framer.push(chunk);
+      this.pump();
+    });
+    socket.on("end", () => {
+      try {
+        this.framer.end();
+        this.fail(new DrbdProtocolError(`peer closed the ${kind} socket`));
+      } catch (e) {
+        this.fail(e as Error);
+      }
+    });
+    socket.on("error", (e) => this.fail(e));
+    socket.on("close", () => this.fail(new DrbdProtocolError(`${kind} socket closed`)));
+    if (!raw.alive) queueMicrotask(() => this.fail(new DrbdProtocolError(`${kind} socket closed`)));
+  }
+
+  setAgreedVersion(v: number): void {
+    this.framer.setAgreedVersion(v);
+  }
+
+  /** Frames packets while someone wants them. */
+  private pump(): void {
+    try {
+      while (!this.failure && (this.onPacket || this.waiter)) {
+        const p = this.framer.next();
+        if (!p) return;
+        if (this.onPacket) {
+          this.onPacket(p);
+          continue;
+        }
+        const w = this.waiter;
+        this.waiter = undefined;
+        w?.resolve(p);
+      }
+    } catch (e) {
+      this.fail(e as Error);
+    }
+  }
+
+  /** The next packet, or a rejection after `timeoutMs`, a framing error or EOF. */
+  next(timeoutMs: number): Promise<Packet> {
+    if (this.failure) return Promise.reject(this.failure);
+    const p = new Promise<Packet>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        reject(new DrbdProtocolError(`no packet on the ${this.kind} socket within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiter = {
+        resolve: (pk) => {
+          clearTimeout(timer);
+          resolve(pk);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+    });
+    this.pump();
+    return p;
+  }
+
+  /** Expect a particular command next. */
+  async expect(cmd: DrbdCommand, timeoutMs: number): Promise<Buffer> {
+    const p = await this.next(timeoutMs);
+    if (p.header.command !== cmd)
+      throw new DrbdProtocolError(`expected ${commandName(cmd)}, got ${commandName(p.header.command)}`);
+    return p.payload;
+  }
+
+  /** Hands every later packet to `handler`; errors (thrown or from the socket) go to `onError`, once. */
+  dispatch(handler: (p: Packet) => void, onError: (e: Error) => void): void {
+    this.onPacket = handler;
+    this.onError = onError;
+    if (this.failure) onError(this.failure);
+    else this.pump();
+  }
+
+  fail(e: Error): void {
+    if (this.failure) return;
+    this.failure = e;
+    this.socket.destroy();
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.reject(e);
+    this.onError?.(e);
+  }
+}
+
+interface PendingWrite {
+  resolve: (ok: boolean) => void;
+  sector: number;
+}
+
+export class DrbdConnection implements PeerLink {
+  private stateName: ConnectionStateName = "StandAlone";
+  private server: Server | undefined;
+  private data: PacketStream | undefined;
+  private meta: PacketStream | undefined;
+  private agreedVersion = 0;
+  private stopped = true;
+  private readonly log: Logger;
+  private readonly protocol: WireProtocol;
+  private peerState: DrbdState | undefined;
+  private peerUuids: UuidSet | undefined;
+  private resolveConflicts = false;
+  private nextBlockId = 1n;
+  private seqNum = 0;
+  private readonly pending = new Map<bigint, PendingWrite>();
+  private pingTimer: NodeJS.Timeout | undefined;
+  private pingDeadline: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private lastError: string | undefined;
+  private loop: Promise<void> | undefined;
+  // Epochs (write ordering): the sender's current epoch number and whether one of its writes completed.
+  private epoch = 0;
+  private epochWrites = 0;
+  private epochHadCompletion = false;
+  // Receiver side: writes of the epoch being received, by barrier number when P_BARRIER arrives.
+  private peerEpochWrites = new Set<Promise<void>>();
+  private peerEpochCount = 0;
+  /** Counters for status and tests. */
+  readonly stats = { sentWrites: 0, receivedWrites: 0, barriersSent: 0, barrierAcks: 0, pingsAnswered: 0 };
+  /** Result of the last sync decision (for status and tests). */
+  lastDecision: { result: number; rule: number } | undefined;
+
+  constructor(private readonly opts: ConnectionOptions) {
+    this.protocol = opts.protocol ?? "C";
+    if ((opts.cramHmacAlg === undefined) !== (opts.sharedSecret === undefined))
+      throw new Error("drbd: cram-hmac-alg and shared-secret go together");
+    this.log = log.child({
+      module: "drbd-conn",
+      device: opts.device.name,
+      peer: `${opts.peer.host}:${opts.peer.port}`,
+    });
+  }
+
+  get state(): ConnectionStateName {
+    return this.stateName;
+  }
+
+  /** Why the connection last dropped or refused to go on. */
+  get error(): string | undefined {
+    return this.lastError;
+  }
+
+  get peerRole(): string {
+    return this.peerState && this.stateName === "Connected"
+      ? (ROLE_NAME[this.peerState.role] ?? "Unknown")
+      : "Unknown";
+  }
+
+  get peerDisk(): string {
+    return this.peerState && this.stateName === "Connected"
+      ? (DISK_NAME[this.peerState.disk] ?? "DUnknown")
+      : "DUnknown";
+  }
+
+  get replicating(): boolean {
+    return this.stateName === "Connected";
+  }
+
+  /** drbdsetup connect: listen and keep trying to reach the peer until disconnect(). */
+  async connect(): Promise<void> {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.server = createServer();
+    // A socket that arrives while no connect is in progress belongs to a pairing the peer gave up on.
+    this.server.on("connection", (s) => {
+      if (!this.establishing) s.destroy();
+    });
+    this.server.listen(this.opts.local.port, this.opts.local.host);
+    await once(this.server, "listening");
+    this.stateName = "WFConnection";
+    this.loop = this.run();
+  }
+
+  /** Resolves when the state is `want` (or rejects after `timeoutMs`). */
+  async waitFor(want: ConnectionStateName, timeoutMs = 10000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (this.stateName !== want) {
+      if (Date.now() > until)
+        throw new Error(
+          `${this.opts.device.name}: still ${this.stateName} after ${timeoutMs} ms, wanted ${want} (${this.lastError ?? ""})`,
+        );
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /** drbdsetup disconnect: drop the sockets, stop listening, StandAlone. */
+  async disconnect(): Promise<void> {
+    this.stopped = true;
+    this.stateName = "Disconnecting";
+    this.dropSockets(new Error("disconnect requested"));
+    this.server?.close();
+    this.server = undefined;
+    await this.loop;
+    this.stateName = "StandAlone";
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        const { data, meta } = await this.establish();
+        if (this.stopped) {
+          data.socket.destroy();
+          meta.socket.destroy();
+          break;
+        }
+        this.stateName = "WFReportParams";
+        const verdict = await this.handshake(data, meta);
+        if (verdict === "standalone") {
+          this.stopped = true;
+          this.dropSockets(new Error(this.lastError ?? "standalone"));
+          this.server?.close();
+          this.server = undefined;
+          this.stateName = "StandAlone";
+          return;
+        }
+        this.startReplication();
+        await this.closed;
+      } catch (e) {
+        if (this.stopped) break;
+        this.lastError = (e as Error).message;
+        this.log.warn({ err: this.lastError, stack: (e as Error).stack }, "connection attempt failed");
+        this.dropSockets(e as Error);
+        this.stateName = e instanceof DrbdProtocolError ? "ProtocolError" : "NetworkFailure";
+        await sleep(50 + Math.random() * 200);
+        if (!this.stopped) this.stateName = "WFConnection";
+      }
+    }
+  }
+
+  private establishing = false;
+  private closed: Promise<void> = Promise.resolve();
+  private markClosed: (() => void) | undefined;
+
+  /**
+   * conn_connect: both sides connect and accept until a data and a meta socket are paired. A socket that
+   * crossed with the peer's is replaced by the peer's; then at random either connect again or only accept,
+   * so two nodes doing the same thing at the same time drift apart. Before the pair is used both sockets are
+   * checked once more after a short pause (the kernel's socket-check-timeout), because the peer may just have
+   * dropped one of them.
+   */
+  private async establish(): Promise<{ data: RawSocket; meta: RawSocket }> {
+    let data: RawSocket | undefined;
+    let meta: RawSocket | undefined;
+    const accepted: RawSocket[] = [];
+    const server = this.server as Server;
+    const onConn = (s: Socket) => accepted.push(new RawSocket(s));
+    server.on("connection", onConn);
+    this.establishing = true;
+    let acceptOnly = false;
+    try {
+      const intervalMs = (this.opts.connectIntSec ?? 10) * 1000;
+      for (;;) {
+        if (this.stopped) throw new Error("disconnect requested");
+        if (data && !data.alive) data = undefined;
+        if (meta && !meta.alive) meta = undefined;
+        // Sockets the peer already opened come first: the peer counts on them.
+        if (!acceptOnly && (!data || !meta) && accepted.length === 0) {
+          const s = await tryConnect(this.opts.peer, Math.min(intervalMs, 1000));
+          if (s) {
+            const raw = new RawSocket(s);
+            this.log.debug({ role: data ? "meta" : "data", port: s.localPort }, "connected out");
+            if (!data) {
+              data = raw;
+              s.write(encodeHeader(DrbdCommand.InitialData, 0, 0));
+            } else {
+              meta = raw;
+              this.resolveConflicts = false;
+              s.write(encodeHeader(DrbdCommand.InitialMeta, 0, 0));
+            }
+          }
+        }
+        acceptOnly = false;
+        if (data && meta) {
+          await sleep(50);
+          this.log.debug({ data: data.alive, meta: meta.alive }, "pair check");
+          if (data.alive && meta.alive) return { data, meta };
+          continue;
+        }
+        const s = accepted.shift() ?? (await waitAccept(server, accepted, 100 + Math.random() * 200));
+        if (!s) {
+          if (!data && !meta) await sleep(Math.min(intervalMs, 100 + Math.random() * 200));
+          continue;
+        }
+        const first = await s.firstPacket(1000).catch(() => undefined);
+        this.log.debug({ first, port: s.socket.remotePort, data: !!data, meta: !!meta }, "accepted");
+        if (first === DrbdCommand.InitialData) {
+          if (data) {
+            this.log.debug("initial packet S crossed");
+            data.socket.destroy();
+            acceptOnly = Math.random() < 0.5;
+          }
+          data = s;
+        } else if (first === DrbdCommand.InitialMeta) {
+          this.resolveConflicts = true;
+          if (meta) {
+            this.log.debug("initial packet M crossed");
+            meta.socket.destroy();
+            acceptOnly = Math.random() < 0.5;
+          }
+          meta = s;
+        } else s.socket.destroy();
+      }
+    } catch (e) {
+      data?.socket.destroy();
+      meta?.socket.destroy();
+      for (const s of accepted) s.socket.destroy();
+      throw e;
+    } finally {
+      this.establishing = false;
+      server.off("connection", onConn);
+      for (const s of accepted) if (s !== data && s !== meta) s.socket.destroy();
+    }
+  }
+
+  private send(
+    stream: PacketStream | undefined,
+    cmd: DrbdCommand,
+    payload: Buffer | Buffer[],
+  ): Promise<void> {
+    if (!stream || stream.socket.destroyed) return Promise.reject(new DrbdProtocolError("not connected"));
+    const parts = frame(cmd, payload, this.agreedVersion);
+    const sock = stream.socket;
+    return new Promise<void>((resolve, reject) => {
+      sock.cork();
+      parts.forEach((p, i) =>
+        sock.write(p, i === parts.length - 1 ? (e) => (e ? reject(e) : resolve()) : undefined),
+      );
+      sock.uncork();
+    });
+  }
+
+  private async handshake(dataSock: RawSocket, metaSock: RawSocket): Promise<"connected" | "standalone"> {
+    const t = (this.opts.timeoutDs ?? 60) * 100;
+    const data = new PacketStream(dataSock, "data");
+    const meta = new PacketStream(metaSock, "meta");
+    this.data = data;
+    this.meta = meta;
+    this.agreedVersion = 0;
+    data.socket.setNoDelay(true);
+    meta.socket.setNoDelay(true);
+    // drbd_do_features
+    const mine = { protocolMin: PRO_VERSION_MIN, protocolMax: PRO_VERSION_MAX, featureFlags: 0 };
+    await this.send(data, DrbdCommand.ConnectionFeatures, encodeConnectionFeatures(mine));
+    const agreed = negotiateFeatures(
+      mine,
+      decodeConnectionFeatures(await data.expect(DrbdCommand.ConnectionFeatures, t)),
+    );
+    if (typeof agreed === "string") return this.standalone(agreed);
+    this.agreedVersion = agreed.agreedVersion;
+    data.setAgreedVersion(this.agreedVersion);
+    meta.setAgreedVersion(this.agreedVersion);
+    // drbd_do_auth
+    if (this.opts.cramHmacAlg !== undefined && this.opts.sharedSecret !== undefined) {
+      const alg = this.opts.cramHmacAlg;
+      const secret = this.opts.sharedSecret;
+      const challenge = makeChallenge();
+      await this.send(data, DrbdCommand.AuthChallenge, challenge);
+      const peerChallenge = await data.expect(DrbdCommand.AuthChallenge, t);
+      const bad = checkPeerChallenge(peerChallenge, challenge);
+      if (bad) return this.standalone(`authentication failed: ${bad}`);
+      await this.send(data, DrbdCommand.AuthResponse, authResponse(alg, secret, peerChallenge));
+      const response = await data.expect(DrbdCommand.AuthResponse, t);
+      if (!verifyAuthResponse(alg, secret, challenge, response))
+        return this.standalone("authentication of peer failed (wrong shared-secret?)");
+      this.log.info({ alg }, "peer authenticated");
+    }
+    // P_PROTOCOL
+    const params: ProtocolParams = {
+      protocol: WIRE_PROTOCOL[this.protocol],
+      afterSb0p: 0,
+      afterSb1p: 0,
+      afterSb2p: 0,
+      connFlags: 0,
+      twoPrimaries: false,
+      integrityAlg: "",
+    };
+    await this.send(data, DrbdCommand.Protocol, encodeProtocol(params, this.agreedVersion));
+    const peerParams = decodeProtocol(await data.expect(DrbdCommand.Protocol, t), this.agreedVersion);
+    const mismatch = protocolMismatch(params, peerParams);
+    if (mismatch) return this.standalone(`incompatible ${mismatch} settings`);
+    // Per volume: P_SYNC_PARAM89, P_SIZES, P_UUIDS, P_STATE.
+    const dev = this.opts.device;
+    const sp = encodeSyncParams(
+      {
+        resyncRate: this.opts.resyncRateKiB ?? 250,
+        verifyAlg: "",
+        csumsAlg: "",
+        cPlanAhead: 20,
+        cDelayTarget: 10,
+        cFillTarget: 100,
+        cMaxRate: 102400,
+      },
+      this.agreedVersion,
+    );
+    await this.send(data, sp.command, sp.payload);
+    const sizes = dev.layout.usableSectors;
+    await this.send(
+      data,
+      DrbdCommand.Sizes,
+      encodeSizes({
+        diskSize: sizes,
+        userSize: 0,
+        currentSize: sizes,
+        maxBioSize: maxBioSizeFor(this.agreedVersion),
+        queueOrderType: 0,
+        ddsFlags: 0,
+      }),
+    );
+    await this.sendUuids();
+    await this.send(data, DrbdCommand.State, encodeState(this.localState(ConnState.WFReportParams)));
+    let peerSizes: number | undefined;
+    while (!this.peerUuids || !this.peerState || peerSizes === undefined) {
+      const p = await data.next(t);
+      switch (p.header.command) {
+        case DrbdCommand.SyncParam:
+        case DrbdCommand.SyncParam89:
+          decodeSyncParams(p.payload, this.agreedVersion);
+          break;
+        case DrbdCommand.Sizes:
+          peerSizes = decodeSizes(p.payload).diskSize;
+          break;
+        case DrbdCommand.Uuids: {
+          const u = decodeUuids(p.payload);
+          this.peerUuids = [u.current, u.bitmap, u.history[0], u.history[1]];
+          this.peerUuidFlags = Number(u.flags);
+          break;
+        }
+        case DrbdCommand.State:
+          this.peerState = decodeState(p.payload);
+          break;
+        default:
+          throw new DrbdProtocolError(`unexpected ${commandName(p.header.command)} during the handshake`);
+      }
+    }
+    if (peerSizes !== sizes) this.log.warn({ mine: sizes, peer: peerSizes }, "the peer's disk size differs");
+    // drbd_sync_handshake
+    const decision = compareUuids({
+      mine: dev.uuids,
+      peer: this.peerUuids,
+      myCrashedPrimary: (dev.superBlock.flags & MDF_CRASHED_PRIMARY) !== 0,
+      peerCrashedPrimary: (this.peerUuidFlags & UUID_FLAG_CRASHED_PRIMARY) !== 0,
+      resolveConflicts: this.resolveConflicts,
+    });
+    this.lastDecision = decision;
+    this.log.info({ ...decision }, "uuid compare");
+    if (decision.result === -1000) return this.standalone("Unrelated data, aborting!");
+    if (Math.abs(decision.result) === 100)
+      return this.standalone("Split-Brain detected but unresolved, dropping connection!");
+    if (decision.result !== 0)
+      return this.standalone(
+        `resync needed (rule ${decision.rule}: ${decision.result > 0 ? "SyncSource" : "SyncTarget"}, ${Math.abs(decision.result) >= 2 ? "full" : "bitmap-based"}); resync is not implemented yet`,
+      );
+    this.stateName = "Connected";
+    await this.send(data, DrbdCommand.State, encodeState(this.localState(ConnState.Connected)));
+    this.log.info({ agreedVersion: this.agreedVersion, protocol: this.protocol }, "Connected");
+    return "connected";
+  }
+
+  private peerUuidFlags = 0;
+
+  private standalone(why: string): "standalone" {
+    this.lastError = why;
+    this.log.error({ err: why }, "going StandAlone");
+    return "standalone";
+  }
+
+  private sendUuids(): Promise<void> {
+    const dev = this.opts.device;
+    const u = dev.uuids;
+    let flags = 0n;
+    if (dev.disk === "Inconsistent") flags |= BigInt(UUID_FLAG_INCONSISTENT);
+    if (dev.superBlock.flags & MDF_CRASHED_PRIMARY) flags |= BigInt(UUID_FLAG_CRASHED_PRIMARY);
+    return this.send(
+      this.data,
+      DrbdCommand.Uuids,
+      encodeUuids({
+        current: u[0],
+        bitmap: u[1],
+        history: [u[2], u[3]],
+        bitsSet: BigInt(dev.bitmap.outOfSyncBits),
+        flags,
+      }),
+    );
+  }
+
+  private localState(conn: ConnState): DrbdState {
+    const dev = this.opts.device;
+    return {
+      role: dev.role === "Primary" ? Role.Primary : Role.Secondary,
+      peer: this.peerState?.role ?? Role.Unknown,
+      conn,
+      disk: DiskState[dev.disk],
+      pdsk: this.peerState?.disk ?? DiskState.DUnknown,
+      susp: false,
+      aftrIsp: false,
+      peerIsp: false,
+      userIsp: false,
+      suspNod: false,
+      suspFen: false,
+    };
+  }
+
+  private startReplication(): void {
+    const data = this.data as PacketStream;
+    const meta = this.meta as PacketStream;
+    this.closed = new Promise<void>((r) => (this.markClosed = r));
+    const onError = (e: Error) => this.connectionLost(e);
+    data.dispatch((p) => this.onDataPacket(p), onError);
+    meta.dispatch((p) => this.onMetaPacket(p), onError);
+    this.opts.device.setPeer(this);
+    this.unsubscribe = this.opts.device.onStateChange(() => {
+      if (this.stateName === "Connected")
+        this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.Connected))).catch(
+          () => {},
+        );
+    });
+    const pingInt = (this.opts.pingIntSec ?? 10) * 1000;
+    this.pingTimer = setInterval(() => this.ping(), pingInt);
+  }
+
+  /** P_PING on the meta socket; no P_PING_ACK within ping-timeout drops the connection. */
+  private ping(): void {
+    if (this.pingDeadline) return;
+    const timeout = (this.opts.pingTimeoutDs ?? 5) * 100;
+    this.pingDeadline = setTimeout(
+      () => this.connectionLost(new DrbdProtocolError(`PingAck did not arrive in time (${timeout} ms)`)),
+      timeout,
+    );
+    this.send(this.meta, DrbdCommand.Ping, Buffer.alloc(0)).catch(() => {});
+  }
+
+  private connectionLost(e: Error): void {
+    if (this.stateName !== "Connected") return;
+    this.lastError = e.message;
+    this.log.warn({ err: e.message }, "connection lost");
+    this.stateName = this.stopped
+      ? "Disconnecting"
+      : e instanceof DrbdProtocolError
+        ? "ProtocolError"
+        : "NetworkFailure";
+    this.dropSockets(e);
+    this.markClosed?.();
+  }
+
+  private dropSockets(e: Error): void {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pingDeadline);
+    this.pingTimer = undefined;
+    this.pingDeadline = undefined;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    if (this.opts.device.disk !== "Diskless") this.opts.device.setPeer(undefined);
+    const d = this.data;
+    const m = this.meta;
+    this.data = undefined;
+    this.meta = undefined;
+    d?.fail(e);
+    m?.fail(e);
+    // Writes the peer will never confirm: the device marks them out of sync.
+    for (const w of this.pending.values()) w.resolve(false);
+    this.pending.clear();
+    this.peerState = undefined;
+    this.peerUuids = undefined;
+    if (this.stateName === "Connected") this.stateName = "NetworkFailure";
+    this.markClosed?.();
+  }
+
+  // ---- sender side (PeerLink)
+
+  async mirror(
+    offset: number,
+    bytes: number,
+    data: readonly Buffer[] | undefined,
+    fua: boolean,
+  ): Promise<boolean> {
+    if (this.stateName !== "Connected" || !data) return false;
+    if (this.epochHadCompletion && this.epochWrites > 0) {
+      // A write issued after an earlier one completed must not be reordered before it on the peer.
+      const nr = this.epoch;
+      this.epoch = (this.epoch + 1) >>> 0;
+      this.epochWrites = 0;
+      this.epochHadCompletion = false;
+      this.stats.barriersSent++;
+      this.send(this.data, DrbdCommand.Barrier, encodeBarrier(nr)).catch(() => {});
+    }
+    this.epochWrites++;
+    const blockId = this.nextBlockId++;
+    const seqNum = (this.seqNum = (this.seqNum + 1) >>> 0);
+    let dpFlags = fua ? DP_FUA : 0;
+    if (this.protocol === "C") dpFlags |= DP_SEND_WRITE_ACK;
+    if (this.protocol === "B") dpFlags |= DP_SEND_RECEIVE_ACK;
+    const acked =
+      this.protocol === "A"
+        ? undefined
+        : new Promise<boolean>((resolve) => this.pending.set(blockId, { resolve, sector: offset / SECTOR }));
+    const payload = encodeData({
+      sector: offset / SECTOR,
+      blockId,
+      seqNum,
+      dpFlags,
+      digest: Buffer.alloc(0),
+      data: Buffer.alloc(0),
+    });
+    const sent = this.send(this.data, DrbdCommand.Data, [...payload.slice(0, -1), ...data]).then(
+      () => true,
+      () => false,
+    );
+    this.stats.sentWrites++;
+    const ok = acked ? await acked : await sent;
+    this.epochHadCompletion = true;
+    void bytes;
+    return ok;
+  }
+
+  private onMetaPacket(p: Packet): void {
+    switch (p.header.command) {
+      case DrbdCommand.Ping:
+        this.stats.pingsAnswered++;
+        this.send(this.meta, DrbdCommand.PingAck, Buffer.alloc(0)).catch(() => {});
+        return;
+      case DrbdCommand.PingAck:
+        clearTimeout(this.pingDeadline);
+        this.pingDeadline = undefined;
+        return;
+      case DrbdCommand.WriteAck:
+      case DrbdCommand.RecvAck:
+      case DrbdCommand.NegAck: {
+        const a = decodeBlockAck(p.payload);
+        const w = this.pending.get(a.blockId);
+        if (!w)
+          throw new DrbdProtocolError(`${commandName(p.header.command)} for unknown block_id ${a.blockId}`);
+        this.pending.delete(a.blockId);
+        w.resolve(p.header.command !== DrbdCommand.NegAck);
+        return;
+      }
+      case DrbdCommand.BarrierAck:
+        decodeBarrierAck(p.payload);
+        this.stats.barrierAcks++;
+        return;
+      default:
+        throw new DrbdProtocolError(`unexpected ${commandName(p.header.command)} on the meta socket`);
+    }
+  }
+
+  // ---- receiver side
+
+  private onDataPacket(p: Packet): void {
+    switch (p.header.command) {
+      case DrbdCommand.Data:
+        return this.receiveData(p.payload);
+      case DrbdCommand.Barrier: {
+        const nr = decodeBarrier(p.payload);
+        const writes = [...this.peerEpochWrites];
+        const count = this.peerEpochCount;
+        this.peerEpochWrites = new Set();
+        this.peerEpochCount = 0;
+        // The epoch is stable once its writes are done and the lower device flushed (write-ordering flush).
+        Promise.all(writes)
+          .then(() => this.opts.device.lower.flush())
+          .then(() => this.send(this.meta, DrbdCommand.BarrierAck, encodeBarrierAck(nr, count)))
+          .catch((e: Error) => this.connectionLost(e));
+        return;
+      }
+      case DrbdCommand.State: {
+        this.peerState = decodeState(p.payload);
+        return;
+      }
+      case DrbdCommand.Uuids: {
+        const u = decodeUuids(p.payload);
+        this.peerUuids = [u.current, u.bitmap, u.history[0], u.history[1]];
+        return;
+      }
+      case DrbdCommand.UnplugRemote:
+        return;
+      default:
+        throw new DrbdProtocolError(`${commandName(p.header.command)} is not handled while Connected`);
+    }
+  }
+
+  private receiveData(payload: Buffer): void {
+    const d = decodeData(payload);
+    const ack = {
+      sector: d.sector,
+      blockId: d.blockId,
+      size: d.data.length,
+      seqNum: d.seqNum,
+    };
+    if (d.dpFlags & DP_SEND_RECEIVE_ACK)
+      this.send(this.meta, DrbdCommand.RecvAck, encodeBlockAck(ack)).catch(() => {});
+    this.stats.receivedWrites++;
+    this.peerEpochCount++;
+    const w = this.opts.device
+      .applyPeerWrite(d.sector * SECTOR, d.data, (d.dpFlags & DP_FUA) !== 0)
+      .then(
+        () =>
+          d.dpFlags & DP_SEND_WRITE_ACK
+            ? this.send(this.meta, DrbdCommand.WriteAck, encodeBlockAck(ack))
+            : undefined,
+        (e: Error) => {
+          this.log.error({ err: e.message, sector: d.sector }, "peer write failed");
+          return d.dpFlags & (DP_SEND_WRITE_ACK | DP_SEND_RECEIVE_ACK)
+            ? this.send(this.meta, DrbdCommand.NegAck, encodeBlockAck(ack))
+            : undefined;
+        },
+      )
+      .catch(() => {});
+    this.peerEpochWrites.add(w);
+    void w.then(() => this.peerEpochWrites.delete(w));
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** One connect attempt; undefined when refused or slower than `timeoutMs`. */
+function tryConnect(peer: Endpoint, timeoutMs: number): Promise<Socket | undefined> {
+  return new Promise((resolve) => {
+    const s = tcpConnect({ host: peer.host, port: peer.port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve(undefined);
+    }, timeoutMs);
+    s.once("connect", () => {
+      clearTimeout(timer);
+      s.removeAllListeners("error");
+      s.on("error", () => {});
+      resolve(s);
+    });
+    s.once("error", () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(undefined);
+    });
+  });
+}
+
+/** Waits up to `timeoutMs` for the server to accept a socket. */
+function waitAccept(
+  server: Server,
+  accepted: RawSocket[],
+  timeoutMs: number,
+): Promise<RawSocket | undefined> {
+  return new Promise((resolve) => {
+    const onConn = () => {
+      clearTimeout(timer);
+      resolve(accepted.shift());
+    };
+    const timer = setTimeout(() => {
+      server.off("connection", onConn);
+      resolve(undefined);
+    }, timeoutMs);
+    server.once("connection", onConn);
+  });
+}
+
+/**
+ * A socket before the handshake: buffers what arrives (so nothing is lost and EOF is seen at once) until a
+ * PacketStream takes it over.
+ */
+class RawSocket {
+  readonly chunks: Buffer[] = [];
+  private dead = false;
+  private wake: (() => void) | undefined;
+  private readonly onData = (c: Buffer) => {
+    this.chunks.push(c);
+    this.wake?.();
+  };
+  private readonly onGone = () => {
+    this.dead = true;
+    this.wake?.();
+  };
+
+  constructor(readonly socket: Socket) {
+    socket.on("data", this.onData);
+    socket.on("end", this.onGone);
+    socket.on("close", this.onGone);
+    socket.on("error", this.onGone);
+  }
+
+  get alive(): boolean {
+    return !this.dead && !this.socket.destroyed;
+  }
+
+  /** receive_first_packet: an h80 header with length 0 naming the socket's role. */
+  async firstPacket(timeoutMs: number): Promise<number> {
+    const until = Date.now() + timeoutMs;
+    while (this.chunks.reduce((n, c) => n + c.length, 0) < 8) {
+      if (!this.alive || Date.now() > until) throw new DrbdProtocolError("no first packet");
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.max(1, until - Date.now()));
+        this.wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      this.wake = undefined;
+    }
+    const all = Buffer.concat(this.chunks);
+    this.chunks.length = 0;
+    if (all.length > 8) this.chunks.push(all.subarray(8));
+    const h = decodeHeader(all.subarray(0, 8), 0);
+    if (h.length !== 0) throw new DrbdProtocolError(`first packet ${commandName(h.command)} with a payload`);
+    return h.command;
+  }
+
+  /** Stop buffering; returns what was buffered. */
+  release(): Buffer[] {
+    this.socket.off("data", this.onData);
+    this.socket.off("end", this.onGone);
+    this.socket.off("close", this.onGone);
+    this.socket.off("error", this.onGone);
+    return this.chunks.splice(0);
+  }
+}
