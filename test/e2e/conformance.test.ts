@@ -3,7 +3,8 @@
  * and an AIO LUN, 512- and 4096-byte blocks, with two portals in one portal group so MultipathIO runs;
  * and the same on issue #3's TCMUR file device and a BIO bdev over a TCMUR ram device.
  * A run passes when every failure is listed in conformance-known-failures.txt (and every listed test
- * still fails), and the only skips are EXTENDED COPY, WRITE ATOMIC and SANITIZE.
+ * still fails), and the only skips are EXTENDED COPY, WRITE ATOMIC and SANITIZE, plus those that state what a
+ * virtual disk truly is (medium not removable, one logical block per physical block: DEVICE_PROPERTY_SKIPS).
  */
 import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";

@@ -73,7 +73,7 @@ describe("iscsi-test-cu output", () => {
     const malloc = judge("malloc512", report, known);
     assert.deepEqual(malloc.counts, { passed: 4, failed: 1, skipped: 2 });
     assert.deepEqual(malloc.problems, [
-      "GetLBAStatus.UnmapSingle SKIPPED (only ExtendedCopy, ReceiveCopyResults, WriteAtomic16, Sanitize may skip): ...    [SKIPPED] Logical unit is fully provisioned. Skipping test",
+      "GetLBAStatus.UnmapSingle SKIPPED (only ExtendedCopy, ReceiveCopyResults, WriteAtomic16, Sanitize and skips for what the device is may skip): ...    [SKIPPED] Logical unit is fully provisioned. Skipping test",
       "conformance-known-failures.txt:4: Nope.Missing did not run",
     ]);
     const aio = judge("aio512", report, known);
@@ -84,6 +84,29 @@ describe("iscsi-test-cu output", () => {
     );
     const bare = judge("aio4096", report, []);
     assert.match(bare.problems[0], /^GetLBAStatus.BeyondEol FAILED: /);
+  });
+
+  it("accepts skips that state what the device is (not removable, one logical block per physical block)", () => {
+    const out = [
+      "Suite: PreventAllow",
+      "  Test: Simple ...    [SKIPPED] Logical unit is not removable. Skipping test.",
+      "passed",
+      "Suite: WriteSame10",
+      "  Test: UnmapUnaligned ...    [SKIPPED] LBPPB < 2. Skipping test",
+      "passed",
+      "Suite: Unmap",
+      "  Test: Simple ...    [SKIPPED] Target does not support UNMAP. Skipping test",
+      "passed",
+      "",
+      "Run Summary:    Type  Total    Ran Passed Failed Inactive",
+      "              suites      3      3    n/a      0        0",
+      "               tests      3      3      3      0        0",
+      "",
+    ].join("\n");
+    const j = judge("malloc512", parseCunitOutput(out), []);
+    assert.deepEqual(j.counts, { passed: 0, failed: 0, skipped: 3 });
+    assert.equal(j.problems.length, 1);
+    assert.match(j.problems[0], /^Unmap.Simple SKIPPED/);
   });
 
   it("rejects a malformed known-failures line", () => {
