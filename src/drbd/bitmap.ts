@@ -77,6 +77,24 @@ export class OutOfSyncBitmap {
     this.clearRange(0, this.bits - 1);
   }
 
+  /** ORs a bitmap received from the peer (same layout) into this one; returns how many bits were newly set. */
+  merge(other: Buffer): number {
+    let n = 0;
+    const len = Math.min(other.length, Math.ceil(this.bits / 8));
+    for (let i = 0; i < len; i++) {
+      const mine = this.words[i] as number;
+      let add = (other[i] as number) & ~mine;
+      // Bits past the end of the device never count.
+      if ((i + 1) * 8 > this.bits) add &= (1 << (this.bits - i * 8)) - 1;
+      if (add === 0) continue;
+      this.words[i] = mine | add;
+      this.dirty.add(Math.floor(i / BITMAP_PAGE_BYTES));
+      n += popcount8(add);
+    }
+    this.weight += n;
+    return n;
+  }
+
   /** The bits covering bytes [offset, offset + length) of the device. */
   static bitsOf(offset: number, length: number): [number, number] {
     return [

@@ -137,26 +137,73 @@ test("shared secret: the right one connects, a wrong one goes StandAlone", async
   assert.match(wa.error ?? "", /authentication of peer failed/);
 });
 
-test("after a disconnect the Primary marks its writes out of sync and starts a new generation", async (t) => {
+test("disconnect, writes, reconnect: only the marked blocks are resynced, at resync-rate", async (t) => {
   const { a, b, lowerB } = await sharedGenerationPair(t);
   const ca = link(t, a, 7798, 7799);
-  const cb = link(t, b, 7799, 7798);
+  const cb = link(t, b, 7799, 7798, { resyncRateKiB: 2048 });
   await Promise.all([ca.connect(), cb.connect()]);
   await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
   await a.primary();
   const shared = a.uuids[0] & ~1n;
   await cb.disconnect();
   await ca.waitFor("NetworkFailure", 5000).catch(() => ca.waitFor("WFConnection"));
-  await a.writev(0, [pattern(8192, 1)]);
-  assert.equal(a.bitmap.outOfSyncBits, 2);
+  const written = pattern(1024 * 1024, 1); // 256 blocks of 4 KiB
+  await a.writev(8192, [written]);
+  await a.writev(40000, [pattern(512, 2)]); // one more block elsewhere
+  assert.equal(a.bitmap.outOfSyncBits, 257);
   assert.equal(a.uuids[1], shared, "the bitmap counts from the shared generation");
-  const onB = Buffer.alloc(8192);
-  await lowerB.readv(0, [onB]);
-  assert.notDeepEqual(onB, pattern(8192, 1));
-  // Reconnecting now needs a bitmap-based resync (rule 70 / 50), which this increment refuses honestly.
+  const onB = Buffer.alloc(written.length);
+  await lowerB.readv(8192, [onB]);
+  assert.notDeepEqual(onB, written);
+  const started = Date.now();
   await cb.connect();
-  await cb.waitFor("StandAlone", 10000);
-  assert.match(cb.error ?? "", /resync needed \(rule 50: SyncTarget, bitmap-based\)/);
+  await cb.waitFor("SyncTarget", 10000).catch(() => {});
+  assert.equal(cb.lastDecision?.result, -1, "bitmap-based resync as target (rule 50)");
+  await Promise.all([ca.waitFor("Connected", 15000), cb.waitFor("Connected", 15000)]);
+  const elapsed = Date.now() - started;
+  assert.equal(cb.resyncStats.requestedBlocks, 257, "exactly the marked 4 KiB blocks were requested");
+  assert.ok(elapsed >= 300, `1028 KiB at 2048 KiB/s took ${elapsed} ms`);
+  await lowerB.readv(8192, [onB]);
+  assert.deepEqual(onB, written);
+  assert.equal(a.bitmap.outOfSyncBits, 0);
+  assert.equal(b.bitmap.outOfSyncBits, 0);
+  assert.equal(b.disk, "UpToDate");
+  assert.equal(b.uuids[0] & ~1n, a.uuids[0] & ~1n, "both sides share the generation again");
+  assert.equal(a.uuids[1], 0n, "the source's bitmap UUID went to history");
+});
+
+test("first connect after create-md with one node forced Primary: full sync", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "drbd-full-"));
+  const lowers = await Promise.all(
+    ["a.img", "b.img"].map((f, i) =>
+      AioBdev.open({ name: `full${i}`, path: join(dir, f), blockSize: 512, blockCount: (8 * MiB) / 512 }),
+    ),
+  );
+  for (const l of lowers) await createMetadata(l, { placement: { kind: "internal" } });
+  const [la, lb] = lowers as [AioBdev, AioBdev];
+  const a = await DrbdDevice.attach({ minor: 0, lower: la });
+  const b = await DrbdDevice.attach({ minor: 1, lower: lb });
+  t.after(async () => {
+    await a.close().catch(() => {});
+    await b.close().catch(() => {});
+    await la.close();
+    await lb.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await a.primary({ force: true });
+  const content = pattern(a.blockCount * 512, 3);
+  await a.writev(0, [content]);
+  const ca = link(t, a, 7790, 7791, { resyncRateKiB: 1 << 20 });
+  const cb = link(t, b, 7791, 7790, { resyncRateKiB: 1 << 20 });
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected", 20000), cb.waitFor("Connected", 20000)]);
+  assert.equal(ca.lastDecision?.result, 2, "full sync as source (rule 30)");
+  assert.equal(cb.resyncStats.requestedBlocks, b.layout.bmBits);
+  const got = Buffer.alloc(content.length);
+  await lb.readv(0, [got]);
+  assert.ok(got.equals(content), "the target's disk equals the source's");
+  assert.equal(b.disk, "UpToDate");
+  assert.equal(b.uuids[0] & ~1n, a.uuids[0] & ~1n);
 });
 
 test("garbage from the peer drops the connection, the node keeps serving", async (t) => {

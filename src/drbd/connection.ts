@@ -47,7 +47,16 @@ import {
   encodeBarrier,
   encodeBarrierAck,
   encodeBlockAck,
+  encodeBlockRequest,
   encodeConnectionFeatures,
+  encodeSyncUuid,
+  decodeSyncUuid,
+  decodeBlockRequest,
+  encodeBitmapPackets,
+  BitmapTransfer,
+  decodePlainBitmapChunk,
+  decodeRleBitmapChunk,
+  ID_SYNCER,
   encodeData,
   encodeHeader,
   encodeProtocol,
@@ -73,8 +82,9 @@ import {
   type ProtocolParams,
   type DrbdState,
 } from "./protocol.js";
-import { MDF_CRASHED_PRIMARY, SECTOR } from "./metadata.js";
-import { compareUuids, type UuidSet } from "./uuids.js";
+import { MDF_CRASHED_PRIMARY, newUuid, SECTOR } from "./metadata.js";
+import { compareUuids, resyncFinished, type UuidSet } from "./uuids.js";
+import { OutOfSyncBitmap } from "./bitmap.js";
 import type { DrbdDevice, PeerLink } from "./device.js";
 
 export type WireProtocol = "A" | "B" | "C";
@@ -112,6 +122,11 @@ export type ConnectionStateName =
   | "WFConnection"
   | "WFReportParams"
   | "Connected"
+  | "WFBitMapS"
+  | "WFBitMapT"
+  | "WFSyncUUID"
+  | "SyncSource"
+  | "SyncTarget"
   | "NetworkFailure"
   | "ProtocolError"
   | "Disconnecting";
@@ -293,19 +308,30 @@ export class DrbdConnection implements PeerLink {
   }
 
   get peerRole(): string {
-    return this.peerState && this.stateName === "Connected"
-      ? (ROLE_NAME[this.peerState.role] ?? "Unknown")
-      : "Unknown";
+    return this.peerState && this.isUp ? (ROLE_NAME[this.peerState.role] ?? "Unknown") : "Unknown";
   }
 
   get peerDisk(): string {
-    return this.peerState && this.stateName === "Connected"
-      ? (DISK_NAME[this.peerState.disk] ?? "DUnknown")
-      : "DUnknown";
+    return this.peerState && this.isUp ? (DISK_NAME[this.peerState.disk] ?? "DUnknown") : "DUnknown";
   }
 
   get replicating(): boolean {
-    return this.stateName === "Connected";
+    return this.isUp;
+  }
+
+  /** Connected or resyncing: writes are mirrored. */
+  private get isUp(): boolean {
+    return (
+      this.stateName === "Connected" || this.stateName === "SyncSource" || this.stateName === "SyncTarget"
+    );
+  }
+
+  /** Resync progress for status: percent done, or undefined when no resync runs. */
+  get resyncDone(): number | undefined {
+    if (this.stateName !== "SyncSource" && this.stateName !== "SyncTarget") return undefined;
+    const total = this.resync.total;
+    if (total === 0) return 100;
+    return Math.floor((1000 * (total - this.opts.device.bitmap.outOfSyncBits)) / total) / 10;
   }
 
   /** drbdsetup connect: listen and keep trying to reach the peer until disconnect(). */
@@ -600,10 +626,52 @@ export class DrbdConnection implements PeerLink {
     if (decision.result === -1000) return this.standalone("Unrelated data, aborting!");
     if (Math.abs(decision.result) === 100)
       return this.standalone("Split-Brain detected but unresolved, dropping connection!");
-    if (decision.result !== 0)
-      return this.standalone(
-        `resync needed (rule ${decision.rule}: ${decision.result > 0 ? "SyncSource" : "SyncTarget"}, ${Math.abs(decision.result) >= 2 ? "full" : "bitmap-based"}); resync is not implemented yet`,
+    if (decision.result !== 0) {
+      const dev2 = this.opts.device;
+      const source = decision.result > 0;
+      // An Inconsistent source or a Primary target cannot be right (drbd_sync_handshake).
+      if (source && dev2.disk === "Inconsistent")
+        return this.standalone("I shall become SyncSource, but I am inconsistent!");
+      if (!source && dev2.role === "Primary")
+        return this.standalone("I shall become SyncTarget, but I am primary!");
+      if (Math.abs(decision.result) >= 2) {
+        dev2.bitmap.setAll();
+        this.log.info({ bits: dev2.bitmap.outOfSyncBits }, "full sync: writing the whole bitmap");
+      }
+      if (!source) await dev2.setDiskState("Inconsistent");
+      await this.exchangeBitmaps(data, source, t);
+      if (source) {
+        // drbd_gen_and_send_sync_uuid: a new bitmap UUID marks this resync; the target takes it as current.
+        const u = dev2.uuids;
+        const bm = u[1] & ~1n;
+        const syncUuid = bm !== 0n && bm !== 4n ? BigInt.asUintN(64, bm + (1n << 48n)) : newUuid();
+        await dev2.setUuids([u[0], syncUuid, u[2], u[3]]);
+        await this.send(data, DrbdCommand.SyncUuid, encodeSyncUuid(syncUuid));
+      } else {
+        this.stateName = "WFSyncUUID";
+        const su = decodeSyncUuid(await data.expect(DrbdCommand.SyncUuid, t));
+        const u = dev2.uuids;
+        const old = u[0] & ~1n;
+        await dev2.setUuids(old === 4n ? [su, 0n, u[2], u[3]] : [su, 0n, old, u[2]]);
+      }
+      this.resync = {
+        total: dev2.bitmap.outOfSyncBits,
+        requested: 0,
+        requestedBlocks: 0,
+        inflight: 0,
+        cursor: 0,
+      };
+      this.resyncTokens = 0;
+      this.resyncRefill = Date.now();
+      this.stateName = source ? "SyncSource" : "SyncTarget";
+      await this.send(
+        data,
+        DrbdCommand.State,
+        encodeState(this.localState(source ? ConnState.SyncSource : ConnState.SyncTarget)),
       );
+      this.log.info({ role: this.stateName, outOfSyncKiB: dev2.bitmap.outOfSyncKiB }, "resync started");
+      return "connected";
+    }
     this.stateName = "Connected";
     await this.send(data, DrbdCommand.State, encodeState(this.localState(ConnState.Connected)));
     this.log.info({ agreedVersion: this.agreedVersion, protocol: this.protocol }, "Connected");
@@ -611,6 +679,134 @@ export class DrbdConnection implements PeerLink {
   }
 
   private peerUuidFlags = 0;
+  /** Resync bookkeeping: bits at the start, requests sent, their 4 KiB blocks, requests outstanding. */
+  private resync = { total: 0, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private resyncTokens = 0;
+  private resyncRefill = Date.now();
+  private finishing = false;
+
+  /** Resync counters for status and tests. */
+  get resyncStats(): { total: number; requested: number; requestedBlocks: number } {
+    const { total, requested, requestedBlocks } = this.resync;
+    return { total, requested, requestedBlocks };
+  }
+
+  /**
+   * The bitmap exchange (WFBitMapS / WFBitMapT): the source sends its bitmap first, the target merges it
+   * and answers with its own, which the source merges. RLE (P_COMPRESSED_BITMAP) where it is smaller.
+   */
+  private async exchangeBitmaps(data: PacketStream, source: boolean, t: number): Promise<void> {
+    const dev = this.opts.device;
+    this.stateName = source ? "WFBitMapS" : "WFBitMapT";
+    const sendMine = async () => {
+      for (const [cmd, payload] of encodeBitmapPackets(
+        dev.bitmap.words,
+        dev.bitmap.bits,
+        this.agreedVersion,
+        true,
+      ))
+        await this.send(data, cmd, payload);
+    };
+    const receivePeers = async () => {
+      const xfer = new BitmapTransfer(dev.bitmap.bits);
+      const peer = Buffer.alloc(dev.bitmap.words.length);
+      while (!xfer.done) {
+        const p = await data.next(t);
+        if (p.header.command === DrbdCommand.Bitmap)
+          decodePlainBitmapChunk(p.payload, xfer, peer, this.agreedVersion);
+        else if (p.header.command === DrbdCommand.CompressedBitmap)
+          decodeRleBitmapChunk(p.payload, xfer, peer, this.agreedVersion);
+        else throw new DrbdProtocolError(`expected the peer's bitmap, got ${commandName(p.header.command)}`);
+      }
+      const added = dev.bitmap.merge(peer);
+      this.log.info({ added, stats: xfer.stats }, "received the peer's bitmap");
+    };
+    if (source) {
+      await sendMine();
+      await receivePeers();
+    } else {
+      await receivePeers();
+      await sendMine();
+    }
+    await dev.persistBitmap();
+  }
+
+  /**
+   * SyncTarget: request out-of-sync blocks in runs of up to 128 KiB, at most `resync-rate` KiB per second
+   * (checked every 100 ms) and 16 requests outstanding.
+   */
+  private pumpResync(): void {
+    if (this.stateName !== "SyncTarget" || !this.data || this.finishing) return;
+    const dev = this.opts.device;
+    // A token bucket: resync-rate KiB per second, bursts of at most 100 ms worth (but one block always fits).
+    const rate = this.opts.resyncRateKiB ?? 250;
+    const now = Date.now();
+    const cap = Math.max(4, rate / 10);
+    this.resyncTokens = Math.min(cap, this.resyncTokens + ((now - this.resyncRefill) * rate) / 1000);
+    this.resyncRefill = now;
+    let budgetKiB = this.resyncTokens;
+    while (this.resync.inflight < 16 && budgetKiB >= 4) {
+      const first = dev.bitmap.nextSet(this.resync.cursor);
+      if (first < 0) break;
+      let last = first;
+      while (
+        last + 1 < dev.bitmap.bits &&
+        last - first < 31 &&
+        dev.bitmap.test(last + 1) &&
+        (last - first + 2) * 4 <= budgetKiB
+      )
+        last++;
+      this.resync.cursor = last + 1;
+      const blocks = last - first + 1;
+      budgetKiB -= blocks * 4;
+      this.resyncTokens -= blocks * 4;
+      this.resync.inflight++;
+      this.resync.requested++;
+      this.resync.requestedBlocks += blocks;
+      const sector = (first * 4096) / SECTOR;
+      const size = Math.min(blocks * 4096, dev.layout.usableSectors * SECTOR - first * 4096);
+      this.send(
+        this.data,
+        DrbdCommand.RsDataRequest,
+        encodeBlockRequest({ sector, blockId: ID_SYNCER, size }),
+      ).catch(() => {});
+    }
+    if (this.resync.inflight === 0 && dev.bitmap.nextSet(0) < 0) {
+      this.finishing = true;
+      void this.finishResync().finally(() => (this.finishing = false));
+      return;
+    }
+    // Wrapped around with bits still set (a request failed): start over from the beginning.
+    if (this.resync.inflight === 0 && dev.bitmap.nextSet(this.resync.cursor) < 0) this.resync.cursor = 0;
+    clearTimeout(this.resyncTimer);
+    this.resyncTimer = setTimeout(() => this.pumpResync(), 100);
+  }
+
+  /** drbd_resync_finished: the target takes the source's current UUID and is UpToDate; the source drops its bitmap UUID. */
+  private async finishResync(): Promise<void> {
+    const dev = this.opts.device;
+    const was = this.stateName;
+    if (was !== "SyncSource" && was !== "SyncTarget") return;
+    clearTimeout(this.resyncTimer);
+    await dev.persistBitmap();
+    if (was === "SyncTarget") {
+      const peerCurrent = (this.peerUuids?.[0] ?? dev.uuids[0]) & ~1n;
+      const u = dev.uuids;
+      await dev.setUuids([peerCurrent, 0n, u[0] & ~1n, u[2]]);
+      await dev.setDiskState("UpToDate");
+    } else {
+      await dev.setUuids(resyncFinished(dev.uuids));
+    }
+    if (this.stateName === was) this.stateName = "Connected";
+    this.log.info(
+      { was, requests: this.resync.requested, blocks: this.resync.requestedBlocks },
+      "resync done",
+    );
+    await this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.Connected))).catch(
+      () => {},
+    );
+  }
 
   private standalone(why: string): "standalone" {
     this.lastError = why;
@@ -668,6 +864,9 @@ export class DrbdConnection implements PeerLink {
           () => {},
         );
     });
+    if (this.stateName === "SyncTarget") this.pumpResync();
+    if (this.stateName === "SyncSource" && this.opts.device.bitmap.outOfSyncBits === 0)
+      void this.finishResync();
     const pingInt = (this.opts.pingIntSec ?? 10) * 1000;
     this.pingTimer = setInterval(() => this.ping(), pingInt);
   }
@@ -684,7 +883,7 @@ export class DrbdConnection implements PeerLink {
   }
 
   private connectionLost(e: Error): void {
-    if (this.stateName !== "Connected") return;
+    if (!this.isUp) return;
     this.lastError = e.message;
     this.log.warn({ err: e.message }, "connection lost");
     this.stateName = this.stopped
@@ -699,6 +898,7 @@ export class DrbdConnection implements PeerLink {
   private dropSockets(e: Error): void {
     clearInterval(this.pingTimer);
     clearTimeout(this.pingDeadline);
+    clearTimeout(this.resyncTimer);
     this.pingTimer = undefined;
     this.pingDeadline = undefined;
     this.unsubscribe?.();
@@ -715,7 +915,7 @@ export class DrbdConnection implements PeerLink {
     this.pending.clear();
     this.peerState = undefined;
     this.peerUuids = undefined;
-    if (this.stateName === "Connected") this.stateName = "NetworkFailure";
+    if (this.isUp) this.stateName = "NetworkFailure";
     this.markClosed?.();
   }
 
@@ -727,7 +927,7 @@ export class DrbdConnection implements PeerLink {
     data: readonly Buffer[] | undefined,
     fua: boolean,
   ): Promise<boolean> {
-    if (this.stateName !== "Connected" || !data) return false;
+    if (!this.isUp || !data) return false;
     if (this.epochHadCompletion && this.epochWrites > 0) {
       // A write issued after an earlier one completed must not be reordered before it on the peer.
       const nr = this.epoch;
@@ -787,6 +987,17 @@ export class DrbdConnection implements PeerLink {
         w.resolve(p.header.command !== DrbdCommand.NegAck);
         return;
       }
+      case DrbdCommand.RsWriteAck: {
+        // The target has the block: the source marks it in sync; the last one ends the resync.
+        const a = decodeBlockAck(p.payload);
+        const dev = this.opts.device;
+        const [first, last] = OutOfSyncBitmap.bitsOf(a.sector * SECTOR, a.size);
+        dev.bitmap.clearRange(first, last);
+        if (this.stateName === "SyncSource" && dev.bitmap.outOfSyncBits === 0) void this.finishResync();
+        return;
+      }
+      case DrbdCommand.NegRsDReply:
+        throw new DrbdProtocolError("the SyncSource could not read a block (P_NEG_RS_DREPLY)");
       case DrbdCommand.BarrierAck:
         decodeBarrierAck(p.payload);
         this.stats.barrierAcks++;
@@ -824,6 +1035,56 @@ export class DrbdConnection implements PeerLink {
         this.peerUuids = [u.current, u.bitmap, u.history[0], u.history[1]];
         return;
       }
+      case DrbdCommand.RsDataRequest: {
+        const r = decodeBlockRequest(p.payload);
+        if (this.stateName !== "SyncSource")
+          throw new DrbdProtocolError(`P_RS_DATA_REQUEST while ${this.stateName}`);
+        if (r.size === 0 || r.size % 512 !== 0 || r.size > 1 << 20)
+          throw new DrbdProtocolError(`P_RS_DATA_REQUEST of ${r.size} bytes`);
+        this.opts.device
+          .readForPeer(r.sector * SECTOR, r.size)
+          .then((block) =>
+            this.send(
+              this.data,
+              DrbdCommand.RsDataReply,
+              encodeData({
+                sector: r.sector,
+                blockId: r.blockId,
+                seqNum: 0,
+                dpFlags: 0,
+                digest: Buffer.alloc(0),
+                data: block,
+              }),
+            ),
+          )
+          .catch((e: Error) => {
+            this.log.error({ err: e.message, sector: r.sector }, "resync read failed");
+            this.send(
+              this.meta,
+              DrbdCommand.NegRsDReply,
+              encodeBlockAck({ sector: r.sector, blockId: r.blockId, size: r.size, seqNum: 0 }),
+            ).catch(() => {});
+          });
+        return;
+      }
+      case DrbdCommand.RsDataReply: {
+        const d = decodeData(p.payload);
+        if (this.stateName !== "SyncTarget")
+          throw new DrbdProtocolError(`P_RS_DATA_REPLY while ${this.stateName}`);
+        const ack = { sector: d.sector, blockId: d.blockId, size: d.data.length, seqNum: 0 };
+        this.opts.device
+          .writeResyncData(d.sector * SECTOR, d.data)
+          .then(() => this.send(this.meta, DrbdCommand.RsWriteAck, encodeBlockAck(ack)))
+          .catch((e: Error) => this.connectionLost(e))
+          .finally(() => {
+            this.resync.inflight--;
+            this.pumpResync();
+          });
+        return;
+      }
+      case DrbdCommand.SyncUuid:
+        decodeSyncUuid(p.payload);
+        return;
       case DrbdCommand.UnplugRemote:
         return;
       default:

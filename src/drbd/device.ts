@@ -364,6 +364,31 @@ export class DrbdDevice implements BlockDevice {
     }
   }
 
+  /** Writes the changed bitmap pages to the metadata (after a bitmap exchange or resync progress). */
+  persistBitmap(): Promise<void> {
+    return this.writeBitmapPages();
+  }
+
+  /** Reads local data for the peer (a SyncSource answering P_RS_DATA_REQUEST). */
+  async readForPeer(offset: number, length: number): Promise<Buffer> {
+    this.requireDisk();
+    const b = Buffer.alloc(length);
+    checkRange(this, offset / this.blockSize, length);
+    await this.lower.readv(offset / this.blockSize, [b]);
+    return b;
+  }
+
+  /** Writes resync data from the SyncSource (P_RS_DATA_REPLY) and marks it in sync. */
+  async writeResyncData(offset: number, data: Buffer): Promise<void> {
+    this.requireDisk();
+    if (offset % this.blockSize !== 0)
+      throw new BlockDeviceError(`${this.name}: resync data at byte ${offset} is not block aligned`, "io");
+    checkRange(this, offset / this.blockSize, data.length);
+    await this.lower.writev(offset / this.blockSize, [data]);
+    const [first, last] = OutOfSyncBitmap.bitsOf(offset, data.length);
+    this.bitmap.clearRange(first, last);
+  }
+
   /** Connects or disconnects the peer link; a Primary that loses its peer starts a new generation on write. */
   setPeer(peer: PeerLink | undefined): void {
     this.peer = peer;
