@@ -171,9 +171,14 @@ export class DevtreeFs {
         return { data: encodeOpenOut(0, 0) };
       case Opcode.READDIR:
         return this.readdir(h.nodeid, req.arg);
+      case Opcode.FLUSH:
+        // close() waits for FLUSH. Were this process ever to close a file of its own mount while
+        // blocked (a fork+exec closes its O_CLOEXEC files before exec, and libuv's spawn waits for
+        // the exec), that wait would never end. Our FLUSH does nothing (fsync is what flushes), so
+        // opens say NOFLUSH, and ENOSYS here makes older kernels stop sending it too.
+        return { errno: Errno.ENOSYS };
       case Opcode.RELEASEDIR:
       case Opcode.FSYNCDIR:
-      case Opcode.FLUSH:
       case Opcode.DESTROY:
         return {};
       case Opcode.OPEN:
@@ -297,7 +302,9 @@ export class DevtreeFs {
     shared.users++;
     const fh = this.nextFh++;
     this.files.set(fh, { node, write });
-    return { data: encodeOpenOut(fh, OpenFlag.DIRECT_IO | OpenFlag.PARALLEL_DIRECT_WRITES) };
+    return {
+      data: encodeOpenOut(fh, OpenFlag.DIRECT_IO | OpenFlag.PARALLEL_DIRECT_WRITES | OpenFlag.NOFLUSH),
+    };
   }
 
   private release(fh: number): FuseResult {

@@ -137,6 +137,7 @@ test(
         await bio.close();
         const writer = await open(path, "r+");
         const w2 = await open(path, "w"); // a second writer through the same mount shares its claim
+        assert.equal((await stat(path)).size, 256 * 4096, "O_TRUNC leaves a device its size");
         await assert.rejects(
           BioBdev.open(tree, { name: "bio0", path: "/UMCfuse/dev/file_b" }),
           /busy.*held by FUSE mount/,
@@ -249,6 +250,28 @@ test("FUSE: data written through FUSE to a file device survives unmount and reop
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test("FUSE: an unmount from outside releases the mount's claims", { skip }, async () => {
+  await withMount(
+    async ({ mnt, tree, mount }) => {
+      const fh = await open(join(mnt, "dev/ram_x"), "r+");
+      assert.deepEqual(
+        tree.holders("ram_x").map((h) => h.mode),
+        ["write"],
+      );
+      await exec("umount", ["-l", mnt]);
+      await fh.close().catch(() => undefined);
+      for (let i = 0; i < 100 && !mount.ended; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(mount.ended, "the session noticed the unmount");
+      for (let i = 0; i < 50 && tree.holders("ram_x").length > 0; i++)
+        await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(tree.holders("ram_x"), []);
+    },
+    async (tree) => {
+      tree.add("ram_x", new MallocBdev({ name: "ram_x", blockSize: 512, blockCount: 64 }), "tcmur");
+    },
+  );
 });
 
 test("FUSE: an unusable mount point gives a warning and no mount, not a crash", { skip }, async () => {

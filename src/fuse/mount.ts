@@ -53,9 +53,17 @@ export class FuseMount {
     private readonly log: Logger,
   ) {
     void session.done.then((reason) => {
-      if (!this.unmounting)
-        this.log.warn({ reason }, "FUSE session ended without an unmount from this server");
+      if (this.unmounting) return;
+      // Unmounted from outside (umount on the host) or the connection was aborted: nothing will
+      // send RELEASE any more, so drop this mount's claims now and free the descriptor.
+      this.log.warn({ reason }, "FUSE session ended without an unmount from this server");
+      this.unmounting = this.release();
     });
+  }
+
+  /** True once the mount is gone (unmounted by us or from outside). */
+  get ended(): boolean {
+    return this.unmounting !== undefined;
   }
 
   /**
@@ -74,10 +82,14 @@ export class FuseMount {
       r = await run("umount", ["-l", this.mountPoint]);
       if (r.code !== 0) this.log.error({ stderr: r.stderr }, "FUSE lazy umount failed");
     }
+    await this.release();
+    this.log.info("FUSE unmounted");
+  }
+
+  private async release(): Promise<void> {
     await this.session.close();
     this.fs.dispose();
     closeSync(this.fd);
-    this.log.info("FUSE unmounted");
   }
 }
 

@@ -61,6 +61,7 @@ export const InitFlag = {
 export const OpenFlag = {
   DIRECT_IO: 1 << 0,
   KEEP_CACHE: 1 << 1,
+  NOFLUSH: 1 << 5,
   PARALLEL_DIRECT_WRITES: 1 << 6,
 } as const;
 
