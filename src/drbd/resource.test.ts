@@ -1,0 +1,104 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AioBdev } from "../bdev/aio/aio.js";
+import { DeviceTree } from "../devtree/device_tree.js";
+import { parseDrbdConfig, selectLocalHost, findResource } from "./config/res_parser.js";
+import { DrbdResource } from "./resource.js";
+
+const MiB = 1024 * 1024;
+
+const RES = `resource r7 {
+    net { protocol C; ping-int 1; connect-int 1; }
+    disk { resync-rate 512M; }
+    on alpha {
+        address 127.0.0.1:7796;
+        volume 0 { device drbd7 minor 7; disk "/UMCfuse/dev/file_a"; meta-disk internal; }
+    }
+    on beta {
+        address 127.0.0.1:7797;
+        volume 0 { device drbd7 minor 7; disk "/UMCfuse/dev/file_b"; meta-disk internal; }
+    }
+}
+`;
+
+async function until(cond: () => boolean, ms = 15000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test("a two-node resource from a .res file: create-md, up, forced primary, full sync, status, down", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "drbd-res-"));
+  const resFile = join(dir, "r7.res");
+  await writeFile(resFile, RES);
+  const config = parseDrbdConfig(resFile);
+  const nodes = await Promise.all(
+    (["alpha", "beta"] as const).map(async (node, i) => {
+      const tree = new DeviceTree();
+      const backingName = i === 0 ? "file_a" : "file_b";
+      const lower = await AioBdev.open({
+        name: backingName,
+        path: join(dir, `${node}.img`),
+        blockSize: 512,
+        blockCount: (8 * MiB) / 512,
+      });
+      tree.add(backingName, lower, "aio");
+      const res = DrbdResource.fromConfig(selectLocalHost(findResource(config, "r7"), node), tree);
+      return { tree, lower, res };
+    }),
+  );
+  t.after(async () => {
+    for (const n of nodes) {
+      await n.res.down().catch(() => {});
+      await n.lower.close();
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+  const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+  assert.equal(a.res.deviceName, "drbd7");
+  for (const n of nodes) await n.res.createMd();
+  await a.res.up();
+  // The backing disk is held exclusively; drbd7 is in the tree.
+  assert.throws(() => a.tree.claim("file_a", "someone else", "read"), /busy/);
+  assert.equal(a.tree.get("drbd7")?.kind, "drbd");
+  assert.match(
+    a.res.status(),
+    /^r7 role:Secondary\n {2}disk:Inconsistent\n {2}peer connection:Connecting\n$/,
+  );
+  await b.res.up();
+  await until(() => a.res.connection?.state === "Connected" && b.res.connection?.state === "Connected");
+  assert.equal(
+    a.res.status(),
+    "r7 role:Secondary\n  disk:Inconsistent\n  peer role:Secondary\n    replication:Established peer-disk:Inconsistent\n",
+  );
+  // The classic first promotion: alone, --force, then reconnect and sync everything to the peer.
+  await a.res.disconnect();
+  await assert.rejects(a.res.primary(), /Need access to UpToDate data/);
+  await a.res.primary({ force: true });
+  const data = Buffer.alloc(64 * 1024, 0x5a);
+  await a.res.device?.writev(0, [data]);
+  await a.res.connect();
+  await until(() => a.res.connection?.state === "Connected" && b.res.connection?.state === "Connected");
+  assert.equal(
+    a.res.status(),
+    "r7 role:Primary\n  disk:UpToDate\n  peer role:Secondary\n    replication:Established peer-disk:UpToDate\n",
+  );
+  assert.match(b.res.status(), /^r7 role:Secondary\n {2}disk:UpToDate\n {2}peer role:Primary\n/);
+  const got = Buffer.alloc(data.length);
+  await b.lower.readv(0, [got]);
+  assert.deepEqual(got, data);
+  // A LUN holding drbd7 keeps detach from pulling the device away.
+  const lun = a.tree.claim("drbd7", "LUN0", "write");
+  await a.res.secondary();
+  await assert.rejects(a.res.detach(), /claimed by LUN0/);
+  lun.release();
+  await a.res.down();
+  assert.equal(a.tree.get("drbd7"), undefined);
+  assert.equal(a.tree.holders("file_a").length, 0, "down releases the backing disk");
+  assert.match(a.res.status(), /disk:Diskless/);
+});

@@ -1,0 +1,245 @@
+/**
+ * A DRBD resource (one volume) driven by drbdadm-like commands: create-md, attach, detach, connect,
+ * disconnect, up, down, primary [--force], secondary, new-current-uuid [--clear-bitmap], invalidate, status.
+ *
+ * The backing disk is a device of the device tree, claimed "exclusive" while attached; the DRBD device is
+ * registered in the tree as drbd<minor> (kind "drbd") so that LUNs and the FUSE view can use it.
+ */
+import type { DeviceClaim, DeviceTree } from "../devtree/device_tree.js";
+import { numericOption, optionValue } from "./config/model.js";
+import type { LocalView } from "./config/res_parser.js";
+import { createMetadata } from "./metadata.js";
+import { DrbdDevice } from "./device.js";
+import { DrbdConnection, type ConnectionOptions, type Endpoint, type WireProtocol } from "./connection.js";
+
+export interface DrbdResourceOptions {
+  name: string;
+  tree: DeviceTree;
+  minor: number;
+  /** The backing disk: a device-tree name or path. */
+  backing: string;
+  /** Absent for a one-node resource (never connects). */
+  local?: Endpoint;
+  peer?: Endpoint;
+  protocol?: WireProtocol;
+  cramHmacAlg?: string;
+  sharedSecret?: string;
+  pingIntSec?: number;
+  pingTimeoutDs?: number;
+  connectIntSec?: number;
+  timeoutDs?: number;
+  resyncRateKiB?: number;
+  alExtents?: number;
+}
+
+export class DrbdResource {
+  private dev: DrbdDevice | undefined;
+  private conn: DrbdConnection | undefined;
+
+  constructor(readonly opts: DrbdResourceOptions) {}
+
+  /** The resource of this node's `on` section of a parsed .res file (selectLocalHost). Volume 0 only. */
+  static fromConfig(view: LocalView, tree: DeviceTree): DrbdResource {
+    const { resource, local, peer } = view;
+    const vol = local.volumes[0];
+    if (!vol) throw new Error(`resource ${resource.name}: 'on ${local.names[0] ?? "?"}' has no volume`);
+    if (vol.metaIndex !== "internal")
+      throw new Error(`resource ${resource.name}: only 'meta-disk internal' is supported so far`);
+    const net = resource.net;
+    const disk = vol.diskOptions.size > 0 ? vol.diskOptions : resource.disk;
+    const str = (name: string) => {
+      const v = optionValue(net, "net", name);
+      return typeof v === "string" ? v : undefined;
+    };
+    const cramHmacAlg = str("cram-hmac-alg");
+    const sharedSecret = str("shared-secret");
+    return new DrbdResource({
+      name: resource.name,
+      tree,
+      minor: vol.minor,
+      backing: vol.disk,
+      ...(peer ? { local: { host: local.address.ip, port: local.address.port } } : {}),
+      ...(peer ? { peer: { host: peer.address.ip, port: peer.address.port } } : {}),
+      protocol: String(optionValue(net, "net", "protocol")).toUpperCase() as WireProtocol,
+      ...(cramHmacAlg !== undefined ? { cramHmacAlg } : {}),
+      ...(sharedSecret !== undefined ? { sharedSecret } : {}),
+      pingIntSec: numericOption(net, "net", "ping-int"),
+      pingTimeoutDs: numericOption(net, "net", "ping-timeout"),
+      connectIntSec: numericOption(net, "net", "connect-int"),
+      timeoutDs: numericOption(net, "net", "timeout"),
+      resyncRateKiB: numericOption(disk, "disk", "resync-rate"),
+      alExtents: numericOption(disk, "disk", "al-extents"),
+    });
+  }
+
+  get deviceName(): string {
+    return `drbd${this.opts.minor}`;
+  }
+
+  /** The attached device, if any. */
+  get device(): DrbdDevice | undefined {
+    return this.dev;
+  }
+
+  get connection(): DrbdConnection | undefined {
+    return this.conn;
+  }
+
+  /** drbdadm create-md: refused while attached (the backing disk is claimed). */
+  async createMd(): Promise<void> {
+    const claim = this.opts.tree.claim(this.opts.backing, `drbd ${this.opts.name} create-md`, "exclusive");
+    try {
+      await createMetadata(claim.device, { placement: { kind: "internal" } });
+    } finally {
+      claim.release();
+    }
+  }
+
+  async attach(): Promise<void> {
+    if (this.dev && this.dev.disk !== "Diskless") return;
+    const claim: DeviceClaim = this.opts.tree.claim(
+      this.opts.backing,
+      `DRBD ${this.deviceName} (${this.opts.name})`,
+      "exclusive",
+    );
+    let dev: DrbdDevice;
+    try {
+      dev = await DrbdDevice.attach({
+        minor: this.opts.minor,
+        lower: claim.device,
+        ...(this.opts.alExtents !== undefined ? { alExtents: this.opts.alExtents } : {}),
+        onDetach: () => claim.release(),
+      });
+    } catch (e) {
+      claim.release();
+      throw e;
+    }
+    this.dev = dev;
+    this.register(dev);
+  }
+
+  /** drbdadm detach: the tree refuses while a LUN or mount still uses drbd<minor>. */
+  async detach(): Promise<void> {
+    const dev = this.dev;
+    if (!dev || dev.disk === "Diskless") return;
+    if (this.conn) await this.disconnect();
+    if (this.opts.tree.get(this.deviceName)) this.opts.tree.remove(this.deviceName);
+    try {
+      await dev.detach();
+    } catch (e) {
+      this.register(dev);
+      throw e;
+    }
+  }
+
+  async connect(): Promise<void> {
+    const dev = this.requireDevice();
+    if (this.conn && this.conn.state !== "StandAlone") return;
+    if (!this.opts.local || !this.opts.peer)
+      throw new Error(`resource ${this.opts.name}: no peer configured (one-node resource)`);
+    const o = this.opts;
+    const copts: ConnectionOptions = {
+      device: dev,
+      local: o.local as Endpoint,
+      peer: o.peer as Endpoint,
+      ...(o.protocol ? { protocol: o.protocol } : {}),
+      ...(o.cramHmacAlg !== undefined ? { cramHmacAlg: o.cramHmacAlg } : {}),
+      ...(o.sharedSecret !== undefined ? { sharedSecret: o.sharedSecret } : {}),
+      ...(o.pingIntSec !== undefined ? { pingIntSec: o.pingIntSec } : {}),
+      ...(o.pingTimeoutDs !== undefined ? { pingTimeoutDs: o.pingTimeoutDs } : {}),
+      ...(o.connectIntSec !== undefined ? { connectIntSec: o.connectIntSec } : {}),
+      ...(o.timeoutDs !== undefined ? { timeoutDs: o.timeoutDs } : {}),
+      ...(o.resyncRateKiB !== undefined ? { resyncRateKiB: o.resyncRateKiB } : {}),
+    };
+    this.conn = new DrbdConnection(copts);
+    await this.conn.connect();
+  }
+
+  async disconnect(): Promise<void> {
+    await this.conn?.disconnect();
+  }
+
+  /** drbdadm up: attach, then connect when a peer is configured. */
+  async up(): Promise<void> {
+    await this.attach();
+    if (this.opts.peer) await this.connect();
+  }
+
+  /** drbdadm down: secondary, disconnect, detach. */
+  async down(): Promise<void> {
+    if (this.dev?.role === "Primary") await this.dev.secondary();
+    await this.disconnect();
+    await this.detach();
+  }
+
+  async primary(opts: { force?: boolean } = {}): Promise<void> {
+    const dev = this.requireDevice();
+    if (this.conn?.peerRole === "Primary")
+      throw new Error(
+        `${this.deviceName}: State change failed: (-1) Multiple primaries not allowed by config`,
+      );
+    await dev.primary(opts);
+  }
+
+  async secondary(): Promise<void> {
+    await this.requireDevice().secondary();
+  }
+
+  async newCurrentUuid(opts: { clearBitmap?: boolean } = {}): Promise<void> {
+    await this.requireDevice().newCurrentUuid(opts);
+  }
+
+  async invalidate(): Promise<void> {
+    if (this.conn && this.conn.state !== "StandAlone")
+      throw new Error(
+        `${this.deviceName}: invalidate while connected is not supported yet; disconnect first`,
+      );
+    await this.requireDevice().invalidate();
+  }
+
+  /**
+   * `drbdadm status` text in the DRBD 9 layout (the 8.4 tools print the same since 8.4.x's status command):
+   *
+   *     r0 role:Primary
+   *       disk:UpToDate
+   *       peer role:Secondary
+   *         replication:SyncSource peer-disk:Inconsistent done:42.30
+   */
+  status(): string {
+    const dev = this.dev;
+    const role = dev && dev.disk !== "Diskless" ? dev.role : "Secondary";
+    const lines = [`${this.opts.name} role:${role}`];
+    const disk = dev ? dev.disk : "Diskless";
+    lines.push(`  disk:${disk}`);
+    if (this.opts.peer) {
+      const c = this.conn;
+      const state = c?.state ?? "StandAlone";
+      if (state === "Connected" || state === "SyncSource" || state === "SyncTarget") {
+        lines.push(`  peer role:${c?.peerRole ?? "Unknown"}`);
+        const repl = state === "Connected" ? "Established" : state;
+        const done = c?.resyncDone;
+        lines.push(
+          `    replication:${repl} peer-disk:${c?.peerDisk ?? "DUnknown"}${done !== undefined ? ` done:${done.toFixed(2)}` : ""}`,
+        );
+      } else {
+        const conn = state === "WFConnection" || state === "WFReportParams" ? "Connecting" : state;
+        lines.push(`  peer connection:${conn}`);
+      }
+    }
+    return lines.join("\n") + "\n";
+  }
+
+  /**
+   * The tree's read-only mark is fixed when a node is added, but a DRBD device's writability follows its
+   * role: it is added writable and a Secondary refuses writes itself (BlockDeviceError "read-only").
+   */
+  private register(dev: DrbdDevice): void {
+    this.opts.tree.add(this.deviceName, dev, "drbd", { readOnly: false });
+  }
+
+  private requireDevice(): DrbdDevice {
+    if (!this.dev || this.dev.disk === "Diskless")
+      throw new Error(`${this.deviceName}: no disk attached (run attach or up first)`);
+    return this.dev;
+  }
+}
