@@ -274,6 +274,29 @@ test("FUSE: an unmount from outside releases the mount's claims", { skip }, asyn
   );
 });
 
+test(
+  "FUSE: abort() cuts the connection (the last resort at shutdown); unmount still cleans up",
+  { skip },
+  async () => {
+    await withMount(
+      async ({ mnt, mount }) => {
+        assert.equal((await stat(join(mnt, "dev/ram_y"))).size, 512 * 64);
+        await mount.abort();
+        // OPEN always reaches the server (no cache): refused on the dead connection, or ENOENT once
+        // the session noticed and detached the dead mount.
+        await assert.rejects(open(join(mnt, "dev/ram_y"), "r"), (e: NodeJS.ErrnoException) =>
+          ["ENOTCONN", "ECONNABORTED", "ENOENT"].includes(e.code ?? ""),
+        );
+        for (let i = 0; i < 100 && !mount.ended; i++) await new Promise((r) => setTimeout(r, 20));
+        assert.ok(mount.ended);
+      },
+      async (tree) => {
+        tree.add("ram_y", new MallocBdev({ name: "ram_y", blockSize: 512, blockCount: 64 }), "tcmur");
+      },
+    );
+  },
+);
+
 test("FUSE: an unusable mount point gives a warning and no mount, not a crash", { skip }, async () => {
   const dir = await mkdtemp(join(tmpdir(), "usertgt-fuse-bad-"));
   try {

@@ -9,7 +9,7 @@
  */
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, stat } from "node:fs/promises";
+import { mkdir, readFile, readdir, stat, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { DeviceTree } from "../devtree/device_tree.js";
 import { log as rootLog, type Logger } from "../util/log.js";
@@ -57,7 +57,11 @@ export class FuseMount {
       // Unmounted from outside (umount on the host) or the connection was aborted: nothing will
       // send RELEASE any more, so drop this mount's claims now and free the descriptor.
       this.log.warn({ reason }, "FUSE session ended without an unmount from this server");
-      this.unmounting = this.release();
+      this.unmounting = this.release().then(async () => {
+        // An aborted connection leaves a dead mount ("not connected") behind: detach it.
+        if ((await connectionMinor(this.mountPoint)) !== undefined)
+          await run("umount", ["-l", this.mountPoint]);
+      });
     });
   }
 
@@ -87,9 +91,26 @@ export class FuseMount {
   }
 
   private async release(): Promise<void> {
-    await this.session.close();
+    if (!(await this.session.close())) await this.abort();
     this.fs.dispose();
     closeSync(this.fd);
+  }
+
+  /**
+   * Abort the FUSE connection through fusectl (`/sys/fs/fuse/connections/<minor>/abort`): every
+   * request waiting on this server fails with ENOTCONN. The last resort when the reader does not stop.
+   */
+  async abort(): Promise<void> {
+    const conns = "/sys/fs/fuse/connections";
+    try {
+      const minor = await connectionMinor(this.mountPoint);
+      if (minor === undefined) return;
+      if ((await readdir(conns)).length === 0) await run("mount", ["-t", "fusectl", "none", conns]);
+      await writeFile(`${conns}/${minor}/abort`, "1");
+      this.log.warn({ connection: minor }, "FUSE connection aborted");
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, "FUSE connection abort failed");
+    }
   }
 }
 
@@ -159,6 +180,17 @@ export async function mountDeviceTree(
   session.start(true);
   log.info({ maxWrite, slots }, "device tree mounted");
   return new FuseMount(mnt, fd, session, fs, log);
+}
+
+/** The FUSE connection number of the mount at `mnt` (the minor of its device), from mountinfo. */
+async function connectionMinor(mnt: string): Promise<number | undefined> {
+  const info = await readFile("/proc/self/mountinfo", "utf8");
+  for (const line of info.split("\n")) {
+    const f = line.split(" ");
+    // mountinfo: id parent major:minor root mountpoint ... - fstype source options
+    if (f[4] === mnt && line.includes(" - fuse")) return Number(f[2].split(":")[1]);
+  }
+  return undefined;
 }
 
 /** Create the mount point; clear a dead FUSE mount a crashed run left there ("not connected"). */
