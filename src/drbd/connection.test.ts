@@ -237,3 +237,34 @@ test("garbage from the peer drops the connection, the node keeps serving", async
   await a.primary();
   await a.writev(0, [Buffer.alloc(512, 1)]);
 });
+
+test("split brain: both sides wrote alone, both go StandAlone and say so", async (t) => {
+  const { a, b } = await sharedGenerationPair(t);
+  await a.primary();
+  await a.writev(0, [Buffer.alloc(512, 1)]);
+  await a.secondary();
+  await b.primary();
+  await b.writev(0, [Buffer.alloc(512, 2)]);
+  await b.secondary();
+  const ca = link(t, a, 7794, 7795);
+  const cb = link(t, b, 7795, 7794);
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("StandAlone"), cb.waitFor("StandAlone")]);
+  assert.match(ca.error ?? "", /Split-Brain detected but unresolved, dropping connection!/);
+  assert.equal(Math.abs(ca.lastDecision?.result ?? 0), 100);
+});
+
+test("a peer that stops answering pings is dropped after ping-timeout", async (t) => {
+  const { a, b } = await sharedGenerationPair(t);
+  const ca = link(t, a, 7790, 7791, { pingIntSec: 1, pingTimeoutDs: 3 });
+  const cb = link(t, b, 7791, 7790, { pingIntSec: 60 });
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
+  // The peer's meta socket stops reading: P_PING stays unanswered.
+  (cb as unknown as { meta: { socket: Socket } }).meta.socket.pause();
+  const until = Date.now() + 5000;
+  while (!/PingAck did not arrive/.test(ca.error ?? "") && Date.now() < until)
+    await new Promise((r) => setTimeout(r, 20));
+  assert.match(ca.error ?? "", /PingAck did not arrive in time \(300 ms\)/);
+  assert.equal(a.bitmap.outOfSyncBits, 0);
+});
