@@ -40,7 +40,12 @@ const SETUPS: Setup[] = [
       bdevSection: (dir) => `[AIO]\n  AIO ${join(dir, `aio${bs}.img`)} AIO0 ${bs} ${LUN_MB}\n`,
     },
   ]),
-  // Issue #3's devices: a tcmu-runner style file handler device, and a BIO bdev over a ram handler device.
+  // Issue #3's devices: tcmu-runner style file and ram handler devices, and a BIO bdev over a ram device.
+  {
+    name: "tcmur_ram512",
+    bdev: "ram_a",
+    bdevSection: () => `[TCMUR]\n  TCMUR 0 ram_a /ram/conformance size=${LUN_MB}M bs=512\n`,
+  },
   {
     name: "tcmur4096",
     bdev: "file_a",
