@@ -1,0 +1,39 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { FrameTooLargeError, JsonStreamFramer } from "./framing.js";
+
+test("framer: rpc.py style back-to-back objects split at their closing braces", () => {
+  const f = new JsonStreamFramer();
+  assert.deepEqual(f.push(Buffer.from('{"a":1}{"b":{"c":[1,2]}}')), ['{"a":1}', '{"b":{"c":[1,2]}}']);
+});
+
+test("framer: newline-terminated objects and whitespace between them", () => {
+  const f = new JsonStreamFramer();
+  assert.deepEqual(f.push(Buffer.from('{"a":1}\n  \n{"b":2}\n')), ['{"a":1}', '{"b":2}']);
+});
+
+test("framer: braces and escaped quotes inside strings do not end a frame", () => {
+  const f = new JsonStreamFramer();
+  const text = '{"s":"}{ \\" ]"}';
+  assert.deepEqual(f.push(Buffer.from(text)), [text]);
+  assert.equal(JSON.parse(text).s, '}{ " ]');
+});
+
+test("framer: a value split over many chunks (one byte at a time) is put back together", () => {
+  const f = new JsonStreamFramer();
+  const text = '{"method":"x","params":{"k":"v\\\\"}}';
+  const out: string[] = [];
+  for (const b of Buffer.from(text + text)) out.push(...f.push(Buffer.from([b])));
+  assert.deepEqual(out, [text, text]);
+});
+
+test("framer: a garbage line is one frame (so the server can answer -32700), then framing resumes", () => {
+  const f = new JsonStreamFramer();
+  assert.deepEqual(f.push(Buffer.from('hello } world\n{"a":1}')), ["hello } world\n", '{"a":1}']);
+});
+
+test("framer: more than the limit without an end throws FrameTooLargeError", () => {
+  const f = new JsonStreamFramer(100);
+  f.push(Buffer.from('{"a":"' + "x".repeat(50)));
+  assert.throws(() => f.push(Buffer.from("x".repeat(60))), FrameTooLargeError);
+});
