@@ -75,6 +75,7 @@ import {
   Role,
   UUID_FLAG_CRASHED_PRIMARY,
   UUID_FLAG_INCONSISTENT,
+  UUID_FLAG_SKIP_INITIAL_SYNC,
   verifyAuthResponse,
   WIRE_PROTOCOL,
   type DrbdSocket,
@@ -814,10 +815,33 @@ export class DrbdConnection implements PeerLink {
     return "standalone";
   }
 
-  private sendUuids(): Promise<void> {
+  /**
+   * new-current-uuid --clear-bitmap on a connected pair that has never synced (both current UUIDs
+   * JUST_CREATED, both Inconsistent): both sides take one new generation and become UpToDate without the
+   * initial full sync (P_UUIDS with UUID_FLAG_SKIP_INITIAL_SYNC, drbd_nl.c drbd_adm_new_c_uuid).
+   */
+  async skipInitialSync(): Promise<void> {
+    const dev = this.opts.device;
+    if (this.stateName !== "Connected")
+      throw new Error(
+        `${dev.name}: new-current-uuid --clear-bitmap needs the Connected state, not ${this.stateName}`,
+      );
+    if ((dev.uuids[0] & ~1n) !== 4n || ((this.peerUuids?.[0] ?? 0n) & ~1n) !== 4n)
+      throw new Error(
+        `${dev.name}: skipping the initial sync needs both sides just created (current UUID 4)`,
+      );
+    const u = newUuid();
+    dev.bitmap.clearAll();
+    await dev.persistBitmap();
+    await dev.setUuids([u, 0n, 0n, 0n]);
+    await dev.setDiskState("UpToDate");
+    await this.sendUuids(BigInt(UUID_FLAG_SKIP_INITIAL_SYNC));
+  }
+
+  private sendUuids(extraFlags = 0n): Promise<void> {
     const dev = this.opts.device;
     const u = dev.uuids;
-    let flags = 0n;
+    let flags = extraFlags;
     if (dev.disk === "Inconsistent") flags |= BigInt(UUID_FLAG_INCONSISTENT);
     if (dev.superBlock.flags & MDF_CRASHED_PRIMARY) flags |= BigInt(UUID_FLAG_CRASHED_PRIMARY);
     return this.send(
@@ -923,7 +947,7 @@ export class DrbdConnection implements PeerLink {
 
   async mirror(
     offset: number,
-    bytes: number,
+    _bytes: number,
     data: readonly Buffer[] | undefined,
     fua: boolean,
   ): Promise<boolean> {
@@ -962,7 +986,6 @@ export class DrbdConnection implements PeerLink {
     this.stats.sentWrites++;
     const ok = acked ? await acked : await sent;
     this.epochHadCompletion = true;
-    void bytes;
     return ok;
   }
 
@@ -1033,6 +1056,18 @@ export class DrbdConnection implements PeerLink {
       case DrbdCommand.Uuids: {
         const u = decodeUuids(p.payload);
         this.peerUuids = [u.current, u.bitmap, u.history[0], u.history[1]];
+        const dev = this.opts.device;
+        if (u.flags & BigInt(UUID_FLAG_SKIP_INITIAL_SYNC) && (dev.uuids[0] & ~1n) === 4n) {
+          // The peer cleared the bitmap for both: take its generation, UpToDate without a sync.
+          dev.bitmap.clearAll();
+          const adopt = async () => {
+            await dev.persistBitmap();
+            await dev.setUuids([u.current & ~1n, 0n, 0n, 0n]);
+            await dev.setDiskState("UpToDate");
+            this.log.info("initial sync skipped by the peer (new-current-uuid --clear-bitmap)");
+          };
+          adopt().catch((e: Error) => this.connectionLost(e));
+        }
         return;
       }
       case DrbdCommand.RsDataRequest: {

@@ -102,3 +102,52 @@ test("a two-node resource from a .res file: create-md, up, forced primary, full 
   assert.equal(a.tree.holders("file_a").length, 0, "down releases the backing disk");
   assert.match(a.res.status(), /disk:Diskless/);
 });
+
+test("new-current-uuid --clear-bitmap on a fresh connected pair skips the initial full sync", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "drbd-skip-"));
+  const nodes = await Promise.all(
+    [0, 1].map(async (i) => {
+      const tree = new DeviceTree();
+      const lower = await AioBdev.open({
+        name: "disk",
+        path: join(dir, `${i}.img`),
+        blockSize: 512,
+        blockCount: (8 * MiB) / 512,
+      });
+      tree.add("disk", lower, "aio");
+      const res = new DrbdResource({
+        name: "r9",
+        tree,
+        minor: 9,
+        backing: "disk",
+        local: { host: "127.0.0.1", port: 7798 + i },
+        peer: { host: "127.0.0.1", port: 7799 - i },
+        connectIntSec: 1,
+        pingIntSec: 1,
+      });
+      return { lower, res };
+    }),
+  );
+  t.after(async () => {
+    for (const n of nodes) {
+      await n.res.down().catch(() => {});
+      await n.lower.close();
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+  const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+  for (const n of nodes) {
+    await n.res.createMd();
+    await n.res.up();
+  }
+  await until(() => a.res.connection?.state === "Connected" && b.res.connection?.state === "Connected");
+  await a.res.newCurrentUuid({ clearBitmap: true });
+  await until(() => b.res.device?.disk === "UpToDate");
+  assert.equal(a.res.device?.disk, "UpToDate");
+  assert.equal(b.res.device?.uuids[0], a.res.device?.uuids[0]);
+  assert.equal(b.res.device?.bitmap.outOfSyncBits, 0);
+  await a.res.primary();
+  await a.res.device?.writev(0, [Buffer.alloc(4096, 7)]);
+  assert.equal(a.res.connection?.resyncStats.requested, 0, "no resync ran");
+  assert.equal(b.res.connection?.resyncStats.requested, 0);
+});

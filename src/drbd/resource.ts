@@ -185,8 +185,11 @@ export class DrbdResource {
     await this.requireDevice().secondary();
   }
 
+  /** With --clear-bitmap on a connected, never-synced pair: both become UpToDate without the initial sync. */
   async newCurrentUuid(opts: { clearBitmap?: boolean } = {}): Promise<void> {
-    await this.requireDevice().newCurrentUuid(opts);
+    const dev = this.requireDevice();
+    if (opts.clearBitmap && this.conn?.state === "Connected") return this.conn.skipInitialSync();
+    await dev.newCurrentUuid(opts);
   }
 
   async invalidate(): Promise<void> {
