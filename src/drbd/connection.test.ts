@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
-import { createServer, connect, type Socket } from "node:net";
+import { createServer, type Socket } from "node:net";
 import { once } from "node:events";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -206,37 +206,64 @@ test("first connect after create-md with one node forced Primary: full sync", as
   assert.equal(b.uuids[0] & ~1n, a.uuids[0] & ~1n);
 });
 
-test("garbage from the peer drops the connection, the node keeps serving", async (t) => {
-  const { a } = await sharedGenerationPair(t);
-  // A fake peer: accepts both sockets, answers the data socket's first packet with bytes of wrong magic.
+/** A fake peer at `port`: on the data socket it answers the feature packet with `reply` (then maybe EOF). */
+async function fakePeer(
+  t: { after: (fn: () => Promise<void>) => void },
+  port: number,
+  reply: Buffer,
+  endAfter: boolean,
+): Promise<void> {
   const fake = createServer((s: Socket) => {
-    s.once("data", () => s.write(Buffer.from("GET / HTTP/1.1\r\n\r\n")));
     s.on("error", () => {});
+    let seen = Buffer.alloc(0);
+    let isData: boolean | undefined;
+    s.on("data", (c: Buffer) => {
+      seen = Buffer.concat([seen, c]);
+      if (isData === undefined && seen.length >= 8) isData = seen.readUInt16BE(4) === DrbdCommand.InitialData;
+      // The initial packet (8 bytes) and then P_CONNECTION_FEATURES (8 + 72) arrived: answer.
+      if (isData && seen.length >= 8 + 80) {
+        seen = Buffer.alloc(0);
+        isData = false;
+        s.write(reply);
+        if (endAfter) s.end();
+      }
+    });
   });
-  fake.listen(7793, HOST);
+  fake.listen(port, HOST);
   await once(fake, "listening");
   t.after(() => new Promise<void>((r) => fake.close(() => r())));
-  const ca = link(t, a, 7792, 7793);
-  await ca.connect();
-  // Our own sockets to the listener, as the peer would open them, so a data and a meta socket pair up.
-  const dataSock = connect({ host: HOST, port: 7792 });
-  const metaSock = connect({ host: HOST, port: 7792 });
-  t.after(() => {
-    dataSock.destroy();
-    metaSock.destroy();
+}
+
+for (const [what, reply, endAfter, expected] of [
+  ["wrong magic", Buffer.from("deadbeef00000000", "hex"), false, /wrong magic 0xdeadbeef/],
+  [
+    "oversized",
+    encodeHeader(DrbdCommand.ConnectionFeatures, 200, 0),
+    false,
+    /oversized packet: P_CONNECTION_FEATURES has 72 bytes, got 200/,
+  ],
+  ["unknown command", encodeHeader(0x77, 0, 0), false, /unknown command 0x0077/],
+  [
+    "truncated",
+    Buffer.concat([encodeHeader(DrbdCommand.ConnectionFeatures, 72, 0), Buffer.alloc(10)]),
+    true,
+    /truncated packet: P_CONNECTION_FEATURES payload has 10 of 72 bytes/,
+  ],
+] as [string, Buffer, boolean, RegExp][]) {
+  test(`a peer sending a ${what} packet is dropped; the node keeps serving`, async (t) => {
+    const { a } = await sharedGenerationPair(t);
+    await fakePeer(t, 7793, reply, endAfter);
+    const ca = link(t, a, 7792, 7793);
+    await ca.connect();
+    const until = Date.now() + 8000;
+    while (!expected.test(ca.error ?? "") && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    assert.match(ca.error ?? "", expected);
+    assert.notEqual(ca.state, "Connected");
+    await a.primary();
+    await a.writev(0, [Buffer.alloc(512, 1)]);
+    assert.equal(a.bitmap.outOfSyncBits, 1, "not mirrored: marked out of sync");
   });
-  dataSock.on("error", () => {});
-  metaSock.on("error", () => {});
-  dataSock.write(encodeHeader(DrbdCommand.InitialData, 0, 0));
-  metaSock.write(encodeHeader(DrbdCommand.InitialMeta, 0, 0));
-  const until = Date.now() + 8000;
-  while (!/wrong magic|expected|closed|truncated/.test(ca.error ?? "") && Date.now() < until)
-    await new Promise((r) => setTimeout(r, 20));
-  assert.match(ca.error ?? "", /wrong magic|expected|closed|truncated/);
-  assert.notEqual(ca.state, "Connected");
-  await a.primary();
-  await a.writev(0, [Buffer.alloc(512, 1)]);
-});
+}
 
 test("split brain: both sides wrote alone, both go StandAlone and say so", async (t) => {
   const { a, b } = await sharedGenerationPair(t);
