@@ -21,6 +21,22 @@ const EXTRA_LOGIN_CONNECTIONS = 64;
 /** How long stop() waits for tasks in flight before closing anyway. */
 const STOP_GRACE_MS = 5000;
 
+/** One connection as the control plane shows it; tsih 0 and empty names while still logging in. */
+export interface IscsiConnectionInfo {
+  readonly cid: number;
+  readonly tsih: number;
+  readonly state: string;
+  readonly portalGroup: number;
+  readonly initiatorAddress: string;
+  readonly initiatorPort: number;
+  readonly targetAddress: string;
+  readonly targetPort: number;
+  readonly initiatorName: string;
+  readonly isid: string;
+  readonly targetNodeName: string;
+  readonly discovery: boolean;
+}
+
 export class IscsiTarget implements ConnectionHost {
   readonly globals: IscsiGlobalOptions;
   private readonly log: Logger;
@@ -63,6 +79,24 @@ export class IscsiTarget implements ConnectionHost {
 
   sessionCount(): number {
     return this.sessions.size;
+  }
+
+  /** A read-only snapshot of every open connection, for the control plane (SPDK's iscsi_get_connections). */
+  connectionInfo(): IscsiConnectionInfo[] {
+    return [...this.connections].map((c) => ({
+      cid: c.cid,
+      tsih: c.session?.tsih ?? 0,
+      state: c.state,
+      portalGroup: c.portalGroupTag,
+      initiatorAddress: c.remoteAddress,
+      initiatorPort: c.socket.remotePort ?? 0,
+      targetAddress: c.localAddress,
+      targetPort: c.localPort,
+      initiatorName: c.session?.initiatorName ?? "",
+      isid: c.session?.isid ?? "",
+      targetNodeName: c.session?.node?.config.name ?? "",
+      discovery: c.session?.discovery ?? false,
+    }));
   }
 
   /**

@@ -16,6 +16,9 @@ import { IscsiTarget } from "../iscsi/target.js";
 import type { TargetNodeConfig } from "../iscsi/options.js";
 import { ScsiDevice, type LunConfig } from "../scsi/device.js";
 import { log, type Logger } from "../util/log.js";
+import { MethodRegistry } from "../rpc/registry.js";
+import { RpcServer } from "../rpc/server.js";
+import { registerServerMethods } from "./rpc_methods.js";
 import {
   BUILTIN_BDEV_MODULES,
   createBdevs,
@@ -43,6 +46,16 @@ export interface ServerOptions {
   /** Block device modules added to (or replacing) the built-in ones, e.g. "tcmur" and "bio". */
   readonly bdevModules?: BdevModules;
   readonly hooks?: ServerHooks;
+  /** Unix socket for the JSON-RPC control plane (docs/rpc.md); undefined = no control socket. */
+  readonly rpcSocket?: string;
+  /**
+   * false: if the socket cannot be opened (another server holds it), log and run without one. The
+   * CLI uses this for its default path so several servers (tests) can run at once; an explicit
+   * --rpc-socket stays a start-up failure.
+   */
+  readonly rpcSocketRequired?: boolean;
+  /** More control-plane methods (e.g. DRBD's), each registering its own on the server's registry. */
+  readonly rpcMethods?: readonly ((registry: MethodRegistry) => void)[];
 }
 
 export interface BoundPortal {
@@ -59,6 +72,7 @@ function stateName(targetName: string): string {
 export class UsertgtServer {
   readonly registry = new BdevRegistry();
   private target: IscsiTarget | undefined;
+  private rpc: RpcServer | undefined;
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private stopping: Promise<void> | undefined;
   private readonly logger: Logger;
@@ -139,6 +153,21 @@ export class UsertgtServer {
       this.rootLogger, // IscsiTarget names its own module
     );
     await this.target.start();
+    if (this.options.rpcSocket !== undefined) {
+      const methods = new MethodRegistry();
+      registerServerMethods(methods, this);
+      for (const add of this.options.rpcMethods ?? []) add(methods);
+      try {
+        this.rpc = await RpcServer.start({
+          path: this.options.rpcSocket,
+          registry: methods,
+          logger: this.rootLogger,
+        });
+      } catch (err) {
+        if (this.options.rpcSocketRequired !== false) throw err;
+        this.logger.warn({ err }, "running without a control socket");
+      }
+    }
     await this.options.hooks?.started?.();
   }
 
@@ -149,6 +178,16 @@ export class UsertgtServer {
 
   sessionCount(): number {
     return this.target?.sessionCount() ?? 0;
+  }
+
+  /** The running iSCSI target (read-only use: the control plane's queries). */
+  iscsiTarget(): IscsiTarget | undefined {
+    return this.target;
+  }
+
+  /** The control socket's path, when one is open. */
+  rpcSocketPath(): string | undefined {
+    return this.rpc?.path;
   }
 
   /**
@@ -162,6 +201,15 @@ export class UsertgtServer {
 
   private async doStop(): Promise<void> {
     const errors: unknown[] = [];
+    // The control plane goes first: no queries against a graph being taken down.
+    if (this.rpc) {
+      try {
+        await this.rpc.stop();
+      } catch (err) {
+        errors.push(err);
+        this.logger.error({ err }, "stopping the RPC server failed");
+      }
+    }
     if (this.target) {
       try {
         await this.target.stop();

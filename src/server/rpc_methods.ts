@@ -1,0 +1,205 @@
+/**
+ * The control-plane methods of a running server, named and shaped as SPDK's (lib/iscsi/iscsi_rpc.c,
+ * lib/bdev/bdev_rpc.c, lib/rpc/rpc.c) so that scripts written for rpc.py read our answers. All are
+ * read-only. Each group is one `registerXxxMethods(registry, ...)`; another module (DRBD) adds its
+ * own the same way and the server calls it (ServerOptions.rpcMethods).
+ */
+import { createRequire } from "node:module";
+import type { BlockDevice } from "../bdev/bdev.js";
+import type { BdevRegistry } from "../bdev/registry.js";
+import type { SpdkConfig } from "../config/spdk_config.js";
+import type { IscsiTarget } from "../iscsi/target.js";
+import type { AuthPolicy } from "../iscsi/options.js";
+import { ENODEV, RpcError, type JsonObject, type JsonValue } from "../rpc/jsonrpc.js";
+import type { MethodRegistry } from "../rpc/registry.js";
+
+/** What the methods read; the server passes itself. */
+export interface RpcServedState {
+  readonly config: SpdkConfig;
+  readonly registry: BdevRegistry;
+  /** Undefined before the target is built (never while the RPC server runs). */
+  iscsiTarget(): IscsiTarget | undefined;
+}
+
+function packageVersion(): string {
+  // dist/src/server/rpc_methods.js → the package root.
+  const pkg = createRequire(import.meta.url)("../../../package.json") as { version: string };
+  return pkg.version;
+}
+
+/** rpc_get_methods and spdk_get_version (lib/rpc/rpc.c, lib/event/app_rpc.c). */
+export function registerFrameworkMethods(registry: MethodRegistry): void {
+  registry.register("rpc_get_methods", {
+    description: "list the methods this server answers",
+    params: {
+      // SPDK: only the methods callable in the current state; every method here is always callable.
+      current: { type: "boolean" },
+      include_aliases: { type: "boolean" },
+    },
+    handler: (p) => registry.names(p.include_aliases === true),
+  });
+  registry.register("spdk_get_version", {
+    description: "the server's version, in SPDK's shape",
+    aliases: ["usertgt_get_version"],
+    handler: () => {
+      const version = packageVersion();
+      const m = /^(\d+)\.(\d+)\.(\d+)(.*)$/.exec(version);
+      return {
+        version: `usertgt v${version}`,
+        fields: {
+          major: m ? Number(m[1]) : 0,
+          minor: m ? Number(m[2]) : 0,
+          patch: m ? Number(m[3]) : 0,
+          suffix: m ? m[4]! : version,
+        },
+      };
+    },
+  });
+}
+
+function bdevJson(dev: BlockDevice, claimed: boolean): JsonObject {
+  return {
+    name: dev.name,
+    aliases: [],
+    product_name: dev.productName,
+    block_size: dev.blockSize,
+    num_blocks: dev.blockCount,
+    uuid: dev.uuid,
+    claimed,
+    supported_io_types: {
+      read: true,
+      write: true,
+      unmap: dev.supportsUnmap,
+      write_zeroes: dev.supportsUnmap && dev.unmapReadsZeroes,
+      flush: dev.volatileWriteCache,
+      reset: false,
+      nvme_admin: false,
+      nvme_io: false,
+    },
+  };
+}
+
+/** bdev_get_bdevs (lib/bdev/bdev_rpc.c). */
+export function registerBdevMethods(registry: MethodRegistry, state: RpcServedState): void {
+  registry.register("bdev_get_bdevs", {
+    description: "list block devices, or the one named",
+    params: { name: { type: "string" }, timeout: { type: "integer" } },
+    handler: (p) => {
+      // "claimed" here: in use as a LUN (what keeps a second user off the device).
+      const lunBdevs = new Set(state.config.targetNodes.flatMap((t) => t.luns.map((l) => l.bdev)));
+      const devs = state.registry.list();
+      if (typeof p.name === "string") {
+        const dev = state.registry.get(p.name);
+        // SPDK answers an unknown name with -ENODEV.
+        if (!dev) throw new RpcError(ENODEV, `No such device: block device "${p.name}" does not exist`);
+        return [bdevJson(dev, lunBdevs.has(dev.name))];
+      }
+      return devs.map((d) => bdevJson(d, lunBdevs.has(d.name)));
+    },
+  });
+}
+
+function authJson(a: AuthPolicy): JsonObject {
+  return { disable_chap: a.disableChap, require_chap: a.requireChap, mutual_chap: a.mutualChap };
+}
+
+/** iscsi_get_* (lib/iscsi/iscsi_rpc.c, portal_grp.c, init_grp.c, tgt_node.c, iscsi_subsystem.c). */
+export function registerIscsiMethods(registry: MethodRegistry, state: RpcServedState): void {
+  const { config } = state;
+  registry.register("iscsi_get_options", {
+    description: "the global iSCSI options in effect",
+    handler: () => {
+      const g = config.globals;
+      return {
+        node_base: g.nodeBase,
+        auth_file: config.authFile ?? "",
+        nop_timeout: g.nopTimeoutSec,
+        nop_in_interval: g.nopInIntervalSec,
+        ...authJson(g.discoveryAuth),
+        chap_group: g.discoveryAuthGroup ?? 0,
+        max_sessions: g.maxSessions,
+        max_connections_per_session: g.maxConnectionsPerSession,
+        max_queue_depth: config.maxQueueDepth,
+        default_time2wait: g.defaultTime2Wait,
+        default_time2retain: g.defaultTime2Retain,
+        first_burst_length: g.firstBurstLength,
+        max_burst_length: g.maxBurstLength,
+        max_recv_data_segment_length: g.maxRecvDataSegmentLength,
+        immediate_data: g.immediateData,
+        initial_r2t: g.initialR2T,
+        max_r2t_per_connection: g.maxOutstandingR2T,
+        allow_duplicated_isid: g.allowDuplicateIsid,
+        error_recovery_level: g.errorRecoveryLevel,
+        login_timeout: g.loginTimeoutSec,
+      };
+    },
+  });
+  registry.register("iscsi_get_portal_groups", {
+    description: "portal groups and the addresses they are bound to",
+    handler: () => {
+      const bound = state.iscsiTarget()?.addresses() ?? [];
+      return config.portalGroups.map((pg) => ({
+        tag: pg.tag,
+        // The bound port, not the configured one: a config port 0 means "any" and the real one matters.
+        portals: pg.portals.map((p, i) => {
+          const b = bound.filter((a) => a.portalGroup === pg.tag)[i];
+          return { host: p.host, port: String(b?.port ?? p.port) };
+        }),
+        private: false,
+      }));
+    },
+  });
+  registry.register("iscsi_get_initiator_groups", {
+    description: "initiator groups: names and netmasks allowed",
+    handler: () =>
+      config.initiatorGroups.map((ig) => ({
+        tag: ig.tag,
+        initiators: [...ig.initiators],
+        netmasks: [...ig.netmasks],
+      })),
+  });
+  registry.register("iscsi_get_target_nodes", {
+    description: "target nodes with their LUNs, mappings and authentication",
+    handler: () =>
+      config.targetNodes.map((t) => {
+        const out: JsonObject = {
+          name: t.name,
+          alias_name: t.alias ?? "",
+          pg_ig_maps: t.maps.map((m) => ({ pg_tag: m.portalGroup, ig_tag: m.initiatorGroup })),
+          luns: t.luns.map((l) => ({ bdev_name: l.bdev, lun_id: l.id })),
+          queue_depth: t.queueDepth,
+          ...authJson(t.auth),
+          chap_group: t.authGroup ?? 0,
+          header_digest: t.digest.headerRequired,
+          data_digest: t.digest.dataRequired,
+        };
+        return out;
+      }),
+  });
+  registry.register("iscsi_get_connections", {
+    description: "open iSCSI connections",
+    handler: () =>
+      (state.iscsiTarget()?.connectionInfo() ?? []).map((c, i): JsonValue => ({
+        id: i,
+        cid: c.cid,
+        tsih: c.tsih,
+        state: c.state,
+        pg_tag: c.portalGroup,
+        initiator_addr: c.initiatorAddress,
+        initiator_port: c.initiatorPort,
+        target_addr: c.targetAddress,
+        target_port: c.targetPort,
+        initiator_node_name: c.initiatorName,
+        isid: c.isid,
+        target_node_name: c.targetNodeName,
+        session_type: c.discovery ? "discovery" : c.tsih === 0 ? "" : "normal",
+      })),
+  });
+}
+
+/** Every method of the core server. */
+export function registerServerMethods(registry: MethodRegistry, state: RpcServedState): void {
+  registerFrameworkMethods(registry);
+  registerBdevMethods(registry, state);
+  registerIscsiMethods(registry, state);
+}
