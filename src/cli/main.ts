@@ -4,7 +4,9 @@
  *
  *   usertgt serve [-c FILE] [--log-level L] [--state-dir DIR]   run a config (no -c: the embedded default)
  *                 [--mount-point DIR | --no-fuse] [--handler-dir DIR]   issue #3's device tree
+ *                 [--rpc-socket PATH | --no-rpc]                JSON-RPC control socket (docs/rpc.md)
  *   usertgt check [-c FILE]                                      validate a config, print its notices
+ *   usertgt rpc [-s SOCKET] METHOD [JSON | --key value ...]      call a method on a running server
  *   usertgt --version
  *
  * `serve` reports on stderr, one line each, in a form tests and scripts parse:
@@ -21,6 +23,8 @@ import { ConfigError, formatNotice } from "../config/errors.js";
 import { loadSpdkConfig, type SpdkConfig } from "../config/spdk_config.js";
 import { devtreeWiring } from "../server/devtree_wiring.js";
 import { UsertgtServer } from "../server/server.js";
+import { DEFAULT_RPC_SOCKET } from "../rpc/client.js";
+import { runRpcCommand, type RpcCommandOptions } from "./rpc_command.js";
 import { log } from "../util/log.js";
 
 const EXIT_CONFIG = 2;
@@ -65,6 +69,9 @@ interface ServeOptions {
   mountPoint: string;
   fuse: boolean;
   handlerDir?: string;
+  /** false with --no-rpc; undefined: the default path, skipped (with a warning) if another server holds it. */
+  rpc: boolean;
+  rpcSocket?: string;
 }
 
 async function serve(opts: ServeOptions): Promise<void> {
@@ -81,6 +88,8 @@ async function serve(opts: ServeOptions): Promise<void> {
       stateDir: opts.stateDir,
       bdevModules: devtree?.bdevModules,
       hooks: devtree?.hooks,
+      rpcSocket: opts.rpc ? (opts.rpcSocket ?? DEFAULT_RPC_SOCKET) : undefined,
+      rpcSocketRequired: opts.rpcSocket !== undefined,
     });
   } catch (err) {
     process.exit(failed(err));
@@ -110,6 +119,8 @@ async function serve(opts: ServeOptions): Promise<void> {
   process.on("SIGTERM", shutdown);
 
   for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
+  const rpcPath = server.rpcSocketPath();
+  if (rpcPath !== undefined) say(`rpc on ${rpcPath}`);
   say("ready");
 }
 
@@ -153,6 +164,8 @@ program
   )
   .option("--no-fuse", "do not mount the device tree")
   .option("--handler-dir <dir>", "directory of handler_<name>.js TCMUR handler modules")
+  .option("--rpc-socket <path>", `JSON-RPC control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .option("--no-rpc", "open no control socket")
   .action((opts: ServeOptions) => serve(opts));
 
 program
@@ -160,5 +173,18 @@ program
   .description("validate a config file and print what it defines")
   .option("-c, --config <file>", "SPDK legacy config file")
   .action((opts: { config?: string }) => check(opts));
+
+program
+  .command("rpc")
+  .description("call a JSON-RPC method on a running server and print its result (like SPDK's rpc.py)")
+  .argument("<method>", "method name (usertgt rpc rpc_get_methods lists them)")
+  .argument("[params...]", "one JSON object, or --key value pairs")
+  .option("-s, --socket <path>", `control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .option("-t, --timeout <seconds>", "how long to wait for the answer", "60")
+  // --key value pairs are the method's parameters, not options of this command.
+  .allowUnknownOption()
+  .action(async (method: string, params: string[], opts: RpcCommandOptions) => {
+    process.exitCode = await runRpcCommand(method, params, opts);
+  });
 
 await program.parseAsync(process.argv);
