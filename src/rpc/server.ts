@@ -75,10 +75,15 @@ export class RpcServer {
         throw new Error(`RPC socket ${options.path}: another server is listening on it`);
       }
       // Only ever remove a socket: a regular file at the path is the operator's mistake, not ours.
-      const st = await lstat(options.path);
-      if (!st.isSocket()) throw new Error(`RPC socket ${options.path}: exists and is not a socket`);
-      rpc.log.warn("removing a stale RPC socket file nothing listens on");
-      await unlink(options.path);
+      // (It may vanish meanwhile: a server that was stopping has just removed it.)
+      const st = await lstat(options.path).catch(() => undefined);
+      if (st && !st.isSocket()) throw new Error(`RPC socket ${options.path}: exists and is not a socket`);
+      if (st) {
+        rpc.log.warn("removing a stale RPC socket file nothing listens on");
+        await unlink(options.path).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== "ENOENT") throw rpcStartError(options.path, err);
+        });
+      }
       try {
         await rpc.listen();
       } catch (err2) {
@@ -106,8 +111,9 @@ export class RpcServer {
     if (this.closed) return;
     this.closed = true;
     for (const s of this.sockets) s.destroy();
+    // Node unlinks a Unix socket's path when its server closes; unlinking again here could remove
+    // the socket of a server that has taken the path over in the meantime.
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
-    await unlink(this.options.path).catch(() => undefined);
     this.log.info("RPC server stopped");
   }
 
