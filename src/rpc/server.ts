@@ -50,6 +50,7 @@ export class RpcServer {
   private readonly sockets = new Set<Socket>();
   private readonly log: Logger;
   private closed = false;
+  private connectionCount = 0;
 
   private constructor(private readonly options: RpcServerOptions) {
     this.log = (options.logger ?? rootLog).child({ module: "rpc", socket: options.path });
@@ -122,7 +123,8 @@ export class RpcServer {
     const framer = new JsonStreamFramer();
     const queue: string[] = [];
     let busy = false;
-    const conn = this.log.child({ conn: this.sockets.size });
+    let cutOff = false;
+    const conn = this.log.child({ conn: ++this.connectionCount });
 
     const drainQueue = async (): Promise<void> => {
       if (busy) return;
@@ -144,6 +146,7 @@ export class RpcServer {
     };
 
     socket.on("data", (chunk: Buffer) => {
+      if (cutOff) return;
       let frames: string[];
       try {
         frames = framer.push(chunk);
@@ -155,8 +158,11 @@ export class RpcServer {
             id: null,
             error: new RpcError(RpcErrorCode.InvalidRequest, err.message).toObject(),
           };
-          socket.end(JSON.stringify(response) + "\n");
-          socket.destroySoon();
+          // Stop reading, answer once, then close; the rest of the request is never looked at.
+          cutOff = true;
+          socket.pause();
+          queue.length = 0;
+          socket.end(JSON.stringify(response) + "\n", () => socket.destroy());
           return;
         }
         throw err;
