@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { pino } from "pino";
 import { RpcClient } from "./client.js";
-import { RpcError, RpcErrorCode } from "./jsonrpc.js";
+import { RpcError, RpcErrorCode, type JsonValue } from "./jsonrpc.js";
 import { MethodRegistry } from "./registry.js";
 import { RpcServer } from "./server.js";
 
@@ -41,6 +41,14 @@ function testRegistry(): MethodRegistry {
       await new Promise((res) => setTimeout(res, p.ms as number));
       return p.ms as number;
     },
+  });
+  r.register("unserializable", {
+    description: "returns what JSON cannot carry (a handler bug)",
+    handler: () => ({ n: 1n }) as unknown as JsonValue,
+  });
+  r.register("nothing", {
+    description: "returns undefined (a handler bug)",
+    handler: () => undefined as unknown as JsonValue,
   });
   return r;
 }
@@ -150,6 +158,18 @@ test("rpc: error codes for unknown method, bad params, parse errors, invalid req
       ["z", { text: "after", times: 1 }],
     ],
   );
+  await srv.stop();
+});
+
+test("rpc: handler bugs (a BigInt result, no result) still get well-formed answers", async () => {
+  const srv = await start("bugs.sock");
+  const client = await RpcClient.connect(srv.path);
+  await assert.rejects(
+    client.call("unserializable"),
+    (e: RpcError) => e.code === RpcErrorCode.InternalError && /BigInt/.test(e.message),
+  );
+  assert.equal(await client.call("nothing"), null);
+  client.close();
   await srv.stop();
 });
 

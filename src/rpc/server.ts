@@ -133,7 +133,7 @@ export class RpcServer {
         const response = await this.handle(queue.shift()!, conn);
         if (response === undefined || socket.destroyed) continue;
         // Respect back-pressure: a client that does not read its answers stops being read.
-        if (!socket.write(JSON.stringify(response) + "\n")) {
+        if (!socket.write(serialize(response, conn))) {
           socket.pause();
           await new Promise<void>((resolve) => {
             socket.once("drain", resolve);
@@ -219,7 +219,8 @@ export class RpcServer {
 
     try {
       const result = await this.options.registry.call(req.method, params ?? undefined);
-      return notification ? undefined : { jsonrpc: "2.0", id, result };
+      // A handler that returns nothing still answers: JSON-RPC 2.0 §5 requires "result".
+      return notification ? undefined : { jsonrpc: "2.0", id, result: result ?? null };
     } catch (err) {
       if (notification) return undefined;
       if (err instanceof RpcError) return { jsonrpc: "2.0", id, error: err.toObject() };
@@ -233,6 +234,24 @@ export class RpcServer {
         },
       };
     }
+  }
+}
+
+/** The response as one line; a result JSON cannot carry (a BigInt, a cycle) becomes -32603. */
+function serialize(response: RpcResponse, conn: Logger): string {
+  try {
+    return JSON.stringify(response) + "\n";
+  } catch (err) {
+    conn.error({ err }, "RPC result cannot be written as JSON");
+    const failed: RpcResponse = {
+      jsonrpc: "2.0",
+      id: response.id,
+      error: {
+        code: RpcErrorCode.InternalError,
+        message: `result cannot be written as JSON: ${(err as Error).message}`,
+      },
+    };
+    return JSON.stringify(failed) + "\n";
   }
 }
 
