@@ -7,6 +7,7 @@ import { lstat } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { spawn } from "node:child_process";
 import { cleanup, makeTempDir, runCli, startServer, stopCleanly, type RunningServer } from "./harness.js";
 
 type Obj = Record<string, unknown>;
@@ -117,6 +118,39 @@ describe("usertgt rpc against usertgt serve --rpc-socket", () => {
 
     const still = await runCli(["rpc", "-s", sock, "spdk_get_version"]);
     assert.equal(still.code, 0, still.stderr);
+  });
+
+  it("iscsi_get_connections shows a live iSCSI session from libiscsi's iscsi-perf", async () => {
+    const initiator = "iqn.2099-01.test:rpc-e2e";
+    const target = "iqn.2016-06.io.spdk:rpcdisk";
+    // iscsi-perf keeps its session in full feature phase until killed.
+    const perf = spawn(
+      "iscsi-perf",
+      ["-i", initiator, "-t", "30", `iscsi://127.0.0.1:${server.ports[0]}/${target}/0`],
+      {
+        stdio: "ignore",
+      },
+    );
+    try {
+      let conns: Obj[] = [];
+      for (let i = 0; i < 100; i++) {
+        const out = await runCli(["rpc", "-s", sock, "iscsi_get_connections"]);
+        assert.equal(out.code, 0, out.stderr);
+        conns = (JSON.parse(out.stdout) as Obj[]).filter((c) => c.state === "full-feature");
+        if (conns.length > 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(conns.length, 1, "one full-feature connection");
+      const c = conns[0]!;
+      assert.equal(c.initiator_node_name, initiator);
+      assert.equal(c.target_node_name, target);
+      assert.equal(c.session_type, "normal");
+      assert.equal(c.target_port, server.ports[0]);
+      assert.notEqual(c.tsih, 0);
+    } finally {
+      perf.kill("SIGKILL");
+      await new Promise((r) => perf.once("close", r));
+    }
   });
 
   it("removes the socket file on SIGTERM", async () => {
