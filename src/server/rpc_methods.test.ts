@@ -69,6 +69,7 @@ describe("server RPC methods", () => {
       "iscsi_get_initiator_groups",
       "iscsi_get_target_nodes",
       "iscsi_get_connections",
+      "framework_get_config",
     ]) {
       assert.ok(names.includes(m), m);
     }
@@ -129,6 +130,40 @@ describe("server RPC methods", () => {
     assert.equal(opts.node_base, "iqn.2099-01.test");
     assert.equal(opts.max_sessions, 7);
     assert.equal(opts.first_burst_length, 8192);
+  });
+
+  it("framework_get_config dumps the bdev and iscsi subsystems as create calls", async () => {
+    const subs = (await client.call("framework_get_subsystems")) as Obj[];
+    assert.deepEqual(
+      subs.map((x) => x.subsystem),
+      ["bdev", "iscsi"],
+    );
+    const bdev = (await client.call("framework_get_config", { name: "bdev" })) as Obj[];
+    assert.deepEqual(
+      bdev.map((c) => c.method),
+      ["bdev_malloc_create", "bdev_aio_create"],
+    );
+    const malloc = bdev[0]!.params as Obj;
+    assert.equal(malloc.num_blocks, 512);
+    const [dev] = (await client.call("bdev_get_bdevs", { name: "Malloc0" })) as Obj[];
+    assert.equal(malloc.uuid, dev!.uuid);
+    assert.equal((bdev[1]!.params as Obj).filename, join(dir, "disk.img"));
+
+    const iscsi = (await client.call("framework_get_config", { name: "iscsi" })) as Obj[];
+    assert.deepEqual(
+      iscsi.map((c) => c.method),
+      [
+        "iscsi_set_options",
+        "iscsi_create_portal_group",
+        "iscsi_create_initiator_group",
+        "iscsi_create_target_node",
+      ],
+    );
+    assert.equal((iscsi[3]!.params as Obj).name, "iqn.2099-01.test:unit");
+    await assert.rejects(
+      client.call("framework_get_config", { name: "nvmf" }),
+      (e: RpcError) => e.code === RpcErrorCode.InvalidParams && /no subsystem "nvmf"/.test(e.message),
+    );
   });
 
   it("iscsi_get_connections shows a TCP connection still logging in, and forgets it when closed", async () => {

@@ -7,10 +7,10 @@
 import { createRequire } from "node:module";
 import type { BlockDevice } from "../bdev/bdev.js";
 import type { BdevRegistry } from "../bdev/registry.js";
-import type { SpdkConfig } from "../config/spdk_config.js";
+import type { BdevSpec, SpdkConfig } from "../config/spdk_config.js";
 import type { IscsiTarget } from "../iscsi/target.js";
 import type { AuthPolicy } from "../iscsi/options.js";
-import { ENODEV, RpcError, type JsonObject, type JsonValue } from "../rpc/jsonrpc.js";
+import { ENODEV, RpcError, RpcErrorCode, type JsonObject, type JsonValue } from "../rpc/jsonrpc.js";
 import type { MethodRegistry } from "../rpc/registry.js";
 
 /** What the methods read; the server passes itself. */
@@ -197,9 +197,102 @@ export function registerIscsiMethods(registry: MethodRegistry, state: RpcServedS
   });
 }
 
+function bdevCreateCall(spec: BdevSpec, dev: BlockDevice | undefined): JsonObject {
+  switch (spec.kind) {
+    case "malloc":
+      return {
+        method: "bdev_malloc_create",
+        params: {
+          name: spec.name,
+          num_blocks: spec.blockCount,
+          block_size: spec.blockSize,
+          ...(dev ? { uuid: dev.uuid } : {}),
+        },
+      };
+    case "aio":
+      return {
+        method: "bdev_aio_create",
+        params: { name: spec.name, filename: spec.path, block_size: spec.blockSize },
+      };
+    // No SPDK counterpart: our own names, so a reader knows they will not replay on SPDK.
+    case "tcmur":
+      return {
+        method: "usertgt_bdev_tcmur_create",
+        params: { name: spec.name, minor: spec.minor, cfgstring: spec.cfgString, options: [...spec.extra] },
+      };
+    case "bio":
+      return {
+        method: "usertgt_bdev_bio_create",
+        params: { name: spec.name, path: spec.path, helper: [...spec.helper] },
+      };
+  }
+}
+
+/**
+ * framework_get_subsystems / framework_get_config (lib/event/app_rpc.c): the running configuration
+ * as the create calls that would rebuild it, per subsystem (what rpc.py save_config collects).
+ * CHAP secrets are not dumped: the AuthFile stays the one place they are kept.
+ */
+export function registerConfigMethods(registry: MethodRegistry, state: RpcServedState): void {
+  const subsystems: Record<string, () => JsonObject[]> = {
+    bdev: () => state.config.bdevs.map((spec) => bdevCreateCall(spec, state.registry.get(spec.name))),
+    iscsi: () => {
+      const c = state.config;
+      const options = registry.get("iscsi_get_options")!.handler({}) as JsonObject;
+      return [
+        { method: "iscsi_set_options", params: options },
+        ...c.portalGroups.map((pg) => ({
+          method: "iscsi_create_portal_group",
+          params: { tag: pg.tag, portals: pg.portals.map((p) => ({ host: p.host, port: String(p.port) })) },
+        })),
+        ...c.initiatorGroups.map((ig) => ({
+          method: "iscsi_create_initiator_group",
+          params: { tag: ig.tag, initiators: [...ig.initiators], netmasks: [...ig.netmasks] },
+        })),
+        ...c.targetNodes.map((t) => ({
+          method: "iscsi_create_target_node",
+          params: {
+            name: t.name,
+            alias_name: t.alias ?? "",
+            pg_ig_maps: t.maps.map((m) => ({ pg_tag: m.portalGroup, ig_tag: m.initiatorGroup })),
+            luns: t.luns.map((l) => ({ bdev_name: l.bdev, lun_id: l.id })),
+            queue_depth: t.queueDepth,
+            ...authJson(t.auth),
+            chap_group: t.authGroup ?? 0,
+            header_digest: t.digest.headerRequired,
+            data_digest: t.digest.dataRequired,
+          },
+        })),
+      ];
+    },
+  };
+  registry.register("framework_get_subsystems", {
+    description: "the subsystems framework_get_config can dump",
+    handler: () => [
+      { subsystem: "bdev", depends_on: [] },
+      { subsystem: "iscsi", depends_on: ["bdev"] },
+    ],
+  });
+  registry.register("framework_get_config", {
+    description: "one subsystem's configuration as the create calls that rebuild it",
+    params: { name: { type: "string", required: true } },
+    handler: (p) => {
+      const dump = subsystems[p.name as string];
+      if (!dump) {
+        throw new RpcError(
+          RpcErrorCode.InvalidParams,
+          `framework_get_config: no subsystem "${p.name as string}" (have ${Object.keys(subsystems).join(", ")})`,
+        );
+      }
+      return dump();
+    },
+  });
+}
+
 /** Every method of the core server. */
 export function registerServerMethods(registry: MethodRegistry, state: RpcServedState): void {
   registerFrameworkMethods(registry);
   registerBdevMethods(registry, state);
   registerIscsiMethods(registry, state);
+  registerConfigMethods(registry, state);
 }
