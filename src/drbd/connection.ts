@@ -284,7 +284,14 @@ export class DrbdConnection implements PeerLink {
   private peerEpochWrites = new Set<Promise<void>>();
   private peerEpochCount = 0;
   /** Counters for status and tests. */
-  readonly stats = { sentWrites: 0, receivedWrites: 0, barriersSent: 0, barrierAcks: 0, pingsAnswered: 0 };
+  readonly stats = {
+    staleResyncReplies: 0,
+    sentWrites: 0,
+    receivedWrites: 0,
+    barriersSent: 0,
+    barrierAcks: 0,
+    pingsAnswered: 0,
+  };
   /** Result of the last sync decision (for status and tests). */
   lastDecision: { result: number; rule: number } | undefined;
 
@@ -684,6 +691,13 @@ export class DrbdConnection implements PeerLink {
   private resync = { total: 0, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
   private resyncTimer: NodeJS.Timeout | undefined;
   private resyncTokens = 0;
+  /** SyncTarget: the peer-write sequence number when each resync request (by sector) was sent. */
+  private readonly rsRequestSeq = new Map<number, number>();
+  /** SyncTarget: application writes received while resyncing, to spot stale resync replies. */
+  private peerWrites: { seq: number; start: number; end: number }[] = [];
+  private peerDataSeq = 0;
+  /** SyncTarget: resync writes in flight; a later application write to the same blocks waits for them. */
+  private readonly rsWrites = new Set<{ start: number; end: number; done: Promise<void> }>();
   private resyncRefill = Date.now();
   private finishing = false;
 
@@ -767,6 +781,7 @@ export class DrbdConnection implements PeerLink {
       this.resync.requestedBlocks += blocks;
       const sector = (first * 4096) / SECTOR;
       const size = Math.min(blocks * 4096, dev.layout.usableSectors * SECTOR - first * 4096);
+      this.rsRequestSeq.set(sector, this.peerDataSeq);
       this.send(
         this.data,
         DrbdCommand.RsDataRequest,
@@ -774,8 +789,7 @@ export class DrbdConnection implements PeerLink {
       ).catch(() => {});
     }
     if (this.resync.inflight === 0 && dev.bitmap.nextSet(0) < 0) {
-      this.finishing = true;
-      void this.finishResync().finally(() => (this.finishing = false));
+      void this.finishResync();
       return;
     }
     // Wrapped around with bits still set (a request failed): start over from the beginning.
@@ -786,9 +800,18 @@ export class DrbdConnection implements PeerLink {
 
   /** drbd_resync_finished: the target takes the source's current UUID and is UpToDate; the source drops its bitmap UUID. */
   private async finishResync(): Promise<void> {
-    const dev = this.opts.device;
     const was = this.stateName;
-    if (was !== "SyncSource" && was !== "SyncTarget") return;
+    if ((was !== "SyncSource" && was !== "SyncTarget") || this.finishing) return;
+    this.finishing = true;
+    try {
+      await this.finishResyncNow(was);
+    } finally {
+      this.finishing = false;
+    }
+  }
+
+  private async finishResyncNow(was: "SyncSource" | "SyncTarget"): Promise<void> {
+    const dev = this.opts.device;
     clearTimeout(this.resyncTimer);
     await dev.persistBitmap();
     if (was === "SyncTarget") {
@@ -947,7 +970,7 @@ export class DrbdConnection implements PeerLink {
 
   async mirror(
     offset: number,
-    _bytes: number,
+    bytes: number,
     data: readonly Buffer[] | undefined,
     fua: boolean,
   ): Promise<boolean> {
@@ -986,6 +1009,14 @@ export class DrbdConnection implements PeerLink {
     this.stats.sentWrites++;
     const ok = acked ? await acked : await sent;
     this.epochHadCompletion = true;
+    if (ok && this.stateName === "SyncSource") {
+      // Whole blocks the peer now has are in sync (DP_MAY_SET_IN_SYNC); the target clears them alike.
+      const dev = this.opts.device;
+      const firstFull = Math.ceil(offset / 4096);
+      const lastFull = Math.floor((offset + bytes) / 4096) - 1;
+      if (lastFull >= firstFull) dev.bitmap.clearRange(firstFull, lastFull);
+      if (dev.bitmap.outOfSyncBits === 0) void this.finishResync();
+    }
     return ok;
   }
 
@@ -1107,8 +1138,30 @@ export class DrbdConnection implements PeerLink {
         if (this.stateName !== "SyncTarget")
           throw new DrbdProtocolError(`P_RS_DATA_REPLY while ${this.stateName}`);
         const ack = { sector: d.sector, blockId: d.blockId, size: d.data.length, seqNum: 0 };
-        this.opts.device
-          .writeResyncData(d.sector * SECTOR, d.data)
+        const start = d.sector * SECTOR;
+        const end = start + d.data.length;
+        const askedAt = this.rsRequestSeq.get(d.sector) ?? -1;
+        this.rsRequestSeq.delete(d.sector);
+        // Newer application data for this range came in after the request: the reply may be older. Drop it
+        // without an ack; bits still set are requested again.
+        if (this.peerWrites.some((w) => w.seq > askedAt && w.start < end && start < w.end)) {
+          this.resync.inflight--;
+          this.stats.staleResyncReplies++;
+          this.pumpResync();
+          return;
+        }
+        const rsWrite = this.opts.device.writeResyncData(start, d.data);
+        const entry = {
+          start,
+          end,
+          done: rsWrite.then(
+            () => {},
+            () => {},
+          ),
+        };
+        this.rsWrites.add(entry);
+        void entry.done.then(() => this.rsWrites.delete(entry));
+        rsWrite
           .then(() => this.send(this.meta, DrbdCommand.RsWriteAck, encodeBlockAck(ack)))
           .catch((e: Error) => this.connectionLost(e))
           .finally(() => {
@@ -1139,8 +1192,21 @@ export class DrbdConnection implements PeerLink {
       this.send(this.meta, DrbdCommand.RecvAck, encodeBlockAck(ack)).catch(() => {});
     this.stats.receivedWrites++;
     this.peerEpochCount++;
-    const w = this.opts.device
-      .applyPeerWrite(d.sector * SECTOR, d.data, (d.dpFlags & DP_FUA) !== 0)
+    const start = d.sector * SECTOR;
+    const end = start + d.data.length;
+    let before: Promise<unknown> = Promise.resolve();
+    if (this.stateName === "SyncTarget") {
+      this.peerWrites.push({ seq: ++this.peerDataSeq, start, end });
+      if (this.rsRequestSeq.size === 0) this.peerWrites = this.peerWrites.slice(-1);
+      // Land after any resync write to the same blocks, and count whole blocks as in sync.
+      const overlapping = [...this.rsWrites].filter((w) => w.start < end && start < w.end);
+      before = Promise.all(overlapping.map((w) => w.done));
+      const firstFull = Math.ceil(start / 4096);
+      const lastFull = Math.floor(end / 4096) - 1;
+      if (lastFull >= firstFull) this.opts.device.bitmap.clearRange(firstFull, lastFull);
+    }
+    const w = before
+      .then(() => this.opts.device.applyPeerWrite(start, d.data, (d.dpFlags & DP_FUA) !== 0))
       .then(
         () =>
           d.dpFlags & DP_SEND_WRITE_ACK

@@ -136,7 +136,8 @@ export class DrbdDevice implements BlockDevice {
   /** A Primary without a peer has started its own data generation (new current UUID) in this session. */
   private generation: Promise<void> | undefined;
   private peer: PeerLink | undefined;
-  private readonly inflight = new Set<Promise<unknown>>();
+  /** Application writes in flight, with their byte ranges [start, end). */
+  private readonly inflight = new Map<Promise<unknown>, [number, number]>();
   private sbWrite: Promise<void> = Promise.resolve();
   private bitmapWrite: Promise<void> = Promise.resolve();
   private readonly log: Logger;
@@ -374,6 +375,10 @@ export class DrbdDevice implements BlockDevice {
     this.requireDisk();
     const b = Buffer.alloc(length);
     checkRange(this, offset / this.blockSize, length);
+    // A resync read must not see a block before an application write to it that already began completes:
+    // the peer may have its new data already, and the stale reply would overwrite it.
+    const overlapping = [...this.inflight].filter(([, [s, e]]) => s < offset + length && offset < e);
+    if (overlapping.length > 0) await Promise.allSettled(overlapping.map(([p]) => p));
     await this.lower.readv(offset / this.blockSize, [b]);
     return b;
   }
@@ -488,7 +493,7 @@ export class DrbdDevice implements BlockDevice {
     if (this.roleValue !== "Primary")
       return Promise.reject(new BlockDeviceError(`${this.name}: Secondary refuses writes`, "read-only"));
     const p = this.mirroredWrite(lba, bytes, local, data, fua);
-    this.inflight.add(p);
+    this.inflight.set(p, [lba * this.blockSize, lba * this.blockSize + bytes]);
     const done = () => this.inflight.delete(p);
     p.then(done, done);
     return p;
@@ -532,7 +537,7 @@ export class DrbdDevice implements BlockDevice {
   }
 
   private async drain(): Promise<void> {
-    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.keys()]);
   }
 
   /** Writes superblock changes one at a time, in order (each write carries all earlier changes). */
