@@ -10,7 +10,7 @@
 #   TYPES="malloc tgt" bench/seed_tar_bench.sh   # a subset
 #
 # Knobs: TYPES (malloc aio tcmur bio tgt), SIZE_MB (LUN size), TAR (the image; default: built once from
-# /usr/share/doc + /usr/share/locale into /var/cache/usertgt-bench/seed.tar), PORT, TGT_PORT.
+# /usr/share/doc (~120 MB) into /var/cache/usertgt-bench/seed.tar), PORT, TGT_PORT.
 # Needs root, qemu-system-x86 (apt-get install --no-install-recommends qemu-system-x86), tgt, binutils.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ IQN_TGT=iqn.2001-04.com.example:seedtar
 bench/linux_initiator/build.sh >/dev/null
 if [ ! -f "$TAR" ]; then
   mkdir -p "$(dirname "$TAR")"
-  tar --format=gnu -cf "$TAR.tmp" -C /usr/share doc locale 2>/dev/null || true
+  tar --format=gnu -cf "$TAR.tmp" -C /usr/share doc 2>/dev/null || true
   mv "$TAR.tmp" "$TAR"
 fi
 

@@ -11,6 +11,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${CACHE:-/var/cache/usertgt-bench}
 KVER=${KVER:-6.1.0-50-amd64}
+if [ -z "${REBUILD:-}" ] && [ -f "$CACHE/vmlinuz" ] && [ "$CACHE/initramfs.cpio.gz" -nt "$here/init.sh" ] &&
+  [ "$CACHE/initramfs.cpio.gz" -nt "$here/build.sh" ]; then # up to date (REBUILD=1 forces)
+  echo "$CACHE/vmlinuz"
+  echo "$CACHE/initramfs.cpio.gz"
+  exit 0
+fi
 mkdir -p "$CACHE/debs" "$CACHE/x"
 cd "$CACHE/debs"
 

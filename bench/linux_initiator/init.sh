@@ -2,7 +2,7 @@
 # /init of the benchmark guest (see build.sh). Kernel command line (no dots, so they reach /proc/cmdline only):
 #   bench_addr=10.0.2.2 bench_port=3260 bench_iqn=IQN [bench_tpgt=1] [bench_mkfs=1]
 # Logs in with iscsistart, makes ext4 on the first SCSI disk, copies the tar image from /dev/vda onto it and
-# unpacks it there, syncs, unmounts and powers off. Results are lines starting "BENCH " on the console.
+# unpacks it there, syncs, unmounts, checks the copy read back after a remount, and powers off. Results are lines starting "BENCH " on the console.
 export PATH=/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -68,5 +68,13 @@ used=$(df -k /mnt | awk 'NR == 2 { print $3 }')
 umount /mnt || fail "umount"
 t5=$(now)
 echo "BENCH copy seconds=$(elapsed "$t2" "$t3") unpack seconds=$(elapsed "$t3" "$t4") total_seconds=$(elapsed "$t2" "$t4") files=$files used_kib=$used umount_seconds=$(elapsed "$t4" "$t5")"
+# Read back through the initiator after a fresh mount (the page cache dropped): the copy must match the image.
+echo 3 >/proc/sys/vm/drop_caches
+mount -t ext4 -o ro "$disk" /mnt || fail "remount $disk"
+want=$(md5sum </dev/vda | cut -d' ' -f1)
+got=$(md5sum </mnt/image.tar | cut -d' ' -f1)
+umount /mnt
+[ "$want" = "$got" ] || fail "verify: image.tar read back from $disk has md5 $got, the image $want"
+echo "BENCH verify md5=$got ok"
 echo "BENCH done"
 poweroff -f
