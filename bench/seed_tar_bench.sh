@@ -9,13 +9,15 @@
 #   bench/seed_tar_bench.sh                      # all types
 #   TYPES="malloc tgt" bench/seed_tar_bench.sh   # a subset
 #
-# Knobs: TYPES (malloc aio tcmur bio tgt), SIZE_MB (LUN size), TAR (the image; default: built once from
+# Knobs: TYPES (malloc aio tcmur bio tgt), REPEAT (boots per type, rounds interleave the types; a median of
+# total_s per type is printed at the end: TCG and a shared host make single runs noisy), SIZE_MB (LUN size), TAR (the image; default: built once from
 # /usr/share/doc (~120 MB) into /var/cache/usertgt-bench/seed.tar), PORT, TGT_PORT.
 # Needs root, qemu-system-x86 (apt-get install --no-install-recommends qemu-system-x86), tgt, binutils.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TYPES=${TYPES:-"malloc aio tcmur bio tgt"}
+REPEAT=${REPEAT:-1}
 SIZE_MB=${SIZE_MB:-512}
 CACHE=${CACHE:-/var/cache/usertgt-bench}
 TAR=${TAR:-$CACHE/seed.tar}
@@ -99,6 +101,8 @@ start_tgtd() {
 echo "seed tar benchmark: image $TAR ($(($(stat -c %s "$TAR") / 1048576)) MiB), LUN ${SIZE_MB} MiB, ext4, Linux $(basename "$(ls -d "$CACHE"/x/linux-image-*)" | sed 's/linux-image-//') iscsi_tcp in QEMU/TCG"
 echo "host: $(nproc) CPUs, $(uname -r), node $(node --version), $(qemu-system-x86_64 --version | head -1)"
 printf '%-8s %-10s %-10s %-10s %-8s %s\n' type copy_s unpack_s total_s files status
+declare -A totals=()
+for round in $(seq 1 "$REPEAT"); do
 for type in $TYPES; do
   log=$work/console-$type.log
   status=ok
@@ -114,9 +118,19 @@ for type in $TYPES; do
   field() { printf '%s\n' "$line" | grep -o "$1=[0-9.]*" | head -1 | cut -d= -f2; }
   printf '%-8s %-10s %-10s %-10s %-8s %s\n' "$type" "$(field 'copy seconds')" "$(field 'unpack seconds')" \
     "$(field total_seconds)" "$(field files)" "$status"
+  [ "$status" = ok ] && totals[$type]="${totals[$type]:-} $(field total_seconds)"
   if [ "$status" != ok ]; then
     grep -a 'BENCH\|iscsi\|error\|Error' "$log" | tail -8 >&2 || true
     cp "$log" "/tmp/usertgt-seedtar-$type-console.log"
     echo "bench: $type console kept in /tmp/usertgt-seedtar-$type-console.log" >&2
   fi
 done
+done
+if [ "$REPEAT" -gt 1 ]; then
+  echo "median total_s over $REPEAT rounds (successful runs only):"
+  for type in $TYPES; do
+    # shellcheck disable=SC2086
+    printf '%-8s %s   (%s)\n' "$type" "$(printf '%s\n' ${totals[$type]:-} | sort -n |
+      awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')" "${totals[$type]:-}"
+  done
+fi
