@@ -223,7 +223,10 @@ async function fakePeer(
   reply: Buffer,
   endAfter: boolean,
 ): Promise<void> {
+  const open = new Set<Socket>();
   const fake = createServer((s: Socket) => {
+    open.add(s);
+    s.on("close", () => open.delete(s));
     s.on("error", () => {});
     let seen = Buffer.alloc(0);
     let isData: boolean | undefined;
@@ -241,7 +244,13 @@ async function fakePeer(
   });
   fake.listen(port, HOST);
   await once(fake, "listening");
-  t.after(() => new Promise<void>((r) => fake.close(() => r())));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        fake.close(() => r());
+        for (const s of open) s.destroy();
+      }),
+  );
 }
 
 for (const [what, reply, endAfter, expected] of [
