@@ -406,7 +406,7 @@ export class DrbdConnection implements PeerLink {
       } catch (e) {
         if (this.stopped) break;
         this.lastError = (e as Error).message;
-        this.log.warn({ err: this.lastError, stack: (e as Error).stack }, "connection attempt failed");
+        this.log.warn({ err: this.lastError }, "connection attempt failed");
         this.dropSockets(e as Error);
         this.stateName = e instanceof DrbdProtocolError ? "ProtocolError" : "NetworkFailure";
         await sleep(50 + Math.random() * 200);
@@ -906,10 +906,16 @@ export class DrbdConnection implements PeerLink {
     meta.dispatch((p) => this.onMetaPacket(p), onError);
     this.opts.device.setPeer(this);
     this.unsubscribe = this.opts.device.onStateChange(() => {
-      if (this.stateName === "Connected")
-        this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.Connected))).catch(
-          () => {},
-        );
+      const conn =
+        this.stateName === "Connected"
+          ? ConnState.Connected
+          : this.stateName === "SyncSource"
+            ? ConnState.SyncSource
+            : this.stateName === "SyncTarget"
+              ? ConnState.SyncTarget
+              : undefined;
+      if (conn !== undefined)
+        this.send(this.data, DrbdCommand.State, encodeState(this.localState(conn))).catch(() => {});
     });
     if (this.stateName === "SyncTarget") this.pumpResync();
     if (this.stateName === "SyncSource" && this.opts.device.bitmap.outOfSyncBits === 0)
