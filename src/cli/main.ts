@@ -6,7 +6,9 @@
  *                 [--mount-point DIR | --no-fuse] [--handler-dir DIR]   issue #3's device tree
  *                 [--rpc-socket PATH | --no-rpc]                JSON-RPC control socket (docs/rpc.md)
  *   usertgt check [-c FILE]                                      validate a config, print its notices
+ *                 [--drbd-config FILE] [--node-name NAME]        issue #4's DRBD resources (docs/drbd.md)
  *   usertgt rpc [-s SOCKET] METHOD [JSON | --key value ...]      call a method on a running server
+ *   usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND [RES] [--force] [--clear-bitmap]   drbdadm(8) on it
  *   usertgt --version
  *
  * `serve` reports on stderr, one line each, in a form tests and scripts parse:
@@ -22,6 +24,8 @@ import { defaultConfig } from "../config/default.js";
 import { ConfigError, formatNotice } from "../config/errors.js";
 import { loadSpdkConfig, type SpdkConfig } from "../config/spdk_config.js";
 import { devtreeWiring } from "../server/devtree_wiring.js";
+import { chainHooks, DrbdWiring } from "../server/drbd_wiring.js";
+import { runDrbdadmCommand, type DrbdadmCommandOptions } from "./drbdadm_command.js";
 import { UsertgtServer } from "../server/server.js";
 import { DEFAULT_RPC_SOCKET } from "../rpc/client.js";
 import { runRpcCommand, type RpcCommandOptions } from "./rpc_command.js";
@@ -72,6 +76,8 @@ interface ServeOptions {
   /** false with --no-rpc; undefined: the default path, skipped (with a warning) if another server holds it. */
   rpc: boolean;
   rpcSocket?: string;
+  drbdConfig?: string;
+  nodeName?: string;
 }
 
 async function serve(opts: ServeOptions): Promise<void> {
@@ -83,11 +89,23 @@ async function serve(opts: ServeOptions): Promise<void> {
     const devtree = await devtreeWiring(config, {
       mountPoint: opts.fuse ? opts.mountPoint : false,
       handlerDir: opts.handlerDir,
+      always: opts.drbdConfig !== undefined,
     });
+    // DRBD resources live in the tree too; nothing is brought up here (drbdadm up or the BIO helper does).
+    let drbd: DrbdWiring | undefined;
+    if (opts.drbdConfig !== undefined && devtree) {
+      drbd = DrbdWiring.load({
+        configFile: opts.drbdConfig,
+        nodeName: opts.nodeName,
+        tree: devtree.service.tree,
+      });
+      devtree.service.registerHelper("drbdadm_up_primary", drbd.upPrimary);
+    }
     server = await UsertgtServer.start(config, {
       stateDir: opts.stateDir,
       bdevModules: devtree?.bdevModules,
-      hooks: devtree?.hooks,
+      hooks: chainHooks(devtree?.hooks, drbd?.hooks()),
+      rpcMethods: drbd ? [(r) => drbd.registerMethods(r)] : [],
       rpcSocket: opts.rpc ? (opts.rpcSocket ?? DEFAULT_RPC_SOCKET) : undefined,
       rpcSocketRequired: opts.rpcSocket !== undefined,
     });
@@ -166,6 +184,8 @@ program
   .option("--handler-dir <dir>", "directory of handler_<name>.js TCMUR handler modules")
   .option("--rpc-socket <path>", `JSON-RPC control socket (default ${DEFAULT_RPC_SOCKET})`)
   .option("--no-rpc", "open no control socket")
+  .option("--drbd-config <file>", "drbd.conf / .res file of the DRBD resources (brought up by drbdadm up)")
+  .option("--node-name <name>", "this node's 'on NAME' section in the DRBD config (default: the host name)")
   .action((opts: ServeOptions) => serve(opts));
 
 program
@@ -185,6 +205,23 @@ program
   .allowUnknownOption()
   .action(async (method: string, params: string[], opts: RpcCommandOptions) => {
     process.exitCode = await runRpcCommand(method, params, opts);
+  });
+
+program
+  .command("drbdadm")
+  .description("drbdadm(8) on the DRBD resources of a running server (dump reads the config file locally)")
+  .argument(
+    "<command>",
+    "up|down|attach|detach|connect|disconnect|primary|secondary|create-md|new-current-uuid|invalidate|status|dump",
+  )
+  .argument("[resource]", "resource name (status without one: all)")
+  .option("-s, --socket <path>", `control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .option("-c, --config <file>", "drbd.conf / .res file (for dump)")
+  .option("--force", "primary --force: declare this node's data UpToDate")
+  .option("--clear-bitmap", "new-current-uuid --clear-bitmap: skip the initial sync")
+  .option("-t, --timeout <seconds>", "how long to wait for the answer", "120")
+  .action(async (command: string, resource: string | undefined, opts: DrbdadmCommandOptions) => {
+    process.exitCode = await runDrbdadmCommand(command, resource, opts);
   });
 
 await program.parseAsync(process.argv);

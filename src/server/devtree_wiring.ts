@@ -16,6 +16,8 @@ export interface DevtreeWiringOptions {
   /** A directory of handler_<name>.js TCMUR handler modules. */
   readonly handlerDir?: string;
   readonly logger?: Logger;
+  /** Build the tree even without [TCMUR]/[BIO] devices (DRBD resources need one for their devices). */
+  readonly always?: boolean;
 }
 
 export interface DevtreeWiring {
@@ -29,7 +31,7 @@ export async function devtreeWiring(
   config: SpdkConfig,
   opts: DevtreeWiringOptions = {},
 ): Promise<DevtreeWiring | undefined> {
-  if (!config.bdevs.some((b) => b.kind === "tcmur" || b.kind === "bio")) return undefined;
+  if (!opts.always && !config.bdevs.some((b) => b.kind === "tcmur" || b.kind === "bio")) return undefined;
   const service = await DevtreeService.create({
     mountPoint: opts.mountPoint,
     handlerDir: opts.handlerDir,

@@ -37,6 +37,8 @@ export interface ServerHooks {
   started?(): Promise<void>;
   /** Stopping: the target has stopped; block devices are still open. */
   beforeClose?(): Promise<void>;
+  /** Stopping: one block device has just closed (the ones below it are still open). */
+  bdevClosed?(dev: BlockDevice): Promise<void>;
 }
 
 export interface ServerOptions {
@@ -234,6 +236,12 @@ export class UsertgtServer {
       } catch (err) {
         errors.push(err);
         this.logger.error({ err, bdev: dev.name }, "closing a block device failed");
+      }
+      try {
+        await this.options.hooks?.bdevClosed?.(dev);
+      } catch (err) {
+        errors.push(err);
+        this.logger.error({ err, bdev: dev.name }, "stop hook after closing a block device failed");
       }
     }
     for (const hook of this.stopHooks.reverse()) {

@@ -1,0 +1,93 @@
+/**
+ * `usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND RESOURCE [--force] [--clear-bitmap]`: drbdadm(8) for the
+ * DRBD resources of a running server (JSON-RPC `drbd_adm` / `drbd_status`, docs/rpc.md). `status [RES]`
+ * prints drbdadm's status text; `dump RES` reads the config file locally (-c) and needs no server.
+ * Exit codes: 0 success, 1 the command failed (or no server), 2 bad usage — as `usertgt rpc`.
+ */
+import { parseDrbdConfig } from "../drbd/config/res_parser.js";
+import { dumpDrbdConfig } from "../drbd/config/res_dump.js";
+import { DEFAULT_RPC_SOCKET, RpcClient } from "../rpc/client.js";
+import { isJsonObject, RpcError, type JsonObject } from "../rpc/jsonrpc.js";
+import { DRBD_ADM_COMMANDS } from "../server/drbd_wiring.js";
+import { EXIT_RPC_FAILED, EXIT_RPC_USAGE } from "./rpc_command.js";
+
+export interface DrbdadmCommandOptions {
+  readonly socket?: string;
+  readonly config?: string;
+  readonly force?: boolean;
+  readonly clearBitmap?: boolean;
+  readonly timeout?: string;
+}
+
+function fail(msg: string, code: number): number {
+  process.stderr.write(`usertgt drbdadm: ${msg}\n`);
+  return code;
+}
+
+/** Run one drbdadm command; returns the exit code. */
+export async function runDrbdadmCommand(
+  command: string,
+  resource: string | undefined,
+  opts: DrbdadmCommandOptions,
+): Promise<number> {
+  if (command === "dump") {
+    if (opts.config === undefined) return fail("dump needs the config file: -c FILE", EXIT_RPC_USAGE);
+    try {
+      process.stdout.write(dumpDrbdConfig(parseDrbdConfig(opts.config), resource));
+      return 0;
+    } catch (err) {
+      return fail((err as Error).message, EXIT_RPC_FAILED);
+    }
+  }
+  if (command !== "status" && !(DRBD_ADM_COMMANDS as readonly string[]).includes(command))
+    return fail(
+      `${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, dump)`,
+      EXIT_RPC_FAILED,
+    );
+  if (command !== "status" && resource === undefined)
+    return fail(`${command} needs a resource name`, EXIT_RPC_USAGE);
+  const timeoutMs = Math.round(Number(opts.timeout ?? "120") * 1000);
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
+    return fail(`--timeout ${opts.timeout}: expected a positive number of seconds`, EXIT_RPC_USAGE);
+
+  const path = opts.socket ?? DEFAULT_RPC_SOCKET;
+  let client: RpcClient;
+  try {
+    client = await RpcClient.connect(path, timeoutMs);
+  } catch (err) {
+    return fail(
+      `${(err as Error).message} (is \`usertgt serve --drbd-config FILE --rpc-socket ${path}\` running?)`,
+      EXIT_RPC_FAILED,
+    );
+  }
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const params: JsonObject =
+      command === "status"
+        ? resource === undefined
+          ? {}
+          : { resource }
+        : {
+            command,
+            resource: resource as string,
+            ...(opts.force ? { force: true } : {}),
+            ...(opts.clearBitmap ? { clear_bitmap: true } : {}),
+          };
+    const result = await Promise.race([
+      client.call(command === "status" ? "drbd_status" : "drbd_adm", params),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);
+      }),
+    ]);
+    // status prints drbdadm's text; other commands are silent on success, as drbdadm is.
+    if (command === "status" && isJsonObject(result) && typeof result.status === "string")
+      process.stdout.write(result.status);
+    return 0;
+  } catch (err) {
+    if (err instanceof RpcError) return fail(err.message, EXIT_RPC_FAILED);
+    return fail((err as Error).message, EXIT_RPC_FAILED);
+  } finally {
+    clearTimeout(timer);
+    client.close();
+  }
+}

@@ -1,0 +1,327 @@
+/**
+ * Issue #4 joined to the server: the DRBD resources of a drbd.conf / .res file for this node, the
+ * `drbd_adm` / `drbd_status` control-plane methods behind `usertgt drbdadm`, and the in-process BIO
+ * helper `drbdadm_up_primary` of the seed's `BIO bio1 /UMCfuse/dev/drbd2 drbdadm_up_primary spdk
+ * /UMCfuse/dev/ram_b`.
+ *
+ * As with kernel DRBD, loading the config brings nothing up: `drbdadm up RES` (or the BIO helper) does.
+ * At shutdown every resource still up is taken down (secondary, disconnect, detach → clean metadata)
+ * once nothing in the tree holds its device any more, which is before the device below it closes.
+ */
+import { hostname } from "node:os";
+import type { BioHelperFn } from "../bdev/bio/helper.js";
+import type { BlockDevice } from "../bdev/bdev.js";
+import type { DeviceTree } from "../devtree/device_tree.js";
+import { parseDrbdConfig, selectLocalHost } from "../drbd/config/res_parser.js";
+import { DrbdMetadataError } from "../drbd/metadata.js";
+import { DrbdResource } from "../drbd/resource.js";
+import { ENODEV, RpcError, RpcErrorCode, type JsonObject, type JsonValue } from "../rpc/jsonrpc.js";
+import type { MethodRegistry } from "../rpc/registry.js";
+import { log as rootLog, type Logger } from "../util/log.js";
+import type { ServerHooks } from "./server.js";
+
+/** drbdadm subcommands the facade implements (status and dump are handled apart). */
+export const DRBD_ADM_COMMANDS = [
+  "up",
+  "down",
+  "attach",
+  "detach",
+  "connect",
+  "disconnect",
+  "primary",
+  "secondary",
+  "create-md",
+  "new-current-uuid",
+  "invalidate",
+] as const;
+export type DrbdAdmCommand = (typeof DRBD_ADM_COMMANDS)[number];
+
+/** Server-defined JSON-RPC error (JSON-RPC 2.0 §5.1 reserves -32000..-32099 for these). */
+export const DRBD_COMMAND_FAILED = -32000;
+
+export interface DrbdAdmOptions {
+  readonly force?: boolean;
+  readonly clearBitmap?: boolean;
+}
+
+export interface DrbdWiringOptions {
+  /** The drbd.conf or .res file (includes are followed). */
+  readonly configFile: string;
+  /** The `on NAME` section that is this node (drbdadm's --node-name); default os.hostname(). */
+  readonly nodeName?: string;
+  readonly tree: DeviceTree;
+  readonly logger?: Logger;
+}
+
+function isDrbdAdmCommand(c: string): c is DrbdAdmCommand {
+  return (DRBD_ADM_COMMANDS as readonly string[]).includes(c);
+}
+
+export class DrbdWiring {
+  readonly resources = new Map<string, DrbdResource>();
+  readonly nodeName: string;
+  private readonly log: Logger;
+  /** One command at a time per resource: `up` racing `down` would leave half a device. */
+  private readonly queues = new Map<string, Promise<unknown>>();
+
+  private constructor(
+    private readonly opts: DrbdWiringOptions,
+    logger: Logger,
+  ) {
+    this.nodeName = opts.nodeName ?? hostname();
+    this.log = logger;
+  }
+
+  /**
+   * Parse the file and build a resource for each one with an `on` section for this node (others are
+   * another node's business, as for drbdadm). A parse error (DrbdConfigError, FILE:LINE) fails the start.
+   */
+  static load(opts: DrbdWiringOptions): DrbdWiring {
+    const w = new DrbdWiring(opts, (opts.logger ?? rootLog).child({ module: "drbd" }));
+    const config = parseDrbdConfig(opts.configFile);
+    for (const res of config.resources) {
+      if (!res.hosts.some((h) => h.names.includes(w.nodeName))) {
+        w.log.debug({ resource: res.name }, `no 'on ${w.nodeName}' section: not this node's resource`);
+        continue;
+      }
+      w.resources.set(res.name, DrbdResource.fromConfig(selectLocalHost(res, w.nodeName), opts.tree));
+    }
+    if (w.resources.size === 0)
+      w.log.warn(
+        { file: opts.configFile },
+        `no resource has an 'on ${w.nodeName}' section (set --node-name?)`,
+      );
+    return w;
+  }
+
+  /** The resource by name; RpcError ENODEV (as a missing bdev) when this node has none of that name. */
+  get(name: string): DrbdResource {
+    const r = this.resources.get(name);
+    if (!r)
+      throw new RpcError(
+        ENODEV,
+        `'${name}' not defined in your config (for this host ${this.nodeName}); resources: ${[...this.resources.keys()].join(", ") || "none"}`,
+      );
+    return r;
+  }
+
+  /** Run one drbdadm command on a resource, serialised with the resource's other commands. */
+  adm(command: string, name: string, opts: DrbdAdmOptions = {}): Promise<void> {
+    if (!isDrbdAdmCommand(command))
+      throw new RpcError(
+        RpcErrorCode.InvalidParams,
+        `drbdadm ${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, dump)`,
+      );
+    const r = this.get(name);
+    return this.serial(name, () => this.run(r, command, opts));
+  }
+
+  private async run(r: DrbdResource, command: DrbdAdmCommand, opts: DrbdAdmOptions): Promise<void> {
+    this.log.info({ resource: r.opts.name, command, ...opts }, "drbdadm");
+    switch (command) {
+      case "up":
+        return r.up();
+      case "down":
+        return r.down();
+      case "attach":
+        return r.attach();
+      case "detach":
+        return r.detach();
+      case "connect":
+        return r.connect();
+      case "disconnect":
+        return r.disconnect();
+      case "primary":
+        return r.primary({ force: opts.force === true });
+      case "secondary":
+        return r.secondary();
+      case "create-md":
+        return r.createMd();
+      case "new-current-uuid":
+        return r.newCurrentUuid({ clearBitmap: opts.clearBitmap === true });
+      case "invalidate":
+        return r.invalidate();
+    }
+  }
+
+  private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.queues.get(name) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    this.queues.set(
+      name,
+      next.catch(() => undefined),
+    );
+    return next;
+  }
+
+  /** `drbdadm status [RES]` text: the named resource, or all of this node's. */
+  status(name?: string): string {
+    if (name !== undefined) return this.get(name).status();
+    return [...this.resources.values()].map((r) => r.status()).join("\n");
+  }
+
+  /**
+   * The BIO helper `drbdadm_up_primary RES DEV`. Which resource: the one named RES; if this node has
+   * none of that name (the seed passes "spdk", a name from its build, not a resource), the one whose
+   * local backing disk is DEV. Then, as the seed's script did with the kernel tools:
+   *   - no DRBD metadata on the lower device → create-md (a fresh, Inconsistent device);
+   *   - up (attach, and connect when a peer is configured);
+   *   - primary; with --force only when the data cannot come from elsewhere: metadata just created, or a
+   *     one-node resource, or a peer that is not connected. Otherwise a non-UpToDate disk stays Secondary and
+   *     the helper fails (the operator decides which side has the good data).
+   */
+  readonly upPrimary: BioHelperFn = async (args) => {
+    if (args.length < 1 || args.length > 2)
+      throw new Error(`usage: drbdadm_up_primary RESOURCE [DEVICE], got ${args.length} arguments`);
+    const [resName, dev] = args as [string, string | undefined];
+    const r = this.pickResource(resName, dev);
+    await this.serial(r.opts.name, async () => {
+      let created = false;
+      if (!r.device || r.device.disk === "Diskless") {
+        try {
+          await r.attach();
+        } catch (err) {
+          if (!(err instanceof DrbdMetadataError) || !/create-md/.test(err.message)) throw err;
+          this.log.info({ resource: r.opts.name }, "no DRBD metadata on the backing disk: create-md");
+          await r.createMd();
+          created = true;
+          await r.attach();
+        }
+      }
+      if (r.opts.peer && (!r.connection || r.connection.state === "StandAlone")) await r.connect();
+      const d = r.device;
+      if (!d || d.role === "Primary") return;
+      if (d.disk === "UpToDate") return r.primary();
+      const connected = ["Connected", "SyncSource", "SyncTarget"].includes(r.connection?.state ?? "");
+      const force = created || !r.opts.peer || !connected;
+      if (!force)
+        throw new Error(
+          `${r.deviceName}: disk ${d.disk} and a connected peer: not forcing primary (run drbdadm primary --force on the node with the good data)`,
+        );
+      this.log.warn({ resource: r.opts.name, disk: d.disk }, "primary --force");
+      await r.primary({ force: true });
+    });
+  };
+
+  private pickResource(name: string, dev: string | undefined): DrbdResource {
+    const byName = this.resources.get(name);
+    if (byName) return byName;
+    if (dev !== undefined) {
+      const want = this.opts.tree.resolve(dev)?.name ?? dev;
+      for (const r of this.resources.values()) {
+        const backing = this.opts.tree.resolve(r.opts.backing)?.name ?? r.opts.backing;
+        if (backing === want) return r;
+      }
+    }
+    throw new Error(
+      `no resource named ${name}${dev !== undefined ? ` and none with disk ${dev}` : ""} for node ${this.nodeName}`,
+    );
+  }
+
+  /** Down every resource that is still attached and whose device nothing in the tree holds. */
+  async downUnheld(): Promise<void> {
+    for (const r of this.resources.values()) {
+      if (!r.device || r.device.disk === "Diskless") continue;
+      if (this.opts.tree.get(r.deviceName) && this.opts.tree.holders(r.deviceName).length > 0) continue;
+      try {
+        await this.serial(r.opts.name, () => r.down());
+      } catch (err) {
+        this.log.error({ err, resource: r.opts.name }, "drbdadm down at shutdown failed");
+        throw err;
+      }
+    }
+  }
+
+  /**
+   * Server hooks: before block devices close, down the resources nobody uses; after each block device
+   * closes (a BIO bdev on drbdN releases it), down those it freed — before the device below them closes.
+   */
+  hooks(): ServerHooks {
+    return {
+      beforeClose: () => this.downUnheld(),
+      bdevClosed: (_dev: BlockDevice) => this.downUnheld(),
+    };
+  }
+
+  registerMethods(registry: MethodRegistry): void {
+    registry.register("drbd_adm", {
+      description: "run a drbdadm command (up, down, primary, ...) on one of this node's DRBD resources",
+      params: {
+        command: { type: "string", required: true },
+        resource: { type: "string", required: true },
+        force: { type: "boolean" },
+        clear_bitmap: { type: "boolean" },
+      },
+      handler: async (p) => {
+        const command = p.command as string;
+        const resource = p.resource as string;
+        try {
+          await this.adm(command, resource, {
+            force: p.force === true,
+            clearBitmap: p.clear_bitmap === true,
+          });
+        } catch (err) {
+          throw asRpcError(err);
+        }
+        return { resource, command, status: this.get(resource).status() };
+      },
+    });
+    registry.register("drbd_status", {
+      description: "drbdadm status text and state of one or all of this node's DRBD resources",
+      params: { resource: { type: "string" } },
+      handler: (p) => {
+        const names = typeof p.resource === "string" ? [p.resource] : [...this.resources.keys()];
+        const resources: JsonValue[] = names.map((n) => resourceJson(this.get(n)));
+        return { status: this.status(p.resource as string | undefined), resources };
+      },
+    });
+  }
+}
+
+function asRpcError(err: unknown): RpcError {
+  if (err instanceof RpcError) return err;
+  return new RpcError(DRBD_COMMAND_FAILED, (err as Error).message ?? String(err));
+}
+
+function resourceJson(r: DrbdResource): JsonObject {
+  const d = r.device;
+  const c = r.connection;
+  const out: JsonObject = {
+    name: r.opts.name,
+    device: r.deviceName,
+    backing: r.opts.backing,
+    role: d && d.disk !== "Diskless" ? d.role : "Secondary",
+    disk: d ? d.disk : "Diskless",
+  };
+  if (r.opts.peer) {
+    out.connection = c?.state ?? "StandAlone";
+    if (c?.peerRole !== undefined) out.peer_role = c.peerRole;
+    if (c?.peerDisk !== undefined) out.peer_disk = c.peerDisk;
+    if (c?.resyncDone !== undefined) out.done = c.resyncDone;
+  }
+  return out;
+}
+
+/** Two sets of hooks as one: each point runs a's, then b's. */
+export function chainHooks(a: ServerHooks | undefined, b: ServerHooks | undefined): ServerHooks {
+  if (!a) return b ?? {};
+  if (!b) return a;
+  return {
+    lunMapped: (lun) => {
+      a.lunMapped?.(lun);
+      b.lunMapped?.(lun);
+    },
+    started: async () => {
+      await a.started?.();
+      await b.started?.();
+    },
+    beforeClose: async () => {
+      await a.beforeClose?.();
+      await b.beforeClose?.();
+    },
+    bdevClosed: async (dev) => {
+      await a.bdevClosed?.(dev);
+      await b.bdevClosed?.(dev);
+    },
+  };
+}
