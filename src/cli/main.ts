@@ -100,6 +100,7 @@ async function serve(opts: ServeOptions): Promise<void> {
         tree: devtree.service.tree,
       });
       devtree.service.registerHelper("drbdadm_up_primary", drbd.upPrimary);
+      devtree.service.registerHelper("drbdadm_up", drbd.upOnly);
     }
     server = await UsertgtServer.start(config, {
       stateDir: opts.stateDir,

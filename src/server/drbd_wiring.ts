@@ -118,6 +118,14 @@ export class DrbdWiring {
 
   private async run(r: DrbdResource, command: DrbdAdmCommand, opts: DrbdAdmOptions): Promise<void> {
     this.log.info({ resource: r.opts.name, command, ...opts }, "drbdadm");
+    if (command === "down" || command === "detach") {
+      // Refuse before the facade demotes anything: down would otherwise leave a Primary in use Secondary.
+      const holders = this.opts.tree.get(r.deviceName) ? this.opts.tree.holders(r.deviceName) : [];
+      if (holders.length > 0)
+        throw new Error(
+          `${r.deviceName}: State change failed: (-12) Device is held open by someone (${holders.map((h) => h.owner).join(", ")})`,
+        );
+    }
     switch (command) {
       case "up":
         return r.up();
@@ -170,9 +178,14 @@ export class DrbdWiring {
    *     one-node resource, or a peer that is not connected. Otherwise a non-UpToDate disk stays Secondary and
    *     the helper fails (the operator decides which side has the good data).
    */
-  readonly upPrimary: BioHelperFn = async (args) => {
+  readonly upPrimary: BioHelperFn = (args) => this.helperUp("drbdadm_up_primary", args, true);
+
+  /** The BIO helper `drbdadm_up RES DEV`: the same without primary (a Secondary's BIO serves reads only). */
+  readonly upOnly: BioHelperFn = (args) => this.helperUp("drbdadm_up", args, false);
+
+  private async helperUp(helper: string, args: readonly string[], primary: boolean): Promise<void> {
     if (args.length < 1 || args.length > 2)
-      throw new Error(`usage: drbdadm_up_primary RESOURCE [DEVICE], got ${args.length} arguments`);
+      throw new Error(`usage: ${helper} RESOURCE [DEVICE], got ${args.length} arguments`);
     const [resName, dev] = args as [string, string | undefined];
     const r = this.pickResource(resName, dev);
     await this.serial(r.opts.name, async () => {
@@ -190,7 +203,7 @@ export class DrbdWiring {
       }
       if (r.opts.peer && (!r.connection || r.connection.state === "StandAlone")) await r.connect();
       const d = r.device;
-      if (!d || d.role === "Primary") return;
+      if (!primary || !d || d.role === "Primary") return;
       if (d.disk === "UpToDate") return r.primary();
       const connected = ["Connected", "SyncSource", "SyncTarget"].includes(r.connection?.state ?? "");
       const force = created || !r.opts.peer || !connected;
@@ -201,7 +214,7 @@ export class DrbdWiring {
       this.log.warn({ resource: r.opts.name, disk: d.disk }, "primary --force");
       await r.primary({ force: true });
     });
-  };
+  }
 
   private pickResource(name: string, dev: string | undefined): DrbdResource {
     const byName = this.resources.get(name);

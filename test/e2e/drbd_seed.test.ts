@@ -1,0 +1,134 @@
+/**
+ * Issue #4 wired in as the seed runs it (LUN5): `[TCMUR] ram_b` + `BIO bio1 /UMCfuse/dev/drbd2
+ * drbdadm_up_primary spdk /UMCfuse/dev/ram_b`, with a one-node .res for drbd2 on ram_b. The in-process
+ * helper (no resource is named "spdk": it picks the one whose disk is ram_b) creates the metadata, brings
+ * the resource up and makes it Primary; `usertgt drbdadm status` shows it; iscsi-test-cu -d -t ALL on bio1
+ * is judged as test/e2e/conformance.test.ts judges its runs. iSCSI ports 3400-3419.
+ */
+import assert from "node:assert/strict";
+import { readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, it } from "node:test";
+import { judge, parseCunitOutput, parseKnownFailures } from "./cunit_report.js";
+import { freePorts } from "./drbd_ports.js";
+import { cleanup, makeTempDir, run, runCli, startServer, stopCleanly } from "./harness.js";
+
+const KNOWN_FAILURES = fileURLToPath(
+  new URL("../../../test/e2e/conformance-known-failures.txt", import.meta.url),
+);
+const IQN = "iqn.2016-06.io.spdk:drbdseed";
+
+const RES = `resource r2 {
+    on seednode {
+        address 127.0.0.1:7809;
+        volume 0 { device drbd2 minor 2; disk "/UMCfuse/dev/ram_b"; meta-disk internal; }
+    }
+}
+`;
+
+function config(ports: number[]): string {
+  return `[TCMUR]
+  TCMUR 3 ram_b /ram/drbdseed size=64M bs=512
+[BIO]
+  BIO bio1 /UMCfuse/dev/drbd2 drbdadm_up_primary spdk /UMCfuse/dev/ram_b
+[PortalGroup1]
+  Portal A 127.0.0.1:${ports[0]}
+  Portal B 127.0.0.1:${ports[1]}
+[InitiatorGroup1]
+  InitiatorName ANY
+  Netmask 127.0.0.1/32
+[TargetNode1]
+  TargetName ${IQN}
+  Mapping PortalGroup1 InitiatorGroup1
+  AuthMethod None
+  QueueDepth 64
+  LUN0 bio1
+`;
+}
+
+describe("seed LUN5: BIO over DRBD drbd2 brought up by drbdadm_up_primary", () => {
+  let dir: string;
+  before(async () => {
+    dir = await makeTempDir("drbd-seed");
+    await writeFile(join(dir, "r2.res"), RES);
+  });
+  after(async () => {
+    await cleanup(dir);
+  });
+
+  it(
+    "drbdadm status Primary/UpToDate, iscsi-test-cu -d -t ALL: 0 failed",
+    { timeout: 20 * 60 * 1000 },
+    async (t) => {
+      const ports = await freePorts(2, 3400, 3419);
+      const sock = join(dir, "rpc.sock");
+      const server = await startServer(() => config(ports), {
+        dir,
+        args: [
+          "--no-fuse",
+          "--drbd-config",
+          join(dir, "r2.res"),
+          "--node-name",
+          "seednode",
+          "--rpc-socket",
+          sock,
+        ],
+      });
+      let output: string;
+      let readOnlyOutput: string;
+      try {
+        const st = await runCli(["drbdadm", "-s", sock, "status", "r2"]);
+        assert.equal(st.code, 0, st.stderr);
+        assert.equal(st.stdout, "r2 role:Primary\n  disk:UpToDate\n");
+        // The backing disk is DRBD's while attached: down is refused while bio1 holds drbd2.
+        const down = await runCli(["drbdadm", "-s", sock, "down", "r2"]);
+        assert.equal(down.code, 1);
+        assert.match(down.stderr, /drbd2.*bio1/);
+        const verify = await runCli(["drbdadm", "-s", sock, "verify", "r2"]);
+        assert.equal(verify.code, 1);
+        assert.match(verify.stderr, /verify: not supported/);
+
+        const url = `iscsi://127.0.0.1:${ports[0]}/${IQN}/0`;
+        const r = await run(
+          "iscsi-test-cu",
+          ["-d", "-t", "ALL", url, `iscsi://127.0.0.1:${ports[1]}/${IQN}/0`],
+          15 * 60 * 1000,
+        );
+        output = r.stdout + r.stderr;
+        // SCSI.ReadOnly needs a write-protected LU: a second pass with software write protect (as conformance.test.ts).
+        assert.equal((await run("iscsi-swp", ["--swp=on", url])).code, 0);
+        readOnlyOutput = (await run("iscsi-test-cu", ["-d", "-t", "SCSI.ReadOnly", url], 5 * 60 * 1000))
+          .stdout;
+        assert.equal((await run("iscsi-swp", ["--swp=off", url])).code, 0);
+      } finally {
+        await stopCleanly(server);
+      }
+      const log = join(tmpdir(), "usertgt-conformance-drbd512.log");
+      await writeFile(log, `${output}\n==== SCSI.ReadOnly with SWP on ====\n${readOnlyOutput}`);
+      t.diagnostic(`iscsi-test-cu output: ${log}`);
+      const readOnly = parseCunitOutput(readOnlyOutput);
+      assert.deepEqual(
+        readOnly.tests.map((x) => x.name),
+        ["ReadOnly.ReadOnlySBC"],
+      );
+      const first = parseCunitOutput(output);
+      const report = {
+        summary: first.summary,
+        tests: first.tests.map((x) =>
+          x.name === "ReadOnly.ReadOnlySBC" && x.verdict === "skipped" ? readOnly.tests[0] : x,
+        ),
+      };
+      if (report.summary && readOnly.tests[0].verdict === "failed")
+        report.summary = { ...report.summary, failed: report.summary.failed + 1 };
+      const known = parseKnownFailures(await readFile(KNOWN_FAILURES, "utf8"));
+      const verdict = judge("drbd512", report, known);
+      const { passed, failed, skipped } = verdict.counts;
+      const summary = `drbd512: ${passed} passed, ${failed} failed, ${skipped} skipped of ${report.tests.length}`;
+      t.diagnostic(summary);
+      assert.ok(report.tests.length > 200, `only ${report.tests.length} tests ran:\n${output.slice(-2000)}`);
+      assert.deepEqual(verdict.problems, [], `${summary}\n${verdict.problems.join("\n")}`);
+    },
+  );
+});
