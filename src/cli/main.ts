@@ -25,6 +25,7 @@ import { ConfigError, formatNotice } from "../config/errors.js";
 import { loadSpdkConfig, type SpdkConfig } from "../config/spdk_config.js";
 import { devtreeWiring } from "../server/devtree_wiring.js";
 import { chainHooks, DrbdWiring } from "../server/drbd_wiring.js";
+import { DrbdConfigError } from "../drbd/config/model.js";
 import { runDrbdadmCommand, type DrbdadmCommandOptions } from "./drbdadm_command.js";
 import { UsertgtServer } from "../server/server.js";
 import { DEFAULT_RPC_SOCKET } from "../rpc/client.js";
@@ -49,7 +50,7 @@ async function readConfig(file: string | undefined): Promise<SpdkConfig> {
 }
 
 function failed(err: unknown): number {
-  if (err instanceof ConfigError) {
+  if (err instanceof ConfigError || err instanceof DrbdConfigError) {
     say(err.message);
     return EXIT_CONFIG;
   }
