@@ -3,14 +3,17 @@
  * drbdadm_up_primary spdk /UMCfuse/dev/ram_b`, with a one-node .res for drbd2 on ram_b. The in-process
  * helper (no resource is named "spdk": it picks the one whose disk is ram_b) creates the metadata, brings
  * the resource up and makes it Primary; `usertgt drbdadm status` shows it; iscsi-test-cu -d -t ALL on bio1
- * is judged as test/e2e/conformance.test.ts judges its runs. iSCSI ports 3400-3419.
+ * is judged as test/e2e/conformance.test.ts judges its runs. Then the whole seed fixture (LUN0-5) with
+ * LUN5 over DRBD: a write through LUN5 lands in ram_b's backing file. iSCSI ports 3400-3419.
  */
 import assert from "node:assert/strict";
-import { readFile, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { open, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { RawInitiator } from "../support/raw_initiator.js";
 import { judge, parseCunitOutput, parseKnownFailures } from "./cunit_report.js";
 import { freePorts } from "./drbd_ports.js";
 import { cleanup, makeTempDir, run, runCli, startServer, stopCleanly } from "./harness.js";
@@ -19,6 +22,25 @@ const KNOWN_FAILURES = fileURLToPath(
   new URL("../../../test/e2e/conformance-known-failures.txt", import.meta.url),
 );
 const IQN = "iqn.2016-06.io.spdk:drbdseed";
+const SEED = fileURLToPath(new URL("../../../test/e2e/fixtures/iscsi.drbd_conf.in", import.meta.url));
+
+/** The seed fixture as written, moved to 127.0.0.1 and a temp dir; bio1 and LUN5 stay (DRBD is wired now). */
+function fullSeed(seed: string, port: number, dir: string): string {
+  let text = seed;
+  const replace = (from: RegExp, to: string): void => {
+    assert.match(text, from, `seed fixture no longer contains ${from}`);
+    text = text.replace(from, to);
+  };
+  replace(/Portal DA1 192\.168\.1\.23:3260/, `Portal DA1 127.0.0.1:${port}`);
+  replace(/Netmask 192\.168\.1\.0\/24/, "Netmask 127.0.0.1/32");
+  replace(/AIO \/tmp\/myfile AIO0 4096/, `AIO ${join(dir, "myfile")} AIO0 4096 16`);
+  replace(/ {2}AuthFile \S+\n/, "");
+  replace(/ {2}AuthGroup AuthGroup1\n/, "");
+  replace(/^ {2}TCMUR (\d) (\S+) +\/file\/\/tmp\/(\S+)$/gm, `  TCMUR $1 $2 /file/${dir}/$3 size=64M`);
+  assert.match(text, /^ {2}BIO bio1 \/UMCfuse\/dev\/drbd2 drbdadm_up_primary spdk \/UMCfuse\/dev\/ram_b$/m);
+  assert.match(text, /^ {2}LUN5 bio1$/m);
+  return text;
+}
 
 const RES = `resource r2 {
     on seednode {
@@ -131,4 +153,53 @@ describe("seed LUN5: BIO over DRBD drbd2 brought up by drbdadm_up_primary", () =
       assert.deepEqual(verdict.problems, [], `${summary}\n${verdict.problems.join("\n")}`);
     },
   );
+  it("the whole seed config: LUN0-5, LUN5 = bio1 over drbd2 on ram_b, writes reach ram_b's file", async (t) => {
+    const [port] = await freePorts(1, 3400, 3419);
+    const sock = join(dir, "seed.sock");
+    const seed = await readFile(SEED, "utf8");
+    // The seed's `spdk` is not a resource name: the helper takes the resource whose disk is ram_b.
+    await writeFile(join(dir, "seed.res"), RES.replace("seednode", "seedhost"));
+    const server = await startServer((_p, d) => fullSeed(seed, port, d), {
+      dir: await makeTempDir("drbd-seed-full"),
+      args: [
+        "--no-fuse",
+        "--drbd-config",
+        join(dir, "seed.res"),
+        "--node-name",
+        "seedhost",
+        "--rpc-socket",
+        sock,
+      ],
+    });
+    t.after(() => cleanup(server.dir));
+    const data = randomBytes(16 * 4096);
+    try {
+      const ls = await run("iscsi-ls", ["-s", `iscsi://127.0.0.1:${port}`]);
+      assert.equal(ls.code, 0, ls.stderr);
+      for (const lun of [0, 1, 2, 3, 4, 5])
+        assert.match(ls.stdout, new RegExp(`Lun:${lun}\\s+Type:DIRECT_ACCESS`));
+      const st = await runCli(["drbdadm", "-s", sock, "status"]);
+      assert.equal(st.stdout, "r2 role:Primary\n  disk:UpToDate\n", st.stderr);
+
+      const ini = await RawInitiator.connect(port);
+      t.after(() => ini.close());
+      assert.equal((await ini.login({ targetName: "iqn.2016-06.io.spdk:disk1" })).statusClass, 0);
+      const cdb = Buffer.from([0x2a, 0, 0, 0, 0, 100, 0, 0, 16, 0]); // WRITE(10) LBA 100, 16 blocks
+      let w = await ini.scsi(cdb, { lun: 5, write: data });
+      if (w.status === 2) w = await ini.scsi(cdb, { lun: 5, write: data }); // POWER ON UA
+      assert.equal(w.status, 0, `WRITE(10) to LUN5: sense ${w.sense.toString("hex")}`);
+      ini.close();
+    } finally {
+      await stopCleanly(server);
+    }
+    // Through bio1 → drbd2 → ram_b (a TCMUR file here): the bytes sit at the same offset of its file.
+    const fh = await open(join(server.dir, "tcmur_ram01"), "r");
+    try {
+      const back = Buffer.alloc(data.length);
+      await fh.read(back, 0, back.length, 100 * 4096);
+      assert.ok(back.equals(data), "ram_b's backing file does not hold what LUN5 wrote");
+    } finally {
+      await fh.close();
+    }
+  });
 });
