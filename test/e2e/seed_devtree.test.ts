@@ -1,8 +1,8 @@
 /**
  * The seed config with issue #3's sections too: [TCMUR] devices and the [BIO] bdev over one of them
  * become LUNs 2-4 of TargetNode1 through `usertgt serve` (the CLI wires the device tree in), and the
- * tree is visible through FUSE. Left out: `BIO bio1 /UMCfuse/dev/drbd2 drbdadm_up_primary ...` and its
- * LUN5, which need DRBD (issue #4). Paths move to a temp dir; the portal to 127.0.0.1.
+ * tree is visible through FUSE. `BIO bio1 /UMCfuse/dev/drbd2 drbdadm_up_primary ...` and its LUN5 need a
+ * DRBD config and are covered by drbd_seed.test.ts. Paths move to a temp dir; the portal to 127.0.0.1.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
