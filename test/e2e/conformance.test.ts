@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { judge, parseCunitOutput, parseKnownFailures, type KnownFailure } from "./cunit_report.js";
 import { cleanup, makeTempDir, run, startServer, stopCleanly } from "./harness.js";
+import { twoPortalTarget } from "./seed_fixture.js";
 
 const KNOWN_FAILURES = fileURLToPath(
   new URL("../../../test/e2e/conformance-known-failures.txt", import.meta.url),
@@ -61,20 +62,7 @@ const SETUPS: Setup[] = [
 ];
 
 function config(setup: Setup, ports: number[], dir: string): string {
-  return `${setup.bdevSection(dir)}
-[PortalGroup1]
-  Portal A 127.0.0.1:${ports[0]}
-  Portal B 127.0.0.1:${ports[1]}
-[InitiatorGroup1]
-  InitiatorName ANY
-  Netmask 127.0.0.1/32
-[TargetNode1]
-  TargetName ${IQN}
-  Mapping PortalGroup1 InitiatorGroup1
-  AuthMethod None
-  QueueDepth 64
-  LUN0 ${setup.bdev}
-`;
+  return `${setup.bdevSection(dir)}\n${twoPortalTarget(IQN, ports, setup.bdev)}`;
 }
 
 describe("iscsi-test-cu conformance", () => {

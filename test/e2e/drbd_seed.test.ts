@@ -17,26 +17,16 @@ import { RawInitiator } from "../support/raw_initiator.js";
 import { judge, parseCunitOutput, parseKnownFailures } from "./cunit_report.js";
 import { freePorts } from "./drbd_ports.js";
 import { cleanup, makeTempDir, run, runCli, startServer, stopCleanly } from "./harness.js";
+import { SEED_FIXTURE as SEED, localSeedWithDevices, twoPortalTarget } from "./seed_fixture.js";
 
 const KNOWN_FAILURES = fileURLToPath(
   new URL("../../../test/e2e/conformance-known-failures.txt", import.meta.url),
 );
 const IQN = "iqn.2016-06.io.spdk:drbdseed";
-const SEED = fileURLToPath(new URL("../../../test/e2e/fixtures/iscsi.drbd_conf.in", import.meta.url));
 
 /** The seed fixture as written, moved to 127.0.0.1 and a temp dir; bio1 and LUN5 stay (DRBD is wired now). */
 function fullSeed(seed: string, port: number, dir: string): string {
-  let text = seed;
-  const replace = (from: RegExp, to: string): void => {
-    assert.match(text, from, `seed fixture no longer contains ${from}`);
-    text = text.replace(from, to);
-  };
-  replace(/Portal DA1 192\.168\.1\.23:3260/, `Portal DA1 127.0.0.1:${port}`);
-  replace(/Netmask 192\.168\.1\.0\/24/, "Netmask 127.0.0.1/32");
-  replace(/AIO \/tmp\/myfile AIO0 4096/, `AIO ${join(dir, "myfile")} AIO0 4096 16`);
-  replace(/ {2}AuthFile \S+\n/, "");
-  replace(/ {2}AuthGroup AuthGroup1\n/, "");
-  replace(/^ {2}TCMUR (\d) (\S+) +\/file\/\/tmp\/(\S+)$/gm, `  TCMUR $1 $2 /file/${dir}/$3 size=64M`);
+  const { text } = localSeedWithDevices(seed, port, dir);
   assert.match(text, /^ {2}BIO bio1 \/UMCfuse\/dev\/drbd2 drbdadm_up_primary spdk \/UMCfuse\/dev\/ram_b$/m);
   assert.match(text, /^ {2}LUN5 bio1$/m);
   return text;
@@ -55,19 +45,7 @@ function config(ports: number[]): string {
   TCMUR 3 ram_b /ram/drbdseed size=64M bs=512
 [BIO]
   BIO bio1 /UMCfuse/dev/drbd2 drbdadm_up_primary spdk /UMCfuse/dev/ram_b
-[PortalGroup1]
-  Portal A 127.0.0.1:${ports[0]}
-  Portal B 127.0.0.1:${ports[1]}
-[InitiatorGroup1]
-  InitiatorName ANY
-  Netmask 127.0.0.1/32
-[TargetNode1]
-  TargetName ${IQN}
-  Mapping PortalGroup1 InitiatorGroup1
-  AuthMethod None
-  QueueDepth 64
-  LUN0 bio1
-`;
+${twoPortalTarget(IQN, ports, "bio1")}`;
 }
 
 describe("seed LUN5: BIO over DRBD drbd2 brought up by drbdadm_up_primary", () => {

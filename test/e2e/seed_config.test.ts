@@ -13,12 +13,11 @@
 import assert from "node:assert/strict";
 import { readFile, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { RawInitiator } from "../support/raw_initiator.js";
 import { cleanup, makeTempDir, run, startServer, stopCleanly, type RunningServer } from "./harness.js";
+import { ConfigEditor, SEED_FIXTURE as SEED } from "./seed_fixture.js";
 
-const SEED = fileURLToPath(new URL("../../../test/e2e/fixtures/iscsi.drbd_conf.in", import.meta.url));
 const IQN = "iqn.2016-06.io.spdk:disk1";
 const AUTH = `[AuthGroup1]
   Comment "seed test secrets"
@@ -45,19 +44,17 @@ interface Edits {
 }
 
 function seedConfig(seed: string, port: number, dir: string, edits: Edits = {}): string {
-  let text = sections(seed, ["Malloc", "AIO", "iSCSI", "PortalGroup1", "InitiatorGroup1", "TargetNode1"]);
-  const replace = (from: RegExp, to: string): void => {
-    assert.match(text, from, `seed fixture no longer contains ${from}`);
-    text = text.replace(from, to);
-  };
-  replace(/Portal DA1 192\.168\.1\.23:3260/, `Portal DA1 127.0.0.1:${port}`);
-  replace(/AIO \/tmp\/myfile AIO0 4096/, `AIO ${join(dir, "myfile")} AIO0 4096`);
-  replace(/AuthFile \/usr\/local\/etc\/spdk\/auth\.conf/, `AuthFile ${join(dir, "auth.conf")}`);
-  replace(/ {2}LUN[2-5] \S+\n/g, ""); // TCMUR/BIO devices: issue #3
-  if (edits.netmask) replace(/Netmask 192\.168\.1\.0\/24/, `Netmask ${edits.netmask}`);
-  if (edits.useDigest) replace(/^ {2}UseDigest Auto$/m, `  UseDigest ${edits.useDigest}`);
-  if (edits.authMethod) replace(/^ {2}AuthMethod Auto$/m, `  AuthMethod ${edits.authMethod}`);
-  return text;
+  const cfg = new ConfigEditor(
+    sections(seed, ["Malloc", "AIO", "iSCSI", "PortalGroup1", "InitiatorGroup1", "TargetNode1"]),
+  )
+    .replace(/Portal DA1 192\.168\.1\.23:3260/, `Portal DA1 127.0.0.1:${port}`)
+    .replace(/AIO \/tmp\/myfile AIO0 4096/, `AIO ${join(dir, "myfile")} AIO0 4096`)
+    .replace(/AuthFile \/usr\/local\/etc\/spdk\/auth\.conf/, `AuthFile ${join(dir, "auth.conf")}`)
+    .replace(/ {2}LUN[2-5] \S+\n/g, ""); // TCMUR/BIO devices: seed_devtree and drbd_seed
+  if (edits.netmask) cfg.replace(/Netmask 192\.168\.1\.0\/24/, `Netmask ${edits.netmask}`);
+  if (edits.useDigest) cfg.replace(/^ {2}UseDigest Auto$/m, `  UseDigest ${edits.useDigest}`);
+  if (edits.authMethod) cfg.replace(/^ {2}AuthMethod Auto$/m, `  AuthMethod ${edits.authMethod}`);
+  return cfg.text;
 }
 
 describe("the seed config, served as written", () => {

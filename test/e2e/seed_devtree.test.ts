@@ -8,29 +8,17 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { access, open, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { RawInitiator } from "../support/raw_initiator.js";
 import { cleanup, makeTempDir, run, startServer, stopCleanly } from "./harness.js";
+import { SEED_FIXTURE as SEED, localSeedWithDevices } from "./seed_fixture.js";
 
-const SEED = fileURLToPath(new URL("../../../test/e2e/fixtures/iscsi.drbd_conf.in", import.meta.url));
 const IQN = "iqn.2016-06.io.spdk:disk1";
 
 function seedConfig(seed: string, port: number, dir: string): string {
-  let text = seed;
-  const replace = (from: RegExp, to: string): void => {
-    assert.match(text, from, `seed fixture no longer contains ${from}`);
-    text = text.replace(from, to);
-  };
-  replace(/Portal DA1 192\.168\.1\.23:3260/, `Portal DA1 127.0.0.1:${port}`);
-  replace(/Netmask 192\.168\.1\.0\/24/, "Netmask 127.0.0.1/32");
-  replace(/AIO \/tmp\/myfile AIO0 4096/, `AIO ${join(dir, "myfile")} AIO0 4096 16`);
-  replace(/ {2}AuthFile \S+\n/, "");
-  replace(/ {2}AuthGroup AuthGroup1\n/, "");
-  replace(/^ {2}TCMUR (\d) (\S+) +\/file\/\/tmp\/(\S+)$/gm, `  TCMUR $1 $2 /file/${dir}/$3 size=64M`);
-  replace(/ {2}BIO bio1 .*\n/, ""); // DRBD: issue #4
-  replace(/ {2}LUN5 bio1\n/, "");
-  return text;
+  return localSeedWithDevices(seed, port, dir)
+    .replace(/ {2}BIO bio1 .*\n/, "") // DRBD: drbd_seed.test.ts
+    .replace(/ {2}LUN5 bio1\n/, "").text;
 }
 
 function rw10(op: 0x28 | 0x2a, lba: number, blocks: number): Buffer {
