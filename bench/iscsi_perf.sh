@@ -11,6 +11,7 @@
 # Needs root for tgtd, plus iscsi-perf (libiscsi-bin) and tgtd/tgtadm (tgt). iscsi-perf only reads (READ16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib/tgtd.sh
 
 DURATION=${DURATION:-10}
 BLOCK_SIZES=${BLOCK_SIZES:-"512 4096"}
@@ -31,7 +32,6 @@ done
 
 work=$(mktemp -d /tmp/usertgt-bench.XXXXXX)
 usertgt_pid=""
-tgtd_pid=""
 shm_file=/dev/shm/usertgt-bench-$$.img
 
 stop_usertgt() {
@@ -41,16 +41,7 @@ stop_usertgt() {
     usertgt_pid=""
   fi
 }
-stop_tgtd() {
-  if [ -n "$tgtd_pid" ]; then
-    tgtadm -C "$TGT_CONTROL_PORT" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
-    tgtadm -C "$TGT_CONTROL_PORT" --op delete --mode system >/dev/null 2>&1 || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$tgtd_pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$tgtd_pid" 2>/dev/null || true
-    wait "$tgtd_pid" 2>/dev/null || true
-    tgtd_pid=""
-  fi
-}
+stop_tgtd() { tgtd_stop "$TGT_CONTROL_PORT"; }
 cleanup() {
   stop_usertgt
   stop_tgtd
@@ -108,19 +99,9 @@ EOF
 }
 
 start_tgtd() {
-  local bs=$1
   rm -f "$shm_file"
   truncate -s "${SIZE_MB}M" "$shm_file"
-  tgtd -f -C "$TGT_CONTROL_PORT" --iscsi "portal=127.0.0.1:$TGT_PORT" >"$work/tgtd.log" 2>&1 &
-  tgtd_pid=$!
-  local t="tgtadm -C $TGT_CONTROL_PORT --lld iscsi"
-  for _ in $(seq 1 50); do
-    $t --op show --mode target >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  $t --op new --mode target --tid 1 -T "$IQN_TGT"
-  $t --op new --mode logicalunit --tid 1 --lun 1 -b "$shm_file" --blocksize "$bs"
-  $t --op bind --mode target --tid 1 -I ALL
+  tgtd_start "$TGT_CONTROL_PORT" "$TGT_PORT" "$IQN_TGT" "$shm_file" "$1" "$work/tgtd.log"
 }
 
 mode=sequential

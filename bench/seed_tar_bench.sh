@@ -15,6 +15,7 @@
 # Needs root, qemu-system-x86 (apt-get install --no-install-recommends qemu-system-x86), tgt, binutils.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib/tgtd.sh
 
 TYPES=${TYPES:-"malloc aio tcmur bio tgt"}
 REPEAT=${REPEAT:-1}
@@ -37,21 +38,13 @@ fi
 
 work=$(mktemp -d /tmp/usertgt-seedtar.XXXXXX)
 usertgt_pid=""
-tgtd_pid=""
 stop_all() {
   if [ -n "$usertgt_pid" ]; then
     kill -TERM "$usertgt_pid" 2>/dev/null || true
     wait "$usertgt_pid" 2>/dev/null || true
     usertgt_pid=""
   fi
-  if [ -n "$tgtd_pid" ]; then
-    tgtadm -C "$TGT_CONTROL_PORT" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
-    tgtadm -C "$TGT_CONTROL_PORT" --op delete --mode system >/dev/null 2>&1 || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$tgtd_pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$tgtd_pid" 2>/dev/null || true
-    wait "$tgtd_pid" 2>/dev/null || true
-    tgtd_pid=""
-  fi
+  tgtd_stop "$TGT_CONTROL_PORT"
 }
 trap 'stop_all; rm -rf "$work"' EXIT INT TERM
 
@@ -86,16 +79,7 @@ start_usertgt() {
 
 start_tgtd() {
   truncate -s "${SIZE_MB}M" "$work/tgt.img"
-  tgtd -f -C "$TGT_CONTROL_PORT" --iscsi "portal=127.0.0.1:$TGT_PORT" >"$work/tgtd.log" 2>&1 &
-  tgtd_pid=$!
-  local t="tgtadm -C $TGT_CONTROL_PORT --lld iscsi"
-  for _ in $(seq 1 50); do
-    $t --op show --mode target >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  $t --op new --mode target --tid 1 -T "$IQN_TGT"
-  $t --op new --mode logicalunit --tid 1 --lun 1 -b "$work/tgt.img" --blocksize 4096
-  $t --op bind --mode target --tid 1 -I ALL
+  tgtd_start "$TGT_CONTROL_PORT" "$TGT_PORT" "$IQN_TGT" "$work/tgt.img" 4096 "$work/tgtd.log"
 }
 
 echo "seed tar benchmark: image $TAR ($(($(stat -c %s "$TAR") / 1048576)) MiB), LUN ${SIZE_MB} MiB, ext4, Linux $(basename "$(ls -d "$CACHE"/x/linux-image-*)" | sed 's/linux-image-//') iscsi_tcp in QEMU/TCG"

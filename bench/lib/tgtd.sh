@@ -1,0 +1,31 @@
+# Start and stop the peer target, tgtd (Debian package `tgt`), for the benchmark scripts. Source it.
+# Sets and clears the global tgtd_pid.
+tgtd_pid=""
+
+# tgtd_start CONTROL_PORT PORT IQN BACKING_FILE BLOCK_SIZE LOG
+# One target (tid 1) on 127.0.0.1:PORT with BACKING_FILE as LUN 1, open to every initiator.
+tgtd_start() {
+  local control=$1 port=$2 iqn=$3 backing=$4 bs=$5 log=$6
+  tgtd -f -C "$control" --iscsi "portal=127.0.0.1:$port" >"$log" 2>&1 &
+  tgtd_pid=$!
+  local t="tgtadm -C $control --lld iscsi"
+  for _ in $(seq 1 50); do
+    $t --op show --mode target >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  $t --op new --mode target --tid 1 -T "$iqn"
+  $t --op new --mode logicalunit --tid 1 --lun 1 -b "$backing" --blocksize "$bs"
+  $t --op bind --mode target --tid 1 -I ALL
+}
+
+# tgtd_stop CONTROL_PORT: delete the target, ask tgtd to exit, kill it if it does not within 2 s.
+tgtd_stop() {
+  local control=$1
+  [ -n "$tgtd_pid" ] || return 0
+  tgtadm -C "$control" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
+  tgtadm -C "$control" --op delete --mode system >/dev/null 2>&1 || true
+  for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$tgtd_pid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$tgtd_pid" 2>/dev/null || true
+  wait "$tgtd_pid" 2>/dev/null || true
+  tgtd_pid=""
+}
