@@ -82,10 +82,25 @@ test("only this node's resources are built; drbd_adm runs commands; errors carry
   await registry.call("drbd_adm", { command: "primary", resource: "r3", force: true });
 
   const st = await registry.call("drbd_status", {});
+  assert.ok(isJsonObject(st) && Array.isArray(st.resources));
+  const [r3] = st.resources;
+  assert.ok(isJsonObject(r3));
+  const uuids = r3.uuids;
+  assert.ok(Array.isArray(uuids) && uuids.length === 4, "four generation UUIDs");
+  assert.match(String(uuids[0]), /^[0-9A-F]{16}$/);
+  assert.notEqual(uuids[0], "0000000000000004", "primary --force started a new generation");
   assert.deepEqual(st, {
     status: "r3 role:Primary\n  disk:UpToDate\n",
     resources: [
-      { name: "r3", device: "drbd3", backing: "/UMCfuse/dev/disk_a", role: "Primary", disk: "UpToDate" },
+      {
+        name: "r3",
+        device: "drbd3",
+        backing: "/UMCfuse/dev/disk_a",
+        role: "Primary",
+        disk: "UpToDate",
+        out_of_sync_kib: 0,
+        uuids,
+      },
     ],
   });
 });

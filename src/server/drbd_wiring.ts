@@ -311,6 +311,16 @@ function resourceJson(r: DrbdResource): JsonObject {
     if (c?.peerRole !== undefined) out.peer_role = c.peerRole;
     if (c?.peerDisk !== undefined) out.peer_disk = c.peerDisk;
     if (c?.resyncDone !== undefined) out.done = c.resyncDone;
+    if (c?.error !== undefined) out.last_error = c.error;
+    if (c) {
+      const rs = c.resyncStats;
+      out.resync = { total_bits: rs.total, requests: rs.requested, requested_blocks: rs.requestedBlocks };
+      if (c.lastDecision) out.sync_decision = { result: c.lastDecision.result, rule: c.lastDecision.rule };
+    }
+  }
+  if (d && d.disk !== "Diskless") {
+    out.out_of_sync_kib = d.bitmap.outOfSyncKiB;
+    out.uuids = d.uuids.map((u) => u.toString(16).toUpperCase().padStart(16, "0"));
   }
   return out;
 }
