@@ -26,6 +26,7 @@ import { loadSpdkConfig, type SpdkConfig } from "../config/spdk_config.js";
 import { devtreeWiring } from "../server/devtree_wiring.js";
 import { chainHooks, DrbdWiring } from "../server/drbd_wiring.js";
 import { DrbdConfigError } from "../drbd/config/model.js";
+import { procEntryOf, renderProcDrbd } from "../drbd/proc_drbd.js";
 import { runDrbdadmCommand, type DrbdadmCommandOptions } from "./drbdadm_command.js";
 import { UsertgtServer } from "../server/server.js";
 import { DEFAULT_RPC_SOCKET } from "../rpc/client.js";
@@ -102,6 +103,11 @@ async function serve(opts: ServeOptions): Promise<void> {
       });
       devtree.service.registerHelper("drbdadm_up_primary", drbd.upPrimary);
       devtree.service.registerHelper("drbdadm_up", drbd.upOnly);
+      // The kernel module's /proc/drbd, as <mount point>/proc/drbd.
+      const resources = [...drbd.resources.values()];
+      devtree.service.tree.publishStatusFile("proc/drbd", () =>
+        renderProcDrbd(resources.map((r) => procEntryOf(r))),
+      );
     }
     server = await UsertgtServer.start(config, {
       stateDir: opts.stateDir,

@@ -75,10 +75,18 @@ interface TreeEvents {
 
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.+-]*$/;
 
+/** A text file shown next to `dev/` (e.g. `proc/drbd`): rendered afresh for every open, like procfs. */
+export interface StatusFile {
+  readonly dir: string;
+  readonly name: string;
+  readonly render: () => string;
+}
+
 export class DeviceTree extends EventEmitter<TreeEvents> {
   readonly prefix: string;
   private readonly nodes = new Map<string, DeviceNode>();
   private readonly claims = new Map<string, Set<DeviceClaim>>();
+  private readonly statusFiles = new Map<string, StatusFile>();
 
   constructor(prefix: string = DEFAULT_TREE_PREFIX) {
     super();
@@ -160,6 +168,28 @@ export class DeviceTree extends EventEmitter<TreeEvents> {
     held.add(claim);
     this.claims.set(node.name, held);
     return claim;
+  }
+
+  /**
+   * Publish a status text file at `<dir>/<name>` beside `dev/` (one directory level, e.g. "proc/drbd"),
+   * rendered by `render` whenever it is opened. Returns the function that takes it away again.
+   */
+  publishStatusFile(path: string, render: () => string): () => void {
+    const parts = path.split("/");
+    const [dir, name] = parts as [string, string | undefined];
+    if (parts.length !== 2 || name === undefined || !NAME.test(dir) || !NAME.test(name) || dir === "dev")
+      throw new Error(`device tree: status file "${path}" must be <dir>/<name> beside dev/`);
+    if (this.statusFiles.has(path)) throw new Error(`device tree: status file "${path}" already exists`);
+    const file: StatusFile = { dir, name, render };
+    this.statusFiles.set(path, file);
+    return () => {
+      if (this.statusFiles.get(path) === file) this.statusFiles.delete(path);
+    };
+  }
+
+  /** The published status files, sorted by path. */
+  listStatusFiles(): StatusFile[] {
+    return [...this.statusFiles.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, f]) => f);
   }
 
   /** Current claims on a device (for diagnostics and the FUSE view). */

@@ -1,6 +1,8 @@
 /**
  * The device tree as a FUSE file system: `/` holds `dev/`, and `dev/<name>` is a regular file of the
- * device's size, mode 0600 (0400 for a read-only device). Every open file is served with direct I/O
+ * device's size, mode 0600 (0400 for a read-only device). Status files the tree publishes (`proc/drbd`)
+ * sit in their own directories beside `dev/`: mode 0444, size 0 as in procfs, the text rendered once per
+ * open so that one reader sees one consistent snapshot. Every open file is served with direct I/O
  * (FOPEN_DIRECT_IO): reads and writes go straight to the device, so the FUSE view, iSCSI LUNs and BIO
  * bdevs see the same bytes at once with no stale page cache in between, and fsync() reaches the
  * device's flush (the seed's fsync did nothing).
@@ -14,6 +16,7 @@ import {
   type DeviceClaim,
   type DeviceNode,
   type DeviceTree,
+  type StatusFile,
 } from "../devtree/device_tree.js";
 import type { Logger } from "../util/log.js";
 import type { FuseRequest, FuseResult } from "./fuse_session.js";
@@ -49,9 +52,20 @@ const VALID_SECONDS = 1;
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
 
-interface OpenFile {
+interface OpenDevice {
   readonly node: DeviceNode;
   readonly write: boolean;
+}
+
+/** An open status file: the text as rendered at open. */
+interface OpenStatus {
+  readonly text: Buffer;
+}
+
+type OpenFile = OpenDevice | OpenStatus;
+
+function isDevice(f: OpenFile): f is OpenDevice {
+  return "node" in f;
 }
 
 /** One claim of a device by this mount, shared by all opens of the same mode. */
@@ -72,6 +86,9 @@ export class DevtreeFs {
   private readonly inoByName = new Map<string, number>();
   private nextIno = 3;
   private readonly files = new Map<number, OpenFile>();
+  /** Inode numbers of status directories ("proc") and files ("proc/drbd"), kept while the mount lives. */
+  private readonly statusInos = new Map<string, number>();
+  private readonly statusByIno = new Map<number, { dir: string; file?: StatusFile }>();
   private nextFh = 1;
   private readonly claims = new Map<string, { read?: SharedClaim; write?: SharedClaim }>();
   /** Unaligned writes read-modify-write whole blocks; one at a time per device. */
@@ -133,6 +150,18 @@ export class DevtreeFs {
         blksize: 4096,
       };
     }
+    const st = this.statusByIno.get(ino);
+    if (st) {
+      const dir = st.file === undefined;
+      return {
+        ino,
+        size: 0,
+        mode: dir ? S_IFDIR | 0o555 : S_IFREG | 0o444,
+        nlink: dir ? 2 : 1,
+        time: this.startTime,
+        blksize: 4096,
+      };
+    }
     const n = this.byIno.get(ino);
     if (!n) return undefined;
     const d = n.device;
@@ -167,7 +196,8 @@ export class DevtreeFs {
         return a ? { data: encodeAttrOut(a, VALID_SECONDS) } : { errno: Errno.ENOENT };
       }
       case Opcode.OPENDIR:
-        if (h.nodeid !== FUSE_ROOT_ID && h.nodeid !== DEV_DIR_ID) return { errno: Errno.ENOTDIR };
+        if (h.nodeid !== FUSE_ROOT_ID && h.nodeid !== DEV_DIR_ID && !this.isStatusDir(h.nodeid))
+          return { errno: Errno.ENOTDIR };
         return { data: encodeOpenOut(0, 0) };
       case Opcode.READDIR:
         return this.readdir(h.nodeid, req.arg);
@@ -248,9 +278,16 @@ export class DevtreeFs {
     const end = arg.indexOf(0);
     const name = arg.toString("utf8", 0, end < 0 ? arg.length : end);
     let ino: number | undefined;
-    if (parent === FUSE_ROOT_ID) ino = name === "dev" ? DEV_DIR_ID : undefined;
-    else if (parent === DEV_DIR_ID) ino = this.inoByName.get(name);
-    else return { errno: Errno.ENOTDIR };
+    if (parent === FUSE_ROOT_ID) {
+      ino = name === "dev" ? DEV_DIR_ID : undefined;
+      if (ino === undefined && this.tree.listStatusFiles().some((f) => f.dir === name))
+        ino = this.statusIno(name);
+    } else if (parent === DEV_DIR_ID) ino = this.inoByName.get(name);
+    else if (this.isStatusDir(parent)) {
+      const dir = this.statusByIno.get(parent)?.dir;
+      const f = this.tree.listStatusFiles().find((x) => x.dir === dir && x.name === name);
+      ino = f ? this.statusIno(`${f.dir}/${f.name}`, f) : undefined;
+    } else return { errno: Errno.ENOTDIR };
     const a = ino === undefined ? undefined : this.attrOf(ino);
     return a ? { data: encodeEntryOut(a, VALID_SECONDS) } : { errno: Errno.ENOENT };
   }
@@ -264,6 +301,17 @@ export class DevtreeFs {
         { ino, name: "..", type: DT_DIR },
         { ino: DEV_DIR_ID, name: "dev", type: DT_DIR },
       ];
+      const dirs = new Set(this.tree.listStatusFiles().map((f) => f.dir));
+      for (const d of [...dirs].sort()) entries.push({ ino: this.statusIno(d), name: d, type: DT_DIR });
+    } else if (this.isStatusDir(ino)) {
+      const dir = this.statusByIno.get(ino)?.dir;
+      entries = [
+        { ino, name: ".", type: DT_DIR },
+        { ino: FUSE_ROOT_ID, name: "..", type: DT_DIR },
+      ];
+      for (const f of this.tree.listStatusFiles())
+        if (f.dir === dir)
+          entries.push({ ino: this.statusIno(`${f.dir}/${f.name}`, f), name: f.name, type: DT_REG });
     } else if (ino === DEV_DIR_ID) {
       entries = [
         { ino, name: ".", type: DT_DIR },
@@ -278,10 +326,19 @@ export class DevtreeFs {
   }
 
   private open(ino: number, flags: number): FuseResult {
+    const write = (flags & O_ACCMODE) !== O_RDONLY;
+    const st = this.statusByIno.get(ino);
+    if (st?.file) {
+      if (write) return { errno: Errno.EACCES };
+      // Direct I/O: every read comes here (never a cached page of an older rendering).
+      const fh = this.nextFh++;
+      this.files.set(fh, { text: Buffer.from(st.file.render(), "utf8") });
+      return { data: encodeOpenOut(fh, OpenFlag.DIRECT_IO | OpenFlag.NOFLUSH) };
+    }
+    if (st) return { errno: Errno.EISDIR };
     const node = this.byIno.get(ino);
     if (!node)
       return ino === FUSE_ROOT_ID || ino === DEV_DIR_ID ? { errno: Errno.EISDIR } : { errno: Errno.ENOENT };
-    const write = (flags & O_ACCMODE) !== O_RDONLY;
     if (write && node.readOnly) return { errno: Errno.EROFS };
     const mode = write ? "write" : "read";
     const held = this.claims.get(node.name) ?? {};
@@ -311,6 +368,7 @@ export class DevtreeFs {
     const f = this.files.get(fh);
     if (!f) return {};
     this.files.delete(fh);
+    if (!isDevice(f)) return {};
     const held = this.claims.get(f.node.name);
     const mode = f.write ? "write" : "read";
     const shared = held?.[mode];
@@ -326,6 +384,11 @@ export class DevtreeFs {
     const { fh, offset, size } = parseIoIn(req.arg);
     const f = this.files.get(fh);
     if (!f) return { errno: Errno.EBADF };
+    if (!isDevice(f)) {
+      const n = Math.max(0, Math.min(size, f.text.length - offset, req.replySpace.length));
+      if (n > 0) f.text.copy(req.replySpace, 0, offset, offset + n);
+      return { slotBytes: n };
+    }
     const dev = f.node.device;
     const devSize = dev.blockCount * dev.blockSize;
     if (offset >= devSize || size === 0) return { slotBytes: 0 };
@@ -348,7 +411,7 @@ export class DevtreeFs {
     const { fh, offset, size } = parseIoIn(req.arg);
     const f = this.files.get(fh);
     if (!f) return { errno: Errno.EBADF };
-    if (!f.write) return { errno: Errno.EBADF };
+    if (!isDevice(f) || !f.write) return { errno: Errno.EBADF };
     const dev = f.node.device;
     const devSize = dev.blockCount * dev.blockSize;
     if (offset >= devSize) return { errno: Errno.ENOSPC };
@@ -387,8 +450,24 @@ export class DevtreeFs {
   private async fsync(fh: number): Promise<FuseResult> {
     const f = this.files.get(fh);
     if (!f) return { errno: Errno.EBADF };
-    await f.node.device.flush();
+    if (isDevice(f)) await f.node.device.flush();
     return {};
+  }
+
+  private isStatusDir(ino: number): boolean {
+    const st = this.statusByIno.get(ino);
+    return st !== undefined && st.file === undefined;
+  }
+
+  /** The inode of a status directory ("proc") or file ("proc/drbd"); the file's renderer may change. */
+  private statusIno(key: string, file?: StatusFile): number {
+    let ino = this.statusInos.get(key);
+    if (ino === undefined) {
+      ino = this.nextIno++;
+      this.statusInos.set(key, ino);
+    }
+    this.statusByIno.set(ino, file ? { dir: file.dir, file } : { dir: key });
+    return ino;
   }
 
   private statfs(): FuseResult {

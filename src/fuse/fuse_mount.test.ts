@@ -307,3 +307,29 @@ test("FUSE: an unusable mount point gives a warning and no mount, not a crash", 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test(
+  "FUSE: status files beside dev/ are rendered at each open, read-only, and go away",
+  { skip },
+  async () => {
+    let n = 0;
+    await withMount(async ({ mnt, tree }) => {
+      const unpublish = tree.publishStatusFile("proc/drbd", () => `version: test\nrender ${++n}\n`);
+      assert.deepEqual((await readdir(mnt)).sort(), ["dev", "proc"]);
+      assert.deepEqual(await readdir(join(mnt, "proc")), ["drbd"]);
+      const st = await stat(join(mnt, "proc/drbd"));
+      assert.ok(st.isFile());
+      assert.equal(st.mode & 0o777, 0o444);
+      // cat reads to EOF whatever the (procfs-like, zero) size says.
+      const { stdout } = await exec("cat", [join(mnt, "proc/drbd")]);
+      assert.equal(stdout, "version: test\nrender 1\n");
+      assert.equal(await readFile(join(mnt, "proc/drbd"), "utf8"), "version: test\nrender 2\n");
+      await assert.rejects(open(join(mnt, "proc/drbd"), "r+"), { code: "EACCES" });
+      await assert.rejects(writeFile(join(mnt, "proc/other"), "x"), { code: "EPERM" });
+      unpublish();
+      await new Promise((r) => setTimeout(r, 1100)); // past the 1 s entry cache
+      await assert.rejects(stat(join(mnt, "proc/drbd")), { code: "ENOENT" });
+      assert.deepEqual(await readdir(mnt), ["dev"]);
+    });
+  },
+);
