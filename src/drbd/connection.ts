@@ -39,8 +39,16 @@ import {
   decodeSyncParams,
   decodeUuids,
   DiskState,
+  decodeTrim,
+  DP_DISCARD,
   DP_FUA,
   DP_SEND_RECEIVE_ACK,
+  DP_ZEROES,
+  DRBD_MAX_BIO_SIZE,
+  encodeTrim,
+  FF_TRIM,
+  FF_WZEROES,
+  type DataHeader,
   DP_SEND_WRITE_ACK,
   DrbdCommand,
   DrbdProtocolError,
@@ -78,15 +86,23 @@ import {
   UUID_FLAG_SKIP_INITIAL_SYNC,
   verifyAuthResponse,
   WIRE_PROTOCOL,
+  CF_DISCARD_MY_DATA,
+  UUID_FLAG_DISCARD_MY_DATA,
   type DrbdSocket,
   type Packet,
   type ProtocolParams,
   type DrbdState,
 } from "./protocol.js";
 import { MDF_CRASHED_PRIMARY, newUuid, SECTOR } from "./metadata.js";
-import { compareUuids, resyncFinished, type UuidSet } from "./uuids.js";
+import { compareUuids, newCurrentUuidAtSplit, resyncFinished, type UuidSet } from "./uuids.js";
 import { OutOfSyncBitmap } from "./bitmap.js";
-import type { DrbdDevice, PeerLink } from "./device.js";
+import type { Deallocation, DrbdDevice, PeerLink } from "./device.js";
+import {
+  DEFAULT_AFTER_SB,
+  discardMyDataVerdict,
+  recoverSplitBrain,
+  type AfterSbPolicies,
+} from "./after_sb.js";
 
 export type WireProtocol = "A" | "B" | "C";
 
@@ -114,6 +130,16 @@ export interface ConnectionOptions {
   timeoutDs?: number;
   /** disk { resync-rate }, KiB/s, announced in P_SYNC_PARAM89. */
   resyncRateKiB?: number;
+  /** DRBD_FF_* offered in P_CONNECTION_FEATURES (default TRIM | WZEROES; tests offer less to play an older peer). */
+  featureFlags?: number;
+  /** net { after-sb-0pri/1pri/2pri } as enum drbd_after_sb_p numbers (after_sb.ts); all disconnect by default. */
+  afterSb?: AfterSbPolicies;
+  /** net { always-asbp }: apply the after-sb policies also when the UUIDs leave the split brain ambiguous. */
+  alwaysAsbp?: boolean;
+  /** connect --discard-my-data: this node loses an otherwise unresolved split brain (one-shot). */
+  discardMyData?: boolean;
+  /** net { verify-alg } (verify.ts VERIFY_ALGS), announced in P_SYNC_PARAM89; needed for online verify. */
+  verifyAlg?: string;
 }
 
 /** The connection state names drbdadm status prints. */
@@ -262,6 +288,8 @@ export class DrbdConnection implements PeerLink {
   private data: PacketStream | undefined;
   private meta: PacketStream | undefined;
   private agreedVersion = 0;
+  /** DRBD_FF_* both sides offered in P_CONNECTION_FEATURES. */
+  private agreedFeatures = 0;
   private stopped = true;
   private readonly log: Logger;
   private readonly protocol: WireProtocol;
@@ -288,6 +316,9 @@ export class DrbdConnection implements PeerLink {
     staleResyncReplies: 0,
     sentWrites: 0,
     receivedWrites: 0,
+    /** P_TRIM + P_ZEROES sent / received. */
+    sentDeallocations: 0,
+    receivedDeallocations: 0,
     barriersSent: 0,
     barrierAcks: 0,
     pingsAnswered: 0,
@@ -343,8 +374,13 @@ export class DrbdConnection implements PeerLink {
   }
 
   /** drbdsetup connect: listen and keep trying to reach the peer until disconnect(). */
-  async connect(): Promise<void> {
+  async connect(opts: { discardMyData?: boolean } = {}): Promise<void> {
     if (!this.stopped) return;
+    const discard = opts.discardMyData ?? this.opts.discardMyData ?? false;
+    // drbd_adm_connect: ERR_DISCARD_IMPOSSIBLE
+    if (discard && this.opts.device.role === "Primary")
+      throw new Error(`${this.opts.device.name}: --discard-my-data not allowed when primary.`);
+    this.discardMyData = discard;
     this.stopped = false;
     this.server = createServer();
     // A socket that arrives while no connect is in progress belongs to a pairing the peer gave up on.
@@ -371,8 +407,10 @@ export class DrbdConnection implements PeerLink {
 
   /** drbdsetup disconnect: drop the sockets, stop listening, StandAlone. */
   async disconnect(): Promise<void> {
+    const wasUp = this.isUp;
     this.stopped = true;
     this.stateName = "Disconnecting";
+    if (wasUp) this.lostPeerData();
     this.dropSockets(new Error("disconnect requested"));
     this.server?.close();
     this.server = undefined;
@@ -527,7 +565,12 @@ export class DrbdConnection implements PeerLink {
     data.socket.setNoDelay(true);
     meta.socket.setNoDelay(true);
     // drbd_do_features
-    const mine = { protocolMin: PRO_VERSION_MIN, protocolMax: PRO_VERSION_MAX, featureFlags: 0 };
+    // Discards (P_TRIM) and zeroing (P_ZEROES) are replicated; WSAME and THIN_RESYNC are not offered.
+    const mine = {
+      protocolMin: PRO_VERSION_MIN,
+      protocolMax: PRO_VERSION_MAX,
+      featureFlags: this.opts.featureFlags ?? FF_TRIM | FF_WZEROES,
+    };
     await this.send(data, DrbdCommand.ConnectionFeatures, encodeConnectionFeatures(mine));
     const agreed = negotiateFeatures(
       mine,
@@ -535,6 +578,7 @@ export class DrbdConnection implements PeerLink {
     );
     if (typeof agreed === "string") return this.standalone(agreed);
     this.agreedVersion = agreed.agreedVersion;
+    this.agreedFeatures = agreed.agreedFeatures;
     data.setAgreedVersion(this.agreedVersion);
     meta.setAgreedVersion(this.agreedVersion);
     // drbd_do_auth
@@ -553,12 +597,13 @@ export class DrbdConnection implements PeerLink {
       this.log.info({ alg }, "peer authenticated");
     }
     // P_PROTOCOL
+    const asb = this.opts.afterSb ?? DEFAULT_AFTER_SB;
     const params: ProtocolParams = {
       protocol: WIRE_PROTOCOL[this.protocol],
-      afterSb0p: 0,
-      afterSb1p: 0,
-      afterSb2p: 0,
-      connFlags: 0,
+      afterSb0p: asb.after0p,
+      afterSb1p: asb.after1p,
+      afterSb2p: asb.after2p,
+      connFlags: this.discardMyData ? CF_DISCARD_MY_DATA : 0,
       twoPrimaries: false,
       integrityAlg: "",
     };
@@ -611,6 +656,7 @@ export class DrbdConnection implements PeerLink {
           const u = decodeUuids(p.payload);
           this.peerUuids = [u.current, u.bitmap, u.history[0], u.history[1]];
           this.peerUuidFlags = Number(u.flags);
+          this.peerBitsSet = Number(u.bitsSet);
           break;
         }
         case DrbdCommand.State:
@@ -632,17 +678,20 @@ export class DrbdConnection implements PeerLink {
     this.lastDecision = decision;
     this.log.info({ ...decision }, "uuid compare");
     if (decision.result === -1000) return this.standalone("Unrelated data, aborting!");
-    if (Math.abs(decision.result) === 100)
-      return this.standalone("Split-Brain detected but unresolved, dropping connection!");
-    if (decision.result !== 0) {
+    const hg =
+      Math.abs(decision.result) === 100 ? await this.resolveSplitBrain(decision.result) : decision.result;
+    // discard-my-data is one-shot: the next connect without it is an ordinary one (receive_state).
+    this.discardMyData = false;
+    if (hg === -100) return this.standalone("Split-Brain detected but unresolved, dropping connection!");
+    if (hg !== 0) {
       const dev2 = this.opts.device;
-      const source = decision.result > 0;
+      const source = hg > 0;
       // An Inconsistent source or a Primary target cannot be right (drbd_sync_handshake).
       if (source && dev2.disk === "Inconsistent")
         return this.standalone("I shall become SyncSource, but I am inconsistent!");
       if (!source && dev2.role === "Primary")
         return this.standalone("I shall become SyncTarget, but I am primary!");
-      if (Math.abs(decision.result) >= 2) {
+      if (Math.abs(hg) >= 2) {
         dev2.bitmap.setAll();
         this.log.info({ bits: dev2.bitmap.outOfSyncBits }, "full sync: writing the whole bitmap");
       }
@@ -687,6 +736,79 @@ export class DrbdConnection implements PeerLink {
   }
 
   private peerUuidFlags = 0;
+  /** The peer's P_UUIDS "bits set" and mine when I sent P_UUIDS (comm_bm_set): the split-brain change counts. */
+  private peerBitsSet = 0;
+  private myBitsSent = 0;
+  private discardMyData = false;
+  /** How the last split brain was handled (for status and tests). */
+  lastSplitBrain:
+    { primaries: number; result: number; by: "after-sb" | "discard-my-data" | "unresolved" } | undefined;
+
+  /**
+   * drbd_sync_handshake for ±100: +100 (both changed since a shared generation), or −100 (ambiguous
+   * histories) with always-asbp, goes to the after-sb policy; what it leaves unresolved may be settled by
+   * --discard-my-data. Returns ±1 (bitmap-based), ±2 (full, ambiguous case) or −100.
+   */
+  private async resolveSplitBrain(uuidResult: number): Promise<number> {
+    const dev = this.opts.device;
+    let hg = -100;
+    const myPrimary = dev.role === "Primary";
+    const peerPrimary = this.peerState?.role === Role.Primary;
+    const primaries = (myPrimary ? 1 : 0) + (peerPrimary ? 1 : 0);
+    if (uuidResult === 100 || this.opts.alwaysAsbp) {
+      const v = recoverSplitBrain({
+        policies: this.opts.afterSb ?? DEFAULT_AFTER_SB,
+        myPrimary,
+        peerPrimary,
+        myBitmapUuid: dev.uuids[1],
+        peerBitmapUuid: this.peerUuids?.[1] ?? 0n,
+        myChanges: this.myBitsSent,
+        peerChanges: this.peerBitsSet,
+        resolveConflicts: this.resolveConflicts,
+      });
+      if (v.configError) this.log.error({ primaries }, "Configuration error.");
+      if (v.fellBack)
+        this.log.warn("Discard younger/older primary did not find a decision, using discard-least-changes");
+      if (v.demoteSelf) {
+        // call-pri-lost-after-sb without handler scripts: the losing Primary gives up its role (always
+        // possible here), so its data can be overwritten; nothing is rebooted.
+        await dev.secondary();
+        this.log.warn("Successfully gave up primary role.");
+      }
+      if (Math.abs(v.result) < 100) {
+        this.log.warn(
+          `Split-Brain detected, ${primaries} primaries, automatically solved. Sync from ${v.result < 0 ? "peer" : "this"} node`,
+        );
+        hg = uuidResult === -100 ? v.result * 2 : v.result;
+        if (uuidResult === -100) this.log.warn("Doing a full sync, since UUIDs where ambiguous.");
+        this.lastSplitBrain = { primaries, result: hg, by: "after-sb" };
+        return hg;
+      }
+    }
+    hg = discardMyDataVerdict(this.discardMyData, (this.peerUuidFlags & UUID_FLAG_DISCARD_MY_DATA) !== 0);
+    if (hg !== -100) {
+      this.log.warn(`Split-Brain detected, manually solved. Sync from ${hg < 0 ? "peer" : "this"} node`);
+      this.lastSplitBrain = { primaries, result: hg, by: "discard-my-data" };
+      return hg;
+    }
+    this.lastSplitBrain = { primaries, result: -100, by: "unresolved" };
+    return -100;
+  }
+
+  /**
+   * The link to the peer's data is gone while this node is an UpToDate Primary (after_state_ch "Lost contact
+   * to peer's copy of the data"): start a new generation now, the old current UUID with its Primary bit
+   * becoming the bitmap UUID; discard-younger/older-primary read that bit later.
+   */
+  private lostPeerData(): void {
+    const dev = this.opts.device;
+    if (dev.disk !== "UpToDate" || dev.role !== "Primary" || dev.uuids[1] !== 0n) return;
+    const u = newCurrentUuidAtSplit(dev.uuids);
+    this.log.info({ current: u[0].toString(16), bitmap: u[1].toString(16) }, "new current UUID (peer lost)");
+    dev
+      .setUuids(u)
+      .catch((e: Error) => this.log.error({ err: e.message }, "writing the new current UUID failed"));
+  }
   /** Resync bookkeeping: bits at the start, requests sent, their 4 KiB blocks, requests outstanding. */
   private resync = { total: 0, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
   private resyncTimer: NodeJS.Timeout | undefined;
@@ -867,6 +989,8 @@ export class DrbdConnection implements PeerLink {
     let flags = extraFlags;
     if (dev.disk === "Inconsistent") flags |= BigInt(UUID_FLAG_INCONSISTENT);
     if (dev.superBlock.flags & MDF_CRASHED_PRIMARY) flags |= BigInt(UUID_FLAG_CRASHED_PRIMARY);
+    if (this.discardMyData) flags |= BigInt(UUID_FLAG_DISCARD_MY_DATA);
+    this.myBitsSent = dev.bitmap.outOfSyncBits;
     return this.send(
       this.data,
       DrbdCommand.Uuids,
@@ -937,6 +1061,7 @@ export class DrbdConnection implements PeerLink {
 
   private connectionLost(e: Error): void {
     if (!this.isUp) return;
+    this.lostPeerData();
     this.lastError = e.message;
     this.log.warn({ err: e.message }, "connection lost");
     this.stateName = this.stopped
@@ -977,10 +1102,72 @@ export class DrbdConnection implements PeerLink {
   async mirror(
     offset: number,
     bytes: number,
-    data: readonly Buffer[] | undefined,
+    data: readonly Buffer[] | Deallocation,
     fua: boolean,
   ): Promise<boolean> {
-    if (!this.isUp || !data) return false;
+    if (!this.isUp) return false;
+    if (typeof data !== "string") {
+      // One P_DATA carries at most DRBD_MAX_BIO_SIZE (the kernel splits bios at max_bio_size).
+      const parts: Promise<boolean>[] = [];
+      for (let off = 0; off < bytes; off += DRBD_MAX_BIO_SIZE) {
+        const len = Math.min(DRBD_MAX_BIO_SIZE, bytes - off);
+        const piece = len === bytes ? data : sliceIov(data, off, len);
+        parts.push(
+          this.sendWrite(offset + off, len, fua, DrbdCommand.Data, 0, (h) => [
+            ...encodeData({ ...h, digest: Buffer.alloc(0), data: Buffer.alloc(0) }).slice(0, -1),
+            ...piece,
+          ]),
+        );
+      }
+      return (await Promise.all(parts)).every((ok) => ok);
+    }
+    // drbd_send_dblock: REQ_OP_DISCARD → P_TRIM, REQ_OP_WRITE_ZEROES → P_ZEROES, each only when the peer
+    // agreed to the feature. Without it the kernel turns the offload off and the block layer writes zero
+    // pages; we send zero-filled P_DATA instead, for an unmap only when our unmap reads back zeroes (else
+    // the content after it is unspecified and the blocks are marked out of sync).
+    const feature = data === "unmap" ? FF_TRIM : FF_WZEROES;
+    if (!(this.agreedFeatures & feature)) {
+      if (data === "unmap" && !this.opts.device.unmapReadsZeroes) return false;
+      return this.sendZeroData(offset, bytes, fua);
+    }
+    const cmd = data === "unmap" ? DrbdCommand.Trim : DrbdCommand.Zeroes;
+    const flags = data === "unmap" ? DP_DISCARD : DP_ZEROES;
+    const parts: Promise<boolean>[] = [];
+    for (let off = 0; off < bytes; off += MAX_TRIM_BYTES) {
+      const len = Math.min(MAX_TRIM_BYTES, bytes - off);
+      parts.push(this.sendWrite(offset + off, len, fua, cmd, flags, (h) => [encodeTrim(h, len)]));
+    }
+    return (await Promise.all(parts)).every((ok) => ok);
+  }
+
+  /** Zeroing as P_DATA of zeroes (peer without P_TRIM / P_ZEROES), in DRBD_MAX_BIO_SIZE pieces. */
+  private async sendZeroData(offset: number, bytes: number, fua: boolean): Promise<boolean> {
+    const zeroes = (ZERO_CHUNK ??= Buffer.alloc(DRBD_MAX_BIO_SIZE));
+    const parts: Promise<boolean>[] = [];
+    for (let off = 0; off < bytes; off += DRBD_MAX_BIO_SIZE) {
+      const len = Math.min(DRBD_MAX_BIO_SIZE, bytes - off);
+      const chunk = zeroes.subarray(0, len);
+      parts.push(
+        this.sendWrite(offset + off, len, fua, DrbdCommand.Data, 0, (h) => [
+          ...encodeData({ ...h, digest: Buffer.alloc(0), data: chunk }),
+        ]),
+      );
+    }
+    return (await Promise.all(parts)).every((ok) => ok);
+  }
+
+  /**
+   * One mirrored request (P_DATA, P_TRIM or P_ZEROES) in the current epoch, acknowledged as the wire
+   * protocol asks: C P_WRITE_ACK, B P_RECV_ACK, A none (done once handed to the socket).
+   */
+  private async sendWrite(
+    offset: number,
+    bytes: number,
+    fua: boolean,
+    cmd: DrbdCommand,
+    extraFlags: number,
+    build: (h: DataHeader) => Buffer[],
+  ): Promise<boolean> {
     if (this.epochHadCompletion && this.epochWrites > 0) {
       // A write issued after an earlier one completed must not be reordered before it on the peer.
       const nr = this.epoch;
@@ -993,26 +1180,19 @@ export class DrbdConnection implements PeerLink {
     this.epochWrites++;
     const blockId = this.nextBlockId++;
     const seqNum = (this.seqNum = (this.seqNum + 1) >>> 0);
-    let dpFlags = fua ? DP_FUA : 0;
+    let dpFlags = extraFlags | (fua ? DP_FUA : 0);
     if (this.protocol === "C") dpFlags |= DP_SEND_WRITE_ACK;
     if (this.protocol === "B") dpFlags |= DP_SEND_RECEIVE_ACK;
     const acked =
       this.protocol === "A"
         ? undefined
         : new Promise<boolean>((resolve) => this.pending.set(blockId, { resolve, sector: offset / SECTOR }));
-    const payload = encodeData({
-      sector: offset / SECTOR,
-      blockId,
-      seqNum,
-      dpFlags,
-      digest: Buffer.alloc(0),
-      data: Buffer.alloc(0),
-    });
-    const sent = this.send(this.data, DrbdCommand.Data, [...payload.slice(0, -1), ...data]).then(
+    const sent = this.send(this.data, cmd, build({ sector: offset / SECTOR, blockId, seqNum, dpFlags })).then(
       () => true,
       () => false,
     );
-    this.stats.sentWrites++;
+    if (cmd === DrbdCommand.Data) this.stats.sentWrites++;
+    else this.stats.sentDeallocations++;
     const ok = acked ? await acked : await sent;
     this.epochHadCompletion = true;
     if (ok && this.stateName === "SyncSource") {
@@ -1073,6 +1253,9 @@ export class DrbdConnection implements PeerLink {
     switch (p.header.command) {
       case DrbdCommand.Data:
         return this.receiveData(p.payload);
+      case DrbdCommand.Trim:
+      case DrbdCommand.Zeroes:
+        return this.receiveDeallocation(p.header.command, p.payload);
       case DrbdCommand.Barrier: {
         const nr = decodeBarrier(p.payload);
         const writes = [...this.peerEpochWrites];
@@ -1188,18 +1371,37 @@ export class DrbdConnection implements PeerLink {
 
   private receiveData(payload: Buffer): void {
     const d = decodeData(payload);
-    const ack = {
-      sector: d.sector,
-      blockId: d.blockId,
-      size: d.data.length,
-      seqNum: d.seqNum,
-    };
-    if (d.dpFlags & DP_SEND_RECEIVE_ACK)
-      this.send(this.meta, DrbdCommand.RecvAck, encodeBlockAck(ack)).catch(() => {});
     this.stats.receivedWrites++;
-    this.peerEpochCount++;
     const start = d.sector * SECTOR;
-    const end = start + d.data.length;
+    this.receiveWrite(d, start, d.data.length, () =>
+      this.opts.device.applyPeerWrite(start, d.data, (d.dpFlags & DP_FUA) !== 0),
+    );
+  }
+
+  /** P_TRIM / P_ZEROES: like P_DATA without data; only when the feature was agreed (drbd_do_features). */
+  private receiveDeallocation(cmd: DrbdCommand, payload: Buffer): void {
+    const kind: Deallocation = cmd === DrbdCommand.Trim ? "unmap" : "zeroes";
+    const feature = kind === "unmap" ? FF_TRIM : FF_WZEROES;
+    if (!(this.agreedFeatures & feature))
+      throw new DrbdProtocolError(`${commandName(cmd)} although the feature was not agreed`);
+    const t = decodeTrim(payload);
+    if (t.size === 0 || t.size % SECTOR !== 0)
+      throw new DrbdProtocolError(`${commandName(cmd)} of ${t.size} bytes is not whole sectors`);
+    this.stats.receivedDeallocations++;
+    const start = t.sector * SECTOR;
+    this.receiveWrite(t, start, t.size, () => this.opts.device.applyPeerDeallocation(start, t.size, kind));
+  }
+
+  /**
+   * receive_Data for one request of `length` bytes at byte `start`: the ack the sender asked for, epoch
+   * membership for P_BARRIER, ordering after resync writes to the same blocks while SyncTarget.
+   */
+  private receiveWrite(h: DataHeader, start: number, length: number, apply: () => Promise<void>): void {
+    const ack = { sector: h.sector, blockId: h.blockId, size: length, seqNum: h.seqNum };
+    if (h.dpFlags & DP_SEND_RECEIVE_ACK)
+      this.send(this.meta, DrbdCommand.RecvAck, encodeBlockAck(ack)).catch(() => {});
+    this.peerEpochCount++;
+    const end = start + length;
     let before: Promise<unknown> = Promise.resolve();
     if (this.stateName === "SyncTarget") {
       this.peerWrites.push({ seq: ++this.peerDataSeq, start, end });
@@ -1212,15 +1414,15 @@ export class DrbdConnection implements PeerLink {
       if (lastFull >= firstFull) this.opts.device.bitmap.clearRange(firstFull, lastFull);
     }
     const w = before
-      .then(() => this.opts.device.applyPeerWrite(start, d.data, (d.dpFlags & DP_FUA) !== 0))
+      .then(apply)
       .then(
         () =>
-          d.dpFlags & DP_SEND_WRITE_ACK
+          h.dpFlags & DP_SEND_WRITE_ACK
             ? this.send(this.meta, DrbdCommand.WriteAck, encodeBlockAck(ack))
             : undefined,
         (e: Error) => {
-          this.log.error({ err: e.message, sector: d.sector }, "peer write failed");
-          return d.dpFlags & (DP_SEND_WRITE_ACK | DP_SEND_RECEIVE_ACK)
+          this.log.error({ err: e.message, sector: h.sector }, "peer write failed");
+          return h.dpFlags & (DP_SEND_WRITE_ACK | DP_SEND_RECEIVE_ACK)
             ? this.send(this.meta, DrbdCommand.NegAck, encodeBlockAck(ack))
             : undefined;
         },
@@ -1229,6 +1431,28 @@ export class DrbdConnection implements PeerLink {
     this.peerEpochWrites.add(w);
     void w.then(() => this.peerEpochWrites.delete(w));
   }
+}
+
+/**
+ * Largest P_TRIM / P_ZEROES: the size is a u32 and the kernel's receiver takes at most
+ * DRBD_MAX_BBIO_SECTORS (2^23 sectors); 1 GiB pieces stay well inside both.
+ */
+const MAX_TRIM_BYTES = 1 << 30;
+/** One shared buffer of zeroes for zeroing sent as data; never written to. */
+let ZERO_CHUNK: Buffer | undefined;
+
+/** The buffers (views, no copies) covering `len` bytes from byte `off` of an I/O vector. */
+function sliceIov(iov: readonly Buffer[], off: number, len: number): Buffer[] {
+  const out: Buffer[] = [];
+  let pos = 0;
+  for (const b of iov) {
+    const from = Math.max(off - pos, 0);
+    const to = Math.min(off + len - pos, b.length);
+    if (from < to) out.push(b.subarray(from, to));
+    pos += b.length;
+    if (pos >= off + len) break;
+  }
+  return out;
 }
 
 function sleep(ms: number): Promise<void> {

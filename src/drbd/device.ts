@@ -64,16 +64,28 @@ export class DrbdStateError extends Error {
   }
 }
 
+/**
+ * A request that carries no data: "unmap" (UNMAP, WRITE SAME with UNMAP; REQ_OP_DISCARD, sent as P_TRIM) or
+ * "zeroes" (WRITE ZEROES / WRITE SAME of zeroes; REQ_OP_WRITE_ZEROES, sent as P_ZEROES).
+ */
+export type Deallocation = "unmap" | "zeroes";
+
 /** What the device needs from a connection to a peer (implemented by the connection module). */
 export interface PeerLink {
-  /** True while writes can be mirrored (Connected or a resync state). */
+  /** True while writes can be mirrored or marked for the peer (Connected, a resync state, Ahead). */
   readonly replicating: boolean;
   /**
-   * Mirror a write (data) or a discard/zeroing (data undefined, `bytes` long) at byte offset `offset`.
-   * Resolves true when the peer confirmed it as the wire protocol requires, false when the peer will not
-   * have it (the connection broke): the device then marks the blocks out of sync.
+   * Mirror a write (data) or a discard/zeroing (`bytes` long) at byte offset `offset`. Resolves true when
+   * the peer confirmed it as the wire protocol requires, false when the peer will not have it (the
+   * connection broke, the peer lacks the feature, or the link is Ahead and only told the peer the blocks
+   * are out of sync): the device then marks the blocks out of sync.
    */
-  mirror(offset: number, bytes: number, data: readonly Buffer[] | undefined, fua: boolean): Promise<boolean>;
+  mirror(
+    offset: number,
+    bytes: number,
+    data: readonly Buffer[] | Deallocation,
+    fua: boolean,
+  ): Promise<boolean>;
 }
 
 export interface DrbdAttachOptions {
@@ -365,6 +377,49 @@ export class DrbdDevice implements BlockDevice {
     }
   }
 
+  /**
+   * A discard or zeroing received from the Primary peer (receive_Data for P_TRIM / P_ZEROES), under the
+   * activity log like a peer write. The blocks must read as zeroes afterwards, as they do on a Primary
+   * whose lower device zeroes on unmap: "unmap" deallocates only when this lower device's unmap reads
+   * zeroes, else it writes zeroes (the kernel's zero-out fallback, drbd_issue_discard_or_zero_out).
+   */
+  async applyPeerDeallocation(offset: number, bytes: number, kind: Deallocation): Promise<void> {
+    this.requireDisk();
+    if (this.roleValue === "Primary")
+      throw new BlockDeviceError(`${this.name}: a Primary does not take peer writes`, "read-only");
+    if (offset % this.blockSize !== 0 || bytes % this.blockSize !== 0 || bytes === 0)
+      throw new BlockDeviceError(
+        `${this.name}: peer ${kind} of ${bytes} bytes at byte ${offset} is not whole blocks`,
+        "io",
+      );
+    const lba = offset / this.blockSize;
+    checkRange(this, lba, bytes);
+    const sector = offset / SECTOR;
+    const sectors = bytes / SECTOR;
+    await this.al.begin(sector, sectors);
+    try {
+      const blocks = bytes / this.blockSize;
+      if (kind === "unmap" && this.lower.supportsUnmap && this.lower.unmapReadsZeroes)
+        await this.lower.unmap(lba, blocks);
+      else await this.lower.writeZeroes(lba, blocks);
+    } finally {
+      this.al.complete(sector, sectors);
+    }
+  }
+
+  /**
+   * Activity-log extents (4 MiB) that application writes in flight hold (the kernel's act_log->used),
+   * for net { congestion-extents }.
+   */
+  get activityLogExtentsInUse(): number {
+    const extents = new Set<number>();
+    const extentBytes = 4 << 20;
+    for (const [start, end] of this.inflight.values())
+      for (let e = Math.floor(start / extentBytes); e <= Math.floor((end - 1) / extentBytes); e++)
+        extents.add(e);
+    return extents.size;
+  }
+
   /** Writes the changed bitmap pages to the metadata (after a bitmap exchange or resync progress). */
   persistBitmap(): Promise<void> {
     return this.writeBitmapPages();
@@ -448,7 +503,7 @@ export class DrbdDevice implements BlockDevice {
 
   async unmap(lba: number, blocks: number): Promise<void> {
     checkRange(this, lba, blocks * this.blockSize);
-    return this.mutate(lba, blocks * this.blockSize, () => this.lower.unmap(lba, blocks), undefined, false);
+    return this.mutate(lba, blocks * this.blockSize, () => this.lower.unmap(lba, blocks), "unmap", false);
   }
 
   async writeZeroes(lba: number, blocks: number): Promise<void> {
@@ -457,7 +512,7 @@ export class DrbdDevice implements BlockDevice {
       lba,
       blocks * this.blockSize,
       () => this.lower.writeZeroes(lba, blocks),
-      undefined,
+      "zeroes",
       false,
     );
   }
@@ -485,7 +540,7 @@ export class DrbdDevice implements BlockDevice {
     lba: number,
     bytes: number,
     local: () => Promise<void>,
-    data: readonly Buffer[] | undefined,
+    data: readonly Buffer[] | Deallocation,
     fua: boolean,
   ): Promise<void> {
     if (this.diskValue === "Diskless")
@@ -503,7 +558,7 @@ export class DrbdDevice implements BlockDevice {
     lba: number,
     bytes: number,
     local: () => Promise<void>,
-    data: readonly Buffer[] | undefined,
+    data: readonly Buffer[] | Deallocation,
     fua: boolean,
   ): Promise<void> {
     const offset = lba * this.blockSize;
