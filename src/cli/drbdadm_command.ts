@@ -1,5 +1,5 @@
 /**
- * `usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND RESOURCE [--force] [--clear-bitmap]`: drbdadm(8) for the
+ * `usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND RESOURCE [--force] [--clear-bitmap] [--discard-my-data]`: drbdadm(8) for the
  * DRBD resources of a running server (JSON-RPC `drbd_adm` / `drbd_status`, docs/rpc.md). `status [RES]`
  * prints drbdadm's status text; `dump RES` reads the config file locally (-c) and needs no server.
  * Exit codes: 0 success, 1 the command failed (or no server), 2 bad usage — as `usertgt rpc`.
@@ -16,6 +16,7 @@ export interface DrbdadmCommandOptions {
   readonly config?: string;
   readonly force?: boolean;
   readonly clearBitmap?: boolean;
+  readonly discardMyData?: boolean;
   readonly timeout?: string;
 }
 
@@ -72,6 +73,7 @@ export async function runDrbdadmCommand(
             resource: resource as string,
             ...(opts.force ? { force: true } : {}),
             ...(opts.clearBitmap ? { clear_bitmap: true } : {}),
+            ...(opts.discardMyData ? { discard_my_data: true } : {}),
           };
     const result = await Promise.race([
       client.call(command === "status" ? "drbd_status" : "drbd_adm", params),

@@ -227,6 +227,7 @@ program
   .option("-c, --config <file>", "drbd.conf / .res file (for dump)")
   .option("--force", "primary --force: declare this node's data UpToDate")
   .option("--clear-bitmap", "new-current-uuid --clear-bitmap: skip the initial sync")
+  .option("--discard-my-data", "connect --discard-my-data: this node loses an unresolved split brain")
   .option("-t, --timeout <seconds>", "how long to wait for the answer", "120")
   .action(async (command: string, resource: string | undefined, opts: DrbdadmCommandOptions) => {
     process.exitCode = await runDrbdadmCommand(command, resource, opts);

@@ -46,6 +46,8 @@ import {
   DP_ZEROES,
   DRBD_MAX_BIO_SIZE,
   encodeTrim,
+  encodeBlockDesc,
+  decodeBlockDesc,
   FF_TRIM,
   FF_WZEROES,
   type DataHeader,
@@ -98,6 +100,12 @@ import { compareUuids, newCurrentUuidAtSplit, resyncFinished, type UuidSet } fro
 import { OutOfSyncBitmap } from "./bitmap.js";
 import type { Deallocation, DrbdDevice, PeerLink } from "./device.js";
 import {
+  AHEAD_RESYNC_DELAY_MS,
+  congestionConfigError,
+  CongestionMonitor,
+  type CongestionOptions,
+} from "./congestion.js";
+import {
   DEFAULT_AFTER_SB,
   discardMyDataVerdict,
   recoverSplitBrain,
@@ -111,7 +119,7 @@ export interface Endpoint {
   port: number;
 }
 
-export interface ConnectionOptions {
+export interface ConnectionOptions extends CongestionOptions {
   device: DrbdDevice;
   local: Endpoint;
   peer: Endpoint;
@@ -154,6 +162,8 @@ export type ConnectionStateName =
   | "WFSyncUUID"
   | "SyncSource"
   | "SyncTarget"
+  | "Ahead"
+  | "Behind"
   | "NetworkFailure"
   | "ProtocolError"
   | "Disconnecting";
@@ -322,7 +332,14 @@ export class DrbdConnection implements PeerLink {
     barriersSent: 0,
     barrierAcks: 0,
     pingsAnswered: 0,
+    /** Times this node pulled ahead / fell behind; P_OUT_OF_SYNC sent / received. */
+    wentAhead: 0,
+    wentBehind: 0,
+    outOfSyncSent: 0,
+    outOfSyncReceived: 0,
   };
+  private readonly congestion: CongestionMonitor;
+  private aheadTimer: NodeJS.Timeout | undefined;
   /** Result of the last sync decision (for status and tests). */
   lastDecision: { result: number; rule: number } | undefined;
 
@@ -330,6 +347,9 @@ export class DrbdConnection implements PeerLink {
     this.protocol = opts.protocol ?? "C";
     if ((opts.cramHmacAlg === undefined) !== (opts.sharedSecret === undefined))
       throw new Error("drbd: cram-hmac-alg and shared-secret go together");
+    const congestionError = congestionConfigError(this.protocol, opts);
+    if (congestionError) throw new Error(`drbd ${opts.device.name}: ${congestionError}`);
+    this.congestion = new CongestionMonitor(opts);
     this.log = log.child({
       module: "drbd-conn",
       device: opts.device.name,
@@ -358,10 +378,14 @@ export class DrbdConnection implements PeerLink {
     return this.isUp;
   }
 
-  /** Connected or resyncing: writes are mirrored. */
+  /** Connected, resyncing, Ahead or Behind: writes are mirrored or marked for the peer. */
   private get isUp(): boolean {
     return (
-      this.stateName === "Connected" || this.stateName === "SyncSource" || this.stateName === "SyncTarget"
+      this.stateName === "Connected" ||
+      this.stateName === "SyncSource" ||
+      this.stateName === "SyncTarget" ||
+      this.stateName === "Ahead" ||
+      this.stateName === "Behind"
     );
   }
 
@@ -1022,6 +1046,7 @@ export class DrbdConnection implements PeerLink {
   }
 
   private startReplication(): void {
+    this.congestion.reset();
     const data = this.data as PacketStream;
     const meta = this.meta as PacketStream;
     this.closed = new Promise<void>((r) => (this.markClosed = r));
@@ -1037,7 +1062,11 @@ export class DrbdConnection implements PeerLink {
             ? ConnState.SyncSource
             : this.stateName === "SyncTarget"
               ? ConnState.SyncTarget
-              : undefined;
+              : this.stateName === "Ahead"
+                ? ConnState.Ahead
+                : this.stateName === "Behind"
+                  ? ConnState.Behind
+                  : undefined;
       if (conn !== undefined)
         this.send(this.data, DrbdCommand.State, encodeState(this.localState(conn))).catch(() => {});
     });
@@ -1077,6 +1106,9 @@ export class DrbdConnection implements PeerLink {
     clearInterval(this.pingTimer);
     clearTimeout(this.pingDeadline);
     clearTimeout(this.resyncTimer);
+    clearTimeout(this.aheadTimer);
+    this.aheadTimer = undefined;
+    this.congestion.reset();
     this.pingTimer = undefined;
     this.pingDeadline = undefined;
     this.unsubscribe?.();
@@ -1105,6 +1137,9 @@ export class DrbdConnection implements PeerLink {
     data: readonly Buffer[] | Deallocation,
     fua: boolean,
   ): Promise<boolean> {
+    if (!this.isUp) return false;
+    if (this.stateName === "Connected" && this.congestion.active) this.maybePullAhead();
+    if (this.stateName === "Ahead") return this.sendOutOfSync(offset, bytes);
     if (!this.isUp) return false;
     if (typeof data !== "string") {
       // One P_DATA carries at most DRBD_MAX_BIO_SIZE (the kernel splits bios at max_bio_size).
@@ -1191,8 +1226,10 @@ export class DrbdConnection implements PeerLink {
       () => true,
       () => false,
     );
-    if (cmd === DrbdCommand.Data) this.stats.sentWrites++;
-    else this.stats.sentDeallocations++;
+    if (cmd === DrbdCommand.Data) {
+      this.stats.sentWrites++;
+      if (this.congestion.active) this.congestion.sent(this.epoch, bytes / SECTOR);
+    } else this.stats.sentDeallocations++;
     const ok = acked ? await acked : await sent;
     this.epochHadCompletion = true;
     if (ok && this.stateName === "SyncSource") {
@@ -1204,6 +1241,136 @@ export class DrbdConnection implements PeerLink {
       if (dev.bitmap.outOfSyncBits === 0) void this.finishResync();
     }
     return ok;
+  }
+
+  // ---- on-congestion (congestion.ts): Ahead / Behind
+
+  /** Sectors of data in flight to the peer (for status and tests). */
+  get inFlightSectors(): number {
+    return this.congestion.inFlightSectors;
+  }
+
+  /**
+   * maybe_pull_ahead, before a write is sent while Connected: at a threshold the current epoch is closed
+   * (its barrier ack tells when the data in flight drained) and the node goes Ahead, or disconnects.
+   */
+  private maybePullAhead(): void {
+    const why = this.congestion.congested(this.opts.device.activityLogExtentsInUse);
+    if (!why) return;
+    this.log.info({ why, policy: this.congestion.policy }, "congestion");
+    if (this.congestion.policy === "disconnect") {
+      this.stopped = true;
+      this.lastError = `on-congestion disconnect: ${why}`;
+      this.lostPeerData();
+      this.dropSockets(new Error(this.lastError));
+      this.server?.close();
+      this.server = undefined;
+      this.stateName = "StandAlone";
+      return;
+    }
+    if (this.epochWrites > 0) {
+      const nr = this.epoch;
+      this.epoch = (this.epoch + 1) >>> 0;
+      this.epochWrites = 0;
+      this.epochHadCompletion = false;
+      this.stats.barriersSent++;
+      this.send(this.data, DrbdCommand.Barrier, encodeBarrier(nr)).catch(() => {});
+    }
+    this.stateName = "Ahead";
+    this.stats.wentAhead++;
+    this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.Ahead))).catch(() => {});
+    if (this.congestion.inFlightSectors === 0) this.scheduleAheadResync();
+  }
+
+  /**
+   * A write while Ahead (QUEUE_FOR_SEND_OOS): marked here before P_OUT_OF_SYNC goes out, so a resync that
+   * starts in between already sees the bit; the peer marks it on receipt. Resolves false: not mirrored.
+   */
+  private async sendOutOfSync(offset: number, bytes: number): Promise<boolean> {
+    const dev = this.opts.device;
+    const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
+    dev.bitmap.setRange(first, last);
+    this.stats.outOfSyncSent++;
+    this.send(this.data, DrbdCommand.OutOfSync, encodeBlockDesc(offset / SECTOR, bytes)).catch(() => {});
+    await dev.persistBitmap();
+    return false;
+  }
+
+  private scheduleAheadResync(): void {
+    if (this.aheadTimer) return;
+    this.aheadTimer = setTimeout(() => {
+      this.aheadTimer = undefined;
+      this.startResyncFromAhead().catch((e: Error) => this.connectionLost(e));
+    }, AHEAD_RESYNC_DELAY_MS);
+  }
+
+  /**
+   * Ahead → SyncSource (drbd_start_resync, then drbd_gen_and_send_sync_uuid from after_state_ch): a new
+   * bitmap UUID marks the resync, P_SYNC_UUID tells the Behind peer to start as SyncTarget.
+   */
+  private async startResyncFromAhead(): Promise<void> {
+    if (this.stateName !== "Ahead") return;
+    const dev = this.opts.device;
+    const u = dev.uuids;
+    const bm = u[1] & ~1n;
+    const syncUuid = bm !== 0n && bm !== 4n ? BigInt.asUintN(64, bm + (1n << 48n)) : newUuid();
+    await dev.setUuids([u[0], syncUuid, u[2], u[3]]);
+    await dev.persistBitmap();
+    if (this.stateName !== "Ahead") return;
+    this.resync = { total: dev.bitmap.outOfSyncBits, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
+    this.stateName = "SyncSource";
+    this.log.info({ outOfSyncKiB: dev.bitmap.outOfSyncKiB }, "Ahead → SyncSource");
+    this.send(this.data, DrbdCommand.SyncUuid, encodeSyncUuid(syncUuid)).catch(() => {});
+    this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.SyncSource))).catch(() => {});
+    if (dev.bitmap.outOfSyncBits === 0) void this.finishResync();
+  }
+
+  /** The peer is Ahead: our disk is at most Outdated until the resync (sanitize_state for C_BEHIND). */
+  private becomeBehind(): void {
+    this.stateName = "Behind";
+    this.stats.wentBehind++;
+    this.log.info("peer pulled ahead: Behind");
+    const dev = this.opts.device;
+    if (dev.disk === "UpToDate" || dev.disk === "Consistent")
+      dev.setDiskState("Outdated").catch((e: Error) => this.connectionLost(e));
+    else
+      this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.Behind))).catch(() => {});
+  }
+
+  /** receive_out_of_sync: only while Behind (the kernel also takes it in WFSyncUUID / WFBitMapT). */
+  private receiveOutOfSync(payload: Buffer): void {
+    const { sector, size } = decodeBlockDesc(payload);
+    if (this.stateName !== "Behind")
+      throw new DrbdProtocolError(`P_OUT_OF_SYNC while ${this.stateName}, expected Behind`);
+    if (size === 0 || size % SECTOR !== 0)
+      throw new DrbdProtocolError(`P_OUT_OF_SYNC of ${size} bytes is not whole sectors`);
+    const dev = this.opts.device;
+    if (sector + size / SECTOR > dev.layout.usableSectors)
+      throw new DrbdProtocolError(`P_OUT_OF_SYNC beyond the end of the device (sector ${sector})`);
+    this.stats.outOfSyncReceived++;
+    const [first, last] = OutOfSyncBitmap.bitsOf(sector * SECTOR, size);
+    dev.bitmap.setRange(first, last);
+    dev.persistBitmap().catch((e: Error) => this.connectionLost(e));
+  }
+
+  /** receive_sync_uuid while Behind: take the SyncSource's UUID and resync the marked blocks as SyncTarget. */
+  private startResyncFromBehind(syncUuid: bigint): void {
+    const dev = this.opts.device;
+    this.stateName = "SyncTarget";
+    this.resync = { total: dev.bitmap.outOfSyncBits, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
+    this.resyncTokens = 0;
+    this.resyncRefill = Date.now();
+    const start = async () => {
+      const u = dev.uuids;
+      const old = u[0] & ~1n;
+      await dev.setUuids([syncUuid, 0n, old, u[2]]);
+      await dev.persistBitmap();
+      // setDiskState announces SyncTarget / Inconsistent to the peer (P_STATE).
+      await dev.setDiskState("Inconsistent");
+      this.log.info({ outOfSyncKiB: dev.bitmap.outOfSyncKiB }, "Behind → SyncTarget");
+      this.pumpResync();
+    };
+    start().catch((e: Error) => this.connectionLost(e));
   }
 
   private onMetaPacket(p: Packet): void {
@@ -1238,10 +1405,13 @@ export class DrbdConnection implements PeerLink {
       }
       case DrbdCommand.NegRsDReply:
         throw new DrbdProtocolError("the SyncSource could not read a block (P_NEG_RS_DREPLY)");
-      case DrbdCommand.BarrierAck:
-        decodeBarrierAck(p.payload);
+      case DrbdCommand.BarrierAck: {
+        const { barrier } = decodeBarrierAck(p.payload);
         this.stats.barrierAcks++;
+        // got_BarrierAck: an Ahead node whose data in flight drained resyncs a moment later.
+        if (this.congestion.barrierAcked(barrier) === 0 && this.stateName === "Ahead") this.scheduleAheadResync();
         return;
+      }
       default:
         throw new DrbdProtocolError(`unexpected ${commandName(p.header.command)} on the meta socket`);
     }
@@ -1271,8 +1441,12 @@ export class DrbdConnection implements PeerLink {
       }
       case DrbdCommand.State: {
         this.peerState = decodeState(p.payload);
+        // receive_state: the peer pulled ahead of us.
+        if (this.peerState.conn === ConnState.Ahead && this.stateName === "Connected") this.becomeBehind();
         return;
       }
+      case DrbdCommand.OutOfSync:
+        return this.receiveOutOfSync(p.payload);
       case DrbdCommand.Uuids: {
         const u = decodeUuids(p.payload);
         this.peerUuids = [u.current, u.bitmap, u.history[0], u.history[1]];
@@ -1359,9 +1533,11 @@ export class DrbdConnection implements PeerLink {
           });
         return;
       }
-      case DrbdCommand.SyncUuid:
-        decodeSyncUuid(p.payload);
+      case DrbdCommand.SyncUuid: {
+        const uuid = decodeSyncUuid(p.payload);
+        if (this.stateName === "Behind") this.startResyncFromBehind(uuid);
         return;
+      }
       case DrbdCommand.UnplugRemote:
         return;
       default:

@@ -11,6 +11,7 @@ import type { LocalView } from "./config/res_parser.js";
 import { createMetadata } from "./metadata.js";
 import { DrbdDevice } from "./device.js";
 import { DrbdConnection, type ConnectionOptions, type Endpoint, type WireProtocol } from "./connection.js";
+import { afterSbPolicyNumber, type AfterSbPolicies } from "./after_sb.js";
 
 export interface DrbdResourceOptions {
   name: string;
@@ -30,6 +31,11 @@ export interface DrbdResourceOptions {
   timeoutDs?: number;
   resyncRateKiB?: number;
   alExtents?: number;
+  /** net { after-sb-0pri/1pri/2pri } as wire numbers (afterSbPolicyNumber). */
+  afterSb?: AfterSbPolicies;
+  alwaysAsbp?: boolean;
+  /** net { verify-alg }: sha1, md5, sha256 or crc32c. */
+  verifyAlg?: string;
 }
 
 export class DrbdResource {
@@ -53,6 +59,12 @@ export class DrbdResource {
     };
     const cramHmacAlg = str("cram-hmac-alg");
     const sharedSecret = str("shared-secret");
+    const verifyAlg = str("verify-alg");
+    const afterSb: AfterSbPolicies = {
+      after0p: afterSbPolicyNumber(0, str("after-sb-0pri"), local.names),
+      after1p: afterSbPolicyNumber(1, str("after-sb-1pri")),
+      after2p: afterSbPolicyNumber(2, str("after-sb-2pri")),
+    };
     return new DrbdResource({
       name: resource.name,
       tree,
@@ -69,6 +81,9 @@ export class DrbdResource {
       timeoutDs: numericOption(net, "net", "timeout"),
       resyncRateKiB: numericOption(disk, "disk", "resync-rate"),
       alExtents: numericOption(disk, "disk", "al-extents"),
+      afterSb,
+      alwaysAsbp: optionValue(net, "net", "always-asbp") === true,
+      ...(verifyAlg !== undefined ? { verifyAlg } : {}),
     });
   }
 
@@ -132,8 +147,11 @@ export class DrbdResource {
     }
   }
 
-  async connect(): Promise<void> {
+  /** drbdadm connect [--discard-my-data] (refused on a Primary, as drbdsetup does). */
+  async connect(opts: { discardMyData?: boolean } = {}): Promise<void> {
     const dev = this.requireDevice();
+    if (opts.discardMyData && dev.role === "Primary")
+      throw new Error(`${this.deviceName}: --discard-my-data not allowed when primary.`);
     if (this.conn && this.conn.state !== "StandAlone") return;
     if (!this.opts.local || !this.opts.peer)
       throw new Error(`resource ${this.opts.name}: no peer configured (one-node resource)`);
@@ -150,9 +168,12 @@ export class DrbdResource {
       ...(o.connectIntSec !== undefined ? { connectIntSec: o.connectIntSec } : {}),
       ...(o.timeoutDs !== undefined ? { timeoutDs: o.timeoutDs } : {}),
       ...(o.resyncRateKiB !== undefined ? { resyncRateKiB: o.resyncRateKiB } : {}),
+      ...(o.afterSb !== undefined ? { afterSb: o.afterSb } : {}),
+      ...(o.alwaysAsbp !== undefined ? { alwaysAsbp: o.alwaysAsbp } : {}),
+      ...(o.verifyAlg !== undefined ? { verifyAlg: o.verifyAlg } : {}),
     };
     this.conn = new DrbdConnection(copts);
-    await this.conn.connect();
+    await this.conn.connect({ discardMyData: opts.discardMyData === true });
   }
 
   async disconnect(): Promise<void> {

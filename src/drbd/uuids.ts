@@ -29,6 +29,18 @@ export function newCurrentUuid(u: UuidSet, primary: boolean, fresh: bigint = new
   return next;
 }
 
+/**
+ * drbd_uuid_new_current when a Primary loses its peer: like newCurrentUuid, but the bitmap UUID keeps the
+ * Primary bit of the old current UUID. That bit tells later split-brain recovery which side was Primary when
+ * the generations parted (discard-younger-primary / discard-older-primary); a node promoted afterwards
+ * starts its generation from a current UUID without the bit.
+ */
+export function newCurrentUuidAtSplit(u: UuidSet, fresh: bigint = newUuid()): UuidSet {
+  const next = newCurrentUuid(u, true, fresh);
+  if (next[1] !== 0n) next[1] |= u[0] & 1n;
+  return next;
+}
+
 /** Sets or clears the "Primary" bit 0 of the current UUID (_drbd_uuid_set). */
 export function withPrimaryBit(u: UuidSet, primary: boolean): UuidSet {
   const cur = u[0] === UUID_JUST_CREATED ? u[0] : primary ? u[0] | 1n : strip(u[0]);

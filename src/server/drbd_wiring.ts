@@ -42,6 +42,8 @@ export const DRBD_COMMAND_FAILED = -32000;
 export interface DrbdAdmOptions {
   readonly force?: boolean;
   readonly clearBitmap?: boolean;
+  /** connect --discard-my-data: lose an unresolved split brain (refused on a Primary). */
+  readonly discardMyData?: boolean;
 }
 
 export interface DrbdWiringOptions {
@@ -136,7 +138,7 @@ export class DrbdWiring {
       case "detach":
         return r.detach();
       case "connect":
-        return r.connect();
+        return r.connect({ discardMyData: opts.discardMyData === true });
       case "disconnect":
         return r.disconnect();
       case "primary":
@@ -264,6 +266,7 @@ export class DrbdWiring {
         resource: { type: "string", required: true },
         force: { type: "boolean" },
         clear_bitmap: { type: "boolean" },
+        discard_my_data: { type: "boolean" },
       },
       handler: async (p) => {
         const command = p.command as string;
@@ -272,6 +275,7 @@ export class DrbdWiring {
           await this.adm(command, resource, {
             force: p.force === true,
             clearBitmap: p.clear_bitmap === true,
+            discardMyData: p.discard_my_data === true,
           });
         } catch (err) {
           throw asRpcError(err);
