@@ -1317,11 +1317,19 @@ export class DrbdConnection implements PeerLink {
     await dev.setUuids([u[0], syncUuid, u[2], u[3]]);
     await dev.persistBitmap();
     if (this.stateName !== "Ahead") return;
-    this.resync = { total: dev.bitmap.outOfSyncBits, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
+    this.resync = {
+      total: dev.bitmap.outOfSyncBits,
+      requested: 0,
+      requestedBlocks: 0,
+      inflight: 0,
+      cursor: 0,
+    };
     this.stateName = "SyncSource";
     this.log.info({ outOfSyncKiB: dev.bitmap.outOfSyncKiB }, "Ahead → SyncSource");
     this.send(this.data, DrbdCommand.SyncUuid, encodeSyncUuid(syncUuid)).catch(() => {});
-    this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.SyncSource))).catch(() => {});
+    this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.SyncSource))).catch(
+      () => {},
+    );
     if (dev.bitmap.outOfSyncBits === 0) void this.finishResync();
   }
 
@@ -1357,7 +1365,13 @@ export class DrbdConnection implements PeerLink {
   private startResyncFromBehind(syncUuid: bigint): void {
     const dev = this.opts.device;
     this.stateName = "SyncTarget";
-    this.resync = { total: dev.bitmap.outOfSyncBits, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
+    this.resync = {
+      total: dev.bitmap.outOfSyncBits,
+      requested: 0,
+      requestedBlocks: 0,
+      inflight: 0,
+      cursor: 0,
+    };
     this.resyncTokens = 0;
     this.resyncRefill = Date.now();
     const start = async () => {
@@ -1409,7 +1423,8 @@ export class DrbdConnection implements PeerLink {
         const { barrier } = decodeBarrierAck(p.payload);
         this.stats.barrierAcks++;
         // got_BarrierAck: an Ahead node whose data in flight drained resyncs a moment later.
-        if (this.congestion.barrierAcked(barrier) === 0 && this.stateName === "Ahead") this.scheduleAheadResync();
+        if (this.congestion.barrierAcked(barrier) === 0 && this.stateName === "Ahead")
+          this.scheduleAheadResync();
         return;
       }
       default:

@@ -12,8 +12,9 @@ import { createMetadata } from "./metadata.js";
 import { DrbdDevice } from "./device.js";
 import { DrbdConnection, type ConnectionOptions, type Endpoint, type WireProtocol } from "./connection.js";
 import { afterSbPolicyNumber, type AfterSbPolicies } from "./after_sb.js";
+import { congestionConfigError, type CongestionOptions, type OnCongestion } from "./congestion.js";
 
-export interface DrbdResourceOptions {
+export interface DrbdResourceOptions extends CongestionOptions {
   name: string;
   tree: DeviceTree;
   minor: number;
@@ -60,6 +61,15 @@ export class DrbdResource {
     const cramHmacAlg = str("cram-hmac-alg");
     const sharedSecret = str("shared-secret");
     const verifyAlg = str("verify-alg");
+    const protocol = String(optionValue(net, "net", "protocol")).toUpperCase() as WireProtocol;
+    const congestion: CongestionOptions = {
+      onCongestion: String(optionValue(net, "net", "on-congestion")) as OnCongestion,
+      congestionFillSectors: numericOption(net, "net", "congestion-fill"),
+      congestionExtents: numericOption(net, "net", "congestion-extents"),
+    };
+    // drbd_nl.c refuses the net options at adjust/connect time; we refuse them when the config is read.
+    const congestionError = congestionConfigError(protocol, congestion);
+    if (congestionError) throw new Error(`resource ${resource.name}: ${congestionError}`);
     const afterSb: AfterSbPolicies = {
       after0p: afterSbPolicyNumber(0, str("after-sb-0pri"), local.names),
       after1p: afterSbPolicyNumber(1, str("after-sb-1pri")),
@@ -72,7 +82,8 @@ export class DrbdResource {
       backing: vol.disk,
       ...(peer ? { local: { host: local.address.ip, port: local.address.port } } : {}),
       ...(peer ? { peer: { host: peer.address.ip, port: peer.address.port } } : {}),
-      protocol: String(optionValue(net, "net", "protocol")).toUpperCase() as WireProtocol,
+      protocol,
+      ...congestion,
       ...(cramHmacAlg !== undefined ? { cramHmacAlg } : {}),
       ...(sharedSecret !== undefined ? { sharedSecret } : {}),
       pingIntSec: numericOption(net, "net", "ping-int"),
@@ -171,6 +182,9 @@ export class DrbdResource {
       ...(o.afterSb !== undefined ? { afterSb: o.afterSb } : {}),
       ...(o.alwaysAsbp !== undefined ? { alwaysAsbp: o.alwaysAsbp } : {}),
       ...(o.verifyAlg !== undefined ? { verifyAlg: o.verifyAlg } : {}),
+      ...(o.onCongestion !== undefined ? { onCongestion: o.onCongestion } : {}),
+      ...(o.congestionFillSectors !== undefined ? { congestionFillSectors: o.congestionFillSectors } : {}),
+      ...(o.congestionExtents !== undefined ? { congestionExtents: o.congestionExtents } : {}),
     };
     this.conn = new DrbdConnection(copts);
     await this.conn.connect({ discardMyData: opts.discardMyData === true });
@@ -238,7 +252,13 @@ export class DrbdResource {
     if (this.opts.peer) {
       const c = this.conn;
       const state = c?.state ?? "StandAlone";
-      if (state === "Connected" || state === "SyncSource" || state === "SyncTarget") {
+      if (
+        state === "Connected" ||
+        state === "SyncSource" ||
+        state === "SyncTarget" ||
+        state === "Ahead" ||
+        state === "Behind"
+      ) {
         lines.push(`  peer role:${c?.peerRole ?? "Unknown"}`);
         const repl = state === "Connected" ? "Established" : state;
         const done = c?.resyncDone;

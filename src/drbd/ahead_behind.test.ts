@@ -1,0 +1,141 @@
+/**
+ * net { on-congestion pull-ahead | disconnect } with protocol A (drbd_req.c maybe_pull_ahead,
+ * receive_out_of_sync, got_BarrierAck → start_resync_timer). Ports 7930-7939.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { Socket } from "node:net";
+import { DrbdConnection, type ConnectionOptions } from "./connection.js";
+import { eventually, link, pattern, sharedGenerationPair } from "./test_support.js";
+import type { DrbdConnection as Conn } from "./connection.js";
+
+/** The peer stops reading its data socket: nothing it is sent gets written or acknowledged. */
+function dataSocket(c: Conn): Socket {
+  return (c as unknown as { data: { socket: Socket } }).data.socket;
+}
+
+const KiB = 1024;
+
+test("protocol A pull-ahead: a stalled peer makes the Primary Ahead and the peer Behind, then resync, Connected, disks equal", async (t) => {
+  const { a, b, lowerA, lowerB } = await sharedGenerationPair(t);
+  const opts: Partial<ConnectionOptions> = {
+    protocol: "A",
+    onCongestion: "pull-ahead",
+    congestionFillSectors: 256, // 128 KiB in flight
+    resyncRateKiB: 1 << 16,
+  };
+  const ca = link(t, a, 7930, 7931, opts);
+  const cb = link(t, b, 7931, 7930, opts);
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
+  await a.primary();
+  const seenA = new Set<string>();
+  const seenB = new Set<string>();
+  const watcher = setInterval(() => {
+    seenA.add(ca.state);
+    seenB.add(cb.state);
+  }, 2);
+  t.after(() => clearInterval(watcher));
+
+  const peer = dataSocket(cb);
+  peer.pause();
+  const base = 2048; // LBA: 1 MiB into the device
+  const chunk = 64 * KiB;
+  let i = 0;
+  for (; i < 16 && ca.state !== "Ahead"; i++) await a.writev(base + (i * chunk) / 512, [pattern(chunk, i)]);
+  assert.equal(ca.state, "Ahead", `Ahead after ${i} writes of 64 KiB with congestion-fill 128 KiB`);
+  assert.ok(i >= 2 && i <= 4, `the threshold was reached after ${i} writes`);
+  assert.ok(ca.inFlightSectors >= 256);
+  // Writes while Ahead are not sent: marked here and announced with P_OUT_OF_SYNC.
+  const sentBefore = ca.stats.sentWrites;
+  for (let j = 0; j < 6; j++, i++) await a.writev(base + (i * chunk) / 512, [pattern(chunk, i)]);
+  assert.equal(ca.stats.sentWrites, sentBefore, "no P_DATA while Ahead");
+  // The write that found the link congested is the first one marked (maybe_pull_ahead runs before sending).
+  assert.equal(ca.stats.outOfSyncSent, 7);
+  assert.equal(a.bitmap.outOfSyncBits, (7 * chunk) / 4096, "the Ahead writes are marked out of sync");
+  assert.equal(ca.state, "Ahead", "still Ahead while the peer does not read");
+
+  peer.resume();
+  // More writes while the peer catches up (Behind) and while it resyncs.
+  for (let j = 0; j < 4; j++, i++) {
+    await a.writev(base + (i * chunk) / 512, [pattern(chunk, 100 + i)]);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  assert.ok(
+    await eventually(() => ca.state === "Connected" && cb.state === "Connected", 15000),
+    `back to Connected (now ${ca.state} / ${cb.state})`,
+  );
+  assert.ok(seenB.has("Behind"), `the peer was Behind (${[...seenB].join(",")})`);
+  assert.ok(seenA.has("SyncSource"), `the Primary resynced as SyncSource (${[...seenA].join(",")})`);
+  assert.ok(seenB.has("SyncTarget"));
+  assert.equal(ca.stats.wentAhead, 1);
+  assert.equal(cb.stats.wentBehind, 1);
+  assert.equal(cb.stats.outOfSyncReceived, ca.stats.outOfSyncSent, "every P_OUT_OF_SYNC arrived");
+  assert.ok(cb.resyncStats.requestedBlocks >= 1, "the marked blocks were requested");
+  assert.ok(cb.resyncStats.requestedBlocks <= (ca.stats.outOfSyncSent * chunk) / 4096, "only marked blocks");
+  assert.equal(a.bitmap.outOfSyncBits, 0);
+  assert.equal(b.bitmap.outOfSyncBits, 0);
+  assert.equal(b.disk, "UpToDate");
+  assert.equal(b.uuids[0] & ~1n, a.uuids[0] & ~1n, "one generation again");
+  const bytes = a.blockCount * 512;
+  const onA = Buffer.alloc(bytes);
+  const onB = Buffer.alloc(bytes);
+  await lowerA.readv(0, [onA]);
+  assert.ok(
+    await eventually(async () => {
+      await lowerB.readv(0, [onB]);
+      return onA.equals(onB);
+    }),
+    "the lower devices are byte-equal",
+  );
+});
+
+test("protocol A on-congestion disconnect: a stalled peer makes the Primary StandAlone; writes go on", async (t) => {
+  const { a, b } = await sharedGenerationPair(t);
+  const opts: Partial<ConnectionOptions> = {
+    protocol: "A",
+    onCongestion: "disconnect",
+    congestionFillSectors: 256,
+  };
+  const ca = link(t, a, 7932, 7933, opts);
+  const cb = link(t, b, 7933, 7932, { protocol: "A" });
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
+  await a.primary();
+  dataSocket(cb).pause();
+  const chunk = 64 * KiB;
+  let i = 0;
+  for (; i < 16 && ca.state === "Connected"; i++) await a.writev((i * chunk) / 512, [pattern(chunk, i)]);
+  assert.equal(ca.state, "StandAlone");
+  assert.match(ca.error ?? "", /on-congestion disconnect: congestion-fill threshold reached/);
+  await a.writev((20 * chunk) / 512, [pattern(chunk, 20)]);
+  assert.ok(a.bitmap.outOfSyncBits >= chunk / 4096, "writes after the disconnect are marked out of sync");
+});
+
+test("on-congestion other than block needs protocol A", (t) => {
+  void t;
+  const dev = { name: "drbd9" } as unknown as ConnectionOptions["device"];
+  const endpoint = { host: "127.0.0.1", port: 7934 };
+  for (const protocol of ["B", "C"] as const)
+    assert.throws(
+      () =>
+        new DrbdConnection({
+          device: dev,
+          local: endpoint,
+          peer: endpoint,
+          protocol,
+          onCongestion: "pull-ahead",
+        }),
+      new RegExp(`drbd9: net \\{ on-congestion pull-ahead; \\} needs protocol A, not ${protocol}`),
+    );
+  assert.doesNotThrow(
+    () =>
+      new DrbdConnection({
+        device: dev,
+        local: endpoint,
+        peer: endpoint,
+        protocol: "C",
+        onCongestion: "block",
+      }),
+  );
+});
