@@ -1,12 +1,12 @@
 /**
  * net { on-congestion pull-ahead | disconnect } with protocol A (drbd_req.c maybe_pull_ahead,
- * receive_out_of_sync, got_BarrierAck → start_resync_timer). Ports 7930-7939.
+ * receive_out_of_sync, got_BarrierAck → start_resync_timer). Ports 7930-7935.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Socket } from "node:net";
 import { DrbdConnection, type ConnectionOptions } from "./connection.js";
-import { eventually, link, pattern, sharedGenerationPair } from "./test_support.js";
+import { eventually, link, MiB, pattern, sharedGenerationPair } from "./test_support.js";
 import type { DrbdConnection as Conn } from "./connection.js";
 
 /** The peer stops reading its data socket: nothing it is sent gets written or acknowledged. */
@@ -138,4 +138,37 @@ test("on-congestion other than block needs protocol A", (t) => {
         onCongestion: "block",
       }),
   );
+});
+
+test("congestion-extents: a write holding as many activity-log extents pulls ahead; nothing in flight, so the resync follows", async (t) => {
+  const { a, b, lowerA, lowerB } = await sharedGenerationPair(t, { sizeMiB: 64 });
+  const opts: Partial<ConnectionOptions> = {
+    protocol: "A",
+    onCongestion: "pull-ahead",
+    congestionExtents: 7,
+    resyncRateKiB: 1 << 20,
+  };
+  const ca = link(t, a, 7934, 7935, opts);
+  const cb = link(t, b, 7935, 7934, opts);
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
+  await a.primary();
+  // Six extents in use: below the limit, mirrored.
+  await a.writev(0, [pattern(24 * MiB, 1)]);
+  assert.equal(ca.state, "Connected");
+  assert.equal(a.bitmap.outOfSyncBits, 0);
+  // Starting 2 MiB into extent 6, 26 MiB reach into extent 12: seven extents held by one write.
+  const big = pattern(26 * MiB, 2);
+  await a.writev((26 * MiB) / 512, [big]);
+  assert.equal(ca.stats.wentAhead, 1);
+  assert.equal(ca.stats.outOfSyncSent, 1);
+  assert.ok(await eventually(() => ca.state === "Connected" && cb.state === "Connected", 20000));
+  assert.equal(cb.stats.wentBehind, 1);
+  assert.equal(cb.resyncStats.requestedBlocks, big.length / 4096, "exactly the marked blocks were resynced");
+  const onA = Buffer.alloc(big.length);
+  const onB = Buffer.alloc(big.length);
+  await lowerA.readv((26 * MiB) / 512, [onA]);
+  await lowerB.readv((26 * MiB) / 512, [onB]);
+  assert.ok(onA.equals(big) && onB.equals(big), "both lower devices hold the write");
+  assert.equal(b.disk, "UpToDate");
 });

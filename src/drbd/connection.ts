@@ -90,6 +90,19 @@ import {
   WIRE_PROTOCOL,
   CF_DISCARD_MY_DATA,
   UUID_FLAG_DISCARD_MY_DATA,
+  convertPeerState,
+  decodeStateChangeReply,
+  decodeStateChangeRequest,
+  encodeStateChangeReply,
+  encodeStateChangeRequest,
+  ID_IN_SYNC,
+  ID_OUT_OF_SYNC,
+  packState,
+  SS_CONCURRENT_ST_CHG,
+  SS_CW_FAILED_BY_PEER,
+  SS_SUCCESS,
+  stateMask,
+  unpackState,
   type DrbdSocket,
   type Packet,
   type ProtocolParams,
@@ -98,6 +111,16 @@ import {
 import { MDF_CRASHED_PRIMARY, newUuid, SECTOR } from "./metadata.js";
 import { compareUuids, newCurrentUuidAtSplit, resyncFinished, type UuidSet } from "./uuids.js";
 import { OutOfSyncBitmap } from "./bitmap.js";
+import { DrbdStateError } from "./device.js";
+import {
+  isVerifyAlg,
+  OV_BLOCK,
+  STATE_ERROR_TEXT,
+  verifyDigest,
+  VerifyRun,
+  VERIFY_ALGS,
+  type VerifyCounters,
+} from "./verify.js";
 import type { Deallocation, DrbdDevice, PeerLink } from "./device.js";
 import {
   AHEAD_RESYNC_DELAY_MS,
@@ -164,6 +187,10 @@ export type ConnectionStateName =
   | "SyncTarget"
   | "Ahead"
   | "Behind"
+  | "VerifyS"
+  | "VerifyT"
+  | "StartingSyncS"
+  | "StartingSyncT"
   | "NetworkFailure"
   | "ProtocolError"
   | "Disconnecting";
@@ -385,12 +412,18 @@ export class DrbdConnection implements PeerLink {
       this.stateName === "SyncSource" ||
       this.stateName === "SyncTarget" ||
       this.stateName === "Ahead" ||
-      this.stateName === "Behind"
+      this.stateName === "Behind" ||
+      this.stateName === "VerifyS" ||
+      this.stateName === "VerifyT" ||
+      this.stateName === "StartingSyncS" ||
+      this.stateName === "StartingSyncT"
     );
   }
 
   /** Resync progress for status: percent done, or undefined when no resync runs. */
   get resyncDone(): number | undefined {
+    if ((this.stateName === "VerifyS" || this.stateName === "VerifyT") && this.verifyRun)
+      return this.verifyRun.percent;
     if (this.stateName !== "SyncSource" && this.stateName !== "SyncTarget") return undefined;
     const total = this.resync.total;
     if (total === 0) return 100;
@@ -640,7 +673,7 @@ export class DrbdConnection implements PeerLink {
     const sp = encodeSyncParams(
       {
         resyncRate: this.opts.resyncRateKiB ?? 250,
-        verifyAlg: "",
+        verifyAlg: this.opts.verifyAlg ?? "",
         csumsAlg: "",
         cPlanAhead: 20,
         cDelayTarget: 10,
@@ -670,9 +703,14 @@ export class DrbdConnection implements PeerLink {
       const p = await data.next(t);
       switch (p.header.command) {
         case DrbdCommand.SyncParam:
-        case DrbdCommand.SyncParam89:
-          decodeSyncParams(p.payload, this.agreedVersion);
+        case DrbdCommand.SyncParam89: {
+          // receive_SyncParam: both sides must name the same verify-alg.
+          const peerAlg = decodeSyncParams(p.payload, this.agreedVersion).verifyAlg;
+          const mineAlg = this.opts.verifyAlg ?? "";
+          if (peerAlg !== undefined && peerAlg !== mineAlg)
+            return this.standalone(`Different verify-alg settings. me="${mineAlg}" peer="${peerAlg}"`);
           break;
+        }
         case DrbdCommand.Sizes:
           peerSizes = decodeSizes(p.payload).diskSize;
           break;
@@ -1066,7 +1104,7 @@ export class DrbdConnection implements PeerLink {
                 ? ConnState.Ahead
                 : this.stateName === "Behind"
                   ? ConnState.Behind
-                  : undefined;
+                  : this.verifyConnState();
       if (conn !== undefined)
         this.send(this.data, DrbdCommand.State, encodeState(this.localState(conn))).catch(() => {});
     });
@@ -1108,6 +1146,7 @@ export class DrbdConnection implements PeerLink {
     clearTimeout(this.resyncTimer);
     clearTimeout(this.aheadTimer);
     this.aheadTimer = undefined;
+    this.stopVerify();
     this.congestion.reset();
     this.pingTimer = undefined;
     this.pingDeadline = undefined;
@@ -1255,6 +1294,8 @@ export class DrbdConnection implements PeerLink {
    * (its barrier ack tells when the data in flight drained) and the node goes Ahead, or disconnects.
    */
   private maybePullAhead(): void {
+    // Without UpToDate data of its own a node cannot run ahead of its peer.
+    if (this.opts.device.disk !== "UpToDate") return;
     const why = this.congestion.congested(this.opts.device.activityLogExtentsInUse);
     if (!why) return;
     this.log.info({ why, policy: this.congestion.policy }, "congestion");
@@ -1387,6 +1428,210 @@ export class DrbdConnection implements PeerLink {
     start().catch((e: Error) => this.connectionLost(e));
   }
 
+  // ---- online verify (verify.ts) and cluster-wide state changes (P_STATE_CHG_REQ / P_STATE_CHG_REPLY)
+
+  private verifyRun: VerifyRun | undefined;
+  private verifyTimer: NodeJS.Timeout | undefined;
+  /** The counters of the running or last verify run (drbd_status `verify`). */
+  lastVerify: VerifyCounters | undefined;
+  private stateChangeWaiter: ((rv: number) => void) | undefined;
+
+  private verifyConnState(): ConnState | undefined {
+    if (this.stateName === "VerifyS") return ConnState.VerifyS;
+    if (this.stateName === "VerifyT") return ConnState.VerifyT;
+    return undefined;
+  }
+
+  /**
+   * drbdadm verify: Connected → VerifyS, the peer agreeing to VerifyT (P_STATE_CHG_REQ), then P_OV_REQUEST
+   * for every 4 KiB block at resync-rate. Resolves once the run started; `lastVerify` follows it.
+   */
+  async startVerify(): Promise<void> {
+    const name = this.opts.device.name;
+    const fail = (code: number) => new DrbdStateError(name, code, STATE_ERROR_TEXT[code] ?? "refused");
+    if (!this.isUp) throw fail(-15);
+    if (this.stateName !== "Connected") throw fail(-8);
+    const alg = this.opts.verifyAlg;
+    if (!alg) throw fail(-14);
+    if (!isVerifyAlg(alg))
+      throw new Error(`${name}: verify-alg ${alg} is not one of ${VERIFY_ALGS.join(", ")}`);
+    const rv = await this.requestPeerStateChange(stateMask(["conn"]), packState({ conn: ConnState.VerifyS }));
+    if (rv < SS_SUCCESS) throw fail(rv);
+    if (this.stateName !== "Connected") throw fail(-8);
+    const dev = this.opts.device;
+    this.verifyRun = new VerifyRun("VerifyS", dev.bitmap.bits, dev.layout.usableSectors * SECTOR);
+    this.lastVerify = this.verifyRun.counters(true);
+    this.stateName = "VerifyS";
+    this.log.info({ alg, blocks: dev.bitmap.bits }, "Online Verify start sector: 0");
+    await this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.VerifyS)));
+    this.pumpVerify();
+  }
+
+  /** Sends P_STATE_CHG_REQ and waits for P_STATE_CHG_REPLY (drbd_send_state_req / _req_st_cond). */
+  private requestPeerStateChange(mask: number, val: number): Promise<number> {
+    if (this.stateChangeWaiter) return Promise.resolve(SS_CONCURRENT_ST_CHG);
+    const t = (this.opts.timeoutDs ?? 60) * 100;
+    return new Promise<number>((resolve) => {
+      const done = (rv: number) => {
+        clearTimeout(timer);
+        this.stateChangeWaiter = undefined;
+        resolve(rv);
+      };
+      const timer = setTimeout(() => done(SS_CW_FAILED_BY_PEER), t);
+      this.stateChangeWaiter = done;
+      this.send(this.data, DrbdCommand.StateChgReq, encodeStateChangeRequest(mask, val)).catch(() =>
+        done(SS_CW_FAILED_BY_PEER),
+      );
+    });
+  }
+
+  private receiveStateChangeReply(payload: Buffer): void {
+    this.stateChangeWaiter?.(decodeStateChangeReply(payload));
+  }
+
+  /** receive_req_state: the peer asks for a cluster-wide change in its terms, converted to mine. */
+  private receiveStateChangeRequest(payload: Buffer): void {
+    const req = decodeStateChangeRequest(payload);
+    const mask = unpackState(convertPeerState(req.mask));
+    const val = unpackState(convertPeerState(req.val));
+    const rv = mask.conn === 0 ? SS_SUCCESS : this.acceptPeerConnState(val.conn);
+    this.send(this.meta, DrbdCommand.StateChgReply, encodeStateChangeReply(rv)).catch(() => {});
+  }
+
+  /** The connection state the peer asked for, as mine: VerifyT (the peer verifies), StartingSyncS/T. */
+  private acceptPeerConnState(conn: ConnState): number {
+    if (this.stateName !== "Connected") return -8; // SS_RESYNC_RUNNING
+    if (conn === ConnState.VerifyT) {
+      const dev = this.opts.device;
+      this.verifyRun = new VerifyRun("VerifyT", dev.bitmap.bits, dev.layout.usableSectors * SECTOR);
+      this.lastVerify = this.verifyRun.counters(true);
+      this.stateName = "VerifyT";
+      this.log.info("online verify started by the peer: VerifyT");
+      return SS_SUCCESS;
+    }
+    return this.acceptPeerSyncStart(conn);
+  }
+
+  /** StartingSyncS/T asked by the peer (invalidate / invalidate-remote there). */
+  private acceptPeerSyncStart(_conn: ConnState): number {
+    return -17; // SS_NOT_SUPPORTED
+  }
+
+  /** VerifyS: keep P_OV_REQUESTs flowing at resync-rate, every 100 ms while the run lasts. */
+  private pumpVerify(): void {
+    const run = this.verifyRun;
+    if (this.stateName !== "VerifyS" || !run) return;
+    for (const r of run.nextRequests(this.opts.resyncRateKiB ?? 250))
+      this.send(
+        this.data,
+        DrbdCommand.OvRequest,
+        encodeBlockRequest({ sector: r.sector, blockId: ID_SYNCER, size: r.size }),
+      ).catch(() => {});
+    clearTimeout(this.verifyTimer);
+    if (!run.allRequested) this.verifyTimer = setTimeout(() => this.pumpVerify(), 100);
+  }
+
+  /** VerifyT: w_e_end_ov_req — read the block and answer with its digest. */
+  private receiveOvRequest(payload: Buffer): void {
+    const r = decodeBlockRequest(payload);
+    const alg = this.opts.verifyAlg;
+    if (this.stateName !== "VerifyT" || !alg || !isVerifyAlg(alg))
+      throw new DrbdProtocolError(`P_OV_REQUEST while ${this.stateName}`);
+    if (r.size === 0 || r.size % 512 !== 0 || r.size > OV_BLOCK)
+      throw new DrbdProtocolError(`P_OV_REQUEST of ${r.size} bytes`);
+    this.opts.device
+      .readForPeer(r.sector * SECTOR, r.size)
+      .then((block) =>
+        this.send(
+          this.data,
+          DrbdCommand.OvReply,
+          encodeBlockRequest({
+            sector: r.sector,
+            blockId: r.blockId,
+            size: r.size,
+            digest: verifyDigest(alg, block),
+          }),
+        ),
+      )
+      .catch((e: Error) => this.connectionLost(e));
+  }
+
+  /** VerifyS: w_e_end_ov_reply — compare with my copy, mark a difference, answer P_OV_RESULT. */
+  private receiveOvReply(payload: Buffer): void {
+    const r = decodeBlockRequest(payload);
+    const alg = this.opts.verifyAlg;
+    const run = this.verifyRun;
+    if (this.stateName !== "VerifyS" || !run || !alg || !isVerifyAlg(alg))
+      throw new DrbdProtocolError(`P_OV_REPLY while ${this.stateName}`);
+    if (r.size === 0 || r.size % 512 !== 0 || r.size > OV_BLOCK)
+      throw new DrbdProtocolError(`P_OV_REPLY of ${r.size} bytes`);
+    const peerDigest = Buffer.from(r.digest);
+    this.opts.device
+      .readForPeer(r.sector * SECTOR, r.size)
+      .then(async (block) => {
+        if (this.verifyRun !== run) return;
+        const same = verifyDigest(alg, block).equals(peerDigest);
+        if (!same) this.verifyOutOfSync(r.sector, r.size);
+        run.inflight--;
+        run.result(same);
+        this.lastVerify = run.counters(true);
+        const blockId = same ? ID_IN_SYNC : ID_OUT_OF_SYNC;
+        await this.send(
+          this.meta,
+          DrbdCommand.OvResult,
+          encodeBlockAck({ sector: r.sector, blockId, size: r.size, seqNum: 0 }),
+        );
+        if (run.done) await this.finishVerify(run);
+        else this.pumpVerify();
+      })
+      .catch((e: Error) => this.connectionLost(e));
+  }
+
+  /** VerifyT: got_OVResult. */
+  private receiveOvResult(payload: Buffer): void {
+    const a = decodeBlockAck(payload);
+    const run = this.verifyRun;
+    if (this.stateName !== "VerifyT" || !run)
+      throw new DrbdProtocolError(`P_OV_RESULT while ${this.stateName}`);
+    const same = a.blockId === ID_IN_SYNC;
+    if (!same) this.verifyOutOfSync(a.sector, a.size);
+    run.result(same);
+    this.lastVerify = run.counters(true);
+    if (run.done) this.finishVerify(run).catch((e: Error) => this.connectionLost(e));
+  }
+
+  /** drbd_ov_out_of_sync_found: the block stays marked until a later resync. */
+  private verifyOutOfSync(sector: number, size: number): void {
+    const [first, last] = OutOfSyncBitmap.bitsOf(sector * SECTOR, size);
+    this.opts.device.bitmap.setRange(first, last);
+  }
+
+  /** drbd_resync_finished for a verify run: report, keep the marks, back to Connected. */
+  private async finishVerify(run: VerifyRun): Promise<void> {
+    if (this.verifyRun !== run) return;
+    this.verifyRun = undefined;
+    clearTimeout(this.verifyTimer);
+    this.lastVerify = run.counters(false);
+    const was = this.stateName;
+    await this.opts.device.persistBitmap();
+    this.log.info(
+      { was, checked: run.checked },
+      `Online verify found ${run.outOfSync} 4k blocks out of sync`,
+    );
+    if (this.stateName === was) this.stateName = "Connected";
+    await this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.Connected))).catch(
+      () => {},
+    );
+  }
+
+  private stopVerify(): void {
+    clearTimeout(this.verifyTimer);
+    this.verifyTimer = undefined;
+    if (this.verifyRun) this.lastVerify = this.verifyRun.counters(false);
+    this.verifyRun = undefined;
+    this.stateChangeWaiter?.(SS_CW_FAILED_BY_PEER);
+  }
+
   private onMetaPacket(p: Packet): void {
     switch (p.header.command) {
       case DrbdCommand.Ping:
@@ -1419,6 +1664,10 @@ export class DrbdConnection implements PeerLink {
       }
       case DrbdCommand.NegRsDReply:
         throw new DrbdProtocolError("the SyncSource could not read a block (P_NEG_RS_DREPLY)");
+      case DrbdCommand.OvResult:
+        return this.receiveOvResult(p.payload);
+      case DrbdCommand.StateChgReply:
+        return this.receiveStateChangeReply(p.payload);
       case DrbdCommand.BarrierAck: {
         const { barrier } = decodeBarrierAck(p.payload);
         this.stats.barrierAcks++;
@@ -1555,6 +1804,12 @@ export class DrbdConnection implements PeerLink {
       }
       case DrbdCommand.UnplugRemote:
         return;
+      case DrbdCommand.OvRequest:
+        return this.receiveOvRequest(p.payload);
+      case DrbdCommand.OvReply:
+        return this.receiveOvReply(p.payload);
+      case DrbdCommand.StateChgReq:
+        return this.receiveStateChangeRequest(p.payload);
       default:
         throw new DrbdProtocolError(`${commandName(p.header.command)} is not handled while Connected`);
     }

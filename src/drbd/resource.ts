@@ -227,6 +227,17 @@ export class DrbdResource {
     await dev.newCurrentUuid(opts);
   }
 
+  /** drbdadm verify: online verify against the peer (needs net { verify-alg } and the Connected state). */
+  async verify(): Promise<void> {
+    this.requireDevice();
+    const c = this.conn;
+    if (!c || !c.replicating)
+      throw new Error(
+        `${this.deviceName}: State change failed: (-15) Need a connection to start verify or resync`,
+      );
+    await c.startVerify();
+  }
+
   async invalidate(): Promise<void> {
     if (this.conn && this.conn.state !== "StandAlone")
       throw new Error(
@@ -252,13 +263,8 @@ export class DrbdResource {
     if (this.opts.peer) {
       const c = this.conn;
       const state = c?.state ?? "StandAlone";
-      if (
-        state === "Connected" ||
-        state === "SyncSource" ||
-        state === "SyncTarget" ||
-        state === "Ahead" ||
-        state === "Behind"
-      ) {
+      // Every state in which writes reach the peer: Connected, Sync*, Verify*, StartingSync*, Ahead/Behind.
+      if (c?.replicating === true) {
         lines.push(`  peer role:${c?.peerRole ?? "Unknown"}`);
         const repl = state === "Connected" ? "Established" : state;
         const done = c?.resyncDone;
