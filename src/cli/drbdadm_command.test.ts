@@ -34,9 +34,9 @@ test("usertgt drbdadm: dump runs locally from -c; usage and unsupported commands
   assert.equal(noFile.code, 2);
   assert.match(noFile.stderr, /dump needs the config file: -c FILE/);
 
-  const verify = await cli(["drbdadm", "-s", join(dir, "none.sock"), "verify", "r5"]);
-  assert.equal(verify.code, 1);
-  assert.match(verify.stderr, /usertgt drbdadm: verify: not supported \(supported: up, down/);
+  const resize = await cli(["drbdadm", "-s", join(dir, "none.sock"), "resize", "r5"]);
+  assert.equal(resize.code, 1);
+  assert.match(resize.stderr, /usertgt drbdadm: resize: not supported \(supported: up, down/);
 
   const noRes = await cli(["drbdadm", "-s", join(dir, "none.sock"), "up"]);
   assert.equal(noRes.code, 2);

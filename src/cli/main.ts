@@ -220,7 +220,7 @@ program
   .description("drbdadm(8) on the DRBD resources of a running server (dump reads the config file locally)")
   .argument(
     "<command>",
-    "up|down|attach|detach|connect|disconnect|primary|secondary|create-md|new-current-uuid|invalidate|status|dump",
+    "up|down|attach|detach|connect|disconnect|primary|secondary|create-md|new-current-uuid|invalidate|invalidate-remote|verify|status|dump",
   )
   .argument("[resource]", "resource name (status without one: all)")
   .option("-s, --socket <path>", `control socket (default ${DEFAULT_RPC_SOCKET})`)

@@ -33,6 +33,7 @@ export const DRBD_ADM_COMMANDS = [
   "create-md",
   "new-current-uuid",
   "invalidate",
+  "verify",
 ] as const;
 export type DrbdAdmCommand = (typeof DRBD_ADM_COMMANDS)[number];
 
@@ -151,6 +152,8 @@ export class DrbdWiring {
         return r.newCurrentUuid({ clearBitmap: opts.clearBitmap === true });
       case "invalidate":
         return r.invalidate();
+      case "verify":
+        return r.verify();
     }
   }
 
@@ -320,6 +323,16 @@ function resourceJson(r: DrbdResource): JsonObject {
       const rs = c.resyncStats;
       out.resync = { total_bits: rs.total, requests: rs.requested, requested_blocks: rs.requestedBlocks };
       if (c.lastDecision) out.sync_decision = { result: c.lastDecision.result, rule: c.lastDecision.rule };
+      const v = c.lastVerify;
+      out.verify = v
+        ? { running: v.running, checked_blocks: v.checkedBlocks, out_of_sync_blocks: v.outOfSyncBlocks }
+        : { running: false, checked_blocks: 0, out_of_sync_blocks: 0 };
+      if (c.lastSplitBrain)
+        out.split_brain = {
+          primaries: c.lastSplitBrain.primaries,
+          result: c.lastSplitBrain.result,
+          by: c.lastSplitBrain.by,
+        };
     }
   }
   if (d && d.disk !== "Diskless") {
