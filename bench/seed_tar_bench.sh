@@ -5,19 +5,23 @@
 # One target and one VM boot per LUN type: usertgt Malloc, AIO, TCMUR file, BIO (over a TCMUR file), then
 # tgt (STGT, rdwr backing store) on the same machine. Backing files live in a fresh dir under /tmp as in the
 # seed ("all bdevs (except malloc) are backed by large files in /tmp").
+# The seed's LUN5 rows: BIO bio1 over drbd2 (DRBD 8.4, TCMUR file backing, drbdadm_up_primary) with the peer
+# never started (drbd: "standalone", connection WFConnection, writes stay local), and with a second usertgt
+# on 127.0.0.2 as the protocol C (drbdc) or A (drbda) peer; the full initial sync of the LUN is finished
+# (and timed) before the guest boots.
 #
 #   bench/seed_tar_bench.sh                      # all types
 #   TYPES="malloc tgt" bench/seed_tar_bench.sh   # a subset
 #
-# Knobs: TYPES (malloc aio tcmur bio tgt), REPEAT (boots per type, rounds interleave the types; a median of
+# Knobs: TYPES (malloc aio tcmur bio drbd drbdc tgt; also drbda), REPEAT (boots per type, rounds interleave the types; a median of
 # total_s per type is printed at the end: TCG and a shared host make single runs noisy), SIZE_MB (LUN size), TAR (the image; default: built once from
-# /usr/share/doc (~120 MB) into /var/cache/usertgt-bench/seed.tar), PORT, TGT_PORT.
+# /usr/share/doc (~120 MB) into /var/cache/usertgt-bench/seed.tar), PORT, TGT_PORT, BETA_PORT, DRBD_PORTS.
 # Needs root, qemu-system-x86 (apt-get install --no-install-recommends qemu-system-x86), tgt, binutils.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib/tgtd.sh
 
-TYPES=${TYPES:-"malloc aio tcmur bio tgt"}
+TYPES=${TYPES:-"malloc aio tcmur bio drbd drbdc tgt"}
 REPEAT=${REPEAT:-1}
 SIZE_MB=${SIZE_MB:-512}
 CACHE=${CACHE:-/var/cache/usertgt-bench}
@@ -25,10 +29,12 @@ TAR=${TAR:-$CACHE/seed.tar}
 PORT=${PORT:-3412}
 TGT_PORT=${TGT_PORT:-3413}
 TGT_CONTROL_PORT=${TGT_CONTROL_PORT:-5413}
+BETA_PORT=${BETA_PORT:-3474}
+DRBD_PORTS=${DRBD_PORTS:-"7842 7843"}
 IQN=iqn.2016-06.io.spdk:seedtar
 IQN_TGT=iqn.2001-04.com.example:seedtar
 
-[ -f dist/src/cli/main.js ] || npx tsc -p .
+[ -f dist/src/cli/main.js ] && [ -f dist/bench/drbd/sync_watch.js ] || npx tsc -p .
 bench/linux_initiator/build.sh >/dev/null
 if [ ! -f "$TAR" ]; then
   mkdir -p "$(dirname "$TAR")"
@@ -38,12 +44,15 @@ fi
 
 work=$(mktemp -d /tmp/usertgt-seedtar.XXXXXX)
 usertgt_pid=""
+beta_pid=""
 stop_all() {
-  if [ -n "$usertgt_pid" ]; then
-    kill -TERM "$usertgt_pid" 2>/dev/null || true
-    wait "$usertgt_pid" 2>/dev/null || true
-    usertgt_pid=""
-  fi
+  for pid in "$usertgt_pid" "$beta_pid"; do
+    [ -n "$pid" ] || continue
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  usertgt_pid=""
+  beta_pid=""
   tgtd_stop "$TGT_CONTROL_PORT"
 }
 trap 'stop_all; rm -rf "$work"' EXIT INT TERM
@@ -54,9 +63,54 @@ bdev_section() {
     aio) printf '[AIO]\n  AIO %s/aio0.img AIO0 4096 %s\n' "$work" "$SIZE_MB" ;;
     tcmur) printf '[TCMUR]\n  TCMUR 1 file_a /file/%s/tcmur_file00 size=%sM bs=4096\n' "$work" "$SIZE_MB" ;;
     bio) printf '[TCMUR]\n  TCMUR 2 file_b /file/%s/tcmur_file01 size=%sM bs=4096\n[BIO]\n  BIO bio0 /UMCfuse/dev/file_b\n' "$work" "$SIZE_MB" ;;
+    drbd*) printf '[TCMUR]\n  TCMUR 2 file_b /file/%s/drbd_%s.img size=%sM bs=4096\n[BIO]\n  BIO bio1 /UMCfuse/dev/drbd2 %s r0 /UMCfuse/dev/file_b\n' \
+      "$work" "${2:-alpha}" "$SIZE_MB" "${3:-drbdadm_up_primary}" ;;
   esac
 }
-lun_name() { case $1 in malloc) echo Malloc0 ;; aio) echo AIO0 ;; tcmur) echo file_a ;; bio) echo bio0 ;; esac; }
+lun_name() { case $1 in malloc) echo Malloc0 ;; aio) echo AIO0 ;; tcmur) echo file_a ;; bio) echo bio0 ;; drbd*) echo bio1 ;; esac; }
+
+# The two-node resource of test/e2e/drbd_pair.test.ts: alpha (this target) on 127.0.0.1, beta on 127.0.0.2.
+write_res() {
+  local a b
+  read -r a b <<<"$DRBD_PORTS"
+  cat >"$work/r0.res" <<EOF
+resource r0 {
+    net { protocol $1; }
+    disk { resync-rate 4G; }
+    on alpha {
+        address 127.0.0.1:$a;
+        volume 0 { device drbd2 minor 2; disk "/UMCfuse/dev/file_b"; meta-disk internal; }
+    }
+    on beta {
+        address 127.0.0.2:$b;
+        volume 0 { device drbd2 minor 2; disk "/UMCfuse/dev/file_b"; meta-disk internal; }
+    }
+}
+EOF
+}
+drbd_args() { printf '%s\n' --drbd-config "$work/r0.res" --node-name "$1" --rpc-socket "$work/$1.sock" --state-dir "$work/state-$1"; }
+
+# start_beta PROTOCOL: the peer, Secondary (drbdadm_up), on 127.0.0.2; returns when alpha sees the full
+# initial sync done (bench/drbd/sync_watch on alpha's RPC socket) and prints that line.
+start_beta() {
+  local conf=$work/beta.conf
+  {
+    bdev_section drbd beta drbdadm_up
+    printf '[PortalGroup1]\n  Portal P 127.0.0.2:%s\n[InitiatorGroup1]\n  InitiatorName ANY\n  Netmask 127.0.0.2/32\n' "$BETA_PORT"
+    printf '[TargetNode1]\n  TargetName %s\n  Mapping PortalGroup1 InitiatorGroup1\n  AuthMethod None\n  LUN0 bio1\n' "$IQN"
+  } >"$conf"
+  node dist/bench/drbd/sync_watch.js "$work/alpha.sock" r0 900 >"$work/sync.json" &
+  local watch=$!
+  mapfile -t args < <(drbd_args beta)
+  node dist/src/cli/main.js serve -c "$conf" --no-fuse --log-level warn "${args[@]}" 2>"$work/usertgt-beta.log" &
+  beta_pid=$!
+  if ! wait "$watch"; then
+    echo "bench: $1 peer did not reach UpToDate: $(cat "$work/sync.json")" >&2
+    cat "$work/usertgt-beta.log" >&2
+    return 1
+  fi
+  echo "  $1: initial sync $(cat "$work/sync.json")" >&2
+}
 
 start_usertgt() {
   local type=$1 conf=$work/$1.conf
@@ -65,10 +119,21 @@ start_usertgt() {
     printf '[PortalGroup1]\n  Portal P 127.0.0.1:%s\n[InitiatorGroup1]\n  InitiatorName ANY\n  Netmask 127.0.0.1/32\n' "$PORT"
     printf '[TargetNode1]\n  TargetName %s\n  Mapping PortalGroup1 InitiatorGroup1\n  AuthMethod None\n  QueueDepth 64\n  LUN0 %s\n' "$IQN" "$(lun_name "$type")"
   } >"$conf"
-  node dist/src/cli/main.js serve -c "$conf" --no-fuse --log-level warn 2>"$work/usertgt-$type.log" &
+  local args=()
+  case $type in
+    drbd*)
+      rm -f "$work"/drbd_*.img # fresh metadata every round: drbdadm_up_primary does create-md, primary --force
+      case $type in drbda) write_res A ;; *) write_res C ;; esac
+      mapfile -t args < <(drbd_args alpha)
+      ;;
+  esac
+  node dist/src/cli/main.js serve -c "$conf" --no-fuse --log-level warn "${args[@]}" 2>"$work/usertgt-$type.log" &
   usertgt_pid=$!
   for _ in $(seq 1 150); do
-    grep -q '^usertgt: ready$' "$work/usertgt-$type.log" 2>/dev/null && return 0
+    if grep -q '^usertgt: ready$' "$work/usertgt-$type.log" 2>/dev/null; then
+      case $type in drbdc) start_beta C || return 1 ;; drbda) start_beta A || return 1 ;; esac
+      return 0
+    fi
     kill -0 "$usertgt_pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -94,7 +159,7 @@ for type in $TYPES; do
     start_tgtd
     CONSOLE_LOG=$log bench/linux_initiator/run.sh "$TGT_PORT" "$IQN_TGT" "$TAR" 1 >/dev/null || status=FAILED
   else
-    start_usertgt "$type" || { printf '%-8s %s\n' "$type" "usertgt did not start"; continue; }
+    start_usertgt "$type" || { printf '%-8s %s\n' "$type" "usertgt did not start"; stop_all; continue; }
     CONSOLE_LOG=$log bench/linux_initiator/run.sh "$PORT" "$IQN" "$TAR" 1 >/dev/null || status=FAILED
   fi
   stop_all
