@@ -498,6 +498,8 @@ export class DrbdConnection implements PeerLink {
         }
         this.startReplication();
         await this.closed;
+        // conn_disconnect: NetworkFailure / ProtocolError → Unconnected → WFConnection, waiting for the peer again.
+        if (!this.stopped) this.stateName = "WFConnection";
       } catch (e) {
         if (this.stopped) break;
         this.lastError = (e as Error).message;
