@@ -6,7 +6,7 @@
 #   bench/drbd_kernel_peer/vm.sh sh 'cmd'  # run a shell command in the guest (vmsh.py)
 #
 # usertgt runs in the same namespace: `ip netns exec $NETNS node dist/src/cli/main.js serve ...`.
-# Files under $WORK (default /var/tmp/usertgt-kpeer): console.log (kernel console, drbd's messages), shell.sock,
+# Files under $WORK (default /var/tmp/usertgt-kpeer): console.log (kernel console, drbd's messages),
 # qemu.pid, kdisk.img (the guest's /dev/vda, $DISK_MB MiB, created if missing).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,10 +29,10 @@ case ${1:?start, stop or sh} in
     fi
     ip -n "$NETNS" link set "$TAP" up
     [ -f "$DISK" ] || truncate -s "${DISK_MB}M" "$DISK"
-    rm -f "$WORK/shell.sock" "$WORK/console.log"
+    rm -f "$WORK/console.log"
     ip netns exec "$NETNS" qemu-system-x86_64 -accel tcg,thread=multi -m "$VM_MEM" -smp 1 -nodefaults -no-reboot \
       -display none -daemonize -pidfile "$WORK/qemu.pid" \
-      -serial "file:$WORK/console.log" -serial "unix:$WORK/shell.sock,server=on,wait=off" \
+      -serial "file:$WORK/console.log" \
       -kernel "$vmlinuz" -initrd "$initrd" \
       -append "console=ttyS0 loglevel=7 panic=-1 kpeer_addr=10.77.0.2/24 kpeer_host=kpeer" \
       -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device virtio-net-pci,netdev=n0 \
@@ -47,7 +47,7 @@ case ${1:?start, stop or sh} in
   stop)
     pid=$(cat "$WORK/qemu.pid" 2>/dev/null || true)
     if [ -n "$pid" ]; then
-      "$here/vmsh.py" -s "$WORK/shell.sock" -t 5 'sync; poweroff -f' >/dev/null 2>&1 || true
+      ip netns exec "$NETNS" "$here/vmsh.py" -t 5 'sync; poweroff -f' >/dev/null 2>&1 || true
       for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
       kill "$pid" 2>/dev/null || true
       rm -f "$WORK/qemu.pid"
@@ -56,6 +56,6 @@ case ${1:?start, stop or sh} in
     ;;
   sh)
     shift
-    exec "$here/vmsh.py" -s "$WORK/shell.sock" "$@"
+    exec ip netns exec "$NETNS" "$here/vmsh.py" "$@"
     ;;
 esac

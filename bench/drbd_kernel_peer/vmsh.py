@@ -1,22 +1,29 @@
 #!/usr/bin/env python3
-"""Runs one shell command in the kernel DRBD peer guest over its second serial port (a QEMU unix socket).
+"""Runs one shell command in the kernel DRBD peer guest through its command port (init.sh: nc -e sh on
+10.77.0.2:2323, reachable inside the netns; vm.sh sh runs this under `ip netns exec`).
 
-    bench/drbd_kernel_peer/vmsh.py [-s SOCK] [-t SECONDS] 'command'
+    bench/drbd_kernel_peer/vmsh.py [-a ADDR] [-p PORT] [-t SECONDS] 'command'
 
-Prints the command's output; exits with the command's exit status (124 on timeout).
+Prints the command's output (stdout and stderr); exits with its exit status (124 on timeout, 125 when the
+guest cannot be reached).
 """
-import argparse, os, secrets, socket, sys, time
+import argparse, socket, sys, time
 
 ap = argparse.ArgumentParser()
-ap.add_argument("-s", "--sock", default=os.environ.get("KPEER_SOCK", "/var/tmp/usertgt-kpeer/shell.sock"))
-ap.add_argument("-t", "--timeout", type=float, default=120)
+ap.add_argument("-a", "--addr", default="10.77.0.2")
+ap.add_argument("-p", "--port", type=int, default=2323)
+ap.add_argument("-t", "--timeout", type=float, default=300)
 ap.add_argument("command")
 a = ap.parse_args()
-tag = "__KPEER_" + secrets.token_hex(4)
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(a.sock)
-# The marker is joined only when echo runs, so a tty echo of the input cannot be mistaken for it.
-s.sendall(("{ %s\n} 2>&1; echo %s\"\"%s=$?\n" % (a.command, tag[:8], tag[8:])).encode())
+tag = "__KPEER_RC"
+try:
+    s = socket.create_connection((a.addr, a.port), timeout=10)
+except OSError as e:
+    print(f"vmsh: {a.addr}:{a.port}: {e}", file=sys.stderr)
+    sys.exit(125)
+# The marker is joined only when echo runs, so no echo of the input could be mistaken for it.
+s.sendall(("{ %s\n} 2>&1; echo %s\"\"=$?\n" % (a.command, tag)).encode())
+s.shutdown(socket.SHUT_WR)
 buf = b""
 end = time.time() + a.timeout
 s.settimeout(1)
@@ -28,11 +35,10 @@ while time.time() < end:
     if not chunk:
         break
     buf += chunk
-    i = buf.find((tag + "=").encode())
-    if i >= 0 and buf.find(b"\n", i) >= 0:
-        out = buf[:i].decode(errors="replace")
-        rc = int(buf[i + len(tag) + 1 : buf.find(b"\n", i)])
-        sys.stdout.write(out)
-        sys.exit(rc)
-sys.stdout.write(buf.decode(errors="replace"))
-sys.exit(124)
+out = buf.decode(errors="replace")
+i = out.rfind(tag + "=")
+if i < 0:
+    sys.stdout.write(out)
+    sys.exit(124)
+sys.stdout.write(out[:i])
+sys.exit(int(out[i + len(tag) + 1 :].strip() or 1))

@@ -416,7 +416,8 @@ export class DrbdConnection implements PeerLink {
       this.stateName === "VerifyS" ||
       this.stateName === "VerifyT" ||
       this.stateName === "StartingSyncS" ||
-      this.stateName === "StartingSyncT"
+      this.stateName === "StartingSyncT" ||
+      this.stateName === "WFSyncUUID"
     );
   }
 
@@ -761,42 +762,143 @@ export class DrbdConnection implements PeerLink {
       }
       if (!source) await dev2.setDiskState("Inconsistent");
       await this.exchangeBitmaps(data, source, t);
-      if (source) {
-        // drbd_gen_and_send_sync_uuid: a new bitmap UUID marks this resync; the target takes it as current.
-        const u = dev2.uuids;
-        const bm = u[1] & ~1n;
-        const syncUuid = bm !== 0n && bm !== 4n ? BigInt.asUintN(64, bm + (1n << 48n)) : newUuid();
-        await dev2.setUuids([u[0], syncUuid, u[2], u[3]]);
-        await this.send(data, DrbdCommand.SyncUuid, encodeSyncUuid(syncUuid));
-      } else {
+      if (source) await this.beginSyncSource();
+      else {
         this.stateName = "WFSyncUUID";
-        const su = decodeSyncUuid(await data.expect(DrbdCommand.SyncUuid, t));
-        const u = dev2.uuids;
-        const old = u[0] & ~1n;
-        await dev2.setUuids(old === 4n ? [su, 0n, u[2], u[3]] : [su, 0n, old, u[2]]);
+        await this.beginSyncTarget(
+          decodeSyncUuid(await this.expectAfterStates(data, DrbdCommand.SyncUuid, t)),
+        );
       }
-      this.resync = {
-        total: dev2.bitmap.outOfSyncBits,
-        requested: 0,
-        requestedBlocks: 0,
-        inflight: 0,
-        cursor: 0,
-      };
-      this.resyncTokens = 0;
-      this.resyncRefill = Date.now();
-      this.stateName = source ? "SyncSource" : "SyncTarget";
-      await this.send(
-        data,
-        DrbdCommand.State,
-        encodeState(this.localState(source ? ConnState.SyncSource : ConnState.SyncTarget)),
-      );
-      this.log.info({ role: this.stateName, outOfSyncKiB: dev2.bitmap.outOfSyncKiB }, "resync started");
       return "connected";
     }
     this.stateName = "Connected";
     await this.send(data, DrbdCommand.State, encodeState(this.localState(ConnState.Connected)));
     this.log.info({ agreedVersion: this.agreedVersion, protocol: this.protocol }, "Connected");
     return "connected";
+  }
+
+  /** `cmd` next, taking the P_STATE packets a kernel peer sends between handshake steps on the way. */
+  private async expectAfterStates(data: PacketStream, cmd: DrbdCommand, t: number): Promise<Buffer> {
+    for (;;) {
+      const p = await data.next(t);
+      if (p.header.command === cmd) return p.payload;
+      if (p.header.command !== DrbdCommand.State)
+        throw new DrbdProtocolError(`expected ${commandName(cmd)}, got ${commandName(p.header.command)}`);
+      this.peerState = decodeState(p.payload);
+    }
+  }
+
+  /**
+   * drbd_start_resync as SyncSource with drbd_gen_and_send_sync_uuid: a new bitmap UUID marks this resync
+   * and P_SYNC_UUID starts the target. Used by the handshake and by invalidate / invalidate-remote.
+   */
+  private async beginSyncSource(): Promise<void> {
+    const dev = this.opts.device;
+    const u = dev.uuids;
+    const bm = u[1] & ~1n;
+    const syncUuid = bm !== 0n && bm !== 4n ? BigInt.asUintN(64, bm + (1n << 48n)) : newUuid();
+    await dev.setUuids([u[0], syncUuid, u[2], u[3]]);
+    // SyncSource before the target can ask for the first block.
+    this.enterResync("SyncSource");
+    await this.send(this.data, DrbdCommand.SyncUuid, encodeSyncUuid(syncUuid));
+    await this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.SyncSource)));
+  }
+
+  /** receive_sync_uuid then drbd_start_resync as SyncTarget: the source's sync UUID becomes my current. */
+  private async beginSyncTarget(syncUuid: bigint): Promise<void> {
+    const dev = this.opts.device;
+    const u = dev.uuids;
+    const old = u[0] & ~1n;
+    await dev.setUuids(old === 4n ? [syncUuid, 0n, u[2], u[3]] : [syncUuid, 0n, old, u[2]]);
+    this.enterResync("SyncTarget");
+    await this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.SyncTarget)));
+  }
+
+  private enterResync(side: "SyncSource" | "SyncTarget"): void {
+    const dev = this.opts.device;
+    this.resync = {
+      total: dev.bitmap.outOfSyncBits,
+      requested: 0,
+      requestedBlocks: 0,
+      inflight: 0,
+      cursor: 0,
+    };
+    this.resyncTokens = 0;
+    this.resyncRefill = Date.now();
+    this.stateName = side;
+    this.log.info({ role: side, outOfSyncKiB: dev.bitmap.outOfSyncKiB }, "resync started");
+  }
+
+  /** A P_SYNC_UUID that came while this node was still StartingSyncT (it travels on the other socket). */
+  private pendingSyncUuid: bigint | undefined;
+
+  /**
+   * drbdadm invalidate while connected: StartingSyncT, agreed by the peer (its StartingSyncS) through
+   * P_STATE_CHG_REQ, every block out of sync on both sides, then a full resync from the peer.
+   */
+  async invalidate(): Promise<void> {
+    const dev = this.opts.device;
+    if (dev.role === "Primary")
+      throw new DrbdStateError(
+        dev.name,
+        -2,
+        "Need access to UpToDate data (a Primary cannot become SyncTarget here)",
+      );
+    if (this.isUp && this.stateName === "Connected" && this.peerState?.disk !== DiskState.UpToDate)
+      throw new DrbdStateError(dev.name, -2, "Need access to UpToDate data");
+    await this.requestSyncStart("StartingSyncT");
+  }
+
+  /** drbdadm invalidate-remote while connected: StartingSyncS, the peer's data is overwritten by a full resync. */
+  async invalidateRemote(): Promise<void> {
+    const dev = this.opts.device;
+    if (dev.disk !== "UpToDate") throw new DrbdStateError(dev.name, -2, "Need access to UpToDate data");
+    if (this.isUp && this.stateName === "Connected" && this.peerState?.role === Role.Primary)
+      throw new DrbdStateError(dev.name, -2, "Need access to UpToDate data (the peer is Primary)");
+    await this.requestSyncStart("StartingSyncS");
+  }
+
+  private async requestSyncStart(want: "StartingSyncS" | "StartingSyncT"): Promise<void> {
+    const name = this.opts.device.name;
+    if (!this.isUp) throw new DrbdStateError(name, -15, STATE_ERROR_TEXT[-15] as string);
+    if (this.stateName !== "Connected") throw new DrbdStateError(name, -8, STATE_ERROR_TEXT[-8] as string);
+    // Enter the state before asking: the peer's P_SYNC_UUID (data socket) may beat its reply (meta socket).
+    this.stateName = want;
+    this.pendingSyncUuid = undefined;
+    const conn = want === "StartingSyncS" ? ConnState.StartingSyncS : ConnState.StartingSyncT;
+    const rv = await this.requestPeerStateChange(stateMask(["conn"]), packState({ conn }));
+    if (rv < SS_SUCCESS) {
+      if (this.stateName === want) this.stateName = "Connected";
+      throw new DrbdStateError(name, rv, STATE_ERROR_TEXT[rv] ?? "State change was refused by peer node");
+    }
+    await this.startingSync(want);
+  }
+
+  /** after_state_ch for StartingSyncS/T: set and write the whole bitmap, then start (abw_start_sync). */
+  private async startingSync(side: "StartingSyncS" | "StartingSyncT"): Promise<void> {
+    const dev = this.opts.device;
+    this.stateName = side;
+    dev.bitmap.setAll();
+    this.log.info({ side, bits: dev.bitmap.outOfSyncBits }, "full sync: writing the whole bitmap");
+    if (side === "StartingSyncT") await dev.setDiskState("Inconsistent");
+    await dev.persistBitmap();
+    if (this.stateName !== side) return;
+    if (side === "StartingSyncS") {
+      await this.beginSyncSource();
+      if (dev.bitmap.outOfSyncBits === 0) void this.finishResync();
+      return;
+    }
+    this.stateName = "WFSyncUUID";
+    await this.syncUuidArrived();
+  }
+
+  /** WFSyncUUID with the source's P_SYNC_UUID in hand: resync as SyncTarget. */
+  private async syncUuidArrived(): Promise<void> {
+    const uuid = this.pendingSyncUuid;
+    if (this.stateName !== "WFSyncUUID" || uuid === undefined) return;
+    this.pendingSyncUuid = undefined;
+    await this.beginSyncTarget(uuid);
+    this.pumpResync();
   }
 
   private peerUuidFlags = 0;
@@ -918,6 +1020,8 @@ export class DrbdConnection implements PeerLink {
           decodePlainBitmapChunk(p.payload, xfer, peer, this.agreedVersion);
         else if (p.header.command === DrbdCommand.CompressedBitmap)
           decodeRleBitmapChunk(p.payload, xfer, peer, this.agreedVersion);
+        // The kernel announces its WFBitMapS/T state while the bitmaps travel (seen with Linux 6.1's DRBD).
+        else if (p.header.command === DrbdCommand.State) this.peerState = decodeState(p.payload);
         else throw new DrbdProtocolError(`expected the peer's bitmap, got ${commandName(p.header.command)}`);
       }
       const added = dev.bitmap.merge(peer);
@@ -1388,11 +1492,14 @@ export class DrbdConnection implements PeerLink {
       this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.Behind))).catch(() => {});
   }
 
-  /** receive_out_of_sync: only while Behind (the kernel also takes it in WFSyncUUID / WFBitMapT). */
+  /**
+   * receive_out_of_sync: expected while Behind (the kernel also in WFSyncUUID / WFBitMapT). Like the kernel,
+   * another state is logged, not fatal: the bits are set anyway, which costs at most a resync of them.
+   */
   private receiveOutOfSync(payload: Buffer): void {
     const { sector, size } = decodeBlockDesc(payload);
     if (this.stateName !== "Behind")
-      throw new DrbdProtocolError(`P_OUT_OF_SYNC while ${this.stateName}, expected Behind`);
+      this.log.error({ state: this.stateName, sector, size }, "P_OUT_OF_SYNC while not Behind");
     if (size === 0 || size % SECTOR !== 0)
       throw new DrbdProtocolError(`P_OUT_OF_SYNC of ${size} bytes is not whole sectors`);
     const dev = this.opts.device;
@@ -1515,8 +1622,20 @@ export class DrbdConnection implements PeerLink {
   }
 
   /** StartingSyncS/T asked by the peer (invalidate / invalidate-remote there). */
-  private acceptPeerSyncStart(_conn: ConnState): number {
-    return -17; // SS_NOT_SUPPORTED
+  private acceptPeerSyncStart(conn: ConnState): number {
+    const dev = this.opts.device;
+    const side =
+      conn === ConnState.StartingSyncS
+        ? "StartingSyncS"
+        : conn === ConnState.StartingSyncT
+          ? "StartingSyncT"
+          : undefined;
+    if (!side) return -17; // SS_NOT_SUPPORTED
+    if (side === "StartingSyncS" && dev.disk !== "UpToDate") return -2;
+    if (side === "StartingSyncT" && dev.role === "Primary") return -2;
+    this.stateName = side;
+    this.startingSync(side).catch((e: Error) => this.connectionLost(e));
+    return SS_SUCCESS;
   }
 
   /** VerifyS: keep P_OV_REQUESTs flowing at resync-rate, every 100 ms while the run lasts. */
@@ -1802,6 +1921,10 @@ export class DrbdConnection implements PeerLink {
       case DrbdCommand.SyncUuid: {
         const uuid = decodeSyncUuid(p.payload);
         if (this.stateName === "Behind") this.startResyncFromBehind(uuid);
+        else if (this.stateName === "StartingSyncT" || this.stateName === "WFSyncUUID") {
+          this.pendingSyncUuid = uuid;
+          this.syncUuidArrived().catch((e: Error) => this.connectionLost(e));
+        }
         return;
       }
       case DrbdCommand.UnplugRemote:
