@@ -2005,10 +2005,11 @@ export class DrbdConnection implements PeerLink {
 }
 
 /**
- * Largest P_TRIM / P_ZEROES: the size is a u32 and the kernel's receiver takes at most
- * DRBD_MAX_BBIO_SECTORS (2^23 sectors); 1 GiB pieces stay well inside both.
+ * Largest P_TRIM / P_ZEROES: one activity-log extent (4 MiB). The kernel sends and expects larger batches
+ * (up to DRBD_MAX_BBIO_SECTORS) only when DRBD_FF_WSAME is agreed, which we do not offer
+ * (drbd_max_discard_sectors).
  */
-const MAX_TRIM_BYTES = 1 << 30;
+const MAX_TRIM_BYTES = 4 << 20;
 /** One shared buffer of zeroes for zeroing sent as data; never written to. */
 let ZERO_CHUNK: Buffer | undefined;
 

@@ -238,12 +238,35 @@ export class DrbdResource {
     await c.startVerify();
   }
 
+  /**
+   * drbdadm invalidate: StandAlone, the local data is declared Inconsistent (every block out of sync);
+   * connected, a full resync from the peer starts at once (StartingSyncT). In between (connecting) it is
+   * refused as drbdsetup refuses it.
+   */
   async invalidate(): Promise<void> {
-    if (this.conn && this.conn.state !== "StandAlone")
+    const dev = this.requireDevice();
+    const c = this.conn;
+    if (!c || c.state === "StandAlone") return dev.invalidate();
+    await c.invalidate();
+  }
+
+  /**
+   * drbdadm invalidate-remote: connected, the peer's data is overwritten by a full resync from this node
+   * (StartingSyncS). Not connected, only a Primary may do it: every block is marked, so the resync the next
+   * connect starts (the Primary has a newer generation) is a full one (drbd_adm_invalidate_peer).
+   */
+  async invalidateRemote(): Promise<void> {
+    const dev = this.requireDevice();
+    const c = this.conn;
+    if (c?.replicating) return c.invalidateRemote();
+    if (dev.role !== "Primary")
       throw new Error(
-        `${this.deviceName}: invalidate while connected is not supported yet; disconnect first`,
+        `${this.deviceName}: State change failed: (-15) Need a connection to start verify or resync`,
       );
-    await this.requireDevice().invalidate();
+    // The next connect must see a newer generation here, or it would not resync at all.
+    if (dev.uuids[1] === 0n) await dev.newCurrentUuid();
+    dev.bitmap.setAll();
+    await dev.persistBitmap();
   }
 
   /**

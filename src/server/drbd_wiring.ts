@@ -34,6 +34,7 @@ export const DRBD_ADM_COMMANDS = [
   "new-current-uuid",
   "invalidate",
   "verify",
+  "invalidate-remote",
 ] as const;
 export type DrbdAdmCommand = (typeof DRBD_ADM_COMMANDS)[number];
 
@@ -154,6 +155,8 @@ export class DrbdWiring {
         return r.invalidate();
       case "verify":
         return r.verify();
+      case "invalidate-remote":
+        return r.invalidateRemote();
     }
   }
 
