@@ -40,6 +40,20 @@ for (const [protocol, port] of [
     assert.ok(await eventually(() => cb.stats.receivedDeallocations === 2));
     assert.equal(a.bitmap.outOfSyncBits, 0, "no block left out of sync on the Primary");
     assert.equal(b.bitmap.outOfSyncBits, 0);
+    // 9 MiB of data, then one unmap over all of it: three P_TRIM of at most 4 MiB.
+    const wide = pattern(9 * 1024 * 1024, 11);
+    await a.writev(8 * 2048, [wide]);
+    await a.unmap(8 * 2048, wide.length / 512);
+    assert.equal(ca.stats.sentDeallocations, 5);
+    const gotWide = Buffer.alloc(wide.length);
+    assert.ok(
+      await eventually(async () => {
+        await lowerB.readv(8 * 2048, [gotWide]);
+        return zero(gotWide);
+      }),
+      "the 9 MiB unmap zeroed the peer's blocks",
+    );
+    assert.equal(a.bitmap.outOfSyncBits, 0);
     assert.equal(ca.state, "Connected");
   });
 }
