@@ -348,6 +348,8 @@ export class DrbdConnection implements PeerLink {
   // Receiver side: writes of the epoch being received, by barrier number when P_BARRIER arrives.
   private peerEpochWrites = new Set<Promise<void>>();
   private peerEpochCount = 0;
+  /** Receiver side: settles when the last P_BARRIER_ACK queued has gone out (acks keep barrier order). */
+  private barrierAcksSent: Promise<void> = Promise.resolve();
   /** Counters for status and tests. */
   readonly stats = {
     staleResyncReplies: 0,
@@ -1818,10 +1820,14 @@ export class DrbdConnection implements PeerLink {
         this.peerEpochWrites = new Set();
         this.peerEpochCount = 0;
         // The epoch is stable once its writes are done and the lower device flushed (write-ordering flush).
-        Promise.all(writes)
+        // Acks leave in barrier order: the kernel drops the connection on any other ("BAD! BarrierAck #8
+        // received, expected #7!", tl_release), and a short epoch can finish before a longer earlier one.
+        const previous = this.barrierAcksSent;
+        const acked = Promise.all(writes)
           .then(() => this.opts.device.lower.flush())
-          .then(() => this.send(this.meta, DrbdCommand.BarrierAck, encodeBarrierAck(nr, count)))
-          .catch((e: Error) => this.connectionLost(e));
+          .then(() => previous)
+          .then(() => this.send(this.meta, DrbdCommand.BarrierAck, encodeBarrierAck(nr, count)));
+        this.barrierAcksSent = acked.catch((e: Error) => this.connectionLost(e));
         return;
       }
       case DrbdCommand.State: {
