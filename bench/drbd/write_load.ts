@@ -8,7 +8,7 @@
  *   node dist/bench/drbd/write_load.js --port P [--host 127.0.0.1] [--iqn IQN] [--lun 0] [--bs 4096]
  *     [--depth 32] [--seconds 10] [--read]
  *
- * Prints one JSON line: {"op","bs","depth","seconds","ios","mbs","iops"} (MB = 10^6 bytes, like iscsi-perf).
+ * Prints one JSON line: {"op","bs","depth","seconds","ios","mbs","iops"} (MB = 10^6 bytes; iscsi-perf's is 2^20).
  */
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
