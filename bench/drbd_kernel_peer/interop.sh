@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# usertgt <-> Linux kernel DRBD 8.4.11 interoperability run (docs/drbd-kernel-interop.md). From scratch: fresh
+# disks, the guest booted (vm.sh), usertgt's node started in the guest's netns (utgt.sh), then each step
+# checks what it claims with md5 over the replicated data. Prints "INTEROP ..." lines; exit 0 when all pass.
+# Logs kept under $WORK: console.log (guest kernel), dmesg.txt, utgt.log. Needs root, qemu, drbd-utils, and
+# `npx tsc -p .` done. Takes ~2 minutes. DRBD ports 7860 (guest) / 7861 (usertgt), iSCSI 3490.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+WORK=${WORK:-/var/tmp/usertgt-kpeer}
+export WORK
+NETNS=${NETNS:-usertgt-kpeer}
+KB=32728 # usable KiB of the 32 MiB disks with internal metadata
+failed=0
+
+say() { echo "INTEROP $*"; }
+ok() { say "ok   $*"; }
+bad() { say "FAIL $*"; failed=1; }
+ksh() { "$here/vm.sh" sh "$@"; }
+kadm() { ksh "drbdadm-84 $* 2>&1 | grep -v -e 'version: ' -e 'mixing different'"; }
+uadm() { "$here/utgt.sh" adm "$@"; }
+iscsi() { ip netns exec "$NETNS" node "$here/iscsi_io.mjs" "$@"; }
+kstate() { ksh "sed -n 's/^ *0: //p' /proc/drbd"; }
+ustate() { uadm status r0 | tr -s ' \n' ' '; }
+wait_k() { # regex on the guest's /proc/drbd line, timeout seconds
+  local i
+  for i in $(seq 1 "${2:-60}"); do kstate | grep -Eq "$1" && return 0; sleep 1; done
+  echo "  guest: $(kstate)"
+  return 1
+}
+wait_u() {
+  local i
+  for i in $(seq 1 "${2:-60}"); do ustate | grep -Eq "$1" && return 0; sleep 1; done
+  echo "  usertgt: $(ustate)"
+  return 1
+}
+# md5 of the replicated data (the first KB KiB): the guest's lower disk, usertgt's backing file.
+k_md5() { ksh "echo 3 >/proc/sys/vm/drop_caches; dd if=/dev/vda bs=1k count=$KB 2>/dev/null | md5sum | cut -c1-32"; }
+u_md5() { dd if="$WORK/udisk.img" bs=1k count=$KB 2>/dev/null | md5sum | cut -c1-32; }
+same_data() {
+  local k u
+  k=$(k_md5)
+  u=$(u_md5)
+  if [ "$k" = "$u" ]; then ok "$1: both disks md5 $k"; else bad "$1: guest $k, usertgt $u"; fi
+}
+
+"$here/utgt.sh" stop
+"$here/vm.sh" stop
+rm -f "$WORK/kdisk.img" "$WORK/udisk.img" "$WORK/utgt.log"
+"$here/vm.sh" start >/dev/null || { bad "guest did not boot"; exit 1; }
+ok "guest: $(ksh 'uname -r; head -1 /proc/drbd' | paste -sd' ')"
+
+# 1. Handshake: both fresh (create-md), both Secondary/Inconsistent, uuid_compare rule 10.
+ksh "mkdir -p /etc/drbd.d && cat >/etc/drbd.d/r0.res <<'RES'
+$(cat "$here/r0.res")
+RES"
+kadm create-md r0 </dev/null >/dev/null
+kadm up r0
+"$here/utgt.sh" start || { bad "usertgt did not start"; exit 1; }
+if wait_k 'cs:Connected ro:Secondary/Secondary ds:Inconsistent/Inconsistent' && wait_u 'replication:Established'; then
+  ok "1 handshake: Connected, Secondary/Secondary Inconsistent/Inconsistent"
+else bad "1 handshake"; fi
+
+# 2. Initial full sync usertgt -> kernel (primary --force while disconnected, then connect).
+uadm disconnect r0
+uadm primary --force r0
+uadm connect r0
+if wait_k 'cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate' 120; then
+  ok "2 full sync usertgt -> kernel: $(ksh "dmesg | grep -o 'Began resync as SyncTarget.*\|Resync done.*'" | paste -sd' ')"
+else bad "2 full sync usertgt -> kernel"; fi
+
+# 3. Protocol C: an iSCSI write on the usertgt Primary is on the kernel's disk when acknowledged.
+head -c 4M /dev/urandom >"$WORK/pat1.bin"
+iscsi write 2048 "$WORK/pat1.bin" >/dev/null
+want=$(md5sum <"$WORK/pat1.bin" | cut -c1-32)
+got=$(ksh "echo 3 >/proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 skip=2048 count=8192 2>/dev/null | md5sum | cut -c1-32")
+if [ "$want" = "$got" ]; then ok "3 protocol C write usertgt -> kernel: 4 MiB at LBA 2048 md5 $got"; else bad "3 write: want $want got $got"; fi
+same_data "3"
+
+# 4. Kernel disconnects, usertgt writes, kernel reconnects: bitmap-based resync usertgt -> kernel.
+kadm disconnect r0
+head -c 1M /dev/urandom >"$WORK/pat2.bin"
+iscsi write 30000 "$WORK/pat2.bin" >/dev/null
+kadm connect r0
+if wait_k 'cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate' 60; then
+  ok "4 reconnect resync usertgt -> kernel: $(ksh "dmesg | grep -o 'Began resync as SyncTarget.*' | tail -1")"
+else bad "4 reconnect resync usertgt -> kernel"; fi
+same_data "4"
+
+# 5. Roles swap; the kernel Primary writes (buffered, many epochs): protocol C to usertgt.
+uadm secondary r0
+kadm primary r0
+ksh "dd if=/dev/urandom of=/tmp/p.bin bs=64k count=64 2>/dev/null; for i in 1 2 3 4; do dd if=/tmp/p.bin of=/dev/drbd0 bs=4k seek=\$((i*700)) 2>/dev/null; done; sync"
+wait_k 'cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate' 10 || bad "5 connection dropped during kernel writes"
+kd=$(ksh "dd if=/dev/drbd0 bs=1k 2>/dev/null | md5sum | cut -c1-32")
+ud=$(iscsi read 0 $((KB * 2)) | sed 's/.*md5=//')
+if [ "$kd" = "$ud" ]; then ok "5 kernel Primary writes -> usertgt: /dev/drbd0 md5 = usertgt LUN md5 = $kd"; else bad "5 kernel $kd usertgt LUN $ud"; fi
+same_data "5"
+
+# 6. usertgt disconnects, the kernel writes, usertgt reconnects: bitmap-based resync kernel -> usertgt.
+uadm disconnect r0
+ksh "dd if=/dev/urandom of=/dev/drbd0 bs=4k seek=5000 count=512 oflag=direct 2>/dev/null"
+uadm connect r0
+if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Established peer-disk:UpToDate' 60; then
+  ok "6 reconnect resync kernel -> usertgt: $(grep '"resync done"' "$WORK/utgt.log" | tail -1 | grep -o '"was":[^}]*')"
+else bad "6 reconnect resync kernel -> usertgt"; fi
+same_data "6"
+
+# 7. Full sync kernel -> usertgt: usertgt's disk replaced by a fresh one (create-md by the BIO helper).
+"$here/utgt.sh" stop
+rm -f "$WORK/udisk.img"
+"$here/utgt.sh" start
+if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Established peer-disk:UpToDate' 120; then
+  ok "7 full sync kernel -> usertgt: $(grep '"resync done"' "$WORK/utgt.log" | tail -1 | grep -o '"was":[^}]*')"
+else bad "7 full sync kernel -> usertgt"; fi
+same_data "7"
+
+ksh "dmesg" >"$WORK/dmesg.txt"
+if grep -E 'BAD|ProtocolError|error receiving' "$WORK/dmesg.txt" >/dev/null; then
+  bad "kernel complained: $(grep -E 'BAD|ProtocolError|error receiving' "$WORK/dmesg.txt" | head -3 | paste -sd' ')"
+else ok "no protocol errors in the guest's dmesg"; fi
+"$here/utgt.sh" stop
+[ -n "${KEEP:-}" ] || "$here/vm.sh" stop
+[ "$failed" = 0 ] && say "done" || say "failed"
+exit "$failed"
