@@ -94,4 +94,54 @@ describe("DRBD protocol C failover (kill -9 of the Primary)", () => {
       );
     },
   );
+
+  it(
+    "a promoted Secondary that has not written yet still takes the old Primary back as SyncTarget",
+    { timeout: 90000 },
+    async () => {
+      // The first test stopped alpha first, so beta (Primary then) started a new generation: both come up
+      // Secondary, beta's newer generation syncs to alpha, and alpha is promoted afterwards.
+      await pair.start("alpha", "drbdadm_up");
+      await pair.start("beta", "drbdadm_up");
+      await pair.waitInSync();
+      await pair.admOk("alpha", "primary");
+      const load = new LoadWriter(pair, "alpha", {
+        sessions: 2,
+        blocksPerWrite: 4,
+        firstBlock: 0,
+        lastBlock: HOT_BLOCKS,
+        tagBase: 0x20,
+      });
+      await load.start();
+      await load.waitWrites(50);
+      await pair.kill("alpha");
+      await load.lost();
+      await until(
+        "beta sees the peer gone",
+        async () => (await pair.status("beta")).connection !== "Connected",
+        20000,
+      );
+      await pair.admOk("beta", "primary");
+      // DRBD 8.4 drbd_set_role: a promotion while not connected starts a new current UUID at once, so the
+      // returning crashed Primary finds beta's bitmap UUID = its current UUID and becomes SyncTarget.
+      await pair.start("alpha", "drbdadm_up");
+      await until(
+        "alpha and beta connect again (alpha SyncTarget, then both UpToDate)",
+        async () => {
+          const a = await pair.status("alpha");
+          const b = await pair.status("beta");
+          if (b.connection === "StandAlone")
+            assert.fail(
+              `beta went StandAlone: ${b.last_error} (sync decision ${JSON.stringify(b.sync_decision)})`,
+            );
+          return a.connection === "Connected" && a.disk === "UpToDate" && b.peer_disk === "UpToDate";
+        },
+        20000,
+        async () =>
+          `alpha ${JSON.stringify(await pair.status("alpha"))} beta ${JSON.stringify(await pair.status("beta"))}`,
+      );
+      assert.equal(await load.verify("beta"), load.acked.size);
+      assert.equal(await load.verify("alpha"), load.acked.size);
+    },
+  );
 });
