@@ -37,6 +37,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
   alwaysAsbp?: boolean;
   /** net { verify-alg }: sha1, md5, sha256 or crc32c. */
   verifyAlg?: string;
+  /** net { discard-my-data }: every connect is a `connect --discard-my-data`. */
+  discardMyData?: boolean;
 }
 
 export class DrbdResource {
@@ -94,6 +96,7 @@ export class DrbdResource {
       alExtents: numericOption(disk, "disk", "al-extents"),
       afterSb,
       alwaysAsbp: optionValue(net, "net", "always-asbp") === true,
+      discardMyData: optionValue(net, "net", "discard-my-data") === true,
       ...(verifyAlg !== undefined ? { verifyAlg } : {}),
     });
   }
@@ -161,7 +164,8 @@ export class DrbdResource {
   /** drbdadm connect [--discard-my-data] (refused on a Primary, as drbdsetup does). */
   async connect(opts: { discardMyData?: boolean } = {}): Promise<void> {
     const dev = this.requireDevice();
-    if (opts.discardMyData && dev.role === "Primary")
+    const discardMyData = opts.discardMyData === true || this.opts.discardMyData === true;
+    if (discardMyData && dev.role === "Primary")
       throw new Error(`${this.deviceName}: --discard-my-data not allowed when primary.`);
     if (this.conn && this.conn.state !== "StandAlone") return;
     if (!this.opts.local || !this.opts.peer)
@@ -187,7 +191,7 @@ export class DrbdResource {
       ...(o.congestionExtents !== undefined ? { congestionExtents: o.congestionExtents } : {}),
     };
     this.conn = new DrbdConnection(copts);
-    await this.conn.connect({ discardMyData: opts.discardMyData === true });
+    await this.conn.connect({ discardMyData });
   }
 
   async disconnect(): Promise<void> {
