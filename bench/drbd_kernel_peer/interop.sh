@@ -10,6 +10,15 @@ WORK=${WORK:-/var/tmp/usertgt-kpeer}
 export WORK
 NETNS=${NETNS:-usertgt-kpeer}
 KB=32728 # usable KiB of the 32 MiB disks with internal metadata
+# Variants: PROTO=A|B|C (net { protocol }), SECRET=... (cram-hmac-alg sha1 + shared-secret), VERIFY=1
+# (verify-alg crc32c and an online verify at the end).
+PROTO=${PROTO:-C}
+mkdir -p "$WORK"
+net="protocol $PROTO;"
+[ -n "${SECRET:-}" ] && net="$net cram-hmac-alg sha1; shared-secret \"$SECRET\";"
+[ -n "${VERIFY:-}" ] && net="$net verify-alg crc32c;"
+sed "s|protocol C;|$net|" "$here/r0.res" >"$WORK/r0.res"
+export RES=$WORK/r0.res
 failed=0
 
 say() { echo "INTEROP $*"; }
@@ -47,11 +56,11 @@ same_data() {
 "$here/vm.sh" stop
 rm -f "$WORK/kdisk.img" "$WORK/udisk.img" "$WORK/utgt.log"
 "$here/vm.sh" start >/dev/null || { bad "guest did not boot"; exit 1; }
-ok "guest: $(ksh 'uname -r; head -1 /proc/drbd' | paste -sd' ')"
+ok "guest: $(ksh 'uname -r; head -1 /proc/drbd' | paste -sd' '); net { $net }"
 
 # 1. Handshake: both fresh (create-md), both Secondary/Inconsistent, uuid_compare rule 10.
 ksh "mkdir -p /etc/drbd.d && cat >/etc/drbd.d/r0.res <<'RES'
-$(cat "$here/r0.res")
+$(cat "$RES")
 RES"
 kadm create-md r0 </dev/null >/dev/null
 kadm up r0
@@ -68,12 +77,12 @@ if wait_k 'cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate' 120; then
   ok "2 full sync usertgt -> kernel: $(ksh "dmesg | grep -o 'Began resync as SyncTarget.*\|Resync done.*'" | paste -sd' ')"
 else bad "2 full sync usertgt -> kernel"; fi
 
-# 3. Protocol C: an iSCSI write on the usertgt Primary is on the kernel's disk when acknowledged.
+# 3. Protocol C (or $PROTO): an iSCSI write on the usertgt Primary is on the kernel's disk when acknowledged.
 head -c 4M /dev/urandom >"$WORK/pat1.bin"
 iscsi write 2048 "$WORK/pat1.bin" >/dev/null
 want=$(md5sum <"$WORK/pat1.bin" | cut -c1-32)
 got=$(ksh "echo 3 >/proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 skip=2048 count=8192 2>/dev/null | md5sum | cut -c1-32")
-if [ "$want" = "$got" ]; then ok "3 protocol C write usertgt -> kernel: 4 MiB at LBA 2048 md5 $got"; else bad "3 write: want $want got $got"; fi
+if [ "$want" = "$got" ]; then ok "3 protocol $PROTO write usertgt -> kernel: 4 MiB at LBA 2048 md5 $got"; else bad "3 write: want $want got $got"; fi
 same_data "3"
 
 # 4. Kernel disconnects, usertgt writes, kernel reconnects: bitmap-based resync usertgt -> kernel.
@@ -86,10 +95,10 @@ if wait_k 'cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate' 60; then
 else bad "4 reconnect resync usertgt -> kernel"; fi
 same_data "4"
 
-# 5. Roles swap; the kernel Primary writes (buffered, many epochs): protocol C to usertgt.
+# 5. Roles swap; the kernel Primary writes (buffered, many epochs; 1 MiB direct; a discard = P_TRIM).
 uadm secondary r0
 kadm primary r0
-ksh "dd if=/dev/urandom of=/tmp/p.bin bs=64k count=64 2>/dev/null; for i in 1 2 3 4; do dd if=/tmp/p.bin of=/dev/drbd0 bs=4k seek=\$((i*700)) 2>/dev/null; done; sync"
+ksh "dd if=/dev/urandom of=/tmp/p.bin bs=64k count=64 2>/dev/null; for i in 1 2 3 4; do dd if=/tmp/p.bin of=/dev/drbd0 bs=4k seek=\$((i*700)) 2>/dev/null; done; sync; dd if=/dev/urandom of=/dev/drbd0 bs=1M count=4 seek=20 oflag=direct 2>/dev/null; blkdiscard -o 1048576 -l 1048576 /dev/drbd0"
 wait_k 'cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate' 10 || bad "5 connection dropped during kernel writes"
 kd=$(ksh "dd if=/dev/drbd0 bs=1k 2>/dev/null | md5sum | cut -c1-32")
 ud=$(iscsi read 0 $((KB * 2)) | sed 's/.*md5=//')
@@ -113,6 +122,16 @@ if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Establishe
   ok "7 full sync kernel -> usertgt: $(grep '"resync done"' "$WORK/utgt.log" | tail -1 | grep -o '"was":[^}]*')"
 else bad "7 full sync kernel -> usertgt"; fi
 same_data "7"
+
+if [ -n "${VERIFY:-}" ]; then
+  # 8. Online verify started on the kernel (VerifyS), usertgt answers as VerifyT: 0 out of sync expected.
+  kadm verify r0
+  sleep 2
+  wait_k 'cs:Connected' 120
+  if ksh "dmesg | grep -q 'Online verify done'"; then
+    ok "8 verify by the kernel: $(ksh "dmesg | grep -o 'Online verify found.*\|Online verify done.*'" | paste -sd' ')"
+  else bad "8 verify: $(ksh "dmesg | tail -5")"; fi
+fi
 
 ksh "dmesg" >"$WORK/dmesg.txt"
 if grep -E 'BAD|ProtocolError|error receiving' "$WORK/dmesg.txt" >/dev/null; then

@@ -8,13 +8,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 main=$(cd "$here/../.." && pwd)
 WORK=${WORK:-/var/tmp/usertgt-kpeer}
 NETNS=${NETNS:-usertgt-kpeer}
+RES=${RES:-$here/r0.res} # the .res both nodes read (interop.sh writes variants under $WORK)
 mkdir -p "$WORK/state"
 case ${1:?start, stop or adm} in
   start)
     shift
     sed "s|@WORK@|$WORK|g" "$here/usertgt.conf" >"$WORK/usertgt.conf"
     ip netns exec "$NETNS" node "$main/dist/src/cli/main.js" serve -c "$WORK/usertgt.conf" --no-fuse \
-      --drbd-config "$here/r0.res" --node-name utgt --rpc-socket "$WORK/utgt.sock" --state-dir "$WORK/state" \
+      --drbd-config "$RES" --node-name utgt --rpc-socket "$WORK/utgt.sock" --state-dir "$WORK/state" \
       "$@" >>"$WORK/utgt.log" 2>&1 &
     echo $! >"$WORK/utgt.pid"
     for _ in $(seq 1 60); do

@@ -36,7 +36,7 @@ case ${1:?start, stop or sh} in
       -kernel "$vmlinuz" -initrd "$initrd" \
       -append "console=ttyS0 loglevel=7 panic=-1 kpeer_addr=10.77.0.2/24 kpeer_host=kpeer" \
       -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device virtio-net-pci,netdev=n0 \
-      -drive "file=$DISK,format=raw,if=virtio,cache=none"
+      -drive "file=$DISK,format=raw,if=virtio,cache=none,discard=unmap"
     for _ in $(seq 1 120); do
       grep -q '^KPEER ready' "$WORK/console.log" 2>/dev/null && break
       sleep 1
