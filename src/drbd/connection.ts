@@ -128,6 +128,7 @@ import {
   CongestionMonitor,
   type CongestionOptions,
 } from "./congestion.js";
+import { TransferLog } from "./transfer_log.js";
 import {
   DEFAULT_AFTER_SB,
   discardMyDataVerdict,
@@ -366,9 +367,14 @@ export class DrbdConnection implements PeerLink {
     wentBehind: 0,
     outOfSyncSent: 0,
     outOfSyncReceived: 0,
+    /** Protocol A/B requests marked out of sync because the connection broke before their barrier ack. */
+    unconfirmedMarked: 0,
   };
   private readonly congestion: CongestionMonitor;
+  /** Protocols A and B: requests sent whose epoch the peer has not confirmed with P_BARRIER_ACK. */
+  private readonly transferLog = new TransferLog();
   private aheadTimer: NodeJS.Timeout | undefined;
+  private idleEpochTimer: NodeJS.Timeout | undefined;
   /** Result of the last sync decision (for status and tests). */
   lastDecision: { result: number; rule: number } | undefined;
 
@@ -1192,7 +1198,6 @@ export class DrbdConnection implements PeerLink {
   }
 
   private startReplication(): void {
-    this.congestion.reset();
     const data = this.data as PacketStream;
     const meta = this.meta as PacketStream;
     this.closed = new Promise<void>((r) => (this.markClosed = r));
@@ -1254,8 +1259,10 @@ export class DrbdConnection implements PeerLink {
     clearTimeout(this.resyncTimer);
     clearTimeout(this.aheadTimer);
     this.aheadTimer = undefined;
+    clearTimeout(this.idleEpochTimer);
+    this.idleEpochTimer = undefined;
     this.stopVerify();
-    this.congestion.reset();
+    this.markUnconfirmed();
     this.pingTimer = undefined;
     this.pingDeadline = undefined;
     this.unsubscribe?.();
@@ -1373,12 +1380,14 @@ export class DrbdConnection implements PeerLink {
       () => true,
       () => false,
     );
-    if (cmd === DrbdCommand.Data) {
-      this.stats.sentWrites++;
-      if (this.congestion.active) this.congestion.sent(this.epoch, bytes / SECTOR);
-    } else this.stats.sentDeallocations++;
+    if (cmd === DrbdCommand.Data) this.stats.sentWrites++;
+    else this.stats.sentDeallocations++;
+    // Protocols A and B complete before the peer's disk write: keep the request until its barrier ack.
+    if (this.protocol !== "C")
+      this.transferLog.add(this.epoch, offset, bytes, cmd === DrbdCommand.Data ? bytes / SECTOR : 0);
     const ok = acked ? await acked : await sent;
     this.epochHadCompletion = true;
+    if (this.protocol !== "C") this.closeEpochWhenIdle();
     if (ok && this.stateName === "SyncSource") {
       // Whole blocks the peer now has are in sync (DP_MAY_SET_IN_SYNC); the target clears them alike.
       const dev = this.opts.device;
@@ -1394,7 +1403,7 @@ export class DrbdConnection implements PeerLink {
 
   /** Sectors of data in flight to the peer (for status and tests). */
   get inFlightSectors(): number {
-    return this.congestion.inFlightSectors;
+    return this.transferLog.inFlightSectors;
   }
 
   /**
@@ -1404,7 +1413,10 @@ export class DrbdConnection implements PeerLink {
   private maybePullAhead(): void {
     // Without UpToDate data of its own a node cannot run ahead of its peer.
     if (this.opts.device.disk !== "UpToDate") return;
-    const why = this.congestion.congested(this.opts.device.activityLogExtentsInUse);
+    const why = this.congestion.congested(
+      this.transferLog.inFlightSectors,
+      this.opts.device.activityLogExtentsInUse,
+    );
     if (!why) return;
     this.log.info({ why, policy: this.congestion.policy }, "congestion");
     if (this.congestion.policy === "disconnect") {
@@ -1428,7 +1440,7 @@ export class DrbdConnection implements PeerLink {
     this.stateName = "Ahead";
     this.stats.wentAhead++;
     this.send(this.data, DrbdCommand.State, encodeState(this.localState(ConnState.Ahead))).catch(() => {});
-    if (this.congestion.inFlightSectors === 0) this.scheduleAheadResync();
+    if (this.transferLog.inFlightSectors === 0) this.scheduleAheadResync();
   }
 
   /**
@@ -1443,6 +1455,49 @@ export class DrbdConnection implements PeerLink {
     this.send(this.data, DrbdCommand.OutOfSync, encodeBlockDesc(offset / SECTOR, bytes)).catch(() => {});
     await dev.persistBitmap();
     return false;
+  }
+
+  /**
+   * tl_clear on a lost connection: requests of unconfirmed epochs may be missing on the peer (protocol A
+   * and B complete earlier); their blocks go out of sync, so the next handshake resyncs them.
+   */
+  private markUnconfirmed(): void {
+    const ranges = this.transferLog.clear();
+    const dev = this.opts.device;
+    if (ranges.length === 0 || dev.disk === "Diskless") return;
+    let marked = 0;
+    for (const [offset, bytes] of ranges) {
+      const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
+      marked += dev.bitmap.setRange(first, last);
+    }
+    this.stats.unconfirmedMarked += ranges.length;
+    this.log.info(
+      { requests: ranges.length, bits: marked },
+      "connection lost: unconfirmed requests out of sync",
+    );
+    if (marked > 0)
+      dev
+        .persistBitmap()
+        .catch((e: Error) => this.log.error({ err: e.message }, "writing the bitmap failed"));
+  }
+
+  /**
+   * Protocols A and B: when no further write follows, the sender closes the epoch itself (the kernel's
+   * sender does so when it runs out of work), so its barrier ack confirms the last writes of a burst and a
+   * later disconnect does not mark them out of sync.
+   */
+  private closeEpochWhenIdle(): void {
+    if (this.idleEpochTimer) return;
+    this.idleEpochTimer = setTimeout(() => {
+      this.idleEpochTimer = undefined;
+      if (this.epochWrites === 0 || !this.isUp) return;
+      const nr = this.epoch;
+      this.epoch = (this.epoch + 1) >>> 0;
+      this.epochWrites = 0;
+      this.epochHadCompletion = false;
+      this.stats.barriersSent++;
+      this.send(this.data, DrbdCommand.Barrier, encodeBarrier(nr)).catch(() => {});
+    }, 0);
   }
 
   private scheduleAheadResync(): void {
@@ -1605,7 +1660,14 @@ export class DrbdConnection implements PeerLink {
     const req = decodeStateChangeRequest(payload);
     const mask = unpackState(convertPeerState(req.mask));
     const val = unpackState(convertPeerState(req.val));
-    const rv = mask.conn === 0 ? SS_SUCCESS : this.acceptPeerConnState(val.conn);
+    // Both asked at once: the node holding RESOLVE_CONFLICTS refuses the peer's request and keeps its own
+    // (receive_req_state), the other one takes the peer's and gets SS_CONCURRENT_ST_CHG for its own.
+    const rv =
+      this.stateChangeWaiter && this.resolveConflicts
+        ? SS_CONCURRENT_ST_CHG
+        : mask.conn === 0
+          ? SS_SUCCESS
+          : this.acceptPeerConnState(val.conn);
     this.send(this.meta, DrbdCommand.StateChgReply, encodeStateChangeReply(rv)).catch(() => {});
   }
 
@@ -1795,8 +1857,8 @@ export class DrbdConnection implements PeerLink {
         const { barrier } = decodeBarrierAck(p.payload);
         this.stats.barrierAcks++;
         // got_BarrierAck: an Ahead node whose data in flight drained resyncs a moment later.
-        if (this.congestion.barrierAcked(barrier) === 0 && this.stateName === "Ahead")
-          this.scheduleAheadResync();
+        this.transferLog.release(barrier);
+        if (this.transferLog.inFlightSectors === 0 && this.stateName === "Ahead") this.scheduleAheadResync();
         return;
       }
       default:

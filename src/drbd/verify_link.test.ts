@@ -108,3 +108,21 @@ test("verify without verify-alg is refused with drbdsetup's error; different ver
   await Promise.all([ca2.waitFor("StandAlone"), cb2.waitFor("StandAlone")]);
   assert.equal(ca2.error, 'Different verify-alg settings. me="sha1" peer="md5"');
 });
+
+test("both nodes start verify at once: one run (RESOLVE_CONFLICTS wins), the other gets (-19)", async (t) => {
+  const { a, b } = await sharedGenerationPair(t, 4);
+  const ca = link(t, a.dev, 7912, 7913, { verifyAlg: "md5" });
+  const cb = link(t, b.dev, 7913, 7912, { verifyAlg: "md5" });
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
+  const results = await Promise.allSettled([ca.startVerify(), cb.startVerify()]);
+  const ok = results.filter((r) => r.status === "fulfilled");
+  const refused = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+  assert.equal(ok.length, 1, "exactly one run");
+  assert.equal(refused.length, 1);
+  assert.match(String(refused[0]?.reason), /\(-19\) Concurrent state changes detected and aborted/);
+  await Promise.all([ca.waitFor("Connected", 10000), cb.waitFor("Connected", 10000)]);
+  assert.equal(ca.lastVerify?.checkedBlocks, a.dev.bitmap.bits);
+  assert.equal(cb.lastVerify?.checkedBlocks, a.dev.bitmap.bits);
+  assert.equal(ca.lastVerify?.outOfSyncBlocks, 0);
+});
