@@ -29,8 +29,8 @@ import { DrbdPair, LoadWriter, until } from "./drbd_fixture.js";
 
 const AGREED = 101;
 /**
- * States in which alpha is in fact listening for its peer again. Only WFConnection is right; the others are
- * what the engine still reports after an established connection was lost (see the second test).
+ * States in which alpha is about to listen for its peer again: after a failed attempt it pauses briefly in
+ * NetworkFailure / ProtocolError; it must not stay there (the second test).
  */
 const WAITING = ["WFConnection", "NetworkFailure", "ProtocolError"];
 /** The states alpha was left in after a dropped connection, when not WFConnection within 5 s. */
