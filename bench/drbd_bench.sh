@@ -192,8 +192,10 @@ start_drbd_node alpha 127.0.0.1 "$PORT_A" drbdadm_up_primary
 echo "  alpha: $(drbd_status alpha)" >&2
 load "DRBD standalone (peer not started)" 127.0.0.1 "$PORT_A" 0
 timed_sync "$first_rate"
+running=C
 for protocol in $PROTOCOLS; do
-  if [ "$protocol" != C ]; then
+  if [ "$protocol" != "$running" ]; then
+    running=$protocol
     # Same files, clean metadata from the last stop: the pair reconnects without a resync.
     stop_all
     write_res "$protocol" "$first_rate"
