@@ -152,19 +152,20 @@ test("after a Primary crash the attach applies the activity log: whole hot exten
   await again.close();
 });
 
-test("a Primary without a peer starts a new generation on its first write, once", async (t) => {
+test("a Primary promoted without a peer starts a new generation at promotion, once", async (t) => {
   const { lower } = await freshDisk(t);
   const dev = await DrbdDevice.attach({ minor: 5, lower });
   await dev.primary({ force: true });
   await dev.secondary();
   const shared = dev.uuids[0];
   await dev.primary();
-  assert.equal(dev.uuids[0] & ~1n, shared, "promotion alone does not change the generation");
-  await Promise.all([dev.writev(0, [Buffer.alloc(512, 1)]), dev.writev(8, [Buffer.alloc(512, 2)])]);
+  // drbd_set_role: a crashed old Primary coming back must find this side newer even before any write.
   const [cur, bm, h0] = dev.uuids;
-  assert.notEqual(cur & ~1n, shared);
+  assert.notEqual(cur & ~1n, shared, "promotion without a peer starts a new generation");
   assert.equal(bm, shared, "the old generation is where the bitmap counts from");
   assert.equal(h0, 0n);
+  await Promise.all([dev.writev(0, [Buffer.alloc(512, 1)]), dev.writev(8, [Buffer.alloc(512, 2)])]);
+  assert.equal(dev.uuids[0], cur, "writes do not start another one");
   await dev.writev(16, [Buffer.alloc(512, 3)]);
   assert.equal(dev.uuids[0], cur, "one new generation per session");
   // While the bitmap UUID still records the divergence, later sessions keep the generation.

@@ -273,6 +273,11 @@ export class DrbdDevice implements BlockDevice {
       this.diskValue = "UpToDate";
       uuids = newCurrentUuid(this.sb.uuids, true);
       if (!this.peer?.replicating) this.generation = Promise.resolve();
+    } else if (!this.peer?.replicating && (this.sb.uuids[1] & ~1n) === 0n) {
+      // drbd_set_role: promoted without a peer, a new generation starts now, not at the first write — a
+      // crashed old Primary that comes back must find this node's data newer even if nothing was written.
+      uuids = newCurrentUuid(this.sb.uuids, true);
+      this.generation = Promise.resolve();
     }
     await this.updateSuperBlock({
       uuids,
