@@ -111,6 +111,13 @@ import {
 import { MDF_CRASHED_PRIMARY, newUuid, SECTOR } from "./metadata.js";
 import { compareUuids, newCurrentUuidAtSplit, resyncFinished, type UuidSet } from "./uuids.js";
 import { OutOfSyncBitmap } from "./bitmap.js";
+import { announceForcedPrimary, considerResync, peerForcedPrimary } from "./consider_resync.js";
+import {
+  RESYNC_DEFAULTS,
+  RESYNC_TURN_MS,
+  ResyncController,
+  type ResyncControllerOptions,
+} from "./resync_controller.js";
 import { DrbdStateError } from "./device.js";
 import {
   isVerifyAlg,
@@ -138,6 +145,12 @@ import {
 
 export type WireProtocol = "A" | "B" | "C";
 
+/** The dynamic resync controller's settings (resync-rate is ConnectionOptions.resyncRateKiB). */
+export type ResyncControlOptions = Omit<ResyncControllerOptions, "resyncRateKiB">;
+
+/** Resync data requested and not yet received, at most (max-buffers 2048 pages / 2, in sectors). */
+const MAX_RS_IN_FLIGHT_SECTORS = 8192;
+
 export interface Endpoint {
   host: string;
   port: number;
@@ -162,6 +175,8 @@ export interface ConnectionOptions extends CongestionOptions {
   timeoutDs?: number;
   /** disk { resync-rate }, KiB/s, announced in P_SYNC_PARAM89. */
   resyncRateKiB?: number;
+  /** disk { c-plan-ahead, c-fill-target, c-delay-target, c-max-rate, c-min-rate }; absent: fixed resync-rate. */
+  resyncControl?: ResyncControlOptions;
   /** DRBD_FF_* offered in P_CONNECTION_FEATURES (default TRIM | WZEROES; tests offer less to play an older peer). */
   featureFlags?: number;
   /** net { after-sb-0pri/1pri/2pri } as enum drbd_after_sb_p numbers (after_sb.ts); all disconnect by default. */
@@ -302,6 +317,11 @@ class PacketStream {
     this.onError = onError;
     if (this.failure) onError(this.failure);
     else this.pump();
+  }
+
+  /** Back to reading in sequence with next() until dispatch() again; later packets wait in the framer. */
+  pause(): void {
+    this.onPacket = undefined;
   }
 
   fail(e: Error): void {
@@ -686,10 +706,10 @@ export class DrbdConnection implements PeerLink {
         resyncRate: this.opts.resyncRateKiB ?? 250,
         verifyAlg: this.opts.verifyAlg ?? "",
         csumsAlg: "",
-        cPlanAhead: 20,
-        cDelayTarget: 10,
-        cFillTarget: 100,
-        cMaxRate: 102400,
+        cPlanAhead: this.opts.resyncControl?.cPlanAhead ?? 0,
+        cDelayTarget: this.opts.resyncControl?.cDelayTarget ?? RESYNC_DEFAULTS.cDelayTarget,
+        cFillTarget: this.opts.resyncControl?.cFillTarget ?? RESYNC_DEFAULTS.cFillTarget,
+        cMaxRate: this.opts.resyncControl?.cMaxRateKiB ?? RESYNC_DEFAULTS.cMaxRateKiB,
       },
       this.agreedVersion,
     );
@@ -785,6 +805,75 @@ export class DrbdConnection implements PeerLink {
     return "connected";
   }
 
+  /** CONSIDER_RESYNC (consider_resync.ts). */
+  private considerResyncFlag = false;
+
+  /**
+   * receive_state while Connected: whether this P_STATE starts the sync handshake again (a peer forced to
+   * Primary, or a peer that already went WFBitMapS/T). If so the data socket is read in sequence until the
+   * resync runs; returns true.
+   */
+  private considerSyncHandshake(before: DrbdState | undefined, after: DrbdState): boolean {
+    const c = considerResync({
+      myDisk: DiskState[this.opts.device.disk],
+      before,
+      after,
+      flag: this.considerResyncFlag,
+    });
+    this.considerResyncFlag = c.flag;
+    // StartingSyncS/T come with P_STATE_CHG_REQ, which acceptPeerSyncStart handles.
+    const viaRequest = after.conn === ConnState.StartingSyncS || after.conn === ConnState.StartingSyncT;
+    if (!c.run || viaRequest || this.stateName !== "Connected" || !this.data) return false;
+    const data = this.data;
+    data.pause();
+    this.syncHandshakeWhileConnected(data)
+      .then(() => {
+        if (this.data !== data) return;
+        data.dispatch(
+          (p) => this.onDataPacket(p),
+          (e) => this.connectionLost(e),
+        );
+        if (this.stateName === "SyncTarget") this.pumpResync();
+      })
+      .catch((e: Error) => this.connectionLost(e));
+    return true;
+  }
+
+  /** drbd_sync_handshake on a Connected pair, then the bitmap exchange and the resync as on connecting. */
+  private async syncHandshakeWhileConnected(data: PacketStream): Promise<void> {
+    const dev = this.opts.device;
+    const t = (this.opts.timeoutDs ?? 60) * 100;
+    if (!this.peerUuids) return;
+    const decision = compareUuids({
+      mine: dev.uuids,
+      peer: this.peerUuids,
+      myCrashedPrimary: (dev.superBlock.flags & MDF_CRASHED_PRIMARY) !== 0,
+      peerCrashedPrimary: (this.peerUuidFlags & UUID_FLAG_CRASHED_PRIMARY) !== 0,
+      resolveConflicts: this.resolveConflicts,
+    });
+    this.lastDecision = decision;
+    this.log.info({ ...decision }, "uuid compare while connected");
+    const hg = decision.result;
+    const source = hg > 0;
+    if (hg === 0 || Math.abs(hg) >= 100) return;
+    if (source && dev.disk === "Inconsistent") return;
+    if (!source && dev.role === "Primary") return;
+    if (Math.abs(hg) >= 2) dev.bitmap.setAll();
+    if (!source) {
+      // "we want resync, peer has not yet decided": the source decides alike on seeing WFBitMapT.
+      await dev.setDiskState("Inconsistent");
+      this.stateName = "WFBitMapT";
+      await this.sendUuids();
+      await this.send(data, DrbdCommand.State, encodeState(this.localState(ConnState.WFBitMapT)));
+    }
+    await this.exchangeBitmaps(data, source, t);
+    if (source) await this.beginSyncSource();
+    else {
+      this.stateName = "WFSyncUUID";
+      await this.beginSyncTarget(decodeSyncUuid(await this.expectAfterStates(data, DrbdCommand.SyncUuid, t)));
+    }
+  }
+
   /** `cmd` next, taking the P_STATE packets a kernel peer sends between handshake steps on the way. */
   private async expectAfterStates(data: PacketStream, cmd: DrbdCommand, t: number): Promise<Buffer> {
     for (;;) {
@@ -831,8 +920,7 @@ export class DrbdConnection implements PeerLink {
       inflight: 0,
       cursor: 0,
     };
-    this.resyncTokens = 0;
-    this.resyncRefill = Date.now();
+    this.resetResyncController();
     this.stateName = side;
     this.log.info({ role: side, outOfSyncKiB: dev.bitmap.outOfSyncKiB }, "resync started");
   }
@@ -986,7 +1074,12 @@ export class DrbdConnection implements PeerLink {
   /** Resync bookkeeping: bits at the start, requests sent, their 4 KiB blocks, requests outstanding. */
   private resync = { total: 0, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
   private resyncTimer: NodeJS.Timeout | undefined;
-  private resyncTokens = 0;
+  /** drbd_rs_number_requests: how much each 100 ms turn asks for, and what is left of this turn. */
+  private rsController = new ResyncController({ cPlanAhead: 0 });
+  private rsSectIn = 0;
+  private rsBudget = 0;
+  private rsNextTurn = 0;
+  private rsAppSeq = 0;
   /** SyncTarget: the peer-write sequence number when each resync request (by sector) was sent. */
   private readonly rsRequestSeq = new Map<number, number>();
   /** SyncTarget: application writes received while resyncing, to spot stale resync replies. */
@@ -994,7 +1087,6 @@ export class DrbdConnection implements PeerLink {
   private peerDataSeq = 0;
   /** SyncTarget: resync writes in flight; a later application write to the same blocks waits for them. */
   private readonly rsWrites = new Set<{ start: number; end: number; done: Promise<void> }>();
-  private resyncRefill = Date.now();
   private finishing = false;
 
   /** Resync counters for status and tests. */
@@ -1052,14 +1144,17 @@ export class DrbdConnection implements PeerLink {
   private pumpResync(): void {
     if (this.stateName !== "SyncTarget" || !this.data || this.finishing) return;
     const dev = this.opts.device;
-    // A token bucket: resync-rate KiB per second, bursts of at most 100 ms worth (but one block always fits).
-    const rate = this.opts.resyncRateKiB ?? 250;
     const now = Date.now();
-    const cap = Math.max(4, rate / 10);
-    this.resyncTokens = Math.min(cap, this.resyncTokens + ((now - this.resyncRefill) * rate) / 1000);
-    this.resyncRefill = now;
-    let budgetKiB = this.resyncTokens;
-    while (this.resync.inflight < 16 && budgetKiB >= 4) {
+    if (now >= this.rsNextTurn) {
+      // One controller turn; application writes from the peer since the last one count for c-min-rate.
+      const appActive = this.peerDataSeq !== this.rsAppSeq;
+      this.rsAppSeq = this.peerDataSeq;
+      // Less than a 4 KiB request carries over, so that low rates still move.
+      this.rsBudget = (this.rsBudget % 8) + this.rsController.turn(this.rsSectIn, now, appActive);
+      this.rsSectIn = 0;
+      this.rsNextTurn = now + RESYNC_TURN_MS;
+    }
+    while (this.rsController.sectorsInFlight < MAX_RS_IN_FLIGHT_SECTORS && this.rsBudget >= 8) {
       const first = dev.bitmap.nextSet(this.resync.cursor);
       if (first < 0) break;
       let last = first;
@@ -1067,18 +1162,18 @@ export class DrbdConnection implements PeerLink {
         last + 1 < dev.bitmap.bits &&
         last - first < 31 &&
         dev.bitmap.test(last + 1) &&
-        (last - first + 2) * 4 <= budgetKiB
+        (last - first + 2) * 8 <= this.rsBudget
       )
         last++;
       this.resync.cursor = last + 1;
       const blocks = last - first + 1;
-      budgetKiB -= blocks * 4;
-      this.resyncTokens -= blocks * 4;
+      this.rsBudget -= blocks * 8;
       this.resync.inflight++;
       this.resync.requested++;
       this.resync.requestedBlocks += blocks;
       const sector = (first * 4096) / SECTOR;
       const size = Math.min(blocks * 4096, dev.layout.usableSectors * SECTOR - first * 4096);
+      this.rsController.requested(size / SECTOR);
       this.rsRequestSeq.set(sector, this.peerDataSeq);
       this.send(
         this.data,
@@ -1093,7 +1188,18 @@ export class DrbdConnection implements PeerLink {
     // Wrapped around with bits still set (a request failed): start over from the beginning.
     if (this.resync.inflight === 0 && dev.bitmap.nextSet(this.resync.cursor) < 0) this.resync.cursor = 0;
     clearTimeout(this.resyncTimer);
-    this.resyncTimer = setTimeout(() => this.pumpResync(), 100);
+    this.resyncTimer = setTimeout(() => this.pumpResync(), Math.max(1, this.rsNextTurn - Date.now()));
+  }
+
+  /** A new resync starts with a fresh controller (its plan and in-flight count belong to one resync). */
+  private resetResyncController(): void {
+    const rate = this.opts.resyncRateKiB ?? RESYNC_DEFAULTS.resyncRateKiB;
+    const control = this.opts.resyncControl ?? { ...RESYNC_DEFAULTS, cPlanAhead: 0 };
+    this.rsController = new ResyncController({ ...control, resyncRateKiB: rate });
+    this.rsSectIn = 0;
+    this.rsBudget = 0;
+    this.rsNextTurn = 0;
+    this.rsAppSeq = this.peerDataSeq;
   }
 
   /** drbd_resync_finished: the target takes the source's current UUID and is UpToDate; the source drops its bitmap UUID. */
@@ -1205,7 +1311,16 @@ export class DrbdConnection implements PeerLink {
     data.dispatch((p) => this.onDataPacket(p), onError);
     meta.dispatch((p) => this.onMetaPacket(p), onError);
     this.opts.device.setPeer(this);
+    let wasUpToDate = this.opts.device.disk === "UpToDate";
     this.unsubscribe = this.opts.device.onStateChange(() => {
+      const dev = this.opts.device;
+      const forced = announceForcedPrimary({
+        wasUpToDate,
+        nowUpToDate: dev.disk === "UpToDate",
+        primary: dev.role === "Primary",
+        peerDisk: this.stateName === "Connected" ? this.peerState?.disk : undefined,
+      });
+      if (dev.role === "Primary" || dev.disk !== "UpToDate") wasUpToDate = dev.disk === "UpToDate";
       const conn =
         this.stateName === "Connected"
           ? ConnState.Connected
@@ -1220,6 +1335,10 @@ export class DrbdConnection implements PeerLink {
                   : this.verifyConnState();
       if (conn !== undefined)
         this.send(this.data, DrbdCommand.State, encodeState(this.localState(conn))).catch(() => {});
+      if (forced && conn === ConnState.Connected)
+        this.sendUuids()
+          .then(() => this.send(this.data, DrbdCommand.State, encodeState(this.localState(conn))))
+          .catch(() => {});
     });
     if (this.stateName === "SyncTarget") this.pumpResync();
     if (this.stateName === "SyncSource" && this.opts.device.bitmap.outOfSyncBits === 0)
@@ -1579,8 +1698,7 @@ export class DrbdConnection implements PeerLink {
       inflight: 0,
       cursor: 0,
     };
-    this.resyncTokens = 0;
-    this.resyncRefill = Date.now();
+    this.resetResyncController();
     const start = async () => {
       const u = dev.uuids;
       const old = u[0] & ~1n;
@@ -1662,12 +1780,19 @@ export class DrbdConnection implements PeerLink {
     const val = unpackState(convertPeerState(req.val));
     // Both asked at once: the node holding RESOLVE_CONFLICTS refuses the peer's request and keeps its own
     // (receive_req_state), the other one takes the peer's and gets SS_CONCURRENT_ST_CHG for its own.
-    const rv =
-      this.stateChangeWaiter && this.resolveConflicts
-        ? SS_CONCURRENT_ST_CHG
-        : mask.conn === 0
-          ? SS_SUCCESS
-          : this.acceptPeerConnState(val.conn);
+    let rv: number;
+    if (this.stateChangeWaiter && this.resolveConflicts) rv = SS_CONCURRENT_ST_CHG;
+    // A kernel peer's primary: two Primaries need allow-two-primaries (SS_TWO_PRIMARIES).
+    else if (mask.peer !== 0 && val.peer === Role.Primary && this.opts.device.role === "Primary") rv = -1;
+    // Its disconnect (C_DISCONNECTING, TearDown here): agreed; the sockets closing does the rest.
+    else if (mask.conn === 0 || val.conn === ConnState.TearDown) rv = SS_SUCCESS;
+    else rv = this.acceptPeerConnState(val.conn);
+    if (rv === SS_SUCCESS && mask.peer !== 0)
+      this.considerResyncFlag ||= peerForcedPrimary(
+        DiskState[this.opts.device.disk],
+        this.peerState,
+        val.peer,
+      );
     this.send(this.meta, DrbdCommand.StateChgReply, encodeStateChangeReply(rv)).catch(() => {});
   }
 
@@ -1893,7 +2018,9 @@ export class DrbdConnection implements PeerLink {
         return;
       }
       case DrbdCommand.State: {
+        const before = this.peerState;
         this.peerState = decodeState(p.payload);
+        if (this.considerSyncHandshake(before, this.peerState)) return;
         // receive_state: the peer pulled ahead of us.
         if (this.peerState.conn === ConnState.Ahead && this.stateName === "Connected") this.becomeBehind();
         return;
@@ -1956,6 +2083,7 @@ export class DrbdConnection implements PeerLink {
         const ack = { sector: d.sector, blockId: d.blockId, size: d.data.length, seqNum: 0 };
         const start = d.sector * SECTOR;
         const end = start + d.data.length;
+        this.rsSectIn += d.data.length / SECTOR;
         const askedAt = this.rsRequestSeq.get(d.sector) ?? -1;
         this.rsRequestSeq.delete(d.sector);
         // Newer application data for this range came in after the request: the reply may be older. Drop it

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { dataEqual, link, pattern, sharedGenerationPair, until, type Pair } from "./pair_fixture.js";
 import type { DrbdConnection } from "./connection.js";
+import { ConnState, packState, Role, SS_SUCCESS, stateMask } from "./protocol.js";
 
 async function connectedPair(
   t: { after: (fn: () => Promise<void>) => void },
@@ -74,4 +75,22 @@ test("refusals: invalidate on a Primary, invalidate-remote of a Primary peer, a 
   await ca.invalidateRemote();
   await assert.rejects(ca.invalidateRemote(), /\(-8\) Can not start OV\/resync since it is already active/);
   await Promise.all([ca.waitFor("Connected", 15000), cb.waitFor("Connected", 15000)]);
+});
+
+test("a peer's P_STATE_CHG_REQ as a kernel sends them: disconnect agreed, a second Primary refused, others -17", async (t) => {
+  const { pair, ca } = await connectedPair(t, 7916);
+  // The request path the kernel's drbdsetup takes for cluster-wide changes, driven from our side.
+  const ask = (mask: number, val: number) =>
+    (
+      ca as unknown as { requestPeerStateChange(m: number, v: number): Promise<number> }
+    ).requestPeerStateChange(mask, val);
+  // A is Primary: B, asked by "A" to see a new Primary peer while itself Primary, refuses.
+  await pair.b.dev.primary().catch(() => {});
+  const roleMask = stateMask(["role"]);
+  assert.equal(await ask(roleMask, packState({ role: Role.Primary })), -1);
+  await pair.b.dev.secondary();
+  assert.equal(await ask(roleMask, packState({ role: Role.Primary })), SS_SUCCESS);
+  // WFReportParams is no state a peer may ask for here.
+  assert.equal(await ask(stateMask(["conn"]), packState({ conn: ConnState.WFReportParams })), -17);
+  assert.equal(await ask(stateMask(["conn"]), packState({ conn: ConnState.Disconnecting })), SS_SUCCESS);
 });

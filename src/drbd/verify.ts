@@ -118,6 +118,7 @@ export class VerifyRun {
 
 /** drbd_state.c's texts for the refusals verify and invalidate-remote report (enum drbd_state_rv). */
 export const STATE_ERROR_TEXT: Record<number, string> = {
+  [-1]: "Multiple primaries not allowed by config",
   [-2]: "Need access to UpToDate data",
   [-4]: "Can not resync without local disk",
   [-5]: "Can not resync without remote disk",
