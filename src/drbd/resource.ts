@@ -10,7 +10,13 @@ import { numericOption, optionValue } from "./config/model.js";
 import type { LocalView } from "./config/res_parser.js";
 import { createMetadata } from "./metadata.js";
 import { DrbdDevice } from "./device.js";
-import { DrbdConnection, type ConnectionOptions, type Endpoint, type WireProtocol } from "./connection.js";
+import {
+  DrbdConnection,
+  type ConnectionOptions,
+  type ResyncControlOptions,
+  type Endpoint,
+  type WireProtocol,
+} from "./connection.js";
 import { afterSbPolicyNumber, type AfterSbPolicies } from "./after_sb.js";
 import { congestionConfigError, type CongestionOptions, type OnCongestion } from "./congestion.js";
 
@@ -31,6 +37,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
   connectIntSec?: number;
   timeoutDs?: number;
   resyncRateKiB?: number;
+  /** disk { c-plan-ahead … c-min-rate }: the dynamic resync controller (c-plan-ahead 0: fixed resync-rate). */
+  resyncControl?: ResyncControlOptions;
   alExtents?: number;
   /** net { after-sb-0pri/1pri/2pri } as wire numbers (afterSbPolicyNumber). */
   afterSb?: AfterSbPolicies;
@@ -93,6 +101,13 @@ export class DrbdResource {
       connectIntSec: numericOption(net, "net", "connect-int"),
       timeoutDs: numericOption(net, "net", "timeout"),
       resyncRateKiB: numericOption(disk, "disk", "resync-rate"),
+      resyncControl: {
+        cPlanAhead: numericOption(disk, "disk", "c-plan-ahead"),
+        cFillTarget: numericOption(disk, "disk", "c-fill-target"),
+        cDelayTarget: numericOption(disk, "disk", "c-delay-target"),
+        cMaxRateKiB: numericOption(disk, "disk", "c-max-rate"),
+        cMinRateKiB: numericOption(disk, "disk", "c-min-rate"),
+      },
       alExtents: numericOption(disk, "disk", "al-extents"),
       afterSb,
       alwaysAsbp: optionValue(net, "net", "always-asbp") === true,
@@ -183,6 +198,7 @@ export class DrbdResource {
       ...(o.connectIntSec !== undefined ? { connectIntSec: o.connectIntSec } : {}),
       ...(o.timeoutDs !== undefined ? { timeoutDs: o.timeoutDs } : {}),
       ...(o.resyncRateKiB !== undefined ? { resyncRateKiB: o.resyncRateKiB } : {}),
+      ...(o.resyncControl !== undefined ? { resyncControl: o.resyncControl } : {}),
       ...(o.afterSb !== undefined ? { afterSb: o.afterSb } : {}),
       ...(o.alwaysAsbp !== undefined ? { alwaysAsbp: o.alwaysAsbp } : {}),
       ...(o.verifyAlg !== undefined ? { verifyAlg: o.verifyAlg } : {}),

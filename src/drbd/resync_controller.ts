@@ -82,7 +82,8 @@ export class ResyncController {
       ? this.controller(sectIn)
       : (this.opts.resyncRateKiB * 2 * RESYNC_TURN_MS) / 1000;
     if (appActive && this.opts.cMinRateKiB > 0 && this.recentRateKiB(now) > this.opts.cMinRateKiB) return 0;
-    return Math.max(0, Math.floor(number));
+    // Fractions are kept: the caller carries what is less than a 4 KiB request into the next turn.
+    return Math.max(0, number);
   }
 
   /** KiB/s answered over the last seconds. */
