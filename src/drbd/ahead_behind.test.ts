@@ -9,7 +9,11 @@ import { DrbdConnection, type ConnectionOptions } from "./connection.js";
 import { eventually, link, MiB, pattern, sharedGenerationPair } from "./test_support.js";
 import type { DrbdConnection as Conn } from "./connection.js";
 
-/** The peer stops reading its data socket: nothing it is sent gets written or acknowledged. */
+/**
+ * The peer stops reading its data socket: nothing it is sent gets written or acknowledged. Writes are 16 KiB
+ * and the thresholds 32 KiB, so what waits in the socket stays far below any socket buffer and a protocol A
+ * write (complete once handed to the kernel) never waits for the paused peer.
+ */
 function dataSocket(c: Conn): Socket {
   return (c as unknown as { data: { socket: Socket } }).data.socket;
 }
@@ -21,7 +25,7 @@ test("protocol A pull-ahead: a stalled peer makes the Primary Ahead and the peer
   const opts: Partial<ConnectionOptions> = {
     protocol: "A",
     onCongestion: "pull-ahead",
-    congestionFillSectors: 256, // 128 KiB in flight
+    congestionFillSectors: 64, // 32 KiB in flight
     resyncRateKiB: 1 << 16,
   };
   const ca = link(t, a, 7930, 7931, opts);
@@ -40,12 +44,12 @@ test("protocol A pull-ahead: a stalled peer makes the Primary Ahead and the peer
   const peer = dataSocket(cb);
   peer.pause();
   const base = 2048; // LBA: 1 MiB into the device
-  const chunk = 64 * KiB;
+  const chunk = 16 * KiB;
   let i = 0;
   for (; i < 16 && ca.state !== "Ahead"; i++) await a.writev(base + (i * chunk) / 512, [pattern(chunk, i)]);
-  assert.equal(ca.state, "Ahead", `Ahead after ${i} writes of 64 KiB with congestion-fill 128 KiB`);
+  assert.equal(ca.state, "Ahead", `Ahead after ${i} writes of 16 KiB with congestion-fill 32 KiB`);
   assert.ok(i >= 2 && i <= 4, `the threshold was reached after ${i} writes`);
-  assert.ok(ca.inFlightSectors >= 256);
+  assert.ok(ca.inFlightSectors >= 64);
   // Writes while Ahead are not sent: marked here and announced with P_OUT_OF_SYNC.
   const sentBefore = ca.stats.sentWrites;
   for (let j = 0; j < 6; j++, i++) await a.writev(base + (i * chunk) / 512, [pattern(chunk, i)]);
@@ -95,7 +99,7 @@ test("protocol A on-congestion disconnect: a stalled peer makes the Primary Stan
   const opts: Partial<ConnectionOptions> = {
     protocol: "A",
     onCongestion: "disconnect",
-    congestionFillSectors: 256,
+    congestionFillSectors: 64,
   };
   const ca = link(t, a, 7932, 7933, opts);
   const cb = link(t, b, 7933, 7932, { protocol: "A" });
@@ -103,7 +107,7 @@ test("protocol A on-congestion disconnect: a stalled peer makes the Primary Stan
   await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
   await a.primary();
   dataSocket(cb).pause();
-  const chunk = 64 * KiB;
+  const chunk = 16 * KiB;
   let i = 0;
   for (; i < 16 && ca.state === "Connected"; i++) await a.writev((i * chunk) / 512, [pattern(chunk, i)]);
   assert.equal(ca.state, "StandAlone");
@@ -170,5 +174,46 @@ test("congestion-extents: a write holding as many activity-log extents pulls ahe
   await lowerA.readv((26 * MiB) / 512, [onA]);
   await lowerB.readv((26 * MiB) / 512, [onB]);
   assert.ok(onA.equals(big) && onB.equals(big), "both lower devices hold the write");
+  assert.equal(b.disk, "UpToDate");
+});
+
+test("the Behind peer drops out while the Primary is Ahead: after reconnecting, the bitmap-based resync covers every marked block", async (t) => {
+  const { a, b, lowerA, lowerB } = await sharedGenerationPair(t);
+  const opts: Partial<ConnectionOptions> = {
+    protocol: "A",
+    onCongestion: "pull-ahead",
+    congestionFillSectors: 64,
+    resyncRateKiB: 1 << 16,
+  };
+  const ca = link(t, a, 7926, 7927, opts);
+  const cb = link(t, b, 7927, 7926, opts);
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
+  await a.primary();
+  dataSocket(cb).pause();
+  const chunk = 16 * KiB;
+  let i = 0;
+  for (; i < 8; i++) await a.writev((i * chunk) / 512, [pattern(chunk, i)]);
+  assert.equal(ca.state, "Ahead");
+  await cb.disconnect();
+  assert.ok(await eventually(() => ca.state !== "Ahead"), "the Primary noticed the loss");
+  for (; i < 12; i++) await a.writev((i * chunk) / 512, [pattern(chunk, i)]);
+  await cb.connect();
+  assert.ok(
+    await eventually(() => ca.state === "Connected" && cb.state === "Connected", 15000),
+    `Connected again (${ca.state} / ${cb.state}, ${cb.error ?? ""})`,
+  );
+  assert.equal(cb.lastDecision?.result, -1, "bitmap-based resync as target");
+  const bytes = 12 * chunk;
+  const onA = Buffer.alloc(bytes);
+  const onB = Buffer.alloc(bytes);
+  await lowerA.readv(0, [onA]);
+  await lowerB.readv(0, [onB]);
+  const bad: number[] = [];
+  for (let k = 0; k < 12; k++)
+    if (!onA.subarray(k * chunk, (k + 1) * chunk).equals(onB.subarray(k * chunk, (k + 1) * chunk)))
+      bad.push(k);
+  assert.deepEqual(bad, [], "the peer caught up with the writes made while Ahead and while apart");
+  assert.equal(a.bitmap.outOfSyncBits, 0);
   assert.equal(b.disk, "UpToDate");
 });

@@ -13,38 +13,44 @@ import { AioBdev } from "../bdev/aio/aio.js";
 import { DeviceTree } from "../devtree/device_tree.js";
 import { findResource, parseDrbdConfig, selectLocalHost } from "./config/res_parser.js";
 import { congestionConfigError, CongestionMonitor } from "./congestion.js";
+import { TransferLog } from "./transfer_log.js";
 import type { DrbdConnection } from "./connection.js";
 import { DrbdResource } from "./resource.js";
 import { eventually, MiB, pattern } from "./test_support.js";
 
-test("data in flight is counted per epoch and released by that epoch's barrier ack", () => {
+test("the transfer log counts data in flight per epoch, releases it by barrier ack, returns the rest on loss", () => {
+  const tl = new TransferLog();
+  tl.add(0, 0, 51200, 100);
+  tl.add(0, 65536, 25600, 50);
+  tl.add(1, 1 << 20, 102400, 200);
+  tl.add(1, 8 << 20, 4 << 20, 0); // a discard: no payload
+  assert.equal(tl.inFlightSectors, 350);
   const m = new CongestionMonitor({ onCongestion: "pull-ahead", congestionFillSectors: 300 });
-  m.sent(0, 100);
-  m.sent(0, 50);
-  m.sent(1, 200);
-  assert.equal(m.inFlightSectors, 350);
   assert.match(
-    m.congested(0) ?? "",
+    m.congested(tl.inFlightSectors, 0) ?? "",
     /congestion-fill threshold reached \(350 sectors in flight, limit 300\)/,
   );
-  assert.equal(m.barrierAcked(0), 200);
-  assert.equal(m.congested(0), undefined, "below the fill threshold again");
-  assert.equal(m.barrierAcked(0), 200, "a repeated ack changes nothing");
-  assert.equal(m.barrierAcked(1), 0);
-  m.sent(2, 500);
-  m.reset();
-  assert.equal(m.inFlightSectors, 0);
+  tl.release(0);
+  assert.equal(tl.inFlightSectors, 200);
+  assert.equal(m.congested(tl.inFlightSectors, 0), undefined, "below the fill threshold again");
+  tl.release(0);
+  assert.equal(tl.inFlightSectors, 200, "a repeated ack changes nothing");
+  assert.equal(tl.pendingRequests, 2);
+  assert.deepEqual(tl.clear(), [
+    [1 << 20, 102400],
+    [8 << 20, 4 << 20],
+  ]);
+  assert.equal(tl.inFlightSectors, 0);
+  assert.deepEqual(tl.clear(), []);
 });
 
 test("congestion-extents counts activity-log extents in use; congestion-fill 0 is off; block never congests", () => {
   const m = new CongestionMonitor({ onCongestion: "disconnect", congestionExtents: 7 });
-  m.sent(0, 1 << 20);
-  assert.equal(m.congested(6), undefined, "congestion-fill 0: no fill check");
-  assert.match(m.congested(7) ?? "", /congestion-extents threshold reached \(7 extents in use, limit 7\)/);
+  assert.equal(m.congested(1 << 20, 6), undefined, "congestion-fill 0: no fill check");
+  assert.match(m.congested(0, 7) ?? "", /congestion-extents threshold reached \(7 extents in use, limit 7\)/);
   const block = new CongestionMonitor({ congestionFillSectors: 1, congestionExtents: 7 });
-  block.sent(0, 100);
   assert.equal(block.active, false);
-  assert.equal(block.congested(100), undefined);
+  assert.equal(block.congested(100, 100), undefined);
 });
 
 test("on-congestion other than block is refused with protocols B and C, and bad thresholds", () => {
@@ -117,7 +123,7 @@ test("from a .res (protocol A, pull-ahead, congestion-fill): drbdadm status show
   const file = join(dir, "r9.res");
   await writeFile(
     file,
-    RES("protocol A; on-congestion pull-ahead; congestion-fill 128k; congestion-extents 500;"),
+    RES("protocol A; on-congestion pull-ahead; congestion-fill 32k; congestion-extents 500;"),
   );
   const config = parseDrbdConfig(file);
   const nodes = await Promise.all(
@@ -144,7 +150,7 @@ test("from a .res (protocol A, pull-ahead, congestion-fill): drbdadm status show
   });
   const [alpha, beta] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
   assert.equal(alpha.res.opts.onCongestion, "pull-ahead");
-  assert.equal(alpha.res.opts.congestionFillSectors, 256, "128k = 256 sectors");
+  assert.equal(alpha.res.opts.congestionFillSectors, 64, "32k = 64 sectors");
   assert.equal(alpha.res.opts.congestionExtents, 500);
   for (const n of nodes) await n.res.createMd();
   for (const n of nodes) await n.res.up();
@@ -159,7 +165,7 @@ test("from a .res (protocol A, pull-ahead, congestion-fill): drbdadm status show
   assert.ok(dev);
   const peer = (cb as unknown as { data: { socket: Socket } }).data.socket;
   peer.pause();
-  const chunk = 64 * 1024;
+  const chunk = 16 * 1024; // far below a socket buffer: no write waits for the paused peer
   for (let i = 0; i < 8; i++) await dev.writev((i * chunk) / 512, [pattern(chunk, i)]);
   assert.match(alpha.res.status(), /replication:Ahead peer-disk:/);
   let behind = "";

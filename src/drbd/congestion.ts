@@ -13,11 +13,11 @@
  * Only protocol A can be congested this way: with B or C every write already waits for the peer, so the
  * kernel refuses the other policies for them (drbd_nl.c, ERR_CONG_NOT_PROTO_A); so do we.
  *
- * Data in flight (the kernel's ap_in_flight, in sectors): P_DATA payload sent in epochs whose P_BARRIER_ACK
- * has not come back. With protocol A the peer confirms nothing else, and the barrier ack comes only after
- * the peer wrote the whole epoch, so this count covers the bytes still in our socket buffer
- * (socket.writableLength), those in the kernel's buffers and on the wire, and those the peer has not written
- * yet. Discards and zeroing carry no payload and are not counted.
+ * Data in flight (the kernel's ap_in_flight, in sectors; counted by transfer_log.ts): P_DATA payload sent in
+ * epochs whose P_BARRIER_ACK has not come back. With protocol A the peer confirms nothing else, and the
+ * barrier ack comes only after the peer wrote the whole epoch, so this count covers the bytes still in our
+ * socket buffer (socket.writableLength), those in the kernel's buffers and on the wire, and those the peer
+ * has not written yet. Discards and zeroing carry no payload and are not counted.
  */
 import type { WireProtocol } from "./connection.js";
 
@@ -54,13 +54,11 @@ export function congestionConfigError(protocol: WireProtocol, opts: CongestionOp
   return undefined;
 }
 
-/** Data in flight per epoch and the congestion thresholds of one connection. */
+/** The congestion thresholds of one connection (data in flight is counted by the transfer log). */
 export class CongestionMonitor {
   readonly policy: OnCongestion;
   readonly fillSectors: number;
   readonly extents: number;
-  private readonly byEpoch = new Map<number, number>();
-  private total = 0;
 
   constructor(opts: CongestionOptions) {
     this.policy = opts.onCongestion ?? "block";
@@ -73,41 +71,15 @@ export class CongestionMonitor {
     return this.policy !== "block";
   }
 
-  /** Sectors of P_DATA sent and not yet confirmed by a barrier ack. */
-  get inFlightSectors(): number {
-    return this.total;
-  }
-
-  /** P_DATA of `sectors` sectors went out in epoch `epoch`. */
-  sent(epoch: number, sectors: number): void {
-    this.byEpoch.set(epoch, (this.byEpoch.get(epoch) ?? 0) + sectors);
-    this.total += sectors;
-  }
-
-  /** P_BARRIER_ACK for `epoch`: its writes are on the peer's disk. Returns the sectors still in flight. */
-  barrierAcked(epoch: number): number {
-    const s = this.byEpoch.get(epoch);
-    if (s !== undefined) {
-      this.byEpoch.delete(epoch);
-      this.total -= s;
-    }
-    return this.total;
-  }
-
-  /** The connection is gone: nothing is in flight any more. */
-  reset(): void {
-    this.byEpoch.clear();
-    this.total = 0;
-  }
-
   /**
-   * maybe_pull_ahead: which threshold is reached with `extentsInUse` activity-log extents held by writes
-   * in flight, or undefined when neither is (or the policy is "block").
+   * maybe_pull_ahead: which threshold is reached with `inFlightSectors` of data in flight and
+   * `extentsInUse` activity-log extents held by writes in flight, or undefined when neither is (or the
+   * policy is "block").
    */
-  congested(extentsInUse: number): string | undefined {
+  congested(inFlightSectors: number, extentsInUse: number): string | undefined {
     if (!this.active) return undefined;
-    if (this.fillSectors > 0 && this.total >= this.fillSectors)
-      return `congestion-fill threshold reached (${this.total} sectors in flight, limit ${this.fillSectors})`;
+    if (this.fillSectors > 0 && inFlightSectors >= this.fillSectors)
+      return `congestion-fill threshold reached (${inFlightSectors} sectors in flight, limit ${this.fillSectors})`;
     if (extentsInUse >= this.extents)
       return `congestion-extents threshold reached (${extentsInUse} extents in use, limit ${this.extents})`;
     return undefined;
