@@ -154,6 +154,11 @@ export class DrbdDevice implements BlockDevice {
   private bitmapWrite: Promise<void> = Promise.resolve();
   private readonly log: Logger;
   private readonly stateListeners = new Set<() => void>();
+  /**
+   * /proc/drbd's ns, nr, dw, dr in bytes since attach: data mirrored to or resync data read for the peer,
+   * peer and resync data received, data written to and read from the lower device.
+   */
+  readonly io = { netSentBytes: 0, netReceivedBytes: 0, diskWrittenBytes: 0, diskReadBytes: 0 };
 
   private constructor(
     readonly minor: number,
@@ -374,9 +379,11 @@ export class DrbdDevice implements BlockDevice {
     checkRange(this, lba, data.length);
     const sector = offset / SECTOR;
     const sectors = data.length / SECTOR;
+    this.io.netReceivedBytes += data.length;
     await this.al.begin(sector, sectors);
     try {
       await this.lower.writev(lba, [data], fua ? { fua } : undefined);
+      this.io.diskWrittenBytes += data.length;
     } finally {
       this.al.complete(sector, sectors);
     }
@@ -440,6 +447,8 @@ export class DrbdDevice implements BlockDevice {
     const overlapping = [...this.inflight].filter(([, [s, e]]) => s < offset + length && offset < e);
     if (overlapping.length > 0) await Promise.allSettled(overlapping.map(([p]) => p));
     await this.lower.readv(offset / this.blockSize, [b]);
+    this.io.diskReadBytes += length;
+    this.io.netSentBytes += length;
     return b;
   }
 
@@ -449,7 +458,9 @@ export class DrbdDevice implements BlockDevice {
     if (offset % this.blockSize !== 0)
       throw new BlockDeviceError(`${this.name}: resync data at byte ${offset} is not block aligned`, "io");
     checkRange(this, offset / this.blockSize, data.length);
+    this.io.netReceivedBytes += data.length;
     await this.lower.writev(offset / this.blockSize, [data]);
+    this.io.diskWrittenBytes += data.length;
     const [first, last] = OutOfSyncBitmap.bitsOf(offset, data.length);
     this.bitmap.clearRange(first, last);
   }
@@ -498,6 +509,7 @@ export class DrbdDevice implements BlockDevice {
         "medium",
       );
     await this.lower.readv(lba, iov);
+    this.io.diskReadBytes += iovLength(iov);
   }
 
   async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
@@ -575,6 +587,10 @@ export class DrbdDevice implements BlockDevice {
     try {
       const remote = peer ? peer.mirror(offset, bytes, data, fua) : Promise.resolve(false);
       const [localResult, mirrored] = await Promise.allSettled([local(), remote]);
+      if (typeof data !== "string") {
+        if (localResult.status === "fulfilled") this.io.diskWrittenBytes += bytes;
+        if (mirrored.status === "fulfilled" && mirrored.value) this.io.netSentBytes += bytes;
+      }
       if (mirrored.status === "rejected" || !mirrored.value) {
         const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
         if (this.bitmap.setRange(first, last) > 0) await this.writeBitmapPages();

@@ -7,12 +7,12 @@
  *     srcversion: usertgt
  *
  *      2: cs:SyncSource ro:Primary/Secondary ds:UpToDate/Inconsistent C r-----
- *         oos:917504
+ *         ns:131072 nr:0 dw:131072 dr:133120 oos:917504
  *     	[==>.................] sync'ed: 12.5% (917504/1048576)K
  *
  * One line per configured minor in minor order; a resource that is not up is "cs:Unconfigured", as a
- * minor drbdadm down removed. The kernel's I/O counters (ns, nr, dw, dr, al, bm, lo, pe, ua, ap, ep)
- * follow `oos` only where this node counts them; none is printed as a made-up zero.
+ * minor drbdadm down removed. Of the kernel's counters this node keeps ns, nr, dw, dr (KiB since attach)
+ * and oos; the others (al, bm, lo, pe, ua, ap, ep, wo) are left out rather than shown as made-up zeroes.
  */
 import type { DrbdResource } from "./resource.js";
 
@@ -85,11 +85,25 @@ export function procEntryOf(r: DrbdResource): ProcDrbdEntry {
     disk: attached ? dev.disk : "Diskless",
     peerDisk: linked ? conn.peerDisk : "DUnknown",
     ...(linked ? { protocol: r.opts.protocol ?? "C" } : {}),
-    ...(attached ? { oosKiB: dev.bitmap.outOfSyncKiB } : {}),
+    ...(attached
+      ? {
+          counters: [
+            ["ns", kib(dev.io.netSentBytes)],
+            ["nr", kib(dev.io.netReceivedBytes)],
+            ["dw", kib(dev.io.diskWrittenBytes)],
+            ["dr", kib(dev.io.diskReadBytes)],
+          ] as const,
+          oosKiB: dev.bitmap.outOfSyncKiB,
+        }
+      : {}),
   };
   if (attached && conn && /^(SyncSource|SyncTarget|PausedSync[ST])$/.test(connState)) {
     const totalKiB = conn.resyncStats.total * 4;
     entry.progress = { verb: "sync'ed", leftKiB: dev.bitmap.outOfSyncKiB, totalKiB };
   }
   return entry;
+}
+
+function kib(bytes: number): number {
+  return Math.floor(bytes / 1024);
 }

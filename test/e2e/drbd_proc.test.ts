@@ -92,7 +92,7 @@ describe("proc/drbd in the FUSE view", () => {
           "srcversion: usertgt",
           "",
           " 2: cs:StandAlone ro:Primary/Unknown ds:UpToDate/DUnknown   r-----",
-          "    oos:0",
+          "    ns:0 nr:0 dw:0 dr:0 oos:0",
           " 3: cs:Unconfigured",
           "",
         ].join("\n"),
@@ -108,7 +108,8 @@ describe("proc/drbd in the FUSE view", () => {
       } finally {
         ini.close();
       }
-      assert.match((await run("cat", [proc])).stdout, /^ {4}oos:8$/m);
+      // No peer: nothing sent; 8 KiB written to ram_b.
+      assert.match((await run("cat", [proc])).stdout, /^ {4}ns:0 nr:0 dw:8 dr:\d+ oos:8$/m);
     } finally {
       await stopCleanly(server);
     }
