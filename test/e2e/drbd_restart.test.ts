@@ -42,7 +42,9 @@ describe("DRBD restarts: clean, and a crash of the Primary", () => {
 
     await pair.stop("alpha");
     await pair.stop("beta");
-    await pair.start("alpha", "drbdadm_up_primary");
+    // Both come up Secondary (drbdadm up) and connect; alpha is promoted afterwards. (Promoting before the
+    // peer connects starts a new generation, as the kernel's drbd_set_role does, and a 0-block resync.)
+    await pair.start("alpha", "drbdadm_up");
     await pair.start("beta", "drbdadm_up");
     await pair.waitInSync();
     for (const name of ["alpha", "beta"] as const) {
@@ -56,6 +58,7 @@ describe("DRBD restarts: clean, and a crash of the Primary", () => {
       assert.equal(s.resync?.requested_blocks, 0);
       assert.equal(s.out_of_sync_kib, 0, `${name} out of sync`);
     }
+    await pair.admOk("alpha", "primary");
     assert.equal((await pair.status("alpha")).role, "Primary");
     assert.equal(await load.verify("beta"), load.acked.size);
   });
