@@ -259,8 +259,18 @@ export class DrbdPair {
       },
       ms,
       async () =>
-        `alpha ${JSON.stringify(await this.status("alpha"))} beta ${JSON.stringify(await this.status("beta"))}`,
+        `alpha ${JSON.stringify(await this.status("alpha"))} beta ${JSON.stringify(await this.status("beta"))}\n` +
+        `alpha log:\n${this.drbdLog("alpha")}\nbeta log:\n${this.drbdLog("beta")}`,
     );
+  }
+
+  /** The last DRBD log lines (module drbd / drbd-conn) a node wrote, for failure messages. */
+  drbdLog(name: NodeName, lines = 20): string {
+    return this.stderr(name)
+      .split("\n")
+      .filter((l) => l.includes('"module":"drbd'))
+      .slice(-lines)
+      .join("\n");
   }
 
   /** A logged-in iSCSI session on a node's portal, past the power-on unit attentions. */
