@@ -11,7 +11,7 @@ export WORK
 NETNS=${NETNS:-usertgt-kpeer}
 KB=32728 # usable KiB of the 32 MiB disks with internal metadata
 # Variants: PROTO=A|B|C (net { protocol }), SECRET=... (cram-hmac-alg sha1 + shared-secret), VERIFY=1
-# (verify-alg crc32c and an online verify at the end).
+# (verify-alg crc32c and an online verify at the end), FORCE_ON=kernel (step 2 forced on the guest).
 PROTO=${PROTO:-C}
 mkdir -p "$WORK"
 net="protocol $PROTO;"
@@ -69,13 +69,21 @@ if wait_k 'cs:Connected ro:Secondary/Secondary ds:Inconsistent/Inconsistent' && 
   ok "1 handshake: Connected, Secondary/Secondary Inconsistent/Inconsistent"
 else bad "1 handshake"; fi
 
-# 2. Initial full sync usertgt -> kernel (primary --force while disconnected, then connect).
-uadm disconnect r0
-uadm primary --force r0
-uadm connect r0
-if wait_k 'cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate' 120; then
-  ok "2 full sync usertgt -> kernel: $(ksh "dmesg | grep -o 'Began resync as SyncTarget.*\|Resync done.*'" | paste -sd' ')"
-else bad "2 full sync usertgt -> kernel"; fi
+# 2. Initial full sync: `primary --force` on the Connected pair, on usertgt (default) or, FORCE_ON=kernel, on
+#    the guest (then the roles swap, so usertgt is Primary for step 3 either way).
+if [ "${FORCE_ON:-utgt}" = kernel ]; then
+  kadm primary --force r0
+  if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Established peer-disk:UpToDate' 120; then
+    ok "2 full sync kernel -> usertgt (forced on the kernel): $(grep '"resync done"' "$WORK/utgt.log" | tail -1 | grep -o '"was":[^}]*')"
+  else bad "2 full sync kernel -> usertgt"; fi
+  kadm secondary r0
+  uadm primary r0
+else
+  uadm primary --force r0
+  if wait_k 'cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate' 120; then
+    ok "2 full sync usertgt -> kernel (forced on usertgt): $(ksh "dmesg | grep -o 'Began resync as SyncTarget.*\|Resync done.*'" | paste -sd' ')"
+  else bad "2 full sync usertgt -> kernel"; fi
+fi
 
 # 3. Protocol C (or $PROTO): an iSCSI write on the usertgt Primary is on the kernel's disk when acknowledged.
 head -c 4M /dev/urandom >"$WORK/pat1.bin"
