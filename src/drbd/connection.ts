@@ -1774,7 +1774,7 @@ export class DrbdConnection implements PeerLink {
   }
 
   /** receive_req_state: the peer asks for a cluster-wide change in its terms, converted to mine. */
-  private receiveStateChangeRequest(payload: Buffer): void {
+  private receiveStateChangeRequest(payload: Buffer, reply = DrbdCommand.StateChgReply): void {
     const req = decodeStateChangeRequest(payload);
     const mask = unpackState(convertPeerState(req.mask));
     const val = unpackState(convertPeerState(req.val));
@@ -1793,7 +1793,7 @@ export class DrbdConnection implements PeerLink {
         this.peerState,
         val.peer,
       );
-    this.send(this.meta, DrbdCommand.StateChgReply, encodeStateChangeReply(rv)).catch(() => {});
+    this.send(this.meta, reply, encodeStateChangeReply(rv)).catch(() => {});
   }
 
   /** The connection state the peer asked for, as mine: VerifyT (the peer verifies), StartingSyncS/T. */
@@ -2131,6 +2131,9 @@ export class DrbdConnection implements PeerLink {
         return this.receiveOvReply(p.payload);
       case DrbdCommand.StateChgReq:
         return this.receiveStateChangeRequest(p.payload);
+      // The connection-wide form (conn_request_state, protocol >= 100): a kernel peer's `drbdadm disconnect`.
+      case DrbdCommand.ConnStChgReq:
+        return this.receiveStateChangeRequest(p.payload, DrbdCommand.ConnStChgReply);
       default:
         throw new DrbdProtocolError(`${commandName(p.header.command)} is not handled while Connected`);
     }
