@@ -210,3 +210,52 @@ test("different after-sb-0pri settings: incompatible, StandAlone", async (t) => 
   await Promise.all([ca.waitFor("StandAlone"), cb.waitFor("StandAlone")]);
   assert.equal(ca.error, "incompatible after-sb-0pri settings");
 });
+
+test("after-sb-1pri violently-as0p against the Primary: 'I shall become SyncTarget, but I am primary!'", async (t) => {
+  const o = await splitBrain(t, {
+    policies: { after0p: n("discard-least-changes"), after1p: n("violently-as0p") },
+    aBlocks: 5,
+    bBlocks: 1,
+    bPrimary: true,
+  });
+  await o.cb.waitFor("StandAlone");
+  assert.equal(o.cb.error, "I shall become SyncTarget, but I am primary!");
+  assert.equal(o.cb.lastSplitBrain?.by, "after-sb");
+  assert.equal(o.pair.b.dev.role, "Primary", "violently-as0p does not demote");
+});
+
+test("always-asbp: an ambiguous split brain (−100, histories only) is resolved by the policy with a full sync", async (t) => {
+  const pair = await sharedGenerationPair(t, 4);
+  const { a, b } = pair;
+  // Generations that share only a history UUID (rule 100), as after several unrelated splits.
+  const g = a.dev.uuids[0] & ~1n;
+  await a.dev.setUuids([0x1110n, 0x2220n, g, 0n]);
+  await b.dev.setUuids([0x3330n, 0x4440n, g, 0n]);
+  await b.lower.writev(8, [pattern(4096, 3)]); // unmarked: only a full sync repairs it
+  const asb = { after0p: n("discard-least-changes"), after1p: 0, after2p: 0 };
+  const [pa, pb] = ports();
+  const ca = link(t, a.dev, pa, pb, { afterSb: asb, alwaysAsbp: true });
+  const cb = link(t, b.dev, pb, pa, { afterSb: asb, alwaysAsbp: true });
+  a.dev.bitmap.setRange(10, 14); // A "changed" 5 blocks, B none: B loses
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected", 15000), cb.waitFor("Connected", 15000)]);
+  assert.equal(ca.lastDecision?.result, -100);
+  assert.equal(ca.lastDecision?.rule, 100);
+  assert.equal(ca.lastSplitBrain?.result, 2, "full sync from A");
+  assert.equal(cb.resyncStats.total, b.dev.bitmap.bits);
+  assert.ok(await dataEqual(pair));
+});
+
+test("without always-asbp the ambiguous split brain stays unresolved", async (t) => {
+  const { a, b } = await sharedGenerationPair(t, 4);
+  const g = a.dev.uuids[0] & ~1n;
+  await a.dev.setUuids([0x1110n, 0x2220n, g, 0n]);
+  await b.dev.setUuids([0x3330n, 0x4440n, g, 0n]);
+  const asb = { after0p: n("discard-least-changes"), after1p: 0, after2p: 0 };
+  const [pa, pb] = ports();
+  const ca = link(t, a.dev, pa, pb, { afterSb: asb });
+  const cb = link(t, b.dev, pb, pa, { afterSb: asb });
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("StandAlone"), cb.waitFor("StandAlone")]);
+  assert.equal(ca.error, "Split-Brain detected but unresolved, dropping connection!");
+});
