@@ -519,6 +519,10 @@ export class DrbdConnection implements PeerLink {
         const verdict = await this.handshake(data, meta);
         if (verdict === "standalone") {
           this.stopped = true;
+          // Close the data socket gently first (FIN, the meta socket still open) so that the peer's receiver
+          // still reads our P_UUIDS and P_STATE and comes to the same verdict before its ack receiver sees a
+          // socket go (a kernel peer then logs its own split-brain detection and goes StandAlone too).
+          await closeGently([this.data?.socket], 1000);
           this.dropSockets(new Error(this.lastError ?? "standalone"));
           this.server?.close();
           this.server = undefined;
@@ -2224,6 +2228,28 @@ function sliceIov(iov: readonly Buffer[], off: number, len: number): Buffer[] {
     if (pos >= off + len) break;
   }
   return out;
+}
+
+/** end() the sockets and wait until they closed or `ms` passed. */
+function closeGently(sockets: (Socket | undefined)[], ms: number): Promise<void> {
+  const open = sockets.filter((s): s is Socket => s !== undefined && !s.destroyed);
+  return new Promise((resolve) => {
+    let left = open.length;
+    const timer = setTimeout(resolve, ms);
+    if (left === 0) {
+      clearTimeout(timer);
+      resolve();
+    }
+    for (const s of open) {
+      s.once("close", () => {
+        if (--left === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      s.end();
+    }
+  });
 }
 
 function sleep(ms: number): Promise<void> {
