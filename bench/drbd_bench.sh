@@ -10,15 +10,18 @@
 #   - DRBD standalone: alpha Primary, peer never started (connection WFConnection, writes local only);
 #   - DRBD protocol C, then A and B (PROTOCOLS): both nodes, connected, disks UpToDate.
 # Resync: a full initial sync of the LUN (fresh metadata on both, alpha primary --force, then beta starts),
-# once per rate in SYNC_RATES (resync-rate; 4G is the largest the grammar allows, i.e. unlimited),
-# timed by bench/drbd/sync_watch.ts on alpha's RPC socket.
+# once per entry of SYNC_RATES, timed by bench/drbd/sync_watch.ts on alpha's RPC socket. An entry is a fixed
+# resync-rate with `c-plan-ahead 0` (the fixed-rate controller; 4G is the largest rate the grammar allows, i.e.
+# unlimited) or `dynamic`: the .res sets nothing, so DRBD 8.4's defaults apply (c-plan-ahead 20: the dynamic
+# controller toward c-fill-target, capped by c-max-rate 100M; resync-rate is then only its starting point).
+# The first entry must be a rate: it is also the .res of the write runs.
 #
 #   bench/drbd_bench.sh
 #   BACKING_DIR=/var/tmp SIZES=4096 PROTOCOLS=C bench/drbd_bench.sh     # backing files on the real disk
 #
 # Knobs: DURATION (s per load run, 10), SIZES (bytes per WRITE, "4096 65536"), DEPTH (commands in flight,
 # 32 as bench/iscsi_perf.sh), SIZE_MB (each backing file, 256), BACKING_DIR, PROTOCOLS ("C A B"),
-# SYNC_RATES ("4G 20M"), FLOORS (1; 0 skips the non-replicated floors).
+# SYNC_RATES ("4G 20M dynamic"), FLOORS (1; 0 skips the non-replicated floors).
 # Ports: DRBD 7840-7841, iSCSI 3470-3472, tgtd control 5470. Needs root for tgtd; 127.0.0.2 must be usable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +33,7 @@ DEPTH=${DEPTH:-32}
 SIZE_MB=${SIZE_MB:-256}
 BACKING_DIR=${BACKING_DIR:-/dev/shm}
 PROTOCOLS=${PROTOCOLS:-"C A B"}
-SYNC_RATES=${SYNC_RATES:-"4G 20M"}
+SYNC_RATES=${SYNC_RATES:-"4G 20M dynamic"}
 FLOORS=${FLOORS:-1}
 DRBD_PORT_A=7840
 DRBD_PORT_B=7841
@@ -81,11 +84,12 @@ start_node() {
 }
 
 write_res() {
-  local protocol=$1 rate=$2
+  local protocol=$1 rate=$2 disk="resync-rate $2; c-plan-ahead 0;"
+  [ "$rate" = dynamic ] && disk=""
   cat >"$work/r0.res" <<EOF
 resource r0 {
     net { protocol $protocol; }
-    disk { resync-rate $rate; }
+    disk { $disk }
     on alpha {
         address 127.0.0.1:$DRBD_PORT_A;
         volume 0 { device drbd2 minor 2; disk "/UMCfuse/dev/file_b"; meta-disk internal; }
@@ -218,6 +222,7 @@ done
 
 echo
 echo "full initial resync of the LUN (protocol C, LUN idle; seconds from beta's start; MB/s over the SyncSource span)"
+echo "(a rate: resync-rate RATE with c-plan-ahead 0; dynamic: DRBD's default controller settings)"
 printf '%-12s %-10s %-12s %-12s %-14s %s\n' resync-rate KiB handshake_s sync_start_s uptodate_s MB/s
 cat "$work/sync.txt"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -7,8 +7,8 @@
 # seed ("all bdevs (except malloc) are backed by large files in /tmp").
 # The seed's LUN5 rows: BIO bio1 over drbd2 (DRBD 8.4, TCMUR file backing, drbdadm_up_primary) with the peer
 # never started (drbd: "standalone", connection WFConnection, writes stay local), and with a second usertgt
-# on 127.0.0.2 as the protocol C (drbdc) or A (drbda) peer; the full initial sync of the LUN is finished
-# (and timed) before the guest boots.
+# on 127.0.0.2 as the protocol C (drbdc) or A (drbda) peer; the full initial sync of the LUN (fixed rate
+# 4G: c-plan-ahead 0) is finished (and timed) before the guest boots.
 #
 #   bench/seed_tar_bench.sh                      # all types
 #   TYPES="malloc tgt" bench/seed_tar_bench.sh   # a subset
@@ -76,7 +76,7 @@ write_res() {
   cat >"$work/r0.res" <<EOF
 resource r0 {
     net { protocol $1; }
-    disk { resync-rate 4G; }
+    disk { resync-rate 4G; c-plan-ahead 0; }
     on alpha {
         address 127.0.0.1:$a;
         volume 0 { device drbd2 minor 2; disk "/UMCfuse/dev/file_b"; meta-disk internal; }
