@@ -145,6 +145,28 @@ ksh "dmesg" >"$WORK/dmesg.txt"
 if grep -E 'BAD|ProtocolError|error receiving' "$WORK/dmesg.txt" >/dev/null; then
   bad "kernel complained: $(grep -E 'BAD|ProtocolError|error receiving' "$WORK/dmesg.txt" | head -3 | paste -sd' ')"
 else ok "no protocol errors in the guest's dmesg"; fi
+
+# 9. Split brain: both Primary while disconnected, both write, reconnect: both detect it and go StandAlone
+#    (after-sb-* disconnect); usertgt then reconnects with --discard-my-data and resyncs from the kernel.
+kadm disconnect r0
+wait_k 'cs:StandAlone' 10 >/dev/null
+kadm primary r0 >/dev/null
+ksh "dd if=/dev/urandom of=/dev/drbd0 bs=4k count=10 seek=100 oflag=direct 2>/dev/null"
+uadm primary r0
+head -c 64k /dev/urandom >"$WORK/pat3.bin"
+iscsi write 8000 "$WORK/pat3.bin" >/dev/null
+kadm connect r0
+if wait_k 'cs:StandAlone' 30 && wait_u 'peer connection:StandAlone' 10 &&
+  ksh "dmesg | grep -q 'Split-Brain detected but unresolved'"; then
+  ok "9 split brain: both StandAlone; $(ksh "dmesg | grep -o 'uuid_compare.*\|Split-Brain detected but unresolved.*' | tail -2" | paste -sd' ')"
+else bad "9 split brain not detected on both sides"; fi
+uadm secondary r0
+uadm connect --discard-my-data r0
+kadm connect r0
+if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Established peer-disk:UpToDate' 60; then
+  ok "9 resolved by usertgt's --discard-my-data: $(ksh "dmesg | grep -o 'Split-Brain detected, manually solved.*\|Began resync as SyncSource.*' | tail -2" | paste -sd' ')"
+else bad "9 discard-my-data"; fi
+same_data "9"
 "$here/utgt.sh" stop
 [ -n "${KEEP:-}" ] || "$here/vm.sh" stop
 [ "$failed" = 0 ] && say "done" || say "failed"
