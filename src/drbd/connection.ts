@@ -374,6 +374,8 @@ export class DrbdConnection implements PeerLink {
   /** Counters for status and tests. */
   readonly stats = {
     staleResyncReplies: 0,
+    /** 4 KiB blocks of those stale replies: requested once more, so counted twice in resyncStats. */
+    staleResyncBlocks: 0,
     sentWrites: 0,
     receivedWrites: 0,
     /** P_TRIM + P_ZEROES sent / received. */
@@ -2095,6 +2097,7 @@ export class DrbdConnection implements PeerLink {
         if (this.peerWrites.some((w) => w.seq > askedAt && w.start < end && start < w.end)) {
           this.resync.inflight--;
           this.stats.staleResyncReplies++;
+          this.stats.staleResyncBlocks += Math.ceil(d.data.length / 4096);
           this.pumpResync();
           return;
         }

@@ -13,6 +13,8 @@ import {
   MDF_CONSISTENT,
   MDF_CRASHED_PRIMARY,
   MDF_PRIMARY_IND,
+  blockDeviceStore,
+  readBitmap,
   readMetadata,
   UUID_JUST_CREATED,
 } from "./metadata.js";
@@ -149,6 +151,33 @@ test("after a Primary crash the attach applies the activity log: whole hot exten
   assert.ok(again.bitmap.test(0) && again.bitmap.test(5 * 1024 + 1023));
   assert.ok(again.superBlock.flags & MDF_CRASHED_PRIMARY);
   assert.equal(again.role, "Secondary");
+  await again.close();
+});
+
+test("out-of-sync bits reach the disk when their extent leaves the activity log, not per write", async (t) => {
+  const { lower } = await freshDisk(t, 64);
+  const dev = await DrbdDevice.attach({ minor: 7, lower, alExtents: 7 });
+  await dev.primary({ force: true });
+  const onDisk = async () => {
+    const { layout } = await readMetadata(lower, { placement: { kind: "internal" }, allowUnclean: true });
+    const bm = await readBitmap(blockDeviceStore(lower), layout);
+    return (bit: number) => ((bm[bit >> 3] as number) & (1 << (bit & 7))) !== 0;
+  };
+  // One 4 KiB block in each of extents 0..6: the log holds all seven, the bitmap on disk is untouched.
+  for (let e = 0; e < 7; e++) await dev.writev((e * 4 * MiB) / 512, [pattern(4096, e)]);
+  assert.equal(dev.bitmap.outOfSyncBits, 7);
+  let bit = await onDisk();
+  assert.ok(!bit(0), "no bitmap write for a write whose extent is in the log");
+  // An eighth extent evicts extent 0 (least recently used): its bit is written first.
+  await dev.writev((7 * 4 * MiB) / 512, [pattern(4096, 7)]);
+  bit = await onDisk();
+  assert.ok(bit(0), "extent 0's bit is on disk before extent 0 left the log");
+  assert.ok(!bit(7 * 1024), "extent 7 is in the log; its bit need not be on disk yet");
+  // A crash now: extent 0 comes back from the bitmap, extents 1..7 from the log.
+  const again = await DrbdDevice.attach({ minor: 7, lower });
+  assert.ok(again.bitmap.test(0));
+  for (let e = 1; e <= 7; e++) assert.ok(again.bitmap.test(e * 1024 + 1023), `extent ${e} out of sync`);
+  assert.equal(again.bitmap.outOfSyncBits, 1 + 7 * 1024);
   await again.close();
 });
 

@@ -5,8 +5,9 @@
  *
  * Write path of a Primary: pin the 4 MiB extents in the activity log (so a crash resyncs them), write the
  * lower device and hand the request to the peer link (if any) at the same time; blocks the peer did not
- * confirm are marked out of sync and their bitmap page is written before the extent is unpinned, so the
- * record survives the extent leaving the activity log.
+ * confirm are marked out of sync in memory. The changed bitmap pages reach the disk before their extent
+ * leaves the activity log (the log's beforeEvict, as al_write_transaction writes hinted bitmap pages), on
+ * flush and on detach — not once per write, which would cost a metadata write for each new block.
  *
  * Metadata flags while attached: the superblock carries the UNCLEAN magic without AL_CLEAN (a crash then
  * makes the next attach apply the activity log first), PRIMARY_IND while Primary (only a crashed Primary's
@@ -204,7 +205,11 @@ export class DrbdDevice implements BlockDevice {
       (layout.mdOffsetSect + layout.alOffset) * SECTOR,
       initializedActivityLog(layout.alStripes, layout.alStripeSize4k),
     );
-    const al = new ActivityLog(store, layout, opts.alExtents ?? DEFAULT_AL_EXTENTS, 0);
+    // The bitmap bits of an extent leaving the log must be on disk first; `dev` exists by the first write.
+    const owner: { dev?: DrbdDevice } = {};
+    const al = new ActivityLog(store, layout, opts.alExtents ?? DEFAULT_AL_EXTENTS, 0, () =>
+      owner.dev ? owner.dev.persistBitmap() : Promise.resolve(),
+    );
     let flags = superBlock.flags & ~MDF_AL_CLEAN;
     // Still marked Primary: the node went away while Primary (drbd_nl.c attach sets CRASHED_PRIMARY).
     if (flags & MDF_PRIMARY_IND) flags = (flags | MDF_CRASHED_PRIMARY) & ~MDF_PRIMARY_IND;
@@ -216,7 +221,7 @@ export class DrbdDevice implements BlockDevice {
       uuids: withPrimaryBit(superBlock.uuids, false),
     };
     await writeSuperBlock(store, layout, sb);
-    const dev = new DrbdDevice(minor, lower, store, layout, sb, bitmap, al, opts.onDetach);
+    const dev = (owner.dev = new DrbdDevice(minor, lower, store, layout, sb, bitmap, al, opts.onDetach));
     dev.log.info(
       { disk: dev.diskValue, outOfSyncKiB: bitmap.outOfSyncKiB, unclean: wasUnclean, alBitsMarked: applied },
       "attached",
@@ -592,8 +597,10 @@ export class DrbdDevice implements BlockDevice {
         if (mirrored.status === "fulfilled" && mirrored.value) this.io.netSentBytes += bytes;
       }
       if (mirrored.status === "rejected" || !mirrored.value) {
+        // In memory only: the extent is pinned in the activity log, so a crash marks it out of sync anyway;
+        // the bits reach the disk before the extent leaves the log (beforeEvict), at flush and at detach.
         const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
-        if (this.bitmap.setRange(first, last) > 0) await this.writeBitmapPages();
+        this.bitmap.setRange(first, last);
       }
       if (localResult.status === "rejected") throw localResult.reason;
     } finally {

@@ -752,8 +752,8 @@ export function applyActivityLog(
  * so that apply-al (ours or drbdmeta's) after a crash resyncs exactly these extents.
  *
  * `begin(sector, sectors)` pins the extents a write touches; if any is not active it first writes one
- * transaction (at most 64 slot changes) that moves them in, evicting least-recently-used unpinned extents,
- * and returns once that transaction is on stable storage. `complete()` unpins. Each transaction also carries
+ * transaction (at most 64 slot changes) that moves them in, evicting least-recently-used unpinned extents
+ * (after `beforeEvict` persisted their bitmap bits), and returns once that transaction is on stable storage. `complete()` unpins. Each transaction also carries
  * a 919-slot window of the slot table ("context"), rotating through all slots, so that the ring alone
  * reconstructs the set. Transactions are written one at a time, in tr_number order.
  */
@@ -774,6 +774,12 @@ export class ActivityLog {
     private readonly layout: MetadataLayout,
     readonly nrElements: number,
     firstTrNumber = 0,
+    /**
+     * Called before a transaction evicts active extents, with their numbers (drbd_bm_write_hinted in
+     * al_write_transaction): the owner writes the bitmap bits of those extents to stable storage first,
+     * because after the eviction a crash no longer marks the extent out of sync by itself.
+     */
+    private readonly beforeEvict?: (extents: number[]) => Promise<void>,
   ) {
     if (!Number.isInteger(nrElements) || nrElements < 7 || nrElements > 0xfffe)
       throw new DrbdMetadataError("activity log", `al-extents ${nrElements} outside 7..65534`);
@@ -866,6 +872,8 @@ export class ActivityLog {
       const victims = this.pickVictims(missing.length, new Set(wanted));
       if (!victims) return this.completions;
       const updates = missing.map((extent, i) => ({ slot: victims[i] as number, extent }));
+      const evicted = updates.map((u) => this.slots[u.slot] as number).filter((e) => e !== LC_FREE);
+      if (evicted.length > 0 && this.beforeEvict) await this.beforeEvict(evicted);
       const tr: AlTransaction = {
         trNumber: this.trNumber,
         type: AL_TR_UPDATE,
