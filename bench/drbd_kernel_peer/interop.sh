@@ -167,6 +167,25 @@ if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Establishe
   ok "9 resolved by usertgt's --discard-my-data: $(ksh "dmesg | grep -o 'Split-Brain detected, manually solved.*\|Began resync as SyncSource.*' | tail -2" | paste -sd' ')"
 else bad "9 discard-my-data"; fi
 same_data "9"
+# 10. Crash of the usertgt Primary (kill -9 during iSCSI writes); the kernel takes over and writes; usertgt
+#     restarts: its activity log marks the hot extents, P_UUIDS carries crashed-primary, bitmap resync.
+kadm secondary r0
+uadm primary r0
+head -c 8M /dev/urandom >"$WORK/big.bin"
+iscsi write 0 "$WORK/big.bin" >/dev/null 2>&1 &
+sleep 3
+kill -9 "$(cat "$WORK/utgt.pid")"
+rm -f "$WORK/utgt.pid"
+wait
+wait_k 'cs:WFConnection' 30 >/dev/null
+kadm primary r0
+ksh "dd if=/dev/urandom of=/dev/drbd0 bs=4k count=16 seek=4000 oflag=direct 2>/dev/null"
+"$here/utgt.sh" start
+if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Established peer-disk:UpToDate' 60; then
+  ok "10 usertgt Primary killed, rejoins: $(grep '"attached"' "$WORK/utgt.log" | tail -1 | grep -o '"unclean":[^,]*,"alBitsMarked":[0-9]*'); kernel $(ksh "dmesg | grep -o 'peer [0-9A-F:]* bits:[0-9]* flags:[0-9]*\|uuid_compare.*\|Began resync as SyncSource.*' | tail -3" | paste -sd' ')"
+else bad "10 usertgt crash and rejoin"; fi
+same_data "10"
+
 "$here/utgt.sh" stop
 [ -n "${KEEP:-}" ] || "$here/vm.sh" stop
 [ "$failed" = 0 ] && say "done" || say "failed"
