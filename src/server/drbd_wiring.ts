@@ -213,7 +213,8 @@ export class DrbdWiring {
       const d = r.device;
       if (!primary || !d || d.role === "Primary") return;
       if (d.disk === "UpToDate") return r.primary();
-      const connected = ["Connected", "SyncSource", "SyncTarget"].includes(r.connection?.state ?? "");
+      // Any connected state (also Ahead/Behind, Verify*, a resync): the peer may hold the good data.
+      const connected = r.connection?.replicating === true;
       const force = created || !r.opts.peer || !connected;
       if (!force)
         throw new Error(

@@ -47,6 +47,8 @@ export interface EnumOption {
   values: readonly string[];
   def: string;
   caseInsensitive?: boolean;
+  /** Values made of one of these prefixes and a non-empty rest are accepted as written (discard-node-NAME). */
+  prefixes?: readonly string[];
 }
 export interface BooleanOption {
   kind: "boolean";
@@ -119,7 +121,7 @@ export const OPTION_SPECS: Record<OptionSectionName, Record<string, OptionSpec>>
     "allow-two-primaries": bool(false),
     "cram-hmac-alg": str,
     "shared-secret": str,
-    "after-sb-0pri": oneOf(AFTER_SB_0PRI, "disconnect"),
+    "after-sb-0pri": { ...oneOf(AFTER_SB_0PRI, "disconnect"), prefixes: ["discard-node-"] },
     "after-sb-1pri": oneOf(AFTER_SB_1PRI, "disconnect"),
     "after-sb-2pri": oneOf(AFTER_SB_2PRI, "disconnect"),
     "always-asbp": bool(false),

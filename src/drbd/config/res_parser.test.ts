@@ -312,3 +312,14 @@ test("res: dump prints a normalized configuration that parses back to the same m
     orig.hosts.map((h) => ({ ...h, where: null, volumes: h.volumes.map((v) => ({ ...v, where: null })) })),
   );
 });
+
+test("res: after-sb-0pri discard-node-NAME is taken as written; a bare prefix is refused", () => {
+  const res = parseText(TWO_NODES("net { after-sb-0pri discard-node-alpha; }")).resources[0]!;
+  assert.equal(optionValue(res.net, "net", "after-sb-0pri"), "discard-node-alpha");
+  assert.equal(
+    parseError(TWO_NODES("net { after-sb-0pri discard-node-; }")),
+    "/etc/drbd.d/test.res:5: expected disconnect | discard-younger-primary | discard-older-primary | " +
+      "discard-zero-changes | discard-least-changes | discard-local | discard-remote | discard-node-NAME " +
+      "for after-sb-0pri, got 'discard-node-'",
+  );
+});

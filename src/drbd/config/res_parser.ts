@@ -383,11 +383,16 @@ function setOption(
       break;
     }
     case "enum": {
-      if (valueTok === undefined) throw expected(`${spec.values.join(" | ")} for ${name}`, nameTok);
-      const found = spec.values.find((v) =>
-        spec.caseInsensitive ? v.toLowerCase() === valueTok.text.toLowerCase() : v === valueTok.text,
-      );
-      if (found === undefined) throw expected(`${spec.values.join(" | ")} for ${name}`, valueTok);
+      const choices = [...spec.values, ...(spec.prefixes ?? []).map((p) => `${p}NAME`)].join(" | ");
+      if (valueTok === undefined) throw expected(`${choices} for ${name}`, nameTok);
+      const found =
+        spec.values.find((v) =>
+          spec.caseInsensitive ? v.toLowerCase() === valueTok.text.toLowerCase() : v === valueTok.text,
+        ) ??
+        (spec.prefixes?.some((p) => valueTok.text.startsWith(p) && valueTok.text.length > p.length)
+          ? valueTok.text
+          : undefined);
+      if (found === undefined) throw expected(`${choices} for ${name}`, valueTok);
       value = found;
       break;
     }
