@@ -742,10 +742,15 @@ export class DrbdConnection implements PeerLink {
         case DrbdCommand.SyncParam:
         case DrbdCommand.SyncParam89: {
           // receive_SyncParam: both sides must name the same verify-alg.
-          const peerAlg = decodeSyncParams(p.payload, this.agreedVersion).verifyAlg;
+          const sp = decodeSyncParams(p.payload, this.agreedVersion);
+          const peerAlg = sp.verifyAlg;
           const mineAlg = this.opts.verifyAlg ?? "";
           if (peerAlg !== undefined && peerAlg !== mineAlg)
             return this.standalone(`Different verify-alg settings. me="${mineAlg}" peer="${peerAlg}"`);
+          // And the same csums-alg; usertgt has no checksum-based resync, so it announces none (a kernel
+          // peer with csums-alg set refuses alike: docs/drbd-kernel-interop.md).
+          if (sp.csumsAlg !== undefined && sp.csumsAlg !== "")
+            return this.standalone(`Different csums-alg settings. me="" peer="${sp.csumsAlg}"`);
           break;
         }
         case DrbdCommand.Sizes:
@@ -2017,7 +2022,7 @@ export class DrbdConnection implements PeerLink {
         // received, expected #7!", tl_release), and a short epoch can finish before a longer earlier one.
         const previous = this.barrierAcksSent;
         const acked = Promise.all(writes)
-          .then(() => this.opts.device.lower.flush())
+          .then(() => this.epochFlush())
           .then(() => previous)
           .then(() => this.send(this.meta, DrbdCommand.BarrierAck, encodeBarrierAck(nr, count)));
         this.barrierAcksSent = acked.catch((e: Error) => this.connectionLost(e));
@@ -2145,6 +2150,34 @@ export class DrbdConnection implements PeerLink {
         throw new DrbdProtocolError(`${commandName(p.header.command)} is not handled while Connected`);
     }
   }
+
+  /**
+   * The write-ordering flush of an epoch whose writes are done, as a group commit: a flush that starts
+   * after those writes completed covers the epoch, so while one runs, every epoch that asks meanwhile shares
+   * the next one (protocol A closes an epoch per write; one flush each would serialize the peer on them). A
+   * lower device without a volatile cache needs none (the block layer's flush is a no-op there too).
+   */
+  private epochFlush(): Promise<void> {
+    const lower = this.opts.device.lower;
+    if (!lower.volatileWriteCache) return Promise.resolve();
+    if (!this.flushRunning) {
+      const run: Promise<void> = lower.flush().finally(() => {
+        if (this.flushRunning === run) this.flushRunning = undefined;
+      });
+      this.flushRunning = run;
+      return run;
+    }
+    this.flushQueued ??= this.flushRunning
+      .catch(() => {})
+      .then(() => {
+        this.flushQueued = undefined;
+        return this.epochFlush();
+      });
+    return this.flushQueued;
+  }
+
+  private flushRunning: Promise<void> | undefined;
+  private flushQueued: Promise<void> | undefined;
 
   private receiveData(payload: Buffer): void {
     const d = decodeData(payload);
