@@ -1,4 +1,3 @@
-/* global process, console */
 /**
  * Build the optional native helper (native/punch_hole.c) with node-gyp during `npm ci`.
  * It never fails the install: without the helper the AIO block device writes zeroes for UNMAP
