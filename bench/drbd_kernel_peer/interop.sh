@@ -29,7 +29,7 @@ kadm() { ksh "drbdadm-84 $* 2>&1 | grep -v -e 'version: ' -e 'mixing different'"
 uadm() { "$here/utgt.sh" adm "$@"; }
 iscsi() { ip netns exec "$NETNS" node "$here/iscsi_io.mjs" "$@"; }
 kstate() { ksh "sed -n 's/^ *0: //p' /proc/drbd"; }
-ustate() { uadm status r0 | tr -s ' \n' ' '; }
+ustate() { uadm status r0 2>/dev/null | tr -s ' \n' ' '; }
 wait_k() { # regex on the guest's /proc/drbd line, timeout seconds
   local i
   for i in $(seq 1 "${2:-60}"); do kstate | grep -Eq "$1" && return 0; sleep 1; done

@@ -789,3 +789,97 @@ test("protocol: random bytes into the framer and every decoder raise only DrbdPr
     });
   }
 });
+
+// Bytes the Linux kernel's DRBD 8.4.11 (Debian 6.1.0-50, drbd.ko "version: 8.4.11 (api:1/proto:86-101)") sent on
+// its data socket when it connected to a usertgt stand-in (bench/drbd_kernel_peer/capture.mjs): fresh metadata
+// from drbdadm-84 create-md on a 32 MiB disk, net { protocol C; }, disk { resync-rate 40M; }.
+const KERNEL_HANDSHAKE_DATA =
+  "83740267fff2000083740267fffe0048000000560000000f000000650000000000000000000000000000000000000000" +
+  "000000000000000000000000000000000000000000000000000000000000000000000000000000008620ec200000000b" +
+  "0000001900000000000000030000000000000000000000000000000000000000008620ec200000002300000094000000" +
+  "000000a00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000" +
+  "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000" +
+  "00000000000000000000000000000000000000000000000000000000000000000000000000000000140000000a000000" +
+  "64000190008620ec200000000d0000002000000000000000000000ffb00000000000000000000000000000ffb0001000" +
+  "00000000008620ec200000000c0000003000000000000000000000000400000000000000000000000000000000000000" +
+  "00000000000000000000001ff600000000000000008620ec200000000e00000004000000000000c882";
+
+test("a Linux 6.1 DRBD 8.4.11 handshake decodes, and usertgt's encoders produce the same bytes", () => {
+  const wire = Buffer.from(KERNEL_HANDSHAKE_DATA, "hex");
+  const f = new PacketFramer({ socket: "data" });
+  f.push(wire);
+  const packets: { command: number; payload: Buffer }[] = [];
+  for (let p = f.next(); p; p = f.next()) {
+    packets.push({ command: p.header.command, payload: Buffer.from(p.payload) });
+    // The header switches to h100 right after the feature packet (version 101 agreed).
+    if (p.header.command === DrbdCommand.ConnectionFeatures) f.setAgreedVersion(101);
+  }
+  assert.deepEqual(
+    packets.map((p) => commandName(p.command)),
+    [
+      "P_INITIAL_DATA",
+      "P_CONNECTION_FEATURES",
+      "P_PROTOCOL",
+      "P_SYNC_PARAM89",
+      "P_SIZES",
+      "P_UUIDS",
+      "P_STATE",
+    ],
+  );
+  const payload = (cmd: DrbdCommand) => packets.find((p) => p.command === cmd)?.payload ?? Buffer.alloc(0);
+
+  // The kernel offers TRIM, THIN_RESYNC, WRITE_SAME and WRITE_ZEROES.
+  const features = decodeConnectionFeatures(payload(DrbdCommand.ConnectionFeatures));
+  assert.deepEqual(features, { protocolMin: 86, featureFlags: 0xf, protocolMax: 101 });
+  const protocol = decodeProtocol(payload(DrbdCommand.Protocol), 101);
+  assert.deepEqual(protocol, {
+    protocol: 3,
+    afterSb0p: 0,
+    afterSb1p: 0,
+    afterSb2p: 0,
+    connFlags: 0,
+    twoPrimaries: false,
+    integrityAlg: "",
+  });
+  const sync = decodeSyncParams(payload(DrbdCommand.SyncParam89), 101);
+  assert.deepEqual(sync, {
+    resyncRate: 40960,
+    verifyAlg: "",
+    csumsAlg: "",
+    cPlanAhead: 20,
+    cDelayTarget: 10,
+    cFillTarget: 100,
+    cMaxRate: 102400,
+  });
+  const sizes = decodeSizes(payload(DrbdCommand.Sizes));
+  assert.deepEqual(sizes, {
+    diskSize: 65456,
+    userSize: 0,
+    currentSize: 65456,
+    maxBioSize: 1048576,
+    queueOrderType: 0,
+    ddsFlags: 0,
+  });
+  const uuids = decodeUuids(payload(DrbdCommand.Uuids));
+  assert.deepEqual(uuids, { current: 4n, bitmap: 0n, history: [0n, 0n], bitsSet: 8182n, flags: 0n });
+  const state = decodeState(payload(DrbdCommand.State));
+  assert.equal(state.role, Role.Secondary);
+  assert.equal(state.peer, Role.Unknown);
+  // drbd_connected sends this P_STATE before conn_connect moves to WFReportParams: it still says WFConnection.
+  assert.equal(state.conn, ConnState.WFConnection);
+  assert.equal(state.disk, DiskState.Inconsistent);
+  assert.equal(state.pdsk, DiskState.DUnknown);
+
+  // Re-encoded with usertgt's encoders and framed (h80 before agreement, h100 after), byte for byte the same.
+  const sp = encodeSyncParams(sync, 101);
+  const again = Buffer.concat([
+    encodeHeader(DrbdCommand.InitialData, 0, 0),
+    ...frame(DrbdCommand.ConnectionFeatures, encodeConnectionFeatures(features), 0),
+    ...frame(DrbdCommand.Protocol, encodeProtocol(protocol, 101), 101),
+    ...frame(sp.command, sp.payload, 101),
+    ...frame(DrbdCommand.Sizes, encodeSizes(sizes), 101),
+    ...frame(DrbdCommand.Uuids, encodeUuids(uuids), 101),
+    ...frame(DrbdCommand.State, encodeState(state), 101),
+  ]);
+  assert.equal(again.toString("hex"), wire.toString("hex"));
+});
