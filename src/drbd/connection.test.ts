@@ -1,85 +1,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, type Socket } from "node:net";
 import { once } from "node:events";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AioBdev } from "../bdev/aio/aio.js";
+import { iovLength, type BlockDevice, type WriteOptions } from "../bdev/bdev.js";
 import { createMetadata } from "./metadata.js";
 import { DrbdDevice } from "./device.js";
-import { DrbdConnection, type ConnectionOptions, type WireProtocol } from "./connection.js";
+import type { WireProtocol } from "./connection.js";
+import { HOST, link, MiB, pattern, sharedGenerationPair } from "./test_support.js";
 import { DrbdCommand, encodeHeader } from "./protocol.js";
 
-const MiB = 1024 * 1024;
-const HOST = "127.0.0.1";
 // Ports 7790-7799 belong to these tests; each test uses its own pair.
-
-interface Pair {
-  a: DrbdDevice;
-  b: DrbdDevice;
-  lowerA: AioBdev;
-  lowerB: AioBdev;
-}
-
-/**
- * Two nodes that share a data generation, prepared as DRBD's "truck based replication" does: one disk is
- * made UpToDate (primary --force) and cleanly detached, then copied byte for byte to the peer.
- */
-async function sharedGenerationPair(t: { after: (fn: () => Promise<void>) => void }): Promise<Pair> {
-  const dir = await mkdtemp(join(tmpdir(), "drbd-conn-"));
-  const pathA = join(dir, "a.img");
-  const pathB = join(dir, "b.img");
-  const lowerA = await AioBdev.open({
-    name: "lowerA",
-    path: pathA,
-    blockSize: 512,
-    blockCount: (32 * MiB) / 512,
-  });
-  await createMetadata(lowerA, { placement: { kind: "internal" } });
-  const seed = await DrbdDevice.attach({ minor: 0, lower: lowerA });
-  await seed.primary({ force: true });
-  await seed.close();
-  await copyFile(pathA, pathB);
-  const lowerB = await AioBdev.open({ name: "lowerB", path: pathB, blockSize: 512 });
-  const a = await DrbdDevice.attach({ minor: 0, lower: lowerA });
-  const b = await DrbdDevice.attach({ minor: 1, lower: lowerB });
-  t.after(async () => {
-    await a.secondary().catch(() => {});
-    await a.close().catch(() => {});
-    await b.close().catch(() => {});
-    await lowerA.close();
-    await lowerB.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  return { a, b, lowerA, lowerB };
-}
-
-function link(
-  t: { after: (fn: () => Promise<void>) => void },
-  dev: DrbdDevice,
-  port: number,
-  peerPort: number,
-  extra: Partial<ConnectionOptions> = {},
-): DrbdConnection {
-  const c = new DrbdConnection({
-    device: dev,
-    local: { host: HOST, port },
-    peer: { host: HOST, port: peerPort },
-    connectIntSec: 1,
-    pingIntSec: 1,
-    ...extra,
-  });
-  t.after(() => c.disconnect());
-  return c;
-}
-
-const pattern = (bytes: number, seed: number) => {
-  const b = Buffer.alloc(bytes);
-  for (let i = 0; i < bytes; i++) b[i] = (i * 13 + seed) & 0xff;
-  return b;
-};
-
 for (const [protocol, port] of [
   ["C", 7790],
   ["B", 7792],
@@ -98,16 +32,17 @@ for (const [protocol, port] of [
     await a.writev(4096, [data.subarray(0, 4096), data.subarray(4096)]);
     await a.writev(100, [pattern(512, 9)], { fua: true });
     // Protocol A and B acknowledge before the peer's disk write: wait until it got there.
+    // The second write is of a later epoch: it lands once the first epoch is written and flushed.
     const got = Buffer.alloc(data.length);
+    const one = Buffer.alloc(512);
     const deadline = Date.now() + 5000;
     for (;;) {
       await lowerB.readv(4096, [got]);
-      if (got.equals(data) || Date.now() > deadline) break;
+      await lowerB.readv(100, [one]);
+      if ((got.equals(data) && one.equals(pattern(512, 9))) || Date.now() > deadline) break;
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.deepEqual(got, data);
-    const one = Buffer.alloc(512);
-    await lowerB.readv(100, [one]);
     assert.deepEqual(one, pattern(512, 9));
     assert.equal(a.bitmap.outOfSyncBits, 0, "mirrored writes are in sync");
     assert.equal(a.uuids[0] & ~1n, uuidBefore, "no new generation while the peer is connected");
@@ -135,6 +70,38 @@ test("shared secret: the right one connects, a wrong one goes StandAlone", async
   await Promise.all([wa.connect(), wb.connect()]);
   await wa.waitFor("StandAlone");
   assert.match(wa.error ?? "", /authentication of peer failed/);
+});
+
+test("protocol A: a later write to the same block never lands before an earlier one on the peer", async (t) => {
+  // The Primary completes each write once sent, so write n+1 may reach the peer while write n is still
+  // being written there; the epoch (P_BARRIER) between them must keep their order (receive_Barrier).
+  // The peer's disk takes longer for big writes, as a real one may: a reordering would show.
+  const { a, b, lowerB } = await sharedGenerationPair(t, { wrapB: (l) => new SlowBigWrites(l) });
+  const ca = link(t, a, 7944, 7945, { protocol: "A" });
+  const cb = link(t, b, 7945, 7944, { protocol: "A" });
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
+  await a.primary();
+  const rounds = 20;
+  for (let i = 1; i <= rounds; i++) {
+    // A big write then a small one to the same first block: the small one is the faster to write.
+    await a.writev(0, [pattern(256 * 1024, i)]);
+    await a.writev(0, [pattern(512, 1000 + i)]);
+  }
+  const want = pattern(512, 1000 + rounds);
+  const got = Buffer.alloc(512);
+  const deadline = Date.now() + 10000;
+  do {
+    await new Promise((r) => setTimeout(r, 20));
+    await lowerB.readv(0, [got]);
+  } while (!got.equals(want) && Date.now() < deadline);
+  // Settled: nothing older may overwrite it afterwards.
+  await new Promise((r) => setTimeout(r, 300));
+  await lowerB.readv(0, [got]);
+  assert.ok(got.equals(want), "the peer holds the last write");
+  const rest = Buffer.alloc(256 * 1024 - 512);
+  await lowerB.readv(1, [rest]);
+  assert.ok(rest.equals(pattern(256 * 1024, rounds).subarray(512)), "and the last big write around it");
 });
 
 test("disconnect, writes, reconnect: only the marked blocks are resynced, at resync-rate", async (t) => {
@@ -316,3 +283,51 @@ test("a peer that stops answering pings is dropped after ping-timeout", async (t
   assert.match(ca.error ?? "", /PingAck did not arrive in time \(300 ms\)/);
   assert.equal(a.bitmap.outOfSyncBits, 0);
 });
+
+/** A lower device whose writes of more than 4 KiB take 10 ms longer. */
+class SlowBigWrites implements BlockDevice {
+  readonly name: string;
+  readonly productName: string;
+  readonly blockSize: number;
+  readonly blockCount: number;
+  readonly uuid: string;
+  readonly volatileWriteCache: boolean;
+  readonly supportsUnmap: boolean;
+  readonly unmapReadsZeroes: boolean;
+
+  constructor(private readonly lower: BlockDevice) {
+    this.name = lower.name;
+    this.productName = lower.productName;
+    this.blockSize = lower.blockSize;
+    this.blockCount = lower.blockCount;
+    this.uuid = lower.uuid;
+    this.volatileWriteCache = lower.volatileWriteCache;
+    this.supportsUnmap = lower.supportsUnmap;
+    this.unmapReadsZeroes = lower.unmapReadsZeroes;
+  }
+
+  readv(lba: number, iov: readonly Buffer[]): Promise<void> {
+    return this.lower.readv(lba, iov);
+  }
+
+  async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
+    if (iovLength(iov) > 4096) await new Promise((r) => setTimeout(r, 10));
+    return this.lower.writev(lba, iov, options);
+  }
+
+  flush(): Promise<void> {
+    return this.lower.flush();
+  }
+
+  unmap(lba: number, blocks: number): Promise<void> {
+    return this.lower.unmap(lba, blocks);
+  }
+
+  writeZeroes(lba: number, blocks: number): Promise<void> {
+    return this.lower.writeZeroes(lba, blocks);
+  }
+
+  close(): Promise<void> {
+    return this.lower.close();
+  }
+}

@@ -368,6 +368,8 @@ export class DrbdConnection implements PeerLink {
   private epochHadCompletion = false;
   // Receiver side: writes of the epoch being received, by barrier number when P_BARRIER arrives.
   private peerEpochWrites = new Set<Promise<void>>();
+  /** Resolves when every epoch closed by a P_BARRIER so far is written and flushed. */
+  private epochGate: Promise<unknown> = Promise.resolve();
   private peerEpochCount = 0;
   /** Receiver side: settles when the last P_BARRIER_ACK queued has gone out (acks keep barrier order). */
   private barrierAcksSent: Promise<void> = Promise.resolve();
@@ -772,15 +774,7 @@ export class DrbdConnection implements PeerLink {
     }
     if (peerSizes !== sizes) this.log.warn({ mine: sizes, peer: peerSizes }, "the peer's disk size differs");
     // drbd_sync_handshake
-    const decision = compareUuids({
-      mine: dev.uuids,
-      peer: this.peerUuids,
-      myCrashedPrimary: (dev.superBlock.flags & MDF_CRASHED_PRIMARY) !== 0,
-      peerCrashedPrimary: (this.peerUuidFlags & UUID_FLAG_CRASHED_PRIMARY) !== 0,
-      resolveConflicts: this.resolveConflicts,
-    });
-    this.lastDecision = decision;
-    this.log.info({ ...decision }, "uuid compare");
+    const decision = this.compareWithPeer(this.peerUuids, "uuid compare");
     if (decision.result === -1000) return this.standalone("Unrelated data, aborting!");
     const hg =
       Math.abs(decision.result) === 100 ? await this.resolveSplitBrain(decision.result) : decision.result;
@@ -850,21 +844,27 @@ export class DrbdConnection implements PeerLink {
     return true;
   }
 
-  /** drbd_sync_handshake on a Connected pair, then the bitmap exchange and the resync as on connecting. */
-  private async syncHandshakeWhileConnected(data: PacketStream): Promise<void> {
+  /** drbd_uuid_compare against the peer's last P_UUIDS, kept for status and logged as `what`. */
+  private compareWithPeer(peer: UuidSet, what: string): { result: number; rule: number } {
     const dev = this.opts.device;
-    const t = (this.opts.timeoutDs ?? 60) * 100;
-    if (!this.peerUuids) return;
     const decision = compareUuids({
       mine: dev.uuids,
-      peer: this.peerUuids,
+      peer,
       myCrashedPrimary: (dev.superBlock.flags & MDF_CRASHED_PRIMARY) !== 0,
       peerCrashedPrimary: (this.peerUuidFlags & UUID_FLAG_CRASHED_PRIMARY) !== 0,
       resolveConflicts: this.resolveConflicts,
     });
     this.lastDecision = decision;
-    this.log.info({ ...decision }, "uuid compare while connected");
-    const hg = decision.result;
+    this.log.info({ ...decision }, what);
+    return decision;
+  }
+
+  /** drbd_sync_handshake on a Connected pair, then the bitmap exchange and the resync as on connecting. */
+  private async syncHandshakeWhileConnected(data: PacketStream): Promise<void> {
+    const dev = this.opts.device;
+    const t = (this.opts.timeoutDs ?? 60) * 100;
+    if (!this.peerUuids) return;
+    const hg = this.compareWithPeer(this.peerUuids, "uuid compare while connected").result;
     const source = hg > 0;
     if (hg === 0 || Math.abs(hg) >= 100) return;
     if (source && dev.disk === "Inconsistent") return;
@@ -1091,6 +1091,8 @@ export class DrbdConnection implements PeerLink {
   private rsBudget = 0;
   private rsNextTurn = 0;
   private rsAppSeq = 0;
+  /** Resync sectors requested and not answered yet, now (the controller learns of replies once a turn). */
+  private rsOutstanding = 0;
   /** SyncTarget: the peer-write sequence number when each resync request (by sector) was sent. */
   private readonly rsRequestSeq = new Map<number, number>();
   /** SyncTarget: application writes received while resyncing, to spot stale resync replies. */
@@ -1165,7 +1167,7 @@ export class DrbdConnection implements PeerLink {
       this.rsSectIn = 0;
       this.rsNextTurn = now + RESYNC_TURN_MS;
     }
-    while (this.rsController.sectorsInFlight < MAX_RS_IN_FLIGHT_SECTORS && this.rsBudget >= 8) {
+    while (this.rsOutstanding < MAX_RS_IN_FLIGHT_SECTORS && this.rsBudget >= 8) {
       const first = dev.bitmap.nextSet(this.resync.cursor);
       if (first < 0) break;
       let last = first;
@@ -1185,6 +1187,7 @@ export class DrbdConnection implements PeerLink {
       const sector = (first * 4096) / SECTOR;
       const size = Math.min(blocks * 4096, dev.layout.usableSectors * SECTOR - first * 4096);
       this.rsController.requested(size / SECTOR);
+      this.rsOutstanding += size / SECTOR;
       this.rsRequestSeq.set(sector, this.peerDataSeq);
       this.send(
         this.data,
@@ -1210,6 +1213,7 @@ export class DrbdConnection implements PeerLink {
     this.rsSectIn = 0;
     this.rsBudget = 0;
     this.rsNextTurn = 0;
+    this.rsOutstanding = 0;
     this.rsAppSeq = this.peerDataSeq;
   }
 
@@ -2021,8 +2025,12 @@ export class DrbdConnection implements PeerLink {
         // Acks leave in barrier order: the kernel drops the connection on any other ("BAD! BarrierAck #8
         // received, expected #7!", tl_release), and a short epoch can finish before a longer earlier one.
         const previous = this.barrierAcksSent;
-        const acked = Promise.all(writes)
-          .then(() => this.epochFlush())
+        const stable = Promise.all(writes).then(() => this.epochFlush());
+        // receive_Barrier (WO_BDEV_FLUSH): the next epoch's writes start only once this one is on stable
+        // storage — a write the Primary issued after an earlier one completed must not land before it here
+        // (with protocol A or B the Primary does not wait for this node, so they can arrive together).
+        this.epochGate = stable.catch(() => {});
+        const acked = stable
           .then(() => previous)
           .then(() => this.send(this.meta, DrbdCommand.BarrierAck, encodeBarrierAck(nr, count)));
         this.barrierAcksSent = acked.catch((e: Error) => this.connectionLost(e));
@@ -2095,6 +2103,7 @@ export class DrbdConnection implements PeerLink {
         const start = d.sector * SECTOR;
         const end = start + d.data.length;
         this.rsSectIn += d.data.length / SECTOR;
+        this.rsOutstanding = Math.max(0, this.rsOutstanding - d.data.length / SECTOR);
         const askedAt = this.rsRequestSeq.get(d.sector) ?? -1;
         this.rsRequestSeq.delete(d.sector);
         // Newer application data for this range came in after the request: the reply may be older. Drop it
@@ -2212,13 +2221,13 @@ export class DrbdConnection implements PeerLink {
       this.send(this.meta, DrbdCommand.RecvAck, encodeBlockAck(ack)).catch(() => {});
     this.peerEpochCount++;
     const end = start + length;
-    let before: Promise<unknown> = Promise.resolve();
+    let before: Promise<unknown> = this.epochGate;
     if (this.stateName === "SyncTarget") {
       this.peerWrites.push({ seq: ++this.peerDataSeq, start, end });
       if (this.rsRequestSeq.size === 0) this.peerWrites = this.peerWrites.slice(-1);
       // Land after any resync write to the same blocks, and count whole blocks as in sync.
       const overlapping = [...this.rsWrites].filter((w) => w.start < end && start < w.end);
-      before = Promise.all(overlapping.map((w) => w.done));
+      before = Promise.all([this.epochGate, ...overlapping.map((w) => w.done)]);
       const firstFull = Math.ceil(start / 4096);
       const lastFull = Math.floor(end / 4096) - 1;
       if (lastFull >= firstFull) this.opts.device.bitmap.clearRange(firstFull, lastFull);
