@@ -9,6 +9,7 @@
  * flag 1) loses, unless both or neither asked.
  */
 import { AFTER_SB_POLICY } from "./protocol.js";
+import { AFTER_SB_0PRI, AFTER_SB_1PRI, AFTER_SB_2PRI } from "./config/model.js";
 
 /** Policy names as the .res file spells them (discard-node-NAME is turned into discard-local/-remote). */
 export type AfterSbPolicyName = keyof typeof AFTER_SB_POLICY & string;
@@ -22,19 +23,11 @@ export interface AfterSbPolicies {
 
 export const DEFAULT_AFTER_SB: AfterSbPolicies = { after0p: 0, after1p: 0, after2p: 0 };
 
-/** Which policy values each after-sb-Npri accepts (drbd-utils v84 config_flags.c; the kernel logs others). */
+/** Which policy values each after-sb-Npri accepts (drbd-utils v84 config_flags.c, as the .res grammar). */
 const ALLOWED: Record<"0" | "1" | "2", readonly string[]> = {
-  "0": [
-    "disconnect",
-    "discard-younger-primary",
-    "discard-older-primary",
-    "discard-zero-changes",
-    "discard-least-changes",
-    "discard-local",
-    "discard-remote",
-  ],
-  "1": ["disconnect", "consensus", "violently-as0p", "discard-secondary", "call-pri-lost-after-sb"],
-  "2": ["disconnect", "violently-as0p", "call-pri-lost-after-sb"],
+  "0": AFTER_SB_0PRI,
+  "1": AFTER_SB_1PRI,
+  "2": AFTER_SB_2PRI,
 };
 
 /**

@@ -3,16 +3,13 @@
  * lower devices that share a data generation, prepared as DRBD's "truck based replication" does (one disk
  * made UpToDate and cleanly detached, then copied byte for byte), and connections on 127.0.0.1.
  */
-import { copyFile, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { AioBdev } from "../bdev/aio/aio.js";
-import { createMetadata } from "./metadata.js";
-import { DrbdDevice } from "./device.js";
-import { DrbdConnection, type ConnectionOptions } from "./connection.js";
+import type { AioBdev } from "../bdev/aio/aio.js";
+import type { DrbdDevice } from "./device.js";
+import type { ConnectionOptions, DrbdConnection } from "./connection.js";
+import * as base from "./test_support.js";
 
-const MiB = 1024 * 1024;
-export const HOST = "127.0.0.1";
+const { MiB } = base;
+export { HOST, pattern } from "./test_support.js";
 
 interface AfterHook {
   after: (fn: () => Promise<void>) => void;
@@ -30,45 +27,16 @@ export interface Pair {
   b: Node;
 }
 
+/** test_support's pair (16 MiB by default), one record per node. */
 export async function sharedGenerationPair(t: AfterHook, sizeMiB = 16): Promise<Pair> {
-  const dir = await mkdtemp(join(tmpdir(), "drbd-e1-"));
-  const pathA = join(dir, "a.img");
-  const pathB = join(dir, "b.img");
-  const lowerA = await AioBdev.open({
-    name: "lowerA",
-    path: pathA,
-    blockSize: 512,
-    blockCount: (sizeMiB * MiB) / 512,
-  });
-  await createMetadata(lowerA, { placement: { kind: "internal" } });
-  const seed = await DrbdDevice.attach({ minor: 0, lower: lowerA });
-  await seed.primary({ force: true });
-  await seed.close();
-  await copyFile(pathA, pathB);
-  const lowerB = await AioBdev.open({ name: "lowerB", path: pathB, blockSize: 512 });
-  const a: Node = {
-    dev: await DrbdDevice.attach({ minor: 0, lower: lowerA }),
-    lower: lowerA,
-    path: pathA,
-    minor: 0,
+  const p = await base.sharedGenerationPair(t, { sizeMiB });
+  return {
+    a: { dev: p.a, lower: p.lowerA, path: p.pathA, minor: 0 },
+    b: { dev: p.b, lower: p.lowerB, path: p.pathB, minor: 1 },
   };
-  const b: Node = {
-    dev: await DrbdDevice.attach({ minor: 1, lower: lowerB }),
-    lower: lowerB,
-    path: pathB,
-    minor: 1,
-  };
-  t.after(async () => {
-    for (const n of [a, b]) {
-      await n.dev.secondary().catch(() => {});
-      await n.dev.close().catch(() => {});
-      await n.lower.close();
-    }
-    await rm(dir, { recursive: true, force: true });
-  });
-  return { a, b };
 }
 
+/** test_support's link with a fast resync (100 MB/s) unless the test says otherwise. */
 export function link(
   t: AfterHook,
   dev: DrbdDevice,
@@ -76,24 +44,8 @@ export function link(
   peerPort: number,
   extra: Partial<ConnectionOptions> = {},
 ): DrbdConnection {
-  const c = new DrbdConnection({
-    device: dev,
-    local: { host: HOST, port },
-    peer: { host: HOST, port: peerPort },
-    connectIntSec: 1,
-    pingIntSec: 1,
-    resyncRateKiB: 100000,
-    ...extra,
-  });
-  t.after(() => c.disconnect());
-  return c;
+  return base.link(t, dev, port, peerPort, { resyncRateKiB: 100000, ...extra });
 }
-
-export const pattern = (bytes: number, seed: number): Buffer => {
-  const b = Buffer.alloc(bytes);
-  for (let i = 0; i < bytes; i++) b[i] = (i * 13 + seed) & 0xff;
-  return b;
-};
 
 /** The data area of both lower devices (metadata excluded) compared byte for byte. */
 export async function dataEqual(p: Pair): Promise<boolean> {

@@ -1,6 +1,7 @@
 /**
- * Test set-up shared by the DRBD link tests (trim_link, ahead_behind): two attached devices on AIO files
- * that share one data generation, and a connection factory on 127.0.0.1.
+ * Test set-up shared by the DRBD link tests (connection, trim_link, ahead_behind, and through
+ * pair_fixture.ts the split-brain, verify and invalidate tests): two attached devices on AIO files that
+ * share one data generation, and a connection factory on 127.0.0.1.
  */
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -23,6 +24,8 @@ export interface Pair {
   b: DrbdDevice;
   lowerA: AioBdev;
   lowerB: AioBdev;
+  pathA: string;
+  pathB: string;
 }
 
 /**
@@ -59,7 +62,7 @@ export async function sharedGenerationPair(
     await lowerB.close();
     await rm(dir, { recursive: true, force: true });
   });
-  return { a, b, lowerA, lowerB };
+  return { a, b, lowerA, lowerB, pathA, pathB };
 }
 
 /** A connection of `dev` listening on `port` and reaching its peer on `peerPort`; disconnected after the test. */
