@@ -104,6 +104,29 @@ test("protocol A: a later write to the same block never lands before an earlier 
   assert.ok(rest.equals(pattern(256 * 1024, rounds).subarray(512)), "and the last big write around it");
 });
 
+for (const [diskFlushes, port] of [
+  [true, 7946],
+  [false, 7948],
+] as [boolean, number][]) {
+  test(`disk-flushes ${diskFlushes ? "yes: the peer flushes its disk between epochs" : "no: the peer does not flush between epochs"}`, async (t) => {
+    let lowerOfB: SlowBigWrites | undefined;
+    const { a, b } = await sharedGenerationPair(t, { wrapB: (l) => (lowerOfB = new SlowBigWrites(l)) });
+    const ca = link(t, a, port, port + 1, { protocol: "C" });
+    const cb = link(t, b, port + 1, port, { protocol: "C", diskFlushes });
+    await Promise.all([ca.connect(), cb.connect()]);
+    await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
+    await a.primary();
+    await a.writev(0, [pattern(4096, 0)]); // the extent enters both activity logs
+    const before = lowerOfB?.flushes ?? 0;
+    // Each write after a completed one opens an epoch: 20 barriers.
+    for (let i = 1; i <= 20; i++) await a.writev(0, [pattern(4096, i)]);
+    await new Promise((r) => setTimeout(r, 200));
+    const flushes = (lowerOfB?.flushes ?? 0) - before;
+    if (diskFlushes) assert.ok(flushes >= 15, `only ${flushes} flushes for 20 epochs`);
+    else assert.equal(flushes, 0, "no flush between epochs");
+  });
+}
+
 test("disconnect, writes, reconnect: only the marked blocks are resynced, at resync-rate", async (t) => {
   const { a, b, lowerA, lowerB } = await sharedGenerationPair(t);
   const ca = link(t, a, 7798, 7799);
@@ -315,7 +338,11 @@ class SlowBigWrites implements BlockDevice {
     return this.lower.writev(lba, iov, options);
   }
 
+  /** flush() calls so far. */
+  flushes = 0;
+
   flush(): Promise<void> {
+    this.flushes++;
     return this.lower.flush();
   }
 

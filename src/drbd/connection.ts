@@ -175,6 +175,11 @@ export interface ConnectionOptions extends CongestionOptions {
   timeoutDs?: number;
   /** disk { resync-rate }, KiB/s, announced in P_SYNC_PARAM89. */
   resyncRateKiB?: number;
+  /**
+   * disk { disk-flushes } (default yes): flush the lower device between epochs received from the peer. `no`
+   * is for lower devices whose cache survives power loss (battery-backed), as drbd.conf(5) warns.
+   */
+  diskFlushes?: boolean;
   /** disk { c-plan-ahead, c-fill-target, c-delay-target, c-max-rate, c-min-rate }; absent: fixed resync-rate. */
   resyncControl?: ResyncControlOptions;
   /** DRBD_FF_* offered in P_CONNECTION_FEATURES (default TRIM | WZEROES; tests offer less to play an older peer). */
@@ -2168,7 +2173,7 @@ export class DrbdConnection implements PeerLink {
    */
   private epochFlush(): Promise<void> {
     const lower = this.opts.device.lower;
-    if (!lower.volatileWriteCache) return Promise.resolve();
+    if (!lower.volatileWriteCache || this.opts.diskFlushes === false) return Promise.resolve();
     if (!this.flushRunning) {
       const run: Promise<void> = lower.flush().finally(() => {
         if (this.flushRunning === run) this.flushRunning = undefined;

@@ -39,6 +39,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
   resyncRateKiB?: number;
   /** disk { c-plan-ahead … c-min-rate }: the dynamic resync controller (c-plan-ahead 0: fixed resync-rate). */
   resyncControl?: ResyncControlOptions;
+  /** disk { disk-flushes }. */
+  diskFlushes?: boolean;
   alExtents?: number;
   /** net { after-sb-0pri/1pri/2pri } as wire numbers (afterSbPolicyNumber). */
   afterSb?: AfterSbPolicies;
@@ -109,6 +111,7 @@ export class DrbdResource {
         cMinRateKiB: numericOption(disk, "disk", "c-min-rate"),
       },
       alExtents: numericOption(disk, "disk", "al-extents"),
+      diskFlushes: optionValue(disk, "disk", "disk-flushes") !== false,
       afterSb,
       alwaysAsbp: optionValue(net, "net", "always-asbp") === true,
       discardMyData: optionValue(net, "net", "discard-my-data") === true,
@@ -199,6 +202,7 @@ export class DrbdResource {
       ...(o.timeoutDs !== undefined ? { timeoutDs: o.timeoutDs } : {}),
       ...(o.resyncRateKiB !== undefined ? { resyncRateKiB: o.resyncRateKiB } : {}),
       ...(o.resyncControl !== undefined ? { resyncControl: o.resyncControl } : {}),
+      ...(o.diskFlushes !== undefined ? { diskFlushes: o.diskFlushes } : {}),
       ...(o.afterSb !== undefined ? { afterSb: o.afterSb } : {}),
       ...(o.alwaysAsbp !== undefined ? { alwaysAsbp: o.alwaysAsbp } : {}),
       ...(o.verifyAlg !== undefined ? { verifyAlg: o.verifyAlg } : {}),
