@@ -1710,15 +1710,7 @@ export class DrbdConnection implements PeerLink {
   /** receive_sync_uuid while Behind: take the SyncSource's UUID and resync the marked blocks as SyncTarget. */
   private startResyncFromBehind(syncUuid: bigint): void {
     const dev = this.opts.device;
-    this.stateName = "SyncTarget";
-    this.resync = {
-      total: dev.bitmap.outOfSyncBits,
-      requested: 0,
-      requestedBlocks: 0,
-      inflight: 0,
-      cursor: 0,
-    };
-    this.resetResyncController();
+    this.enterResync("SyncTarget");
     const start = async () => {
       const u = dev.uuids;
       const old = u[0] & ~1n;

@@ -69,19 +69,20 @@ async function splitBrain(pair: DrbdPair, node: NodeName): Promise<SplitBrainSta
 
 const ZERO = (bs: number) => Buffer.alloc(bs);
 
+/** alpha Primary, beta Secondary, in sync, 8 MiB, protocol C with `net` options; and the usable bytes. */
+async function syncedPair(label: string, net: string): Promise<{ pair: DrbdPair; bytes: number }> {
+  const pair = await DrbdPair.create(label, { protocol: "C", sizeMiB: 8, net });
+  await pair.start("alpha", "drbdadm_up_primary");
+  await pair.start("beta", "drbdadm_up");
+  await pair.waitInSync();
+  return { pair, bytes: (await pair.usableBlocks("alpha")) * pair.blockSize };
+}
+
 describe("DRBD split brain: default 1pri/2pri policies (disconnect), after-sb-0pri discard-zero-changes", () => {
   let pair: DrbdPair;
   let bytes = 0;
   before(async () => {
-    pair = await DrbdPair.create("drbd-sb0", {
-      protocol: "C",
-      sizeMiB: 8,
-      net: "after-sb-0pri discard-zero-changes;",
-    });
-    await pair.start("alpha", "drbdadm_up_primary");
-    await pair.start("beta", "drbdadm_up");
-    await pair.waitInSync();
-    bytes = (await pair.usableBlocks("alpha")) * pair.blockSize;
+    ({ pair, bytes } = await syncedPair("drbd-sb0", "after-sb-0pri discard-zero-changes;"));
   });
   after(async () => {
     await pair.close();
@@ -163,15 +164,10 @@ describe("DRBD split brain: after-sb-1pri discard-secondary, after-sb-0pri disca
   let pair: DrbdPair;
   let bytes = 0;
   before(async () => {
-    pair = await DrbdPair.create("drbd-sb", {
-      protocol: "C",
-      sizeMiB: 8,
-      net: "after-sb-0pri discard-younger-primary; after-sb-1pri discard-secondary;",
-    });
-    await pair.start("alpha", "drbdadm_up_primary");
-    await pair.start("beta", "drbdadm_up");
-    await pair.waitInSync();
-    bytes = (await pair.usableBlocks("alpha")) * pair.blockSize;
+    ({ pair, bytes } = await syncedPair(
+      "drbd-sb",
+      "after-sb-0pri discard-younger-primary; after-sb-1pri discard-secondary;",
+    ));
   });
   after(async () => {
     await pair.close();
