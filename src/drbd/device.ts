@@ -40,6 +40,7 @@ import {
   readMetadata,
   SECTOR,
   writeSuperBlock,
+  type MetaDiskPlacement,
   type MetadataLayout,
   type MetadataStore,
   type SuperBlock,
@@ -92,8 +93,11 @@ export interface PeerLink {
 export interface DrbdAttachOptions {
   /** The minor number; the device is named drbd<minor>. */
   minor: number;
-  /** The backing disk, holding internal metadata (run createMetadata on it first). */
+  /** The backing disk (run createMetadata first), holding the metadata too unless `placement` is external. */
   lower: BlockDevice;
+  /** Where the metadata is: internal (default), or flexible / indexed on `metaDevice` (meta-disk DEV [IDX]). */
+  placement?: MetaDiskPlacement;
+  metaDevice?: BlockDevice;
   /** Activity log size in 4 MiB extents (disk { al-extents }). */
   alExtents?: number;
   /** Called after a detach, e.g. to release the device-tree claim on the backing disk. */
@@ -191,14 +195,21 @@ export class DrbdDevice implements BlockDevice {
     const { lower, minor } = opts;
     if (!Number.isInteger(minor) || minor < 0 || minor > 1048575)
       throw new Error(`drbd: minor ${minor} outside 0..1048575`);
-    const store = blockDeviceStore(lower);
-    const placement = { kind: "internal" } as const;
-    const probe = await readMetadata(store, { placement, allowUnclean: true });
+    const lowerStore = blockDeviceStore(lower);
+    const placement: MetaDiskPlacement = opts.placement ?? { kind: "internal" };
+    const external = placement.kind !== "internal";
+    if (external && !opts.metaDevice)
+      throw new Error(`drbd${minor}: meta-disk ${placement.kind} needs a metadata device`);
+    const metaStore = external && opts.metaDevice ? blockDeviceStore(opts.metaDevice) : undefined;
+    const where = { placement, ...(metaStore ? { metaStore } : {}) };
+    // Superblock, activity log and bitmap all live on `store`: the lower device, or the metadata device.
+    const store = metaStore ?? lowerStore;
+    const probe = await readMetadata(lowerStore, { ...where, allowUnclean: true });
     const wasUnclean =
       probe.superBlock.magic === DRBD_MD_MAGIC_84_UNCLEAN || !(probe.superBlock.flags & MDF_AL_CLEAN);
     let applied = 0;
-    if (wasUnclean) applied = await applyActivityLog(store, { placement });
-    const { layout, superBlock } = await readMetadata(store, { placement });
+    if (wasUnclean) applied = await applyActivityLog(lowerStore, where);
+    const { layout, superBlock } = await readMetadata(lowerStore, where);
     const bitmap = new OutOfSyncBitmap(layout.bmBits, Buffer.from(await readBitmap(store, layout)));
     // A fresh log: transaction numbers restart at 0, so no older transaction may outlive this attach.
     await store.write(

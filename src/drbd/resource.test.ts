@@ -151,3 +151,61 @@ test("new-current-uuid --clear-bitmap on a fresh connected pair skips the initia
   assert.equal(a.res.connection?.resyncStats.requested, 0, "no resync ran");
   assert.equal(b.res.connection?.resyncStats.requested, 0);
 });
+
+test("external metadata: meta-disk on its own tree device (flexible), the whole backing disk usable", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "drbd-extmd-"));
+  const resFile = join(dir, "r8.res");
+  await writeFile(
+    resFile,
+    `resource r8 {
+    on solo {
+        address 127.0.0.1:7798;
+        volume 0 { device drbd8 minor 8; disk "/UMCfuse/dev/data_x"; meta-disk "/UMCfuse/dev/meta_x"; }
+    }
+}
+`,
+  );
+  const tree = new DeviceTree();
+  const data = await AioBdev.open({
+    name: "data_x",
+    path: join(dir, "data.img"),
+    blockSize: 4096,
+    blockCount: 2048,
+  });
+  const meta = await AioBdev.open({
+    name: "meta_x",
+    path: join(dir, "meta.img"),
+    blockSize: 4096,
+    blockCount: 256,
+  });
+  tree.add("data_x", data, "aio");
+  tree.add("meta_x", meta, "aio");
+  const res = DrbdResource.fromConfig(
+    selectLocalHost(findResource(parseDrbdConfig(resFile), "r8"), "solo"),
+    tree,
+  );
+  t.after(async () => {
+    await res.down().catch(() => {});
+    await data.close();
+    await meta.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await res.createMd();
+  await res.attach();
+  const dev = res.device!;
+  assert.equal(dev.blockCount, 2048, "no metadata at the end of the backing disk: all 8 MiB usable");
+  assert.deepEqual(tree.holders("meta_x"), [{ owner: "DRBD drbd8 (r8) metadata", mode: "exclusive" }]);
+  await res.primary({ force: true });
+  const block = Buffer.alloc(4096, 0x5c);
+  await dev.writev(2047, [block]);
+  assert.equal(dev.bitmap.outOfSyncBits, 1);
+  await res.down();
+  assert.deepEqual(tree.holders("meta_x"), [], "down releases the metadata device");
+  // The last block of the backing disk holds data, not metadata; the bitmap came back from meta_x.
+  const onData = Buffer.alloc(4096);
+  await data.readv(2047, [onData]);
+  assert.ok(onData.equals(block));
+  await res.attach();
+  assert.equal(res.device!.bitmap.outOfSyncBits, 1, "bitmap persisted on the metadata device");
+  assert.equal(res.device!.disk, "UpToDate");
+});

@@ -8,7 +8,8 @@
 import type { DeviceClaim, DeviceTree } from "../devtree/device_tree.js";
 import { numericOption, optionValue } from "./config/model.js";
 import type { LocalView } from "./config/res_parser.js";
-import { createMetadata } from "./metadata.js";
+import { createMetadata, type MetaDiskPlacement } from "./metadata.js";
+import type { BlockDevice } from "../bdev/bdev.js";
 import { DrbdDevice } from "./device.js";
 import {
   DrbdConnection,
@@ -39,6 +40,9 @@ export interface DrbdResourceOptions extends CongestionOptions {
   resyncRateKiB?: number;
   /** disk { c-plan-ahead … c-min-rate }: the dynamic resync controller (c-plan-ahead 0: fixed resync-rate). */
   resyncControl?: ResyncControlOptions;
+  /** External metadata: the tree device holding it and its placement (absent: internal). */
+  metaDisk?: string;
+  metaPlacement?: MetaDiskPlacement;
   /** disk { disk-flushes }. */
   diskFlushes?: boolean;
   alExtents?: number;
@@ -62,8 +66,15 @@ export class DrbdResource {
     const { resource, local, peer } = view;
     const vol = local.volumes[0];
     if (!vol) throw new Error(`resource ${resource.name}: 'on ${local.names[0] ?? "?"}' has no volume`);
-    if (vol.metaIndex !== "internal")
-      throw new Error(`resource ${resource.name}: only 'meta-disk internal' is supported so far`);
+    // meta-disk internal | DEV (flexible) | DEV [IDX] (indexed 128 MiB slots); DEV is a device-tree device.
+    const meta: Pick<DrbdResourceOptions, "metaDisk" | "metaPlacement"> =
+      vol.metaIndex === "internal"
+        ? {}
+        : {
+            metaDisk: vol.metaDisk,
+            metaPlacement:
+              vol.metaIndex === "flexible" ? { kind: "flexible" } : { kind: "indexed", index: vol.metaIndex },
+          };
     const net = resource.net;
     const disk = vol.diskOptions.size > 0 ? vol.diskOptions : resource.disk;
     const str = (name: string) => {
@@ -92,6 +103,7 @@ export class DrbdResource {
       tree,
       minor: vol.minor,
       backing: vol.disk,
+      ...meta,
       ...(peer ? { local: { host: local.address.ip, port: local.address.port } } : {}),
       ...(peer ? { peer: { host: peer.address.ip, port: peer.address.port } } : {}),
       protocol,
@@ -134,31 +146,52 @@ export class DrbdResource {
 
   /** drbdadm create-md: refused while attached (the backing disk is claimed). */
   async createMd(): Promise<void> {
-    const claim = this.opts.tree.claim(this.opts.backing, `drbd ${this.opts.name} create-md`, "exclusive");
+    const owner = `drbd ${this.opts.name} create-md`;
+    const claims = this.claimDisks(owner);
     try {
-      await createMetadata(claim.device, { placement: { kind: "internal" } });
+      const [lower, meta] = claims.map((c) => c.device) as [BlockDevice, BlockDevice | undefined];
+      await createMetadata(lower, {
+        placement: this.opts.metaPlacement ?? { kind: "internal" },
+        ...(meta ? { metaStore: meta } : {}),
+      });
     } finally {
-      claim.release();
+      for (const c of claims) c.release();
     }
+  }
+
+  /** The backing disk and, for external metadata, the metadata device: both "exclusive", released on error. */
+  private claimDisks(owner: string): DeviceClaim[] {
+    const claims = [this.opts.tree.claim(this.opts.backing, owner, "exclusive")];
+    if (this.opts.metaDisk !== undefined) {
+      try {
+        claims.push(this.opts.tree.claim(this.opts.metaDisk, `${owner} metadata`, "exclusive"));
+      } catch (e) {
+        for (const c of claims) c.release();
+        throw e;
+      }
+    }
+    return claims;
   }
 
   async attach(): Promise<void> {
     if (this.dev && this.dev.disk !== "Diskless") return;
-    const claim: DeviceClaim = this.opts.tree.claim(
-      this.opts.backing,
-      `DRBD ${this.deviceName} (${this.opts.name})`,
-      "exclusive",
-    );
+    const claims = this.claimDisks(`DRBD ${this.deviceName} (${this.opts.name})`);
+    const release = () => {
+      for (const c of claims) c.release();
+    };
     let dev: DrbdDevice;
     try {
       dev = await DrbdDevice.attach({
         minor: this.opts.minor,
-        lower: claim.device,
+        lower: (claims[0] as DeviceClaim).device,
+        ...(this.opts.metaPlacement && claims[1]
+          ? { placement: this.opts.metaPlacement, metaDevice: claims[1].device }
+          : {}),
         ...(this.opts.alExtents !== undefined ? { alExtents: this.opts.alExtents } : {}),
-        onDetach: () => claim.release(),
+        onDetach: release,
       });
     } catch (e) {
-      claim.release();
+      release();
       throw e;
     }
     this.dev = dev;
