@@ -107,6 +107,7 @@ import {
   type Packet,
   type ProtocolParams,
   type DrbdState,
+  type BlockRequest,
 } from "./protocol.js";
 import { MDF_CRASHED_PRIMARY, newUuid, SECTOR } from "./metadata.js";
 import { compareUuids, newCurrentUuidAtSplit, resyncFinished, type UuidSet } from "./uuids.js";
@@ -1853,14 +1854,24 @@ export class DrbdConnection implements PeerLink {
     if (!run.allRequested) this.verifyTimer = setTimeout(() => this.pumpVerify(), 100);
   }
 
+  /**
+   * A p_block_req the peer may send only in some states (`allowed`), for whole sectors up to `max` bytes;
+   * anything else is a protocol error that drops the connection.
+   */
+  private checkedRequest(payload: Buffer, what: string, allowed: boolean, max: number): BlockRequest {
+    const r = decodeBlockRequest(payload);
+    if (!allowed) throw new DrbdProtocolError(`${what} while ${this.stateName}`);
+    if (r.size === 0 || r.size % SECTOR !== 0 || r.size > max)
+      throw new DrbdProtocolError(`${what} of ${r.size} bytes`);
+    return r;
+  }
+
   /** VerifyT: w_e_end_ov_req — read the block and answer with its digest. */
   private receiveOvRequest(payload: Buffer): void {
-    const r = decodeBlockRequest(payload);
     const alg = this.opts.verifyAlg;
-    if (this.stateName !== "VerifyT" || !alg || !isVerifyAlg(alg))
-      throw new DrbdProtocolError(`P_OV_REQUEST while ${this.stateName}`);
-    if (r.size === 0 || r.size % 512 !== 0 || r.size > OV_BLOCK)
-      throw new DrbdProtocolError(`P_OV_REQUEST of ${r.size} bytes`);
+    const ok = this.stateName === "VerifyT" && alg !== undefined && isVerifyAlg(alg);
+    const r = this.checkedRequest(payload, "P_OV_REQUEST", ok, OV_BLOCK);
+    if (!alg || !isVerifyAlg(alg)) return; // (checked above; narrows the type)
     this.opts.device
       .readForPeer(r.sector * SECTOR, r.size)
       .then((block) =>
@@ -1880,13 +1891,11 @@ export class DrbdConnection implements PeerLink {
 
   /** VerifyS: w_e_end_ov_reply — compare with my copy, mark a difference, answer P_OV_RESULT. */
   private receiveOvReply(payload: Buffer): void {
-    const r = decodeBlockRequest(payload);
     const alg = this.opts.verifyAlg;
     const run = this.verifyRun;
-    if (this.stateName !== "VerifyS" || !run || !alg || !isVerifyAlg(alg))
-      throw new DrbdProtocolError(`P_OV_REPLY while ${this.stateName}`);
-    if (r.size === 0 || r.size % 512 !== 0 || r.size > OV_BLOCK)
-      throw new DrbdProtocolError(`P_OV_REPLY of ${r.size} bytes`);
+    const ok = this.stateName === "VerifyS" && run !== undefined && alg !== undefined && isVerifyAlg(alg);
+    const r = this.checkedRequest(payload, "P_OV_REPLY", ok, OV_BLOCK);
+    if (!alg || !run || !isVerifyAlg(alg)) return; // (checked above; narrows the types)
     const peerDigest = Buffer.from(r.digest);
     this.opts.device
       .readForPeer(r.sector * SECTOR, r.size)
@@ -2061,11 +2070,12 @@ export class DrbdConnection implements PeerLink {
         return;
       }
       case DrbdCommand.RsDataRequest: {
-        const r = decodeBlockRequest(p.payload);
-        if (this.stateName !== "SyncSource")
-          throw new DrbdProtocolError(`P_RS_DATA_REQUEST while ${this.stateName}`);
-        if (r.size === 0 || r.size % 512 !== 0 || r.size > 1 << 20)
-          throw new DrbdProtocolError(`P_RS_DATA_REQUEST of ${r.size} bytes`);
+        const r = this.checkedRequest(
+          p.payload,
+          "P_RS_DATA_REQUEST",
+          this.stateName === "SyncSource",
+          1 << 20,
+        );
         this.opts.device
           .readForPeer(r.sector * SECTOR, r.size)
           .then((block) =>
