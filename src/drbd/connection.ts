@@ -1617,8 +1617,9 @@ export class DrbdConnection implements PeerLink {
     );
     if (marked > 0)
       dev
-        .persistBitmap()
-        .catch((e: Error) => this.log.error({ err: e.message }, "writing the bitmap failed"));
+        .noteDivergence()
+        .then(() => dev.persistBitmap())
+        .catch((e: Error) => this.log.error({ err: e.message }, "recording the unconfirmed writes failed"));
   }
 
   /**

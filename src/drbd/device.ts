@@ -612,11 +612,24 @@ export class DrbdDevice implements BlockDevice {
         // the bits reach the disk before the extent leaves the log (beforeEvict), at flush and at detach.
         const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
         this.bitmap.setRange(first, last);
+        // The link broke under this write (not Ahead, which records its blocks within the connection).
+        if (!this.peer?.replicating) await this.noteDivergence();
       }
       if (localResult.status === "rejected") throw localResult.reason;
     } finally {
       this.al.complete(sector, sectors);
     }
+  }
+
+  /**
+   * Blocks the peer may lack were just marked out of sync (a mirror that failed, unconfirmed requests of a
+   * lost connection): a Primary starts its own generation now if it has none (after_state_ch's
+   * drbd_uuid_new_current on losing the peer). Otherwise a reconnect with equal UUIDs would decide "no
+   * resync" and those blocks would never reach the peer.
+   */
+  async noteDivergence(): Promise<void> {
+    if (this.roleValue !== "Primary" || this.diskValue === "Diskless") return;
+    await (this.generation ??= this.startGeneration());
   }
 
   /**
