@@ -2,8 +2,13 @@
  * What a command handler sees and the helpers every handler uses to return parameter data or to
  * read its data-out (SPC-4 4.2.5.6 allocation length, 4.2.5.7 parameter list length).
  */
+import type { BlockDevice } from "../bdev/bdev.js";
+import type { LbaRangeLock } from "./lba_range_lock.js";
+import type { ModePages } from "./mode_pages.js";
+import type { Reservations } from "./reservations.js";
 import type { ScsiTask } from "./task.js";
-import type { LogicalUnit } from "./lun.js";
+import type { TaskSet } from "./task_set.js";
+import type { UnitAttentions } from "./unit_attention.js";
 
 /** The target-wide facts some commands report (REPORT LUNS, VPD 0x83). */
 export interface TargetInfo {
@@ -13,9 +18,26 @@ export interface TargetInfo {
   lunIds(): number[];
 }
 
+/**
+ * The logical unit as a command handler sees it: its block device and the per-LU state SAM-5 and
+ * SPC-4 define. `LogicalUnit` (lun.ts) implements it; handlers depend on this, not on the LU class
+ * that dispatches to them, so the command table and the LU do not import each other.
+ */
+export interface LogicalUnitView {
+  readonly id: number;
+  readonly bdev: BlockDevice;
+  /** T10 VENDOR IDENTIFICATION for INQUIRY. */
+  readonly vendor: string;
+  readonly taskSet: TaskSet;
+  readonly unitAttentions: UnitAttentions;
+  readonly rangeLock: LbaRangeLock;
+  readonly mode: ModePages;
+  readonly reservations: Reservations;
+}
+
 export interface CommandContext {
   readonly task: ScsiTask;
-  readonly lu: LogicalUnit;
+  readonly lu: LogicalUnitView;
   readonly target: TargetInfo;
 }
 

@@ -2,8 +2,7 @@
  * INQUIRY (SPC-4 6.6): standard data and the vital product data pages 00h, 80h, 83h, 86h (SPC-4
  * 7.8), B0h, B1h, B2h (SBC-3 6.6).
  */
-import { respond, type CommandContext } from "./command.js";
-import type { LogicalUnit } from "./lun.js";
+import { respond, type CommandContext, type LogicalUnitView } from "./command.js";
 import { invalidCdbField } from "./sense.js";
 import type { ITNexus } from "./task.js";
 
@@ -22,7 +21,7 @@ export interface BlockLimits {
 
 const MAX_TRANSFER_BYTES = 32 * 1024 * 1024;
 
-export function blockLimits(lu: LogicalUnit): BlockLimits {
+export function blockLimits(lu: LogicalUnitView): BlockLimits {
   const bs = lu.bdev.blockSize;
   return {
     maxTransferBlocks: MAX_TRANSFER_BYTES / bs,
@@ -40,7 +39,7 @@ function ascii(text: string, width: number): Buffer {
   return Buffer.from(clean.padEnd(width, " "), "ascii");
 }
 
-function standardInquiry(lu: LogicalUnit): Buffer {
+function standardInquiry(lu: LogicalUnitView): Buffer {
   const d = Buffer.alloc(96);
   d[0] = 0x00; // peripheral qualifier 000b, direct access block device
   d[1] = 0x00; // RMB 0: a virtual disk's medium is not removable, as SPDK, LIO and tgt report
@@ -87,7 +86,7 @@ function scsiNameString(name: string): Buffer {
   return b;
 }
 
-function deviceIdentification(lu: LogicalUnit, nexus: ITNexus): Buffer {
+function deviceIdentification(lu: LogicalUnitView, nexus: ITNexus): Buffer {
   const hex = hexOfUuid(lu.bdev.uuid);
   // NAA 6 (IEEE Registered Extended): the NAA nibble, then 124 bits taken from the LU's UUID.
   const naa = Buffer.from(`6${hex.slice(0, 31)}`, "hex");
@@ -106,14 +105,14 @@ function deviceIdentification(lu: LogicalUnit, nexus: ITNexus): Buffer {
   );
 }
 
-function extendedInquiry(lu: LogicalUnit): Buffer {
+function extendedInquiry(lu: LogicalUnitView): Buffer {
   const b = Buffer.alloc(60);
   b[1] = 0x07; // HEADSUP, ORDSUP, SIMPSUP: all task attributes (task_set.ts)
   b[2] = lu.bdev.volatileWriteCache ? 0x01 : 0x00; // V_SUP
   return vpd(0x86, b);
 }
 
-function blockLimitsPage(lu: LogicalUnit): Buffer {
+function blockLimitsPage(lu: LogicalUnitView): Buffer {
   const l = blockLimits(lu);
   const b = Buffer.alloc(60);
   b[1] = l.maxCompareAndWriteBlocks;
@@ -134,7 +133,7 @@ function blockDeviceCharacteristics(): Buffer {
   return vpd(0xb1, b);
 }
 
-function logicalBlockProvisioning(lu: LogicalUnit): Buffer {
+function logicalBlockProvisioning(lu: LogicalUnitView): Buffer {
   const b = Buffer.alloc(4);
   if (lu.bdev.supportsUnmap) {
     b[1] = 0x80 | 0x40 | 0x20; // LBPU, LBPWS, LBPWS10

@@ -6,7 +6,7 @@
 import { BlockDeviceError, type BlockDevice } from "../bdev/bdev.js";
 import { log, type Logger } from "../util/log.js";
 import { Op, checkControlByte, cdbLengthOf } from "./cdb.js";
-import type { CommandContext, CommandDescriptor, TargetInfo } from "./command.js";
+import type { CommandContext, CommandDescriptor, LogicalUnitView, TargetInfo } from "./command.js";
 import { lookupCommand } from "./commands.js";
 import { LbaRangeLock } from "./lba_range_lock.js";
 import { ModePages } from "./mode_pages.js";
@@ -27,7 +27,7 @@ export interface LogicalUnitOptions {
 
 /** NOT READY, MEDIUM NOT PRESENT after an eject (SBC-3 5.25 START STOP UNIT, LOEJ). */
 
-export class LogicalUnit {
+export class LogicalUnit implements LogicalUnitView {
   readonly id: number;
   readonly bdev: BlockDevice;
   readonly name: string;

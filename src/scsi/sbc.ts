@@ -6,9 +6,14 @@
  */
 import { Op, blockRange, cdbLengthOf, readU64 } from "./cdb.js";
 import { iovLength } from "../bdev/bdev.js";
-import { dataOutBuffer, dataOutVector, respond, type CommandContext } from "./command.js";
+import {
+  dataOutBuffer,
+  dataOutVector,
+  respond,
+  type CommandContext,
+  type LogicalUnitView,
+} from "./command.js";
 import { blockLimits } from "./inquiry.js";
-import type { LogicalUnit } from "./lun.js";
 import { ASC, SenseError, SenseKey, invalidCdbField, invalidParameterField } from "./sense.js";
 import type { ScsiTask } from "./task.js";
 
@@ -18,7 +23,13 @@ const lbaOutOfRange = (): SenseError => new SenseError(SenseKey.IllegalRequest, 
  * SBC-3 4.5: the range must lie inside the medium (LBA OUT OF RANGE), and the transfer must not
  * exceed MAXIMUM TRANSFER LENGTH (INVALID FIELD IN CDB, pointing at the length field).
  */
-function checkBlockRange(lu: LogicalUnit, cdb: Buffer, lba: number, blocks: number, maxBlocks: number): void {
+function checkBlockRange(
+  lu: LogicalUnitView,
+  cdb: Buffer,
+  lba: number,
+  blocks: number,
+  maxBlocks: number,
+): void {
   const count = lu.bdev.blockCount;
   if (lba > count || lba + blocks > count || (blocks === 0 && lba >= count)) throw lbaOutOfRange();
   if (blocks > maxBlocks) throw invalidCdbField(lengthFieldOffset(cdb));
@@ -43,7 +54,7 @@ function checkNoProtection(cdb: Buffer): void {
 }
 
 /** SPC-4 7.5.8 SWP: writes fail with DATA PROTECT, WRITE PROTECTED. */
-function checkWritable(lu: LogicalUnit): void {
+function checkWritable(lu: LogicalUnitView): void {
   if (lu.mode.softwareWriteProtect) throw new SenseError(SenseKey.DataProtect, ASC.WRITE_PROTECTED);
 }
 
@@ -52,7 +63,7 @@ function checkWritable(lu: LogicalUnit): void {
  * function aborted the task while it waited, so no data of an aborted command reaches the medium.
  */
 async function lockForWrite(
-  lu: LogicalUnit,
+  lu: LogicalUnitView,
   task: ScsiTask,
   lba: number,
   blocks: number,
@@ -64,7 +75,7 @@ async function lockForWrite(
 }
 
 /** FUA, or write-through when the volatile cache is disabled (caching page WCE=0). */
-function forceUnitAccess(lu: LogicalUnit, cdb: Buffer): boolean {
+function forceUnitAccess(lu: LogicalUnitView, cdb: Buffer): boolean {
   const fua = cdbLengthOf(cdb[0]) !== 6 && (cdb[1] & 0x08) !== 0;
   return fua || (lu.bdev.volatileWriteCache && !lu.mode.writeCacheEnabled);
 }
@@ -125,7 +136,7 @@ export async function write(ctx: CommandContext): Promise<void> {
 }
 
 async function verifyWritten(
-  lu: LogicalUnit,
+  lu: LogicalUnitView,
   lba: number,
   iov: readonly Buffer[],
   byteCheck: boolean,
