@@ -24,12 +24,10 @@ import {
   type WriteOptions,
 } from "../bdev/bdev.js";
 import {
-  ActivityLog,
   applyActivityLog,
   blockDeviceStore,
   DRBD_MD_MAGIC_08,
   DRBD_MD_MAGIC_84_UNCLEAN,
-  initializedActivityLog,
   MDF_AL_CLEAN,
   MDF_CONSISTENT,
   MDF_CRASHED_PRIMARY,
@@ -45,6 +43,7 @@ import {
   type MetadataStore,
   type SuperBlock,
 } from "./metadata.js";
+import { ActivityLog, initializedActivityLog } from "./activity_log.js";
 import { OutOfSyncBitmap } from "./bitmap.js";
 import { newCurrentUuid, withPrimaryBit, type UuidSet } from "./uuids.js";
 

@@ -16,35 +16,37 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  ActivityLog,
-  AL_TR_INITIALIZED,
   DRBD_MD_MAGIC_84_UNCLEAN,
   DrbdMetadataError,
   MDF_AL_CLEAN,
   MDF_PRIMARY_IND,
-  LC_FREE,
-  alRingSlot,
   applyActivityLog,
   blockDeviceStore,
   computeLayout,
   createMetadata,
-  decodeAlTransaction,
   decodeSuperBlock,
-  drbdCrc32c,
-  encodeAlTransaction,
   encodeSuperBlock,
   openFileStore,
-  readActivityLog,
   readBitmap,
   readMetadata,
-  replayActivityLog,
-  markExtentsOutOfSync,
-  writeAlTransaction,
   writeBitmap,
   writeSuperBlock,
   type MetadataStore,
   type MetaDiskPlacement,
 } from "./metadata.js";
+import {
+  ActivityLog,
+  AL_TR_INITIALIZED,
+  LC_FREE,
+  alRingSlot,
+  decodeAlTransaction,
+  drbdCrc32c,
+  encodeAlTransaction,
+  readActivityLog,
+  replayActivityLog,
+  markExtentsOutOfSync,
+  writeAlTransaction,
+} from "./activity_log.js";
 import { MallocBdev } from "../bdev/malloc/malloc.js";
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");
