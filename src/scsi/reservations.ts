@@ -9,11 +9,11 @@
  * FORMAT CODE 00b (name only) matches every ISID of that initiator. Registrations outlive the
  * session, so an initiator that logs in again with the same ISID finds its key.
  *
- * APTPL state is a small JSON file (see PersistedState) replaced atomically: temp file, fsync,
- * rename, fsync of the directory.
+ * The conflict tables are in pr_conflicts.ts, the registration model in pr_registration.ts, the
+ * parameter data formats in scsi_pr.ts and the APTPL state file (a small JSON file replaced
+ * atomically) in aptpl_file.ts.
  */
-import { open, readFile, rename, unlink } from "node:fs/promises";
-import { dirname, basename, join } from "node:path";
+import { readFile } from "node:fs/promises";
 import { log } from "../util/log.js";
 import type { ITNexus, ScsiTask } from "./task.js";
 import { ASC, SenseError, SenseKey, invalidCdbField, invalidParameterField, type AscAscq } from "./sense.js";
@@ -33,8 +33,25 @@ import {
   parsePrOutParameters,
   parseRegisterAndMoveParameters,
   registrantsHaveAccess,
-  type IscsiInitiatorPortId,
 } from "./scsi_pr.js";
+import { decodeAptplState, encodeAptplState, removeIfPresent, writeFileAtomically } from "./aptpl_file.js";
+import {
+  OP_PERSISTENT_RESERVE_IN,
+  OP_PERSISTENT_RESERVE_OUT,
+  OP_RELEASE10,
+  OP_RELEASE6,
+  OP_RESERVE10,
+  OP_RESERVE6,
+  allowedUnderSpc2Reservation,
+  commandClass,
+} from "./pr_conflicts.js";
+import {
+  covers,
+  portMatches,
+  samePort,
+  type PersistentReservation,
+  type Registration,
+} from "./pr_registration.js";
 
 /** What the LU does for the reservation logic: unit attentions and task aborts on other nexuses. */
 export interface ReservationHooks {
@@ -59,162 +76,8 @@ export class ReservationConflict extends Error {
   }
 }
 
-const OP_TEST_UNIT_READY = 0x00;
-const OP_REQUEST_SENSE = 0x03;
-const OP_INQUIRY = 0x12;
-const OP_RESERVE6 = 0x16;
-const OP_RELEASE6 = 0x17;
-const OP_START_STOP_UNIT = 0x1b;
-const OP_PREVENT_ALLOW = 0x1e;
-const OP_READ_CAPACITY10 = 0x25;
-const OP_LOG_SENSE = 0x4d;
-const OP_RESERVE10 = 0x56;
-const OP_RELEASE10 = 0x57;
-const OP_PERSISTENT_RESERVE_IN = 0x5e;
-const OP_PERSISTENT_RESERVE_OUT = 0x5f;
-const OP_SERVICE_ACTION_IN16 = 0x9e;
-const OP_REPORT_LUNS = 0xa0;
-const OP_MAINTENANCE_IN = 0xa3;
-const OP_SERVICE_ACTION_IN12 = 0xab;
-
 /** Upper bound on registrations per LU; beyond it INSUFFICIENT REGISTRATION RESOURCES. */
 const MAX_REGISTRATIONS = 1024;
-
-type CommandClass = "allowed" | "read" | "write";
-
-/**
- * How a command fares under a persistent reservation held by someone else (SPC-4 Table 63,
- * SBC-3 Table 13): "allowed" never conflicts, "read" conflicts only under Exclusive Access types,
- * "write" conflicts under every type. Unknown commands count as "write".
- */
-function commandClass(cdb: Buffer): CommandClass {
-  switch (cdb[0]) {
-    case OP_TEST_UNIT_READY:
-    case OP_REQUEST_SENSE:
-    case OP_INQUIRY:
-    case OP_READ_CAPACITY10:
-    case OP_LOG_SENSE:
-    case OP_REPORT_LUNS:
-      return "allowed";
-    case OP_PREVENT_ALLOW:
-      // PREVENT=0 is allowed, a prevent conflicts (SBC-3 Table 13).
-      return (cdb[4] & 0x03) === 0 ? "allowed" : "write";
-    case OP_START_STOP_UNIT:
-      // START=1 with POWER CONDITION 0 is allowed; stopping conflicts.
-      return (cdb[4] & 0x01) === 1 && cdb[4] >> 4 === 0 ? "allowed" : "write";
-    case OP_SERVICE_ACTION_IN16: {
-      const sa = cdb[1] & 0x1f;
-      if (sa === 0x10) return "allowed"; // READ CAPACITY(16)
-      if (sa === 0x11 || sa === 0x12) return "read"; // READ LONG(16), GET LBA STATUS
-      return "write";
-    }
-    case OP_MAINTENANCE_IN: {
-      const sa = cdb[1] & 0x1f;
-      // REPORT IDENTIFYING INFORMATION, REPORT TARGET PORT GROUPS, REPORT SUPPORTED OPERATION
-      // CODES, REPORT SUPPORTED TMF, REPORT TIMESTAMP, REPORT PRIORITY, REPORT ALIASES.
-      if ([0x05, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f].includes(sa)) return "allowed";
-      if (sa === 0x10) return "read"; // MANAGEMENT PROTOCOL IN
-      return "write";
-    }
-    case OP_SERVICE_ACTION_IN12:
-      return (cdb[1] & 0x1f) === 0x01 ? "allowed" : "write"; // READ MEDIA SERIAL NUMBER
-    case 0x08: // READ(6)
-    case 0x28: // READ(10)
-    case 0xa8: // READ(12)
-    case 0x88: // READ(16)
-    case 0x7f: // READ(32) and other variable-length CDBs
-    case 0x2f: // VERIFY(10)
-    case 0xaf: // VERIFY(12)
-    case 0x8f: // VERIFY(16)
-    case 0x34: // PRE-FETCH(10)
-    case 0x90: // PRE-FETCH(16)
-    case 0x37: // READ DEFECT DATA(10)
-    case 0xb7: // READ DEFECT DATA(12)
-    case 0x3e: // READ LONG(10)
-    case 0xa2: // SECURITY PROTOCOL IN
-      return "read";
-    default:
-      return "write";
-  }
-}
-
-/**
- * Commands another I_T nexus may still send while an SPC-2 reservation is held (SPC-2 5.5.1):
- * those that only report identity or sense, and RELEASE, which is then a no-op.
- */
-function allowedUnderSpc2Reservation(cdb: Buffer): boolean {
-  switch (cdb[0]) {
-    case OP_INQUIRY:
-    case OP_REQUEST_SENSE:
-    case OP_REPORT_LUNS:
-    case OP_RELEASE6:
-    case OP_RELEASE10:
-      return true;
-    case OP_PREVENT_ALLOW:
-      return (cdb[4] & 0x03) === 0;
-    case OP_MAINTENANCE_IN:
-      return (cdb[1] & 0x1f) === 0x0c || (cdb[1] & 0x1f) === 0x0d;
-    default:
-      return false;
-  }
-}
-
-/** One registration: a reservation key for an initiator port on one (or every) target port. */
-interface Registration {
-  key: bigint;
-  readonly port: IscsiInitiatorPortId;
-  /** Lower-cased target port ("<target>,t,0x<tpgt>"), or undefined for ALL_TG_PT. */
-  readonly targetPort: string | undefined;
-  readonly relativeTargetPortId: number;
-  readonly transportId: Buffer;
-  /** The nexus that registered, so its unit attentions reach it even before it sends again. */
-  readonly originNexusKey: string | undefined;
-}
-
-interface PersistentReservation {
-  /** The holder for WE/EA/RO types; undefined for all-registrants types (every registrant holds). */
-  readonly holder: Registration | undefined;
-  readonly type: PrType;
-}
-
-/** The APTPL file's content (version 1). Keys are 16 hex digits. */
-interface PersistedState {
-  readonly version: 1;
-  readonly lun: string;
-  readonly generation: number;
-  readonly registrations: {
-    key: string;
-    initiatorName: string;
-    isid?: string;
-    targetPort?: string;
-    relativeTargetPortId: number;
-  }[];
-  /** Index into registrations of the holder, -1 for all-registrants types. */
-  readonly reservation: { type: number; holder: number } | null;
-}
-
-function portMatches(port: IscsiInitiatorPortId, nexus: ITNexus): boolean {
-  return (
-    port.name === nexus.initiatorName.toLowerCase() &&
-    (port.isid === undefined || port.isid === nexus.isid.toLowerCase())
-  );
-}
-
-/**
- * Whether `reg` already applies to initiator port `port` on `targetPort` (undefined: every target
- * port): a name-only registration covers every ISID, an ALL_TG_PT one every target port.
- */
-function covers(reg: Registration, port: IscsiInitiatorPortId, targetPort: string | undefined): boolean {
-  return (
-    reg.port.name === port.name &&
-    (reg.port.isid === undefined || reg.port.isid === port.isid) &&
-    (reg.targetPort === undefined || reg.targetPort === targetPort)
-  );
-}
-
-function samePort(a: IscsiInitiatorPortId, b: IscsiInitiatorPortId): boolean {
-  return a.name === b.name && a.isid === b.isid;
-}
 
 export class Reservations {
   private readonly lunName: string;
@@ -254,53 +117,15 @@ export class Reservations {
     const fail = (what: string): never => {
       throw new Error(`${this.lunName}: APTPL file ${this.aptplFile}: ${what}`);
     };
-    let state: PersistedState;
-    try {
-      state = JSON.parse(text) as PersistedState;
-    } catch (err) {
-      return fail(`not JSON (${(err as Error).message})`);
-    }
-    if (typeof state !== "object" || state === null || state.version !== 1) fail("unknown version");
-    if (!Number.isInteger(state.generation) || state.generation < 0) fail("bad generation");
-    if (!Array.isArray(state.registrations)) fail("registrations is not a list");
-    const regs: Registration[] = state.registrations.map((r, i) => {
-      if (typeof r !== "object" || r === null) fail(`registration ${i} is not an object`);
-      if (typeof r.key !== "string" || !/^[0-9a-f]{16}$/.test(r.key)) fail(`registration ${i}: bad key`);
-      if (typeof r.initiatorName !== "string" || r.initiatorName === "")
-        fail(`registration ${i}: bad initiatorName`);
-      if (r.isid !== undefined && (typeof r.isid !== "string" || !/^[0-9a-f]{12}$/.test(r.isid)))
-        fail(`registration ${i}: bad isid`);
-      if (r.targetPort !== undefined && typeof r.targetPort !== "string")
-        fail(`registration ${i}: bad targetPort`);
-      if (!Number.isInteger(r.relativeTargetPortId)) fail(`registration ${i}: bad relativeTargetPortId`);
-      const port: IscsiInitiatorPortId =
-        r.isid !== undefined ? { name: r.initiatorName, isid: r.isid } : { name: r.initiatorName };
-      return {
-        key: BigInt(`0x${r.key}`),
-        port,
-        targetPort: r.targetPort,
-        relativeTargetPortId: r.relativeTargetPortId,
-        transportId: encodeIscsiTransportId(port),
-        originNexusKey: undefined,
-      };
-    });
-    let reservation: PersistentReservation | undefined;
-    if (state.reservation !== null && state.reservation !== undefined) {
-      const { type, holder } = state.reservation;
-      if (!isValidPrType(type)) return fail("bad reservation type");
-      if (isAllRegistrants(type)) {
-        if (regs.length === 0) fail("all-registrants reservation without registrants");
-        reservation = { holder: undefined, type };
-      } else {
-        if (!Number.isInteger(holder) || holder < 0 || holder >= regs.length) fail("bad reservation holder");
-        reservation = { holder: regs[holder], type };
-      }
-    }
-    this.registrations = regs;
-    this.reservation = reservation;
-    this.generation = state.generation >>> 0;
+    const state = decodeAptplState(text, fail);
+    this.registrations = state.registrations;
+    this.reservation = state.reservation;
+    this.generation = state.generation;
     this.aptpl = true;
-    this.log.info({ file: this.aptplFile, registrations: regs.length }, "restored APTPL reservation state");
+    this.log.info(
+      { file: this.aptplFile, registrations: state.registrations.length },
+      "restored APTPL reservation state",
+    );
   }
 
   /** True when `cdb` from `nexus` must end in RESERVATION CONFLICT. */
@@ -778,7 +603,13 @@ export class Reservations {
   private async persist(): Promise<void> {
     const file = this.aptplFile;
     if (file === undefined) return;
-    const snapshot = this.aptpl ? JSON.stringify(this.snapshot(), null, 1) : undefined;
+    const snapshot = this.aptpl
+      ? JSON.stringify(
+          encodeAptplState(this.lunName, this.generation, this.registrations, this.reservation),
+          null,
+          1,
+        )
+      : undefined;
     const write = this.persistChain.then(() =>
       snapshot === undefined ? removeIfPresent(file) : writeFileAtomically(file, snapshot),
     );
@@ -789,54 +620,5 @@ export class Reservations {
       this.log.error({ err, file }, "cannot save APTPL reservation state");
       throw new SenseError(SenseKey.HardwareError, ASC.INTERNAL_TARGET_FAILURE);
     }
-  }
-
-  private snapshot(): PersistedState {
-    const res = this.reservation;
-    return {
-      version: 1,
-      lun: this.lunName,
-      generation: this.generation,
-      registrations: this.registrations.map((r) => ({
-        key: r.key.toString(16).padStart(16, "0"),
-        initiatorName: r.port.name,
-        ...(r.port.isid !== undefined ? { isid: r.port.isid } : {}),
-        ...(r.targetPort !== undefined ? { targetPort: r.targetPort } : {}),
-        relativeTargetPortId: r.relativeTargetPortId,
-      })),
-      reservation: res
-        ? { type: res.type, holder: res.holder === undefined ? -1 : this.registrations.indexOf(res.holder) }
-        : null,
-    };
-  }
-}
-
-async function removeIfPresent(file: string): Promise<void> {
-  try {
-    await unlink(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-  }
-}
-
-/** Write `text` to `file` so that a crash leaves either the old or the new content. */
-async function writeFileAtomically(file: string, text: string): Promise<void> {
-  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
-  const fh = await open(tmp, "w", 0o600);
-  try {
-    await fh.writeFile(text, "utf8");
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-  // Make the rename itself durable.
-  const dir = await open(dirname(file), "r");
-  try {
-    await dir.sync();
-  } catch {
-    // Some file systems refuse fsync on a directory; the rename is still atomic.
-  } finally {
-    await dir.close();
   }
 }
