@@ -3,10 +3,10 @@
  * The `usertgt` command.
  *
  *   usertgt serve [-c FILE] [--log-level L] [--state-dir DIR]   run a config (no -c: the embedded default)
- *                 [--mount-point DIR | --no-fuse] [--handler-dir DIR]   issue #3's device tree
+ *                 [--mount-point DIR | --no-fuse] [--handler-dir DIR]   the device tree's FUSE view (docs/devtree.md)
  *                 [--rpc-socket PATH | --no-rpc]                JSON-RPC control socket (docs/rpc.md)
  *   usertgt check [-c FILE]                                      validate a config, print its notices
- *                 [--drbd-config FILE] [--node-name NAME]        issue #4's DRBD resources (docs/drbd.md)
+ *                 [--drbd-config FILE] [--node-name NAME]        DRBD resources (docs/drbd.md)
  *   usertgt rpc [-s SOCKET] METHOD [JSON | --key value ...]      call a method on a running server
  *   usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND [RES] [--force] [--clear-bitmap]   drbdadm(8) on it
  *   usertgt --version
@@ -87,7 +87,7 @@ async function serve(opts: ServeOptions): Promise<void> {
   let server: UsertgtServer;
   try {
     const config = await readConfig(opts.config);
-    // [TCMUR]/[BIO] devices live in the device tree (issue #3); without them no tree and no FUSE mount.
+    // [TCMUR]/[BIO] devices live in the device tree (src/devtree); without them no tree and no FUSE mount.
     const devtree = await devtreeWiring(config, {
       mountPoint: opts.fuse ? opts.mountPoint : false,
       handlerDir: opts.handlerDir,

@@ -7,7 +7,7 @@ import { defaultConfig } from "./default.js";
 import { ConfigError } from "./errors.js";
 import { loadSpdkConfig, parseSpdkConfig, type SpdkConfig } from "./spdk_config.js";
 
-/** The seed's etc/spdk/iscsi.drbd_conf.in, active lines as written (comments trimmed). */
+/** The reference SPDK+DRBD deployment's etc/spdk/iscsi.drbd_conf.in, active lines as written (comments trimmed). */
 const SEED = `[Global]
   #SharedMemoryID 0
 [Bdev]
@@ -95,7 +95,7 @@ function expectError(text: string, message: string, auth?: string): void {
 }
 
 describe("SPDK config model", () => {
-  it("reads the seed config as written", () => {
+  it("reads the reference config as written", () => {
     const c = parse(SEED, AUTH);
     assert.equal(c.globals.nodeBase, "iqn.2016-06.io.spdk");
     assert.equal(c.globals.nopTimeoutSec, 30);
@@ -592,7 +592,7 @@ describe("SPDK config reader on damaged input", () => {
     };
   }
 
-  it("answers every mutation of the seed config with a model or a located ConfigError, never another error", () => {
+  it("answers every mutation of the reference config with a model or a located ConfigError, never another error", () => {
     const lines = SEED.split("\n");
     const junk = [
       '"',

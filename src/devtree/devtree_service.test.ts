@@ -20,7 +20,7 @@ function fuseUsable(): boolean {
   }
 }
 
-test("devtree service: the seed's TCMUR and BIO lines, LUN claims, close leaves the tree", async () => {
+test("devtree service: the reference config's TCMUR and BIO lines, LUN claims, close leaves the tree", async () => {
   const dir = await mkdtemp(join(tmpdir(), "devtree-svc-"));
   try {
     const svc = await DevtreeService.create({ mountPoint: false, logger: quiet });

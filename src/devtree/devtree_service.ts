@@ -1,5 +1,5 @@
 /**
- * Issue #3 as one piece the server wires in: the device tree, the TCMUR handlers, the BIO bdevs and
+ * The device tree subsystem as one piece the server wires in: the device tree, the TCMUR handlers, the BIO bdevs and
  * the FUSE view. It takes plain specs (the shapes of the config model's TcmurBdevSpec/BioBdevSpec),
  * so it depends on neither config/ nor server/; the server calls:
  *

@@ -5,7 +5,7 @@
  * open so that one reader sees one consistent snapshot. Every open file is served with direct I/O
  * (FOPEN_DIRECT_IO): reads and writes go straight to the device, so the FUSE view, iSCSI LUNs and BIO
  * bdevs see the same bytes at once with no stale page cache in between, and fsync() reaches the
- * device's flush (the seed's fsync did nothing).
+ * device's flush (the FUSE view of the reference deployment ignored fsync).
  *
  * Opening a device for writing claims it for the mount ("write" claim, shared by all writers through
  * this mount); when a LUN, BIO bdev or DRBD device already holds it, the open fails with EBUSY.

@@ -1,7 +1,7 @@
 /**
  * One FUSE connection: the /dev/fuse file descriptor, the reader thread that takes requests off it,
  * and the dispatch of each request to an async handler. Requests are served concurrently — a slow
- * flush does not hold up reads — up to the number of request slots (the seed served one at a time).
+ * flush does not hold up reads — up to the number of request slots (the tcmu-runner FUSE view it replaces served one at a time).
  *
  * Replies are written with one synchronous write(2) each: a reply to /dev/fuse never blocks (the
  * kernel copies it into the waiting request), so it costs a memcpy, not a wait.

@@ -3,7 +3,7 @@
  * each fills one small table and registers it). The server asks the module of each BdevSpec's kind
  * to build it and puts the result in the BdevRegistry.
  *
- * Extension point: TCMUR and BIO (issue #3) are not built in here; ServerOptions.bdevModules adds
+ * Extension point: TCMUR and BIO (device tree modules) are not built in here; ServerOptions.bdevModules adds
  * modules for "tcmur" and "bio" (devtree_wiring.ts does, for the CLI). A module can keep shared state
  * (the device tree, the handler registry) in its closure and register clean-up with ctx.onStop().
  */

@@ -1,5 +1,5 @@
 /**
- * Issue #3 joined to the server: `[TCMUR]` and `[BIO]` devices come from the device tree service
+ * The device tree joined to the server: `[TCMUR]` and `[BIO]` devices come from the device tree service
  * (src/devtree/devtree_service.ts), tree devices used directly as LUNs are claimed for writing (so a
  * BIO bdev or a FUSE writer cannot write behind the LUN), the tree is shown through FUSE once the
  * target listens, and at shutdown the view is unmounted before the block devices close.

@@ -1,7 +1,7 @@
 /**
- * Issue #4 joined to the server: the DRBD resources of a drbd.conf / .res file for this node, the
+ * DRBD joined to the server: the DRBD resources of a drbd.conf / .res file for this node, the
  * `drbd_adm` / `drbd_status` control-plane methods behind `usertgt drbdadm`, and the in-process BIO
- * helper `drbdadm_up_primary` of the seed's `BIO bio1 /UMCfuse/dev/drbd2 drbdadm_up_primary spdk
+ * helper `drbdadm_up_primary` of the reference SPDK+DRBD config's `BIO bio1 /UMCfuse/dev/drbd2 drbdadm_up_primary spdk
  * /UMCfuse/dev/ram_b`.
  *
  * As with kernel DRBD, loading the config brings nothing up: `drbdadm up RES` (or the BIO helper) does.
@@ -178,8 +178,8 @@ export class DrbdWiring {
 
   /**
    * The BIO helper `drbdadm_up_primary RES DEV`. Which resource: the one named RES; if this node has
-   * none of that name (the seed passes "spdk", a name from its build, not a resource), the one whose
-   * local backing disk is DEV. Then, as the seed's script did with the kernel tools:
+   * none of that name (the reference SPDK+DRBD config passes "spdk", a name from its build, not a resource), the one whose
+   * local backing disk is DEV. Then, as that config's helper script did with the kernel tools:
    *   - no DRBD metadata on the lower device → create-md (a fresh, Inconsistent device);
    *   - up (attach, and connect when a peer is configured);
    *   - primary; with --force only when the data cannot come from elsewhere: metadata just created, or a

@@ -27,7 +27,7 @@ import {
 } from "./bdev_modules.js";
 
 /**
- * Points where a subsystem outside the iSCSI graph joins in (issue #3's device tree: claims on tree
+ * Points where a subsystem outside the iSCSI graph joins in (the device tree: claims on tree
  * devices used as LUNs, the FUSE view). Each runs once; failures in start-up hooks fail the start.
  */
 export interface ServerHooks {

@@ -1,6 +1,6 @@
 /**
  * tcmu-runner's `ram` handler: the device lives in memory, lost at exit. Memory is taken in 1 MiB
- * chunks on first write, so the seed's six 1 GiB devices cost only what is written; never-written and
+ * chunks on first write, so the six 1 GiB devices of the reference config cost only what is written; never-written and
  * discarded chunks read as zeroes.
  */
 import { DEFAULT_SIZE_BYTES, type TcmurDeviceBackend, type TcmurHandler } from "./handler.js";

@@ -1,5 +1,5 @@
 /**
- * The BIO bdev module (the seed's bdev_bio): a bdev over any node of the device tree, named by its
+ * The BIO bdev module (bdev_bio of the reference SPDK deployment): a bdev over any node of the device tree, named by its
  * tree path (`BIO bio0 /UMCfuse/dev/file_b`). It claims the node for writing for as long as it is
  * open, so a second writer (another BIO line, a LUN on the same TCMUR device, a FUSE writer) is
  * refused with the holder's name. Closing releases the claim; the tree device itself stays open —

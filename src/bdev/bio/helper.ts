@@ -1,5 +1,5 @@
 /**
- * The optional helper of a `[BIO]` line, run before the device is opened (the seed's
+ * The optional helper of a `[BIO]` line, run before the device is opened (the reference config's
  * `drbdadm_up_primary spdk /UMCfuse/dev/ram_b` brings a DRBD resource up as primary so its node
  * appears in the tree). A helper is either registered in-process by a module (DRBD registers its
  * own) or an executable, run with its argv and no shell.

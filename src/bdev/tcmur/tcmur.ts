@@ -1,5 +1,5 @@
 /**
- * The TCMUR bdev module (the seed's bdev_tcmur): a BlockDevice over a tcmu-runner style handler
+ * The TCMUR bdev module (bdev_tcmur of the reference SPDK deployment): a BlockDevice over a tcmu-runner style handler
  * backend. The UUID is derived from the device name and cfgstring, so a `file` device keeps its
  * SCSI identity (VPD 0x83) across restarts.
  */

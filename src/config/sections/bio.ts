@@ -5,7 +5,7 @@
 import { type IniSection } from "../ini.js";
 import { type Located, Reader, walk } from "../section_reader.js";
 
-/** [BIO]: `BIO <bdev name> <device path> [helper [args...]]` (issue #3 builds these). */
+/** [BIO]: `BIO <bdev name> <device path> [helper [args...]]` (src/devtree builds these). */
 export interface BioBdevSpec extends Located {
   readonly kind: "bio";
   readonly name: string;

@@ -4,7 +4,7 @@
 import { type IniSection } from "../ini.js";
 import { type Located, Reader, walk } from "../section_reader.js";
 
-/** [TCMUR]: `TCMUR <minor> <name> <cfgstring> [options...]` (issue #3 builds these). */
+/** [TCMUR]: `TCMUR <minor> <name> <cfgstring> [options...]` (src/devtree builds these). */
 export interface TcmurBdevSpec extends Located {
   readonly kind: "tcmur";
   readonly minor: number;
@@ -26,7 +26,7 @@ export function readTcmur(r: Reader, sec: IniSection): TcmurBdevSpec[] {
         const v = e.values;
         if (v.length < 3)
           throw r.error(e.line, `TCMUR expects <minor> <name> <cfgstring>, e.g. TCMUR 0 ram_a /ram/tmp/x`);
-        // The seed: "tcmur-minor-number should be less than 256 and unique across TCMUR instances".
+        // The reference SPDK config's rule: "tcmur-minor-number should be less than 256 and unique across TCMUR instances".
         const minor = r.intValue(e.line, "TCMUR minor", v[0], 0, 255);
         const dup = out.find((t) => t.minor === minor);
         if (dup) throw r.error(e.line, `TCMUR minor ${minor} is already used at line ${dup.line}`);

@@ -7,7 +7,7 @@ import { parseDrbdConfig, selectLocalHost, findResource } from "./res_parser.js"
 import { dumpDrbdConfig } from "./res_dump.js";
 import { DrbdConfigError, effectiveOptions, numericOption, optionValue, parseScaledNumber } from "./model.js";
 
-/** The seed system's /etc/drbd.d/spdk_drbd2.res, verbatim (tabs and the commented net section included). */
+/** /etc/drbd.d/spdk_drbd2.res of the reference SPDK+DRBD deployment, verbatim (tabs, commented net section). */
 const SEED_RES = `# /etc/drbd.d/spdk_drbd2.res
 
 resource spdk_drbd2 {
@@ -46,7 +46,7 @@ resource spdk_drbd2 {
 }
 `;
 
-/** The seed with its commented-out net section enabled (every comment line but the first). */
+/** That file with its commented-out net section enabled (every comment line but the first). */
 const uncommentNet = (text: string) =>
   text
     .split("\n")
@@ -65,7 +65,7 @@ function parseError(text: string): string {
   assert.fail("configuration was accepted");
 }
 
-test("res: the seed's spdk_drbd2.res parses with its hosts, volume and disk options", () => {
+test("res: the reference deployment's spdk_drbd2.res parses with its hosts, volume and disk options", () => {
   const cfg = parseText(SEED_RES, "/etc/drbd.d/spdk_drbd2.res");
   assert.equal(cfg.resources.length, 1);
   const res = findResource(cfg, "spdk_drbd2");
@@ -97,7 +97,7 @@ test("res: the seed's spdk_drbd2.res parses with its hosts, volume and disk opti
   assert.equal(effectiveOptions(res.disk, "disk")["resync-rate"], 40000);
 });
 
-test("res: the seed with its net section uncommented selects protocol A and pull-ahead", () => {
+test("res: the reference spdk_drbd2.res with its net section uncommented selects protocol A and pull-ahead", () => {
   const text = uncommentNet(SEED_RES);
   const res = parseText(text).resources[0]!;
   assert.equal(optionValue(res.net, "net", "protocol"), "A");
