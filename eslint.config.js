@@ -28,4 +28,15 @@ export default tseslint.config(
       "no-constant-condition": ["error", { checkLoops: false }],
     },
   },
+  {
+    // One concern per file: product files under 800 lines (tests and test fixtures are exempt).
+    files: ["src/**/*.ts"],
+    ignores: ["**/*.test.ts", "src/drbd/pair_fixture.ts", "src/drbd/test_support.ts"],
+    rules: { "max-lines": ["error", { max: 800, skipBlankLines: false, skipComments: false }] },
+  },
+  {
+    // TEMPORARY: connection.ts is being split on another branch; remove this block once that has landed.
+    files: ["src/drbd/connection.ts"],
+    rules: { "max-lines": "off" },
+  },
 );
