@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DRBD (issue #4) write throughput through iSCSI and resync throughput, on this one machine, in one run.
+# DRBD write throughput through iSCSI and resync throughput, on this one machine, in one run.
 # Two `usertgt serve` processes, alpha on 127.0.0.1 and beta on 127.0.0.2, share one two-node .res (as
 # test/e2e/drbd_pair.test.ts builds it); each backs drbd2 with a TCMUR file (BACKING_DIR, default /dev/shm so
 # that no disk is the bottleneck) and serves LUN0 = BIO bio1 over drbd2 (alpha drbdadm_up_primary, beta

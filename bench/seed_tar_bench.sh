@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The seed's "time to copy and unpack a large tar image, mounted on a remote initiator" per LUN type, with a
+# The reference deployment's "time to copy and unpack a large tar image, mounted on a remote initiator" per LUN type, with a
 # real Linux initiator: a Debian 6.1 kernel in QEMU/TCG (bench/linux_initiator/) logs in with iscsi_tcp,
 # makes ext4 on the LUN, copies the tar image onto it, unpacks it there and syncs. Measured inside the guest.
 # One target and one VM boot per LUN type: usertgt Malloc, AIO, TCMUR file, BIO (over a TCMUR file), DRBD
 # standalone and protocol C (below), then tgt (STGT, rdwr backing store) on the same machine. Backing files live in a fresh dir under /tmp as in the
 # seed ("all bdevs (except malloc) are backed by large files in /tmp").
-# The seed's LUN5 rows: BIO bio1 over drbd2 (DRBD 8.4, TCMUR file backing, drbdadm_up_primary) with the peer
+# The reference deployment's LUN5 rows: BIO bio1 over drbd2 (DRBD 8.4, TCMUR file backing, drbdadm_up_primary) with the peer
 # never started (drbd: "standalone", connection WFConnection, writes stay local), and with a second usertgt
 # on 127.0.0.2 as the protocol C (drbdc) or A (drbda) peer; the full initial sync of the LUN (fixed rate
 # 4G: c-plan-ahead 0) is finished (and timed) before the guest boots.

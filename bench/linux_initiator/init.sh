@@ -55,7 +55,7 @@ mount -t ext4 "$disk" /mnt || fail "mount $disk"
 t2=$(now)
 echo "BENCH mkfs seconds=$(elapsed "$t1" "$t2")"
 
-# The seed's measure: copy the tar image onto the remote disk, unpack it there, sync.
+# The reference deployment's measure: copy the tar image onto the remote disk, unpack it there, sync.
 cat /dev/vda >/mnt/image.tar || fail "copy"
 sync
 t3=$(now)

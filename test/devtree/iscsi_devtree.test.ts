@@ -1,5 +1,5 @@
 /**
- * Issue #3 end to end: TCMUR and BIO LUNs served over iSCSI by the real server, with the device tree
+ * The device tree end to end: TCMUR and BIO LUNs served over iSCSI by the real server, with the device tree
  * mounted over FUSE in a temp dir. Bytes written through iSCSI are the bytes of the FUSE file; a LUN's
  * device refuses a FUSE writer; INQUIRY names the module. (Needs root and /dev/fuse for the FUSE half.)
  */

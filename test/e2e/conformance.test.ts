@@ -1,7 +1,7 @@
 /**
- * Issue #2 acceptance: `iscsi-test-cu -d -t ALL` (libiscsi-bin 1.19) against usertgt on a Malloc LUN
+ * Conformance: `iscsi-test-cu -d -t ALL` (libiscsi-bin 1.19) against usertgt on a Malloc LUN
  * and an AIO LUN, 512- and 4096-byte blocks, with two portals in one portal group so MultipathIO runs;
- * and the same on issue #3's TCMUR file device and a BIO bdev over a TCMUR ram device.
+ * and the same on a TCMUR file device and a BIO bdev over a TCMUR ram device.
  * A run passes when every failure is listed in conformance-known-failures.txt (and every listed test
  * still fails), and the only skips are EXTENDED COPY, WRITE ATOMIC and SANITIZE, plus those that state what a
  * virtual disk truly is (medium not removable, one logical block per physical block: DEVICE_PROPERTY_SKIPS).
@@ -41,7 +41,7 @@ const SETUPS: Setup[] = [
       bdevSection: (dir) => `[AIO]\n  AIO ${join(dir, `aio${bs}.img`)} AIO0 ${bs} ${LUN_MB}\n`,
     },
   ]),
-  // Issue #3's devices: tcmu-runner style file and ram handler devices, and a BIO bdev over a ram device.
+  // Device tree devices: tcmu-runner style file and ram handler devices, and a BIO bdev over a ram device.
   {
     name: "tcmur_ram512",
     bdev: "ram_a",

@@ -121,7 +121,7 @@ export function parseKnownFailures(text: string): KnownFailure[] {
   return out;
 }
 
-/** Suites whose tests may be skipped: commands out of scope (issue #2 acceptance). */
+/** Suites whose tests may be skipped: commands out of scope (README: What works). */
 export const ALLOWED_SKIP_SUITES = ["ExtendedCopy", "ReceiveCopyResults", "WriteAtomic16", "Sanitize"];
 
 /**

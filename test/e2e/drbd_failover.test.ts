@@ -1,5 +1,5 @@
 /**
- * Issue #4 acceptance, protocol C failover: four iSCSI sessions write patterns to the Primary (alpha)
+ * DRBD protocol C failover: four iSCSI sessions write patterns to the Primary (alpha)
  * under load, alpha is killed with SIGKILL mid-load, the Secondary (beta) is promoted without --force and
  * every WRITE that returned GOOD reads back from beta's LUN. alpha then rejoins with `drbdadm_up` as
  * SyncTarget, resyncs (its activity log's extents and beta's new writes), ends UpToDate, and both backing

@@ -1,5 +1,5 @@
 /**
- * Two-node DRBD fixture for the issue #4 acceptance tests: one .res with `on alpha` (127.0.0.1) and
+ * Two-node DRBD fixture for the DRBD end-to-end tests: one .res with `on alpha` (127.0.0.1) and
  * `on beta` (127.0.0.2), each node a real `usertgt serve` child process backing drbd2 with its own TCMUR
  * file device (files survive a kill -9, RAM devices would not) and exporting it as LUN 0 through a BIO
  * bdev whose helper is `drbdadm_up_primary` or `drbdadm_up`. Control through `usertgt drbdadm` and the

@@ -1,5 +1,5 @@
 /**
- * Issue #4 across two servers (drbd_fixture.ts): alpha's BIO runs `drbdadm_up_primary` (fresh metadata →
+ * DRBD across two servers (drbd_fixture.ts): alpha's BIO runs `drbdadm_up_primary` (fresh metadata →
  * primary --force), beta's runs `drbdadm_up` (Secondary); the initial full sync runs, a pattern written
  * through alpha's LUN reaches beta's backing file at the same offset, beta's LUN reads it too and refuses
  * writes. DRBD ports 7800-7809, iSCSI ports 3420-3439.

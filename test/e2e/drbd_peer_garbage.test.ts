@@ -1,5 +1,5 @@
 /**
- * Issue #4 acceptance, a misbehaving peer: a fake peer in the test connects to the running alpha's DRBD
+ * DRBD, a misbehaving peer: a fake peer in the test connects to the running alpha's DRBD
  * port (as beta would: P_INITIAL_DATA / P_INITIAL_META sockets) and sends garbage instead of the initial
  * packet, a wrong magic, an oversized and a truncated P_CONNECTION_FEATURES, and — after a real handshake
  * built with src/drbd/protocol.ts (features, then alpha's own P_PROTOCOL / P_SYNC_PARAM / P_SIZES /

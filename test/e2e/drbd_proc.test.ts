@@ -1,6 +1,6 @@
 /**
  * `<mount point>/proc/drbd`: the kernel module's status file in the device tree's FUSE view. A server with
- * two one-node resources: r2 brought up Primary by the seed's BIO helper, r3 configured but never up.
+ * two one-node resources: r2 brought up Primary by the reference config's BIO helper, r3 configured but never up.
  * `cat` shows r2 StandAlone Primary/UpToDate with its out-of-sync KiB (a one-node Primary records every
  * write), r3 as an unconfigured minor. iSCSI ports 3400-3419.
  */

@@ -1,5 +1,5 @@
 /**
- * Issue #4 acceptance, protocol A: with writes running on the Primary, `drbdadm disconnect` mid-way; the
+ * DRBD protocol A: with writes running on the Primary, `drbdadm disconnect` mid-way; the
  * writes go on (StandAlone Primary, marking its bitmap), stop; `drbdadm connect`: the resync transfers
  * exactly the blocks the bitmap marked (beta's requested_blocks == alpha's out_of_sync_kib / 4), and
  * afterwards both backing files are equal and every acknowledged write reads back from beta.

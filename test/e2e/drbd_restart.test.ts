@@ -1,5 +1,5 @@
 /**
- * Issue #4 acceptance, restarts: a clean restart of both nodes (SIGTERM, start again) needs no resync
+ * DRBD restarts: a clean restart of both nodes (SIGTERM, start again) needs no resync
  * (sync decision 0, no resync request, nothing out of sync); a crash of the Primary (kill -9 during a
  * 4-session write load spread over the whole device; restarted, the Secondary not promoted) resyncs no
  * more than the activity log covers: `al-extents 7` × 1024 blocks of 4 KiB, against a 64 MiB device

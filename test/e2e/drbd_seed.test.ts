@@ -1,5 +1,5 @@
 /**
- * Issue #4 wired in as the seed runs it (LUN5): `[TCMUR] ram_b` + `BIO bio1 /UMCfuse/dev/drbd2
+ * DRBD wired in as the reference deployment runs it (LUN5): `[TCMUR] ram_b` + `BIO bio1 /UMCfuse/dev/drbd2
  * drbdadm_up_primary spdk /UMCfuse/dev/ram_b`, with a one-node .res for drbd2 on ram_b. The in-process
  * helper (no resource is named "spdk": it picks the one whose disk is ram_b) creates the metadata, brings
  * the resource up and makes it Primary; `usertgt drbdadm status` shows it; iscsi-test-cu -d -t ALL on bio1
@@ -139,7 +139,7 @@ describe("seed LUN5: BIO over DRBD drbd2 brought up by drbdadm_up_primary", () =
     const [port] = await freePorts(1, 3400, 3419);
     const sock = join(dir, "seed.sock");
     const seed = await readFile(SEED, "utf8");
-    // The seed's `spdk` is not a resource name: the helper takes the resource whose disk is ram_b.
+    // The reference config's `spdk` is not a resource name: the helper takes the resource whose disk is ram_b.
     await writeFile(join(dir, "seed.res"), RES.replace("seednode", "seedhost"));
     const server = await startServer((_p, d) => fullSeed(seed, port, d), {
       dir: await makeTempDir("drbd-seed-full"),

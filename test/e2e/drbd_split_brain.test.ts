@@ -1,5 +1,5 @@
 /**
- * Issue #4 acceptance, split brain: the pair is disconnected, both sides write, and on reconnect the UUIDs
+ * DRBD, split brain: the pair is disconnected, both sides write, and on reconnect the UUIDs
  * show that both changed the data since their last shared generation.
  *   First pair (after-sb-1pri/2pri at their default, disconnect; `after-sb-0pri discard-zero-changes`):
  *   - both Primary: unresolved, both StandAlone with the kernel's message; manual recovery `drbdadm

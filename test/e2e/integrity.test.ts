@@ -1,5 +1,5 @@
 /**
- * Issue #2 acceptance: data written through iSCSI survives a server restart on the same AIO file.
+ * Data written through iSCSI survives a server restart on the same AIO file.
  * A pattern goes out with WRITE(16) (immediate data, R2T-solicited Data-Out, and FUA), the server is
  * stopped with SIGTERM (clean shutdown: sessions dropped, files flushed, exit 0) and started again on
  * the same config; READ(16) must return the same bytes, and the file itself holds them at the same

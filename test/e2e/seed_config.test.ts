@@ -1,11 +1,11 @@
 /**
- * Issue #2 acceptance: the seed's [iSCSI], [PortalGroup1], [InitiatorGroup1], [TargetNode1], [Malloc] and
- * [AIO] sections (fixtures/iscsi.drbd_conf.in, a copy of the seed) serve as written, with only the
+ * The reference deployment's [iSCSI], [PortalGroup1], [InitiatorGroup1], [TargetNode1], [Malloc] and
+ * [AIO] sections (fixtures/iscsi.drbd_conf.in, a copy of its config) serve as written, with only the
  * machine-specific values substituted: the portal address (→ 127.0.0.1:PORT), the AIO file and the
- * AuthFile (→ a temp dir). [TCMUR]/[BIO] and the LUNs on them belong to issue #3 and are left out.
+ * AuthFile (→ a temp dir). [TCMUR]/[BIO] and the LUNs on them are covered by seed_devtree.test.ts and left out.
  *
  * Checked with libiscsi's own tools: CHAP with the right secret works and a wrong one is refused
- * (AuthMethod Auto lets the initiator choose CHAP), discovery lists the target, the seed's Netmask
+ * (AuthMethod Auto lets the initiator choose CHAP), discovery lists the target, the config's Netmask
  * (192.168.1.0/24) refuses a loopback initiator, and required header digests are enforced.
  * libiscsi 1.19 offers DataDigest=None only (and always HeaderDigest=None,CRC32C), so digest refusals
  * and data digests are checked with the project's raw-PDU initiator (test/support/raw_initiator.ts).
@@ -57,7 +57,7 @@ function seedConfig(seed: string, port: number, dir: string, edits: Edits = {}):
   return cfg.text;
 }
 
-describe("the seed config, served as written", () => {
+describe("the reference config, served as written", () => {
   let seed: string;
   let dir: string;
   before(async () => {
@@ -135,7 +135,7 @@ describe("the seed config, served as written", () => {
     });
   });
 
-  it("refuses an initiator outside the seed's Netmask 192.168.1.0/24", async () => {
+  it("refuses an initiator outside the config's Netmask 192.168.1.0/24", async () => {
     await withServer({}, async (_s, port) => {
       const r = await run("iscsi-inq", [`iscsi://user1%secret1@127.0.0.1:${port}/${IQN}/0`]);
       assert.notEqual(r.code, 0, "a 127.0.0.1 initiator logged in through Netmask 192.168.1.0/24");

@@ -1,5 +1,5 @@
 /**
- * The seed config with issue #3's sections too: [TCMUR] devices and the [BIO] bdev over one of them
+ * The reference deployment's config with its device tree sections too: [TCMUR] devices and the [BIO] bdev over one of them
  * become LUNs 2-4 of TargetNode1 through `usertgt serve` (the CLI wires the device tree in), and the
  * tree is visible through FUSE. `BIO bio1 /UMCfuse/dev/drbd2 drbdadm_up_primary ...` and its LUN5 need a
  * DRBD config and are covered by drbd_seed.test.ts. Paths move to a temp dir; the portal to 127.0.0.1.
@@ -29,7 +29,7 @@ function rw10(op: 0x28 | 0x2a, lba: number, blocks: number): Buffer {
   return c;
 }
 
-describe("the seed config with TCMUR and BIO devices", () => {
+describe("the reference config with TCMUR and BIO devices", () => {
   let seed: string;
   let dir: string;
   before(async () => {

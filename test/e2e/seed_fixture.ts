@@ -1,5 +1,5 @@
 /**
- * Config text shared by the end-to-end tests: the seed's iscsi.drbd_conf.in moved to 127.0.0.1 and a temp
+ * Config text shared by the end-to-end tests: the reference deployment's iscsi.drbd_conf.in moved to 127.0.0.1 and a temp
  * dir, and a one-LUN target on two portals of one portal group (so iscsi-test-cu's MultipathIO runs).
  */
 import assert from "node:assert/strict";

@@ -1,5 +1,5 @@
 /**
- * Issue #2: SIGINT/SIGTERM shut down cleanly — sessions are logged out or dropped, files flushed and
+ * SIGINT/SIGTERM shut down cleanly — sessions are logged out or dropped, files flushed and
  * closed, exit 0 — even while initiators are connected and I/O is in flight.
  */
 import assert from "node:assert/strict";
