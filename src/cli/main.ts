@@ -3,7 +3,7 @@
  * The `usertgt` command.
  *
  *   usertgt serve [-c FILE] [--log-level L] [--state-dir DIR]   run a config (no -c: the embedded default)
- *                 [--mount-point DIR | --no-fuse] [--handler-dir DIR]   the device tree's FUSE view (docs/devtree.md)
+ *                 [--mount-point DIR | --no-fuse] [--handler-dir DIR]   device tree (docs/devtree.md)
  *                 [--rpc-socket PATH | --no-rpc]                JSON-RPC control socket (docs/rpc.md)
  *   usertgt check [-c FILE]                                      validate a config, print its notices
  *                 [--drbd-config FILE] [--node-name NAME]        DRBD resources (docs/drbd.md)

@@ -1,11 +1,11 @@
 /**
- * The device tree (/UMCfuse/dev in the reference SPDK deployment): every TCMUR and DRBD device is a named node with a path
- * `<prefix>/dev/<name>`. Consumers (a LUN, a BIO bdev, a DRBD device, a FUSE open for write) claim a
- * node before using it, so two writers never share a device without knowing — in the reference
- * deployment, "exclusive" opens were not exclusive.
+ * The device tree (/UMCfuse/dev in the reference SPDK deployment): every TCMUR and DRBD device is a named
+ * node with a path `<prefix>/dev/<name>`. Consumers (a LUN, a BIO bdev, a DRBD device, a FUSE open for
+ * write) claim a node before using it, so two writers never share a device without knowing — in the
+ * reference deployment, "exclusive" opens were not exclusive.
  *
- * The prefix names the tree in config files (`BIO bio0 /UMCfuse/dev/file_b`); it stays the same
- * wherever the FUSE view is mounted.
+ * The prefix names the tree in config files (`BIO bio0 /UMCfuse/dev/file_b`); it stays the same wherever the
+ * FUSE view is mounted.
  */
 import { EventEmitter } from "node:events";
 import type { BlockDevice } from "../bdev/bdev.js";

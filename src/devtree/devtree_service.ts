@@ -1,7 +1,7 @@
 /**
- * The device tree subsystem as one piece the server wires in: the device tree, the TCMUR handlers, the BIO bdevs and
- * the FUSE view. It takes plain specs (the shapes of the config model's TcmurBdevSpec/BioBdevSpec),
- * so it depends on neither config/ nor server/; the server calls:
+ * The device tree subsystem as one piece the server wires in: the device tree, the TCMUR handlers, the BIO
+ * bdevs and the FUSE view. It takes plain specs (the shapes of the config model's
+ * TcmurBdevSpec/BioBdevSpec), so it depends on neither config/ nor server/; the server calls:
  *
  *   const devtree = await DevtreeService.create({ mountPoint, handlerDir, logger });
  *   bdevModules: { tcmur: (s) => devtree.openTcmur(s), bio: (s) => devtree.openBio(s) }

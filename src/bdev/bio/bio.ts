@@ -1,9 +1,9 @@
 /**
- * The BIO bdev module (bdev_bio of the reference SPDK deployment): a bdev over any node of the device tree, named by its
- * tree path (`BIO bio0 /UMCfuse/dev/file_b`). It claims the node for writing for as long as it is
- * open, so a second writer (another BIO line, a LUN on the same TCMUR device, a FUSE writer) is
- * refused with the holder's name. Closing releases the claim; the tree device itself stays open —
- * its owner (the TCMUR or DRBD module) closes it.
+ * The BIO bdev module (bdev_bio of the reference SPDK deployment): a bdev over any node of the device tree,
+ * named by its tree path (`BIO bio0 /UMCfuse/dev/file_b`). It claims the node for writing for as long as it
+ * is open, so a second writer (another BIO line, a LUN on the same TCMUR device, a FUSE writer) is refused
+ * with the holder's name. Closing releases the claim; the tree device itself stays open — its owner (the
+ * TCMUR or DRBD module) closes it.
  */
 import type { DeviceClaim, DeviceTree } from "../../devtree/device_tree.js";
 import { stableUuid } from "../tcmur/tcmur.js";

@@ -1,7 +1,7 @@
 /**
- * The TCMUR bdev module (bdev_tcmur of the reference SPDK deployment): a BlockDevice over a tcmu-runner style handler
- * backend. The UUID is derived from the device name and cfgstring, so a `file` device keeps its
- * SCSI identity (VPD 0x83) across restarts.
+ * The TCMUR bdev module (bdev_tcmur of the reference SPDK deployment): a BlockDevice over a tcmu-runner
+ * style handler backend. The UUID is derived from the device name and cfgstring, so a `file` device keeps
+ * its SCSI identity (VPD 0x83) across restarts.
  */
 import { createHash } from "node:crypto";
 import type { TcmurDeviceBackend, TcmurHandler } from "../../tcmur/handler.js";

@@ -26,7 +26,8 @@ export function readTcmur(r: Reader, sec: IniSection): TcmurBdevSpec[] {
         const v = e.values;
         if (v.length < 3)
           throw r.error(e.line, `TCMUR expects <minor> <name> <cfgstring>, e.g. TCMUR 0 ram_a /ram/tmp/x`);
-        // The reference SPDK config's rule: "tcmur-minor-number should be less than 256 and unique across TCMUR instances".
+        // The reference SPDK config's rule: "tcmur-minor-number should be less than 256 and unique
+        // across TCMUR instances".
         const minor = r.intValue(e.line, "TCMUR minor", v[0], 0, 255);
         const dup = out.find((t) => t.minor === minor);
         if (dup) throw r.error(e.line, `TCMUR minor ${minor} is already used at line ${dup.line}`);
