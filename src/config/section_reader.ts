@@ -4,7 +4,7 @@
  * routes each key of a section to its rule and rejects unknown or repeated keys.
  */
 import { ConfigError, type ConfigNotice } from "./errors.js";
-import { type IniEntry, type IniSection } from "./ini.js";
+import type { IniEntry, IniSection } from "./ini.js";
 
 export interface Located {
   /** File and line of the config line this came from, for errors found later (at start-up). */

@@ -2,7 +2,7 @@
  * [AIO]: file-backed block devices (SPDK module/bdev/aio; src/bdev/aio builds them).
  */
 import { resolve } from "node:path";
-import { type IniSection } from "../ini.js";
+import type { IniSection } from "../ini.js";
 import { type Located, Reader, walk } from "../section_reader.js";
 
 /** [AIO]: `AIO <file> <name> [<blocksize> [<size in MiB>]]`. */

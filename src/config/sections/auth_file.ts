@@ -2,8 +2,8 @@
  * The AuthFile an [iSCSI] AuthFile key names: `[AuthGroupN]` sections of `Auth "user" "secret"
  * ["muser" "msecret"]` lines (SPDK's CHAP secrets file).
  */
-import { type AuthGroup, type ChapSecret } from "../../iscsi/options.js";
-import { type IniFile } from "../ini.js";
+import type { AuthGroup, ChapSecret } from "../../iscsi/options.js";
+import type { IniFile } from "../ini.js";
 import { Reader, walk } from "../section_reader.js";
 
 export function readAuthFile(ini: IniFile): AuthGroup[] {

@@ -2,7 +2,7 @@
  * [BIO]: block devices over any node of the device tree, with an optional helper run first
  * (src/bdev/bio builds them).
  */
-import { type IniSection } from "../ini.js";
+import type { IniSection } from "../ini.js";
 import { type Located, Reader, walk } from "../section_reader.js";
 
 /** [BIO]: `BIO <bdev name> <device path> [helper [args...]]` (src/devtree builds these). */

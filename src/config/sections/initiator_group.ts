@@ -1,8 +1,8 @@
 /**
  * [InitiatorGroupN]: initiator names and netmasks allowed to log in (SPDK lib/iscsi/init_grp.c).
  */
-import { type InitiatorGroupConfig } from "../../iscsi/options.js";
-import { type IniSection } from "../ini.js";
+import type { InitiatorGroupConfig } from "../../iscsi/options.js";
+import type { IniSection } from "../ini.js";
 import { Reader, walk } from "../section_reader.js";
 import { checkNetmask } from "./iscsi_values.js";
 

@@ -2,8 +2,8 @@
  * The [iSCSI] section: global target options (RFC 7143 §13 login keys and their limits, SPDK's
  * NodeBase, AuthFile, Timeout, NopInInterval, MaxSessions, MaxQueueDepth and the rest).
  */
-import { type IscsiGlobalOptions } from "../../iscsi/options.js";
-import { type IniSection } from "../ini.js";
+import type { IscsiGlobalOptions } from "../../iscsi/options.js";
+import type { IniSection } from "../ini.js";
 import { type KeyRule, type Mutable, Reader, walk } from "../section_reader.js";
 import { authGroupRef, authPolicy } from "./iscsi_values.js";
 

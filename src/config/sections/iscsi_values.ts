@@ -3,8 +3,8 @@
  * (`<host>[:<port>[@<cpumask>]]`), netmasks and iSCSI names (RFC 7143 §4.2.7.2).
  */
 import { isIP } from "node:net";
-import { type AuthPolicy, type DigestPolicy, type Portal } from "../../iscsi/options.js";
-import { type IniEntry } from "../ini.js";
+import type { AuthPolicy, DigestPolicy, Portal } from "../../iscsi/options.js";
+import type { IniEntry } from "../ini.js";
 import { Reader } from "../section_reader.js";
 
 export function authPolicy(r: Reader, e: IniEntry): AuthPolicy {

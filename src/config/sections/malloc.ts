@@ -1,7 +1,7 @@
 /**
  * [Malloc]: NumberOfLuns RAM disks (SPDK module/bdev/malloc; src/bdev/malloc builds them).
  */
-import { type IniSection } from "../ini.js";
+import type { IniSection } from "../ini.js";
 import { type Located, Reader, walk } from "../section_reader.js";
 
 /** [Malloc]: NumberOfLuns RAM disks named Malloc0..MallocN-1. */

@@ -1,8 +1,8 @@
 /**
  * [PortalGroupN]: the portals (address and port) a target listens on (SPDK lib/iscsi/portal_grp.c).
  */
-import { type Portal, type PortalGroupConfig } from "../../iscsi/options.js";
-import { type IniSection } from "../ini.js";
+import type { Portal, PortalGroupConfig } from "../../iscsi/options.js";
+import type { IniSection } from "../ini.js";
 import { Reader, walk } from "../section_reader.js";
 import { parsePortal } from "./iscsi_values.js";
 

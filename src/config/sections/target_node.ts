@@ -2,9 +2,9 @@
  * [TargetNodeN]: a target's name, alias, Mapping of portal and initiator groups, CHAP and digest
  * policy, queue depth and its LUN table (SPDK lib/iscsi/tgt_node.c).
  */
-import { type AuthPolicy, type DigestPolicy, type TargetNodeConfig } from "../../iscsi/options.js";
+import type { AuthPolicy, DigestPolicy, TargetNodeConfig } from "../../iscsi/options.js";
 import { MAX_LUN } from "../../scsi/lun_id.js";
-import { type IniSection } from "../ini.js";
+import type { IniSection } from "../ini.js";
 import { type Located, Reader, walk } from "../section_reader.js";
 import { authGroupRef, authPolicy, checkIscsiName, digestPolicy } from "./iscsi_values.js";
 import { DEFAULT_MAX_QUEUE_DEPTH } from "./iscsi.js";

@@ -1,7 +1,7 @@
 /**
  * [TCMUR]: tcmu-runner style handler devices in the device tree (src/bdev/tcmur builds them).
  */
-import { type IniSection } from "../ini.js";
+import type { IniSection } from "../ini.js";
 import { type Located, Reader, walk } from "../section_reader.js";
 
 /** [TCMUR]: `TCMUR <minor> <name> <cfgstring> [options...]` (src/devtree builds these). */
