@@ -152,7 +152,7 @@ test("metadata: superblock fields at their byte offsets, big-endian", () => {
   assert.deepEqual(decodeSuperBlock(b), sb);
 });
 
-test("metadata: DRBD's crc32c is the seed-0, non-inverted Castagnoli CRC", () => {
+test("metadata: DRBD's crc32c is the Castagnoli CRC from seed 0, not inverted", () => {
   const data = Buffer.from("123456789");
   assert.equal(drbdCrc32c(data), referenceCrc(data));
   const block = Buffer.alloc(4096);
