@@ -28,7 +28,7 @@ export interface DevtreeWiring {
 
 /** The wiring for a config, or undefined when it has no TCMUR or BIO devices (no tree, no mount). */
 export async function devtreeWiring(
-  config: SpdkConfig,
+  config: Pick<SpdkConfig, "bdevs">,
   opts: DevtreeWiringOptions = {},
 ): Promise<DevtreeWiring | undefined> {
   if (!opts.always && !config.bdevs.some((b) => b.kind === "tcmur" || b.kind === "bio")) return undefined;
