@@ -11,6 +11,7 @@
  */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { AccountedBdev, type QosLimits } from "../bdev/accounted_bdev.js";
 import { AioBdev } from "../bdev/aio/aio.js";
 import type { BlockDevice } from "../bdev/bdev.js";
 import type { BdevRegistry } from "../bdev/registry.js";
@@ -76,6 +77,8 @@ export interface GraphContext {
 export class ServerGraph {
   private target: IscsiTarget | undefined;
   private readonly devices = new Map<string, ScsiDevice>();
+  /** The generic layer in front of each module's device: I/O statistics and QoS (what LUNs use). */
+  private readonly accounted = new Map<string, AccountedBdev>();
 
   constructor(private readonly ctx: GraphContext) {}
 
@@ -139,7 +142,20 @@ export class ServerGraph {
       throw err;
     }
     this.ctx.live.bdevMap.set(spec.name, spec);
+    this.accounted.set(spec.name, new AccountedBdev(dev));
     return dev;
+  }
+
+  /** The accounted device every LUN of `name` uses. */
+  accountedBdev(name: string): AccountedBdev | undefined {
+    return this.accounted.get(name);
+  }
+
+  /** bdev_set_qos_limit: limits per second, 0 = none; enforced from the next I/O. */
+  setQos(name: string, limits: QosLimits): void {
+    const dev = this.accounted.get(name);
+    if (!dev) throw new RpcError(Errno.ENODEV, `No such device: no bdev "${name}" (name)`);
+    dev.setQos(limits);
   }
 
   /**
@@ -163,6 +179,8 @@ export class ServerGraph {
     }
     this.ctx.registry.unregister(name);
     this.ctx.live.bdevMap.delete(name);
+    await this.accounted.get(name)?.close();
+    this.accounted.delete(name);
     try {
       await dev.close();
     } finally {
@@ -382,7 +400,7 @@ export class ServerGraph {
     }
     const device = new ScsiDevice({
       name: node.name,
-      luns: node.luns.map((l, i) => ({ id: l.id, bdev: bdevs[i]! })),
+      luns: node.luns.map((l, i) => ({ id: l.id, bdev: this.accounted.get(bdevs[i]!.name) ?? bdevs[i]! })),
       aptplDir: await this.aptplDir(node.name),
     });
     await device.init();
@@ -443,7 +461,7 @@ export class ServerGraph {
       throw invalid(`bdev_name: ${(err as Error).message}`);
     }
     const device = this.devices.get(node.name.toLowerCase());
-    await device?.addLun({ id, bdev });
+    await device?.addLun({ id, bdev: this.accounted.get(bdevName) ?? bdev });
     this.ctx.live.setTargetNode({ ...node, luns: [...node.luns, { id, bdev: bdevName }] });
     return id;
   }
@@ -479,6 +497,11 @@ export class ServerGraph {
     if (pgTag !== undefined && !this.ctx.live.portalGroupMap.has(pgTag))
       throw invalid(`pg_tag: no portal group ${pgTag}`);
     await this.running().requestLogout(node.name, pgTag, LOGOUT_GRACE_MS);
+  }
+
+  /** SCSI devices (one per target node) for scsi_get_devices, in creation order. */
+  scsiDevices(): ScsiDevice[] {
+    return [...this.devices.values()];
   }
 
   /** Stop the iSCSI target (server shutdown). */

@@ -13,6 +13,7 @@ import type { AuthPolicy } from "../iscsi/options.js";
 import { ENODEV, RpcError, RpcErrorCode, type JsonObject, type JsonValue } from "../rpc/jsonrpc.js";
 import type { MethodRegistry } from "../rpc/registry.js";
 import type { LiveConfig } from "./live_config.js";
+import type { QosLimits } from "../bdev/accounted_bdev.js";
 
 /** What the methods read; the server passes itself. */
 export interface RpcServedState {
@@ -20,6 +21,8 @@ export interface RpcServedState {
   readonly registry: BdevRegistry;
   /** Undefined before the target is built (never while the RPC server runs). */
   iscsiTarget(): IscsiTarget | undefined;
+  /** A bdev's QoS limits when any are set (saved as bdev_set_qos_limit). */
+  qosOf?(name: string): QosLimits | undefined;
 }
 
 function packageVersion(): string {
@@ -240,7 +243,26 @@ function bdevCreateCall(spec: BdevSpec, dev: BlockDevice | undefined): JsonObjec
  */
 export function registerConfigMethods(registry: MethodRegistry, state: RpcServedState): void {
   const subsystems: Record<string, () => JsonObject[]> = {
-    bdev: () => state.config.bdevs.map((spec) => bdevCreateCall(spec, state.registry.get(spec.name))),
+    bdev: () => [
+      ...state.config.bdevs.map((spec) => bdevCreateCall(spec, state.registry.get(spec.name))),
+      // After every create, as SPDK's bdev_qos_config_json.
+      ...state.config.bdevs.flatMap((spec): JsonObject[] => {
+        const q = state.qosOf?.(spec.name);
+        if (!q) return [];
+        return [
+          {
+            method: "bdev_set_qos_limit",
+            params: {
+              name: spec.name,
+              rw_ios_per_sec: q.rwIosPerSec,
+              rw_mbytes_per_sec: q.rwMbytesPerSec,
+              r_mbytes_per_sec: q.rMbytesPerSec,
+              w_mbytes_per_sec: q.wMbytesPerSec,
+            },
+          },
+        ];
+      }),
+    ],
     iscsi: () => {
       const c = state.config;
       const options = registry.get("iscsi_get_options")!.handler({}) as JsonObject;

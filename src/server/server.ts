@@ -11,6 +11,7 @@
  */
 import type { BlockDevice } from "../bdev/bdev.js";
 import { BdevRegistry } from "../bdev/registry.js";
+import type { QosLimits } from "../bdev/accounted_bdev.js";
 import { ConfigError, formatNotice } from "../config/errors.js";
 import type { SpdkConfig } from "../config/spdk_config.js";
 import type { IscsiTarget } from "../iscsi/target.js";
@@ -114,6 +115,11 @@ export class UsertgtServer {
   /** The block device modules this server has (built-in ones and those the options add). */
   bdevModules(): BdevModules {
     return { ...BUILTIN_BDEV_MODULES, ...this.options.bdevModules };
+  }
+
+  qosOf(name: string): QosLimits | undefined {
+    const q = this.graph.accountedBdev(name)?.qosLimits;
+    return q && (q.rwIosPerSec || q.rwMbytesPerSec || q.rMbytesPerSec || q.wMbytesPerSec) ? q : undefined;
   }
 
   /** What the control plane reads: the running configuration. */

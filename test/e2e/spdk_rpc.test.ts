@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFile, truncate, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { Opcode } from "../../src/iscsi/pdu.js";
@@ -273,6 +274,67 @@ describe("SPDK rpc.py drives a --wait-for-rpc server", () => {
       ini.close();
       other.close();
     }
+  });
+
+  it("counts I/O per bdev (bdev_get_iostat) and enforces bdev_set_qos_limit", async () => {
+    const ini = await login(`${IQN}:disk1`);
+    try {
+      await drainUnitAttentions(ini, 0);
+      await rpcOk(sock, ["bdev_reset_iostat", "-b", "M0"]);
+      const block = Buffer.alloc(512, 7);
+      const timed = async (n: number): Promise<number> => {
+        const t0 = performance.now();
+        for (let i = 0; i < n; i++) assert.equal((await ini.scsi(write10(i, 1), { write: block })).status, 0);
+        return performance.now() - t0;
+      };
+      await timed(50);
+      const stat = JSON.parse(await rpcOk(sock, ["bdev_get_iostat", "--names", "M0"])) as {
+        tick_rate: number;
+        bdevs: Record<string, number | string>[];
+      };
+      assert.equal(stat.tick_rate, 1e9);
+      assert.equal(stat.bdevs[0]!.name, "M0");
+      assert.equal(stat.bdevs[0]!.num_write_ops, 50);
+      assert.equal(stat.bdevs[0]!.bytes_written, 50 * 512);
+      assert.ok((stat.bdevs[0]!.write_latency_ticks as number) > 0);
+
+      const badIops = await rpcPy(sock, ["bdev_set_qos_limit", "M0", "--rw-ios-per-sec", "1500"]);
+      assert.match(badIops.out + badIops.err, /"code": -22,[\s\S]*rw_ios_per_sec/);
+      // 1000 IOPS: one I/O per 1 ms slice, so 200 writes take at least ~200 ms whatever the machine.
+      await rpcOk(sock, ["bdev_set_qos_limit", "M0", "--rw-ios-per-sec", "1000"]);
+      const limited = await timed(200);
+      assert.ok(limited >= 180, `200 I/Os at 1000 IOPS took ${limited.toFixed(0)} ms`);
+      assert.match(await rpcOk(sock, ["save_config"]), /"bdev_set_qos_limit"/);
+      await rpcOk(sock, ["bdev_set_qos_limit", "M0", "--rw-ios-per-sec", "0"]);
+      assert.doesNotMatch(await rpcOk(sock, ["save_config"]), /"bdev_set_qos_limit"/);
+    } finally {
+      ini.close();
+    }
+  });
+
+  it("log and auth-group methods answer as SPDK's", async () => {
+    await rpcOk(sock, ["log_set_level", "DEBUG"]);
+    assert.equal(JSON.parse(await rpcOk(sock, ["log_get_level"])), "DEBUG");
+    await rpcOk(sock, ["log_set_level", "ERROR"]);
+    await rpcOk(sock, ["log_set_flag", "iscsi"]);
+    assert.equal((JSON.parse(await rpcOk(sock, ["log_get_flags"])) as Record<string, boolean>).iscsi, true);
+    await rpcOk(sock, ["log_clear_flag", "iscsi"]);
+    await rpcOk(sock, ["iscsi_create_auth_group", "3", "-c", "user:u1 secret:s1234567890ab"]);
+    await rpcOk(sock, ["iscsi_auth_group_add_secret", "3", "-u", "u2", "-s", "s2234567890ab"]);
+    const groups = JSON.parse(await rpcOk(sock, ["iscsi_get_auth_groups"])) as {
+      tag: number;
+      secrets: { user: string }[];
+    }[];
+    assert.deepEqual(
+      groups.find((g) => g.tag === 3)?.secrets.map((x) => x.user),
+      ["u1", "u2"],
+    );
+    await rpcOk(sock, ["iscsi_auth_group_remove_secret", "3", "-u", "u1"]);
+    await rpcOk(sock, ["iscsi_delete_auth_group", "3"]);
+    const stats = JSON.parse(await rpcOk(sock, ["iscsi_get_stats"])) as Record<string, number>;
+    assert.equal(typeof stats.running, "number");
+    const devs = JSON.parse(await rpcOk(sock, ["scsi_get_devices"])) as { device_name: string }[];
+    assert.ok(devs.some((d) => d.device_name === `${IQN}:disk1`));
   });
 
   it("deleting a target node sends its sessions an Async Message; deleting a portal group closes it", async () => {

@@ -3,6 +3,8 @@
  * bdev_malloc_rpc.c, module/bdev/aio/bdev_aio_rpc.c), and usertgt's own modules in the same style:
  * bdev_tcmur_create/delete and bdev_bio_create/delete, offered only when the server has them.
  */
+import { performance } from "node:perf_hooks";
+import { TICK_RATE, type AccountedBdev, type OpStat } from "../../bdev/accounted_bdev.js";
 import { Errno } from "../graph_control.js";
 import { RPC_ORIGIN, type MallocRpcSpec } from "../live_config.js";
 import { RpcError, type JsonObject } from "../../rpc/jsonrpc.js";
@@ -30,10 +32,126 @@ function refuseUnsupported(method: string, p: JsonObject, defaults: Record<strin
   }
 }
 
+function latency(prefix: string, s: OpStat): JsonObject {
+  return {
+    [`${prefix}_latency_ticks`]: s.latencyTicks,
+    [`max_${prefix}_latency_ticks`]: s.maxLatencyTicks,
+    [`min_${prefix}_latency_ticks`]: s.minLatencyTicks,
+  };
+}
+
+/** One bdev's counters in SPDK's bdev_get_iostat shape (lib/bdev/bdev_rpc.c bdev_get_iostat_dump). */
+function iostatJson(dev: AccountedBdev): JsonObject {
+  return {
+    name: dev.name,
+    bytes_read: dev.read.bytes,
+    num_read_ops: dev.read.ops,
+    bytes_written: dev.write.bytes,
+    num_write_ops: dev.write.ops,
+    bytes_unmapped: dev.unmapStat.bytes,
+    num_unmap_ops: dev.unmapStat.ops,
+    bytes_copied: 0,
+    num_copy_ops: 0,
+    ...latency("read", dev.read),
+    ...latency("write", dev.write),
+    ...latency("unmap", dev.unmapStat),
+    copy_latency_ticks: 0,
+    max_copy_latency_ticks: 0,
+    min_copy_latency_ticks: 0,
+    io_error: dev.ioErrors,
+  };
+}
+
+/** SPDK_BDEV_QOS_MIN_IOS_PER_SEC: IOPS limits are whole thousands. */
+const QOS_IOPS_UNIT = 1000;
+
 export function registerBdevControl(registry: MethodRegistry, server: ControlServer): void {
   const { graph } = server;
   const modules = server.bdevModules();
   let nextMalloc = 0;
+
+  const RESET_MODES = ["all", "maxmin", "error", "none"];
+  const accountedOf = (m: string, names: readonly string[] | undefined): AccountedBdev[] =>
+    (names ?? server.live.bdevs.map((b) => b.name)).map((n) => {
+      const dev = graph.accountedBdev(n);
+      if (!dev) throw new RpcError(Errno.ENODEV, `${m}: No such device: no bdev "${n}" (name)`);
+      return dev;
+    });
+  registry.register("bdev_get_iostat", {
+    description: "I/O counters and latencies (in ticks of tick_rate per second) per bdev",
+    params: {
+      name: { type: "string" },
+      names: { type: "array" },
+      per_channel: { type: "boolean" },
+      reset_mode: { type: "string" },
+    },
+    handler: (p) => {
+      const m = "bdev_get_iostat";
+      if (p.per_channel === true)
+        throw einval(m, "per_channel: this server has one channel per bdev; ask without it");
+      const mode = (p.reset_mode as string | undefined) ?? "none";
+      if (!RESET_MODES.includes(mode))
+        throw einval(m, `reset_mode "${mode}" is not one of ${RESET_MODES.join(", ")}`);
+      const names =
+        p.name !== undefined
+          ? [p.name as string]
+          : p.names !== undefined
+            ? strings(m, p.names, "names")
+            : undefined;
+      const devs = accountedOf(m, names);
+      const out = {
+        tick_rate: TICK_RATE,
+        ticks: Math.round(performance.now() * 1e6),
+        bdevs: devs.map(iostatJson),
+      };
+      if (mode !== "none") for (const d of devs) d.resetStats(mode as "all" | "maxmin" | "error");
+      return out;
+    },
+  });
+  registry.register("bdev_reset_iostat", {
+    description: "reset I/O statistics (mode all or maxmin) of one bdev or all",
+    params: { name: { type: "string" }, mode: { type: "string" } },
+    handler: (p) => {
+      const m = "bdev_reset_iostat";
+      const mode = (p.mode as string | undefined) ?? "all";
+      if (mode !== "all" && mode !== "maxmin") throw einval(m, `mode "${mode}" is not all or maxmin`);
+      for (const d of accountedOf(m, p.name !== undefined ? [p.name as string] : undefined))
+        d.resetStats(mode);
+      return true;
+    },
+  });
+  registry.register("bdev_set_qos_limit", {
+    description: "limit a bdev's IOPS and MB/s (0: no limit; IOPS in whole thousands)",
+    params: {
+      name: { type: "string", required: true },
+      rw_ios_per_sec: { type: "integer" },
+      rw_mbytes_per_sec: { type: "integer" },
+      r_mbytes_per_sec: { type: "integer" },
+      w_mbytes_per_sec: { type: "integer" },
+    },
+    handler: (p) => {
+      const m = "bdev_set_qos_limit";
+      const keys = ["rw_ios_per_sec", "rw_mbytes_per_sec", "r_mbytes_per_sec", "w_mbytes_per_sec"] as const;
+      if (!keys.some((k) => p[k] !== undefined)) throw einval(m, `give at least one of ${keys.join(", ")}`);
+      for (const k of keys)
+        if (p[k] !== undefined && (p[k] as number) < 0) throw einval(m, `${k} must not be negative`);
+      const iops = p.rw_ios_per_sec as number | undefined;
+      if (iops !== undefined && iops % QOS_IOPS_UNIT !== 0)
+        throw einval(m, `rw_ios_per_sec ${iops} is not a multiple of ${QOS_IOPS_UNIT}`);
+      const dev = graph.accountedBdev(p.name as string);
+      if (!dev)
+        throw new RpcError(Errno.ENODEV, `${m}: No such device: no bdev "${p.name as string}" (name)`);
+      // Limits not given keep their value (SPDK).
+      const old = dev.qosLimits;
+      graph.setQos(p.name as string, {
+        rwIosPerSec: iops ?? old.rwIosPerSec,
+        rwMbytesPerSec: (p.rw_mbytes_per_sec as number | undefined) ?? old.rwMbytesPerSec,
+        rMbytesPerSec: (p.r_mbytes_per_sec as number | undefined) ?? old.rMbytesPerSec,
+        wMbytesPerSec: (p.w_mbytes_per_sec as number | undefined) ?? old.wMbytesPerSec,
+      });
+      return true;
+    },
+  });
 
   registry.register("bdev_malloc_create", {
     description: "create a RAM disk; returns its name",

@@ -300,6 +300,19 @@ export function registerIscsiControl(registry: MethodRegistry, server: ControlSe
       })),
   });
 
+  registry.register("iscsi_get_stats", {
+    description: "connections by state (SPDK's invalid/running/exiting/exited)",
+    handler: () => {
+      const conns = graph.iscsiTarget()?.connectionInfo() ?? [];
+      const exiting = conns.filter((c) => c.state === "logout" || c.state === "closed").length;
+      return { invalid: 0, running: conns.length - exiting, exiting, exited: 0 };
+    },
+  });
+  registry.register("scsi_get_devices", {
+    description: "SCSI devices (one per target node)",
+    handler: () => graph.scsiDevices().map((d, id) => ({ id, device_name: d.name })),
+  });
+
   registry.register("iscsi_create_target_node", {
     description: "a target node with its LUNs and mappings",
     params: {
