@@ -68,47 +68,60 @@ interface Waiter {
   readonly go: () => void;
 }
 
-/** SPDK's bdev_qos: per-timeslice allowances for IOPS and bytes, read-only and write-only bytes. */
+/**
+ * SPDK's bdev_qos: per-timeslice allowances for IOPS, bytes, read bytes and write bytes. An I/O may
+ * overdraw an allowance; the overrun is paid back from the following slices (bdev_channel_poll_qos),
+ * so a 1 MB/s limit holds for 4 KiB writes as for 512-byte ones. Unused allowance never piles up
+ * beyond one slice.
+ */
 class Qos {
-  private ios = 0;
-  private rwBytes = 0;
-  private rBytes = 0;
-  private wBytes = 0;
-  private sliceEnd = 0;
+  /** Remaining this slice: IOPS, rw bytes, read bytes, write bytes. */
+  private readonly remaining = [0, 0, 0, 0];
+  private readonly perSlice: readonly number[];
+  private lastSlice = -Infinity;
   private readonly queue: Waiter[] = [];
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(readonly limits: QosLimits) {}
-
-  private refill(now: number): void {
-    if (now < this.sliceEnd) return;
-    const perSlice = (perSec: number): number => (perSec * TIMESLICE_MS) / 1000;
-    // Whole slices that passed: unused allowance does not pile up (SPDK resets each slice).
-    this.ios = perSlice(this.limits.rwIosPerSec);
-    this.rwBytes = perSlice(this.limits.rwMbytesPerSec * 1024 * 1024);
-    this.rBytes = perSlice(this.limits.rMbytesPerSec * 1024 * 1024);
-    this.wBytes = perSlice(this.limits.wMbytesPerSec * 1024 * 1024);
-    this.sliceEnd = now + TIMESLICE_MS;
+  constructor(readonly limits: QosLimits) {
+    const mib = 1024 * 1024;
+    const slice = (perSec: number): number => (perSec * TIMESLICE_MS) / 1000;
+    this.perSlice = [
+      slice(limits.rwIosPerSec),
+      slice(limits.rwMbytesPerSec * mib),
+      slice(limits.rMbytesPerSec * mib),
+      slice(limits.wMbytesPerSec * mib),
+    ];
   }
 
-  /** Over the allowance? An I/O may take the allowance below zero (SPDK lets one I/O overdraw). */
+  private refill(now: number): void {
+    const slices = Math.floor((now - this.lastSlice) / TIMESLICE_MS);
+    if (slices < 1) return;
+    this.lastSlice = Number.isFinite(this.lastSlice) ? this.lastSlice + slices * TIMESLICE_MS : now;
+    for (let i = 0; i < 4; i++) {
+      const per = this.perSlice[i]!;
+      this.remaining[i] = Math.min(Math.min(this.remaining[i]!, 0) + slices * per, per);
+    }
+  }
+
+  /** Does any limit that applies to this direction have nothing left this slice? */
   private blocked(dir: Dir): boolean {
-    const l = this.limits;
-    if (l.rwIosPerSec > 0 && this.ios <= 0) return true;
-    if (l.rwMbytesPerSec > 0 && this.rwBytes <= 0) return true;
-    if (dir === "read" && l.rMbytesPerSec > 0 && this.rBytes <= 0) return true;
-    if (dir === "write" && l.wMbytesPerSec > 0 && this.wBytes <= 0) return true;
+    const [ios, rw, r, w] = this.remaining as [number, number, number, number];
+    const per = this.perSlice;
+    if (per[0]! > 0 && ios <= 0) return true;
+    if (per[1]! > 0 && rw <= 0) return true;
+    if (dir === "read" && per[2]! > 0 && r <= 0) return true;
+    if (dir === "write" && per[3]! > 0 && w <= 0) return true;
     return false;
   }
 
   private take(dir: Dir, bytes: number): void {
-    this.ios--;
-    this.rwBytes -= bytes;
-    if (dir === "read") this.rBytes -= bytes;
-    if (dir === "write") this.wBytes -= bytes;
+    this.remaining[0]!--;
+    this.remaining[1]! -= bytes;
+    if (dir === "read") this.remaining[2]! -= bytes;
+    if (dir === "write") this.remaining[3]! -= bytes;
   }
 
-  /** Resolves when the I/O may start. */
+  /** Undefined: the I/O may start now; otherwise a promise that resolves when it may. */
   admit(dir: Dir, bytes: number): Promise<void> | undefined {
     this.refill(performance.now());
     if (this.queue.length === 0 && !this.blocked(dir)) {
