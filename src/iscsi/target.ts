@@ -362,6 +362,7 @@ export class IscsiTarget implements ConnectionHost {
       lines.push(`TargetName=${node.name}`);
       for (const a of bound) {
         if (!tags.includes(a.portalGroup)) continue;
+        if (this.portalGroups.get(a.portalGroup)?.config.private) continue;
         let host = a.host;
         if (host === "0.0.0.0" || host === "::" || host === "")
           host = conn.localAddress.replace(/^::ffff:/, "");

@@ -47,6 +47,9 @@ export async function devtreeWiring(
       lunMapped: ({ targetName, id, bdev }) => {
         service.claimForLun(bdev, `LUN${id} of ${targetName}`);
       },
+      lunUnmapped: ({ targetName, id }) => {
+        service.releaseForLun(`LUN${id} of ${targetName}`);
+      },
       started: async () => {
         await service.mount();
       },

@@ -355,6 +355,10 @@ export function chainHooks(a: ServerHooks | undefined, b: ServerHooks | undefine
       a.lunMapped?.(lun);
       b.lunMapped?.(lun);
     },
+    lunUnmapped: (lun) => {
+      a.lunUnmapped?.(lun);
+      b.lunUnmapped?.(lun);
+    },
     started: async () => {
       await a.started?.();
       await b.started?.();

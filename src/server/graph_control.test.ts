@@ -140,6 +140,49 @@ describe("ServerGraph through the method table", () => {
   });
 });
 
+describe("LUN hooks follow the LUNs", () => {
+  it("a failed create undoes its claims; hot removal and target deletion release them", async () => {
+    const events: string[] = [];
+    const server = await UsertgtServer.startWaitingForRpc({
+      logger: quiet,
+      hooks: {
+        lunMapped: ({ targetName, id, bdev }) => {
+          if (bdev.name === "Held") throw new Error("held by someone else");
+          events.push(`map ${targetName}/${id}`);
+        },
+        lunUnmapped: ({ targetName, id }) => events.push(`unmap ${targetName}/${id}`),
+      },
+    });
+    const call = (m: string, p: Record<string, unknown> = {}): Promise<unknown> =>
+      server.methods.call(m, p as never);
+    try {
+      await call("framework_start_init");
+      for (const name of ["A", "B", "Held"])
+        await call("bdev_malloc_create", { name, num_blocks: 8, block_size: 512 });
+      await call("iscsi_create_portal_group", { tag: 1, portals: [{ host: "127.0.0.1", port: "0" }] });
+      await call("iscsi_create_initiator_group", { tag: 1, initiators: ["ANY"], netmasks: ["ANY"] });
+      const node = { name: "iqn.2099-01.unit:h", pg_ig_maps: [{ pg_tag: 1, ig_tag: 1 }], queue_depth: 8 };
+      const luns = [
+        { bdev_name: "A", lun_id: 0 },
+        { bdev_name: "Held", lun_id: 1 },
+      ];
+      assert.equal(await code(call("iscsi_create_target_node", { ...node, luns })), -32602);
+      assert.deepEqual(events.splice(0), ["map iqn.2099-01.unit:h/0", "unmap iqn.2099-01.unit:h/0"]);
+      await call("iscsi_create_target_node", { ...node, luns: [luns[0], { bdev_name: "B", lun_id: 1 }] });
+      await call("bdev_malloc_delete", { name: "B" });
+      await call("iscsi_delete_target_node", { name: node.name });
+      assert.deepEqual(events.splice(0), [
+        "map iqn.2099-01.unit:h/0",
+        "map iqn.2099-01.unit:h/1",
+        "unmap iqn.2099-01.unit:h/1",
+        "unmap iqn.2099-01.unit:h/0",
+      ]);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("JSON config reader", () => {
   it("tells JSON from INI by content and names the place of a bad call", async () => {
     assert.equal(looksLikeJsonConfig('  {"subsystems": []}'), true);

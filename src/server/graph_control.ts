@@ -175,7 +175,10 @@ export class ServerGraph {
       if (gone.length === 0) continue;
       this.ctx.live.setTargetNode({ ...node, luns: node.luns.filter((l) => l.bdev !== name) });
       const device = this.devices.get(node.name.toLowerCase());
-      for (const l of gone) await device?.removeLun(l.id);
+      for (const l of gone) {
+        await device?.removeLun(l.id);
+        this.ctx.hooks?.lunUnmapped?.({ targetName: node.name, id: l.id });
+      }
     }
     this.ctx.registry.unregister(name);
     this.ctx.live.bdevMap.delete(name);
@@ -391,19 +394,33 @@ export class ServerGraph {
       if (!bdev) throw lunError(l, i, `LUN${l.id} names block device "${l.bdev}", which does not exist`);
       bdevs.push(bdev);
     }
+    const mapped: LunState[] = [];
+    const undo = (): void => {
+      for (const l of mapped) this.ctx.hooks?.lunUnmapped?.({ targetName: node.name, id: l.id });
+    };
     for (const [i, l] of node.luns.entries()) {
       try {
         this.ctx.hooks?.lunMapped?.({ targetName: node.name, id: l.id, bdev: bdevs[i]! });
+        mapped.push(l);
       } catch (err) {
+        undo();
         throw lunError(l, i, `LUN${l.id} ${l.bdev}: ${(err as Error).message}`);
       }
     }
     const device = new ScsiDevice({
       name: node.name,
       luns: node.luns.map((l, i) => ({ id: l.id, bdev: this.accounted.get(bdevs[i]!.name) ?? bdevs[i]! })),
-      aptplDir: await this.aptplDir(node.name),
+      aptplDir: await this.aptplDir(node.name).catch((err: unknown) => {
+        undo();
+        throw err;
+      }),
     });
-    await device.init();
+    try {
+      await device.init();
+    } catch (err) {
+      undo();
+      throw err;
+    }
     const { luns: _luns, ...iscsi } = node;
     target.addNode({ ...iscsi, device });
     this.devices.set(node.name.toLowerCase(), device);
@@ -443,6 +460,7 @@ export class ServerGraph {
     this.ctx.live.targetNodeMap.delete(node.name.toLowerCase());
     this.devices.delete(node.name.toLowerCase());
     await this.running().removeNode(node.name, LOGOUT_GRACE_MS);
+    for (const l of node.luns) this.ctx.hooks?.lunUnmapped?.({ targetName: node.name, id: l.id });
   }
 
   /** iscsi_target_node_add_lun; lunId undefined or -1: the lowest free one. Returns the LUN ID. */
@@ -461,7 +479,12 @@ export class ServerGraph {
       throw invalid(`bdev_name: ${(err as Error).message}`);
     }
     const device = this.devices.get(node.name.toLowerCase());
-    await device?.addLun({ id, bdev: this.accounted.get(bdevName) ?? bdev });
+    try {
+      await device?.addLun({ id, bdev: this.accounted.get(bdevName) ?? bdev });
+    } catch (err) {
+      this.ctx.hooks?.lunUnmapped?.({ targetName: node.name, id });
+      throw invalid(`lun_id ${id}: ${(err as Error).message}`);
+    }
     this.ctx.live.setTargetNode({ ...node, luns: [...node.luns, { id, bdev: bdevName }] });
     return id;
   }

@@ -33,6 +33,8 @@ import { applyJsonConfig, type JsonConfig } from "./json_config.js";
 export interface ServerHooks {
   /** Each LUN, once its block device exists and before the target listens. */
   lunMapped?(lun: { readonly targetName: string; readonly id: number; readonly bdev: BlockDevice }): void;
+  /** A LUN is gone while running (hot-removed, its target deleted, or its creation undone). */
+  lunUnmapped?(lun: { readonly targetName: string; readonly id: number }): void;
   /** Everything is built and listening. */
   started?(): Promise<void>;
   /** Stopping: the target has stopped; block devices are still open. */
@@ -83,6 +85,8 @@ export class UsertgtServer {
   private readonly rootLogger: Logger;
   private initialized = false;
   private initWaiters: (() => void)[] = [];
+  /** A JSON config runs the started hook once all of it is applied, as the INI start-up does. */
+  private deferStartedHook = false;
 
   private constructor(
     live: LiveConfig,
@@ -165,10 +169,12 @@ export class UsertgtServer {
   ): Promise<UsertgtServer> {
     const server = new UsertgtServer(new LiveConfig(), options);
     server.methods.state = "startup";
+    server.deferStartedHook = true;
     try {
       await applyJsonConfig(file, json, server.methods);
       if (!server.initialized) await server.frameworkStartInit();
       await server.openControlSocket();
+      await options.hooks?.started?.();
     } catch (err) {
       await server.stop();
       throw err;
@@ -219,7 +225,7 @@ export class UsertgtServer {
     this.initialized = true;
     this.methods.state = "runtime";
     for (const w of this.initWaiters.splice(0)) w();
-    await this.options.hooks?.started?.();
+    if (!this.deferStartedHook) await this.options.hooks?.started?.();
   }
 
   /** framework_wait_init: resolves once the framework is initialized. */

@@ -3,7 +3,7 @@
  * scripts/rpc.py builds a target from nothing, changes it live while an initiator does I/O (a LUN
  * added, an AIO file grown and rescanned, a bdev in use deleted, a target deleted), and the unit
  * attentions, Async Messages and data are checked; save_config, a restart from that JSON, and
- * save_config again must agree. iSCSI ports 3470-3479.
+ * save_config again must agree. iSCSI ports 3470, 3471, 3473.
  *
  * rpc.py is taken from ../shared/spdk-rpc beside the repository (SPDK_RPC_DIR overrides).
  */
@@ -23,6 +23,7 @@ const REPO = fileURLToPath(new URL("../../../", import.meta.url));
 const SPDK_RPC = process.env.SPDK_RPC_DIR ?? resolve(REPO, "../shared/spdk-rpc");
 const PORT = 3470;
 const PORT2 = 3471;
+const PORT3 = 3473;
 const IQN = "iqn.2016-06.io.e2e";
 
 interface RpcResult {
@@ -354,6 +355,14 @@ describe("SPDK rpc.py drives a --wait-for-rpc server", () => {
     } finally {
       ini.close();
     }
+    // A private portal group: logins work through it, SendTargets never lists it (SPDK).
+    await rpcOk(sock, ["iscsi_create_portal_group", "3", `127.0.0.1:${PORT3}`, "--private"]);
+    await rpcOk(sock, ["iscsi_target_node_add_pg_ig_maps", `${IQN}:disk1`, "3:1"]);
+    const ls = await run("iscsi-ls", ["-s", `iscsi://127.0.0.1:${PORT}`]);
+    assert.match(ls.stdout, new RegExp(`127\\.0\\.0\\.1:${PORT},1`));
+    assert.doesNotMatch(ls.stdout, new RegExp(`:${PORT3}`));
+    (await login(`${IQN}:disk1`, PORT3)).close();
+    await rpcOk(sock, ["iscsi_delete_portal_group", "3"]);
     await rpcOk(sock, ["iscsi_create_portal_group", "2", `127.0.0.1:${PORT2}`]);
     await rpcOk(sock, ["iscsi_target_node_add_pg_ig_maps", `${IQN}:disk1`, "2:1"]);
     const via2 = await login(`${IQN}:disk1`, PORT2);
