@@ -50,6 +50,15 @@ export async function devtreeWiring(
       lunUnmapped: ({ targetName, id }) => {
         service.releaseForLun(`LUN${id} of ${targetName}`);
       },
+      // LUN claims go with the hot removal; any other holder (DRBD, a BIO bdev) keeps the device.
+      bdevHolder: (name) =>
+        service.tree
+          .holders(name)
+          .map((h) => h.owner)
+          .find((owner) => !/^LUN\d+ of /.test(owner)),
+      bdevDeleted: (dev) => {
+        if (service.tree.get(dev.name)?.device === dev) service.tree.remove(dev.name);
+      },
       started: async () => {
         await service.mount();
       },

@@ -359,6 +359,11 @@ export function chainHooks(a: ServerHooks | undefined, b: ServerHooks | undefine
       a.lunUnmapped?.(lun);
       b.lunUnmapped?.(lun);
     },
+    bdevHolder: (name) => a.bdevHolder?.(name) ?? b.bdevHolder?.(name),
+    bdevDeleted: (dev) => {
+      a.bdevDeleted?.(dev);
+      b.bdevDeleted?.(dev);
+    },
     started: async () => {
       await a.started?.();
       await b.started?.();

@@ -170,6 +170,8 @@ export class ServerGraph {
       throw new RpcError(Errno.ENODEV, `No such device: no ${kind} bdev "${name}" (name)`);
     const stacked = this.ctx.live.bdevs.find((b) => b.kind === "bio" && b.path.endsWith(`/${name}`));
     if (stacked) throw new RpcError(Errno.EBUSY, `bdev "${name}" is below bdev "${stacked.name}"`);
+    const holder = this.ctx.hooks?.bdevHolder?.(name);
+    if (holder) throw new RpcError(Errno.EBUSY, `bdev "${name}" is held by ${holder}`);
     for (const node of this.ctx.live.targetNodes) {
       const gone = node.luns.filter((l) => l.bdev === name);
       if (gone.length === 0) continue;
@@ -187,6 +189,7 @@ export class ServerGraph {
     try {
       await dev.close();
     } finally {
+      this.ctx.hooks?.bdevDeleted?.(dev);
       await this.ctx.hooks?.bdevClosed?.(dev);
     }
   }

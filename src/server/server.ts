@@ -33,6 +33,10 @@ import { applyJsonConfig, type JsonConfig } from "./json_config.js";
 export interface ServerHooks {
   /** Each LUN, once its block device exists and before the target listens. */
   lunMapped?(lun: { readonly targetName: string; readonly id: number; readonly bdev: BlockDevice }): void;
+  /** Who holds block device `name` besides LUNs (e.g. DRBD); undefined = nobody, it may be deleted. */
+  bdevHolder?(name: string): string | undefined;
+  /** A block device deleted while running is closed; forget it (the device tree removes its node). */
+  bdevDeleted?(dev: BlockDevice): void;
   /** A LUN is gone while running (hot-removed, its target deleted, or its creation undone). */
   lunUnmapped?(lun: { readonly targetName: string; readonly id: number }): void;
   /** Everything is built and listening. */

@@ -81,6 +81,23 @@ describe("config convert of the seed config", () => {
           ]),
           luns: ls.stdout.replace(/\s+/g, " "),
         });
+        if (text !== legacy) {
+          // Tree devices change live too: bio0 (LUN4) deleted and made again, its claim released and
+          // taken again; ram_b stays while DRBD holds it.
+          const rpc = (...a: string[]) => runCli(["rpc", "-s", sock, ...a]);
+          assert.equal((await rpc("bdev_bio_delete", "--name", "bio0")).code, 0);
+          const held = await rpc("bdev_tcmur_delete", "--name", "ram_b");
+          assert.match(held.stderr, /held by .*\(code -16\)/);
+          const again = await rpc("bdev_bio_create", '{"name":"bio0","path":"/UMCfuse/dev/file_b"}');
+          assert.equal(again.code, 0, again.stderr);
+          const add = await rpc(
+            "iscsi_target_node_add_lun",
+            '{"name":"iqn.2016-06.io.spdk:disk1","bdev_name":"bio0","lun_id":4}',
+          );
+          assert.equal(add.code, 0, add.stderr);
+          const ls2 = await run("iscsi-ls", ["-s", `iscsi://127.0.0.1:${PORT}`]);
+          assert.match(ls2.stdout, /Lun:4\s+Type:DIRECT_ACCESS/);
+        }
       } finally {
         await stopCleanly(server);
       }
