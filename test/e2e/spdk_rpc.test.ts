@@ -259,6 +259,15 @@ describe("SPDK rpc.py drives a --wait-for-rpc server", () => {
       assert.equal(cap.status, 0);
       assert.equal(Number(cap.data.readBigUInt64BE(0)) + 1, (2 << 20) / 512);
 
+      // Grown again while this nexus knows LUN 1: CAPACITY DATA HAS CHANGED, then the new size.
+      await truncate(join(dir, "aio.img"), 3 << 20);
+      await rpcOk(sock, ["bdev_aio_rescan", "A0"]);
+      assert.deepEqual(await drainUnitAttentions(ini, 1), ["2a/9"]);
+      const cap3 = await ini.scsi(READ_CAPACITY_16, { lun: 1, read: 32 });
+      assert.equal(Number(cap3.data.readBigUInt64BE(0)) + 1, (3 << 20) / 512);
+      const bdev = JSON.parse(await rpcOk(sock, ["bdev_get_bdevs", "-b", "A0"])) as { num_blocks: number }[];
+      assert.equal(bdev[0]!.num_blocks, (3 << 20) / 512);
+
       // Other targets' sessions never notice.
       assert.deepEqual(await drainUnitAttentions(other, 0), []);
 
