@@ -210,13 +210,10 @@ export class AccountedBdev implements BlockDevice {
   // Each method spelled out (no closure per I/O): wait for QoS, time the module's I/O, count it.
   // A failure is counted (io_error) and passed on unchanged: the SCSI layer builds its sense data.
 
-  private admit(dir: Dir, bytes: number): Promise<void> | undefined {
-    return this.qos?.admit(dir, bytes);
-  }
-
   async readv(lba: number, iov: readonly Buffer[]): Promise<void> {
     const bytes = iovLength(iov);
-    await this.admit("read", bytes);
+    const wait = this.qos?.admit("read", bytes);
+    if (wait) await wait; // no await (no microtask turn) when nothing limits
     const start = nowTicks();
     try {
       await this.inner.readv(lba, iov);
@@ -229,7 +226,8 @@ export class AccountedBdev implements BlockDevice {
 
   async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
     const bytes = iovLength(iov);
-    await this.admit("write", bytes);
+    const wait = this.qos?.admit("write", bytes);
+    if (wait) await wait; // no await (no microtask turn) when nothing limits
     const start = nowTicks();
     try {
       await this.inner.writev(lba, iov, options);
@@ -241,7 +239,8 @@ export class AccountedBdev implements BlockDevice {
   }
 
   async flush(): Promise<void> {
-    await this.admit("other", 0);
+    const wait = this.qos?.admit("other", 0);
+    if (wait) await wait; // no await (no microtask turn) when nothing limits
     try {
       await this.inner.flush();
     } catch (err) {
@@ -252,7 +251,8 @@ export class AccountedBdev implements BlockDevice {
 
   async unmap(lba: number, blocks: number): Promise<void> {
     const bytes = blocks * this.blockSize;
-    await this.admit("other", bytes);
+    const wait = this.qos?.admit("other", bytes);
+    if (wait) await wait; // no await (no microtask turn) when nothing limits
     const start = nowTicks();
     try {
       await this.inner.unmap(lba, blocks);
@@ -265,7 +265,8 @@ export class AccountedBdev implements BlockDevice {
 
   async writeZeroes(lba: number, blocks: number): Promise<void> {
     const bytes = blocks * this.blockSize;
-    await this.admit("write", bytes);
+    const wait = this.qos?.admit("write", bytes);
+    if (wait) await wait; // no await (no microtask turn) when nothing limits
     const start = nowTicks();
     try {
       await this.inner.writeZeroes(lba, blocks);
