@@ -201,6 +201,23 @@ async function serve(opts: ServeOptions): Promise<void> {
 
 async function check(opts: { config?: string }): Promise<void> {
   try {
+    if (opts.config !== undefined) {
+      const start = await readStartConfig({
+        ...opts,
+        logLevel: "silent",
+        mountPoint: "",
+        fuse: false,
+        rpc: false,
+      });
+      if (start.kind === "json") {
+        // Shape and method names only: values are checked by the methods when the file is served.
+        const methods = new Set(start.json.calls.map((c) => c.method));
+        say(
+          `${opts.config}: JSON config, ${start.json.calls.length} calls (${[...methods].join(", ") || "none"})`,
+        );
+        return;
+      }
+    }
     const config = await readConfig(opts.config);
     for (const n of config.notices) say(`notice: ${formatNotice(n)}`);
     const targets = config.targetNodes.map(
@@ -249,7 +266,7 @@ program
 program
   .command("check")
   .description("validate a config file and print what it defines")
-  .option("-c, --config <file>", "SPDK legacy config file")
+  .option("-c, --config <file>", "SPDK legacy config file or SPDK JSON config")
   .action((opts: { config?: string }) => check(opts));
 
 const configCommand = program.command("config").description("config file tools");

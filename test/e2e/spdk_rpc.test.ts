@@ -439,4 +439,27 @@ describe("SPDK rpc.py drives a --wait-for-rpc server", () => {
     }
     assert.deepEqual(dumps[0], dumps[1]);
   });
+  it("a JSON config with a bad call stops the start with exit 2 and the place of the call", async () => {
+    const bad = join(dir, "bad.json");
+    await writeFile(
+      bad,
+      JSON.stringify({
+        subsystems: [
+          {
+            subsystem: "bdev",
+            config: [{ method: "bdev_malloc_create", params: { name: "X", num_blocks: 8, block_size: 513 } }],
+          },
+        ],
+      }),
+    );
+    const r = await runCli(["serve", "-c", bad, "--no-rpc", "--no-fuse"]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      /bad\.json: subsystems\[0\]\.config\[0\] \(bdev_malloc_create\): .*block_size.*\(code -22\)/,
+    );
+    const checked = await runCli(["check", "-c", bad]);
+    assert.equal(checked.code, 0, checked.stderr);
+    assert.match(checked.stderr, /JSON config, 1 calls/);
+  });
 });
