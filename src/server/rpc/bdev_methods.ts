@@ -8,9 +8,8 @@ import { TICK_RATE, type AccountedBdev, type OpStat } from "../../bdev/accounted
 import { Errno } from "../graph_control.js";
 import { RPC_ORIGIN, type MallocRpcSpec } from "../live_config.js";
 import { RpcError, type JsonObject } from "../../rpc/jsonrpc.js";
-import type { MethodRegistry } from "../../rpc/registry.js";
 import { strings } from "./params.js";
-import type { ControlServer } from "./register.js";
+import type { ControlServer, MethodTable } from "./register.js";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -65,7 +64,7 @@ function iostatJson(dev: AccountedBdev): JsonObject {
 /** SPDK_BDEV_QOS_MIN_IOS_PER_SEC: IOPS limits are whole thousands. */
 const QOS_IOPS_UNIT = 1000;
 
-export function registerBdevControl(registry: MethodRegistry, server: ControlServer): void {
+export function registerBdevControl(registry: MethodTable, server: ControlServer): void {
   const { graph } = server;
   const modules = server.bdevModules();
   let nextMalloc = 0;

@@ -4,11 +4,10 @@
  * logger. Log flags are SPDK's per-component trace switches; we keep the set (for log_get_flags)
  * and turn the level to debug while any is set, our logs having no per-flag gates.
  */
-import type { MethodRegistry } from "../../rpc/registry.js";
 import type { JsonObject } from "../../rpc/jsonrpc.js";
 import { log } from "../../util/log.js";
 import { invalidParam } from "./params.js";
-import type { ControlServer } from "./register.js";
+import type { ControlServer, MethodTable } from "./register.js";
 
 const BOTH = ["startup", "runtime"] as const;
 
@@ -33,7 +32,7 @@ const LEVELS: Record<string, string> = {
   DEBUG: "debug",
 };
 
-export function registerFrameworkControl(registry: MethodRegistry, server: ControlServer): void {
+export function registerFrameworkControl(registry: MethodTable, server: ControlServer): void {
   registry.register("framework_start_init", {
     description: "leave start-up: bring the iSCSI target up with the options set so far",
     states: ["startup"],

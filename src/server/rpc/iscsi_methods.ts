@@ -5,11 +5,11 @@
  */
 import type { AuthPolicy, ChapSecret, IscsiGlobalOptions } from "../../iscsi/options.js";
 import type { JsonObject, JsonValue } from "../../rpc/jsonrpc.js";
-import type { MethodRegistry, ParamSpec } from "../../rpc/registry.js";
+import type { ParamSpec } from "../../rpc/registry.js";
 import { checkChapParams, fullTargetName } from "../graph_control.js";
 import type { TargetNodeState } from "../live_config.js";
 import { field, invalidParam, objects, port, strings } from "./params.js";
-import type { ControlServer } from "./register.js";
+import type { ControlServer, MethodTable } from "./register.js";
 
 const CHAP_PARAMS: Record<string, ParamSpec> = {
   disable_chap: { type: "boolean" },
@@ -82,7 +82,7 @@ const POOL_OPTIONS = [
   "data_out_pool_size",
 ];
 
-export function registerIscsiControl(registry: MethodRegistry, server: ControlServer): void {
+export function registerIscsiControl(registry: MethodTable, server: ControlServer): void {
   const { graph } = server;
 
   const optionParams: Record<string, ParamSpec> = {

@@ -22,8 +22,36 @@ export interface ControlServer {
   readonly killHandler: ((signal: NodeJS.Signals) => void) | undefined;
 }
 
+/** What a method file needs of the registry. */
+export type MethodTable = Pick<MethodRegistry, "register">;
+
+/** Methods that must not wait for others: framework_wait_init waits for framework_start_init. */
+const UNSERIALIZED = new Set(["framework_wait_init"]);
+
+/**
+ * The write methods run one at a time, in arrival order across connections (SPDK runs its RPCs on
+ * one thread): an operation that awaits (a listener bound, a LUN drained) never sees another change
+ * the model under it, e.g. two add_lun calls picking the same free LUN ID.
+ */
 export function registerControlMethods(registry: MethodRegistry, server: ControlServer): void {
-  registerFrameworkControl(registry, server);
-  registerBdevControl(registry, server);
-  registerIscsiControl(registry, server);
+  let tail: Promise<unknown> = Promise.resolve();
+  const serialized: MethodTable = {
+    register: (name, spec) =>
+      registry.register(
+        name,
+        UNSERIALIZED.has(name)
+          ? spec
+          : {
+              ...spec,
+              handler: (params) => {
+                const run = tail.then(() => spec.handler(params));
+                tail = run.catch(() => undefined);
+                return run;
+              },
+            },
+      ),
+  };
+  registerFrameworkControl(serialized, server);
+  registerBdevControl(serialized, server);
+  registerIscsiControl(serialized, server);
 }
