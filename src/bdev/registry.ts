@@ -11,6 +11,11 @@ export class BdevRegistry {
     this.devices.set(dev.name, dev);
   }
 
+  /** Forget a device (deleted through the control plane); the caller closes it. */
+  unregister(name: string): boolean {
+    return this.devices.delete(name);
+  }
+
   get(name: string): BlockDevice | undefined {
     return this.devices.get(name);
   }

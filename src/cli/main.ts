@@ -2,10 +2,13 @@
 /**
  * The `usertgt` command.
  *
- *   usertgt serve [-c FILE] [--log-level L] [--state-dir DIR]   run a config (no -c: the embedded default)
+ *   usertgt serve [-c FILE] [--log-level L] [--state-dir DIR]   run a config (no -c: the embedded default);
+ *                 [--wait-for-rpc]                              FILE legacy INI or SPDK JSON (by content);
+ *                                                               --wait-for-rpc: nothing until framework_start_init
  *                 [--mount-point DIR | --no-fuse] [--handler-dir DIR]   device tree (docs/devtree.md)
  *                 [--rpc-socket PATH | --no-rpc]                JSON-RPC control socket (docs/rpc.md)
  *   usertgt check [-c FILE]                                      validate a config, print its notices
+ *   usertgt config convert FILE                                  legacy INI → SPDK JSON config on stdout
  *                 [--drbd-config FILE] [--node-name NAME]        DRBD resources (docs/drbd.md)
  *   usertgt rpc [-s SOCKET] METHOD [JSON | --key value ...]      call a method on a running server
  *   usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND [RES] [--force] [--clear-bitmap]   drbdadm(8) on it
@@ -23,12 +26,16 @@ import { createRequire } from "node:module";
 import { defaultConfig } from "../config/default.js";
 import { ConfigError, formatNotice } from "../config/errors.js";
 import { loadSpdkConfig, type SpdkConfig } from "../config/spdk_config.js";
+import { readFile } from "node:fs/promises";
+import { looksLikeJsonConfig, parseJsonConfig, type JsonConfig } from "../server/json_config.js";
+import { convertLegacyConfig } from "../server/config_convert.js";
 import { devtreeWiring } from "../server/devtree_wiring.js";
 import { chainHooks, DrbdWiring } from "../server/drbd_wiring.js";
 import { DrbdConfigError } from "../drbd/config/model.js";
 import { procEntryOf, renderProcDrbd } from "../drbd/proc_drbd.js";
 import { runDrbdadmCommand, type DrbdadmCommandOptions } from "./drbdadm_command.js";
 import { UsertgtServer } from "../server/server.js";
+import type { MethodRegistry } from "../rpc/registry.js";
 import { DEFAULT_RPC_SOCKET } from "../rpc/client.js";
 import { runRpcCommand, type RpcCommandOptions } from "./rpc_command.js";
 import { log } from "../util/log.js";
@@ -80,18 +87,46 @@ interface ServeOptions {
   rpcSocket?: string;
   drbdConfig?: string;
   nodeName?: string;
+  waitForRpc?: boolean;
+}
+
+/** The config to start from: legacy INI, SPDK JSON (told apart by content), or none (--wait-for-rpc). */
+type StartConfig =
+  | { kind: "legacy"; config: SpdkConfig }
+  | { kind: "json"; file: string; json: JsonConfig }
+  | { kind: "wait" };
+
+async function readStartConfig(opts: ServeOptions): Promise<StartConfig> {
+  if (opts.waitForRpc) {
+    if (opts.config !== undefined)
+      throw new Error("--wait-for-rpc and -c exclude each other (load_config after start-up)");
+    return { kind: "wait" };
+  }
+  if (opts.config !== undefined) {
+    const text = await readFile(opts.config, "utf8").catch((err: Error) => {
+      throw new ConfigError(opts.config!, 0, `cannot read the config file: ${err.message}`);
+    });
+    if (looksLikeJsonConfig(text))
+      return { kind: "json", file: opts.config, json: parseJsonConfig(opts.config, text) };
+  }
+  return { kind: "legacy", config: await readConfig(opts.config) };
 }
 
 async function serve(opts: ServeOptions): Promise<void> {
   log.level = opts.logLevel;
   let server: UsertgtServer;
   try {
-    const config = await readConfig(opts.config);
+    const start = await readStartConfig(opts);
     // [TCMUR]/[BIO] devices live in the device tree (src/devtree); without them no tree and no FUSE mount.
-    const devtree = await devtreeWiring(config, {
+    // A JSON config needs one when it creates such devices; --wait-for-rpc when handlers or DRBD are given.
+    const treeCalls = /^bdev_(tcmur|bio)_create$/;
+    const devtree = await devtreeWiring(start.kind === "legacy" ? start.config : { bdevs: [] }, {
       mountPoint: opts.fuse ? opts.mountPoint : false,
       handlerDir: opts.handlerDir,
-      always: opts.drbdConfig !== undefined,
+      always:
+        opts.drbdConfig !== undefined ||
+        (start.kind === "json" && start.json.calls.some((c) => treeCalls.test(c.method))) ||
+        (start.kind === "wait" && opts.handlerDir !== undefined),
     });
     // DRBD resources live in the tree too; nothing is brought up here (drbdadm up or the BIO helper does).
     let drbd: DrbdWiring | undefined;
@@ -109,14 +144,25 @@ async function serve(opts: ServeOptions): Promise<void> {
         renderProcDrbd(resources.map((r) => procEntryOf(r))),
       );
     }
-    server = await UsertgtServer.start(config, {
+    const serverOptions = {
       stateDir: opts.stateDir,
       bdevModules: devtree?.bdevModules,
       hooks: chainHooks(devtree?.hooks, drbd?.hooks()),
-      rpcMethods: drbd ? [(r) => drbd.registerMethods(r)] : [],
+      rpcMethods: drbd ? [(r: MethodRegistry) => drbd.registerMethods(r)] : [],
       rpcSocket: opts.rpc ? (opts.rpcSocket ?? DEFAULT_RPC_SOCKET) : undefined,
-      rpcSocketRequired: opts.rpcSocket !== undefined,
-    });
+      // --wait-for-rpc without its socket could never be configured.
+      rpcSocketRequired: opts.rpcSocket !== undefined || start.kind === "wait",
+      // spdk_kill_instance: as if the signal came from outside (the handlers below).
+      onKill: (signal: NodeJS.Signals) => process.kill(process.pid, signal),
+    };
+    if (start.kind === "wait" && !opts.rpc)
+      throw new Error("--wait-for-rpc needs the control socket (drop --no-rpc)");
+    server =
+      start.kind === "legacy"
+        ? await UsertgtServer.start(start.config, serverOptions)
+        : start.kind === "json"
+          ? await UsertgtServer.startFromJson(start.file, start.json, serverOptions)
+          : await UsertgtServer.startWaitingForRpc(serverOptions);
   } catch (err) {
     process.exit(failed(err));
   }
@@ -147,11 +193,31 @@ async function serve(opts: ServeOptions): Promise<void> {
   for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
   const rpcPath = server.rpcSocketPath();
   if (rpcPath !== undefined) say(`rpc on ${rpcPath}`);
-  say("ready");
+  if (opts.waitForRpc) {
+    say("waiting for framework_start_init");
+    void server.frameworkInitialized().then(() => say("ready"));
+  } else say("ready");
 }
 
 async function check(opts: { config?: string }): Promise<void> {
   try {
+    if (opts.config !== undefined) {
+      const start = await readStartConfig({
+        ...opts,
+        logLevel: "silent",
+        mountPoint: "",
+        fuse: false,
+        rpc: false,
+      });
+      if (start.kind === "json") {
+        // Shape and method names only: values are checked by the methods when the file is served.
+        const methods = new Set(start.json.calls.map((c) => c.method));
+        say(
+          `${opts.config}: JSON config, ${start.json.calls.length} calls (${[...methods].join(", ") || "none"})`,
+        );
+        return;
+      }
+    }
     const config = await readConfig(opts.config);
     for (const n of config.notices) say(`notice: ${formatNotice(n)}`);
     const targets = config.targetNodes.map(
@@ -180,7 +246,8 @@ program
   .description(
     "run the iSCSI target (without -c: one 128 MiB Malloc LUN as iqn.2016-06.io.spdk:disk1 on 127.0.0.1:3260)",
   )
-  .option("-c, --config <file>", "SPDK legacy config file (see docs/config.md)")
+  .option("-c, --config <file>", "SPDK legacy config or SPDK JSON config (see docs/config.md, docs/rpc.md)")
+  .option("--wait-for-rpc", "start with nothing configured; configure over RPC, then framework_start_init")
   .addOption(logLevel)
   .option("--state-dir <dir>", "directory for persistent state (APTPL reservations); none kept without it")
   .option(
@@ -199,8 +266,25 @@ program
 program
   .command("check")
   .description("validate a config file and print what it defines")
-  .option("-c, --config <file>", "SPDK legacy config file")
+  .option("-c, --config <file>", "SPDK legacy config file or SPDK JSON config")
   .action((opts: { config?: string }) => check(opts));
+
+const configCommand = program.command("config").description("config file tools");
+configCommand
+  .command("convert")
+  .description(
+    "print a legacy INI config (with its AuthFile) as an SPDK JSON config (rpc.py load_config, serve -c)",
+  )
+  .argument("<file>", "legacy config file")
+  .action(async (file: string) => {
+    try {
+      const config = await loadSpdkConfig(file);
+      for (const n of config.notices) say(`notice: ${formatNotice(n)}`);
+      process.stdout.write(JSON.stringify(convertLegacyConfig(config), null, 2) + "\n");
+    } catch (err) {
+      process.exitCode = failed(err);
+    }
+  });
 
 program
   .command("rpc")

@@ -120,6 +120,12 @@ export class DevtreeService {
     return claim;
   }
 
+  /** The LUN named `owner` is gone (hot-removed, its target deleted): its claim goes too. */
+  releaseForLun(owner: string): void {
+    const i = this.lunClaims.findIndex((c) => c.owner === owner);
+    if (i >= 0) this.lunClaims.splice(i, 1)[0]!.release();
+  }
+
   /** Mount the FUSE view (unless disabled). Never throws for an unusable FUSE: it warns. */
   async mount(): Promise<FuseMount | undefined> {
     if (this.opts.mountPoint === false || this.fuse) return this.fuse;

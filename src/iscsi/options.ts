@@ -38,6 +38,8 @@ export interface Portal {
 export interface PortalGroupConfig {
   readonly tag: number;
   readonly portals: readonly Portal[];
+  /** SPDK's private portal groups: logins work, SendTargets never lists their portals. */
+  readonly private?: boolean;
 }
 
 /** [InitiatorGroupN]: names (ANY, an IQN, or !IQN to deny) and netmasks (ANY, an address, a CIDR). */

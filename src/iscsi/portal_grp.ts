@@ -21,8 +21,22 @@ export class PortalGroup {
     return this.config.tag;
   }
 
+  get listening(): boolean {
+    return this.servers.length > 0;
+  }
+
   /** Listen on every portal; rejects naming the portal that could not be bound. */
   async start(onConnection: (socket: Socket, tag: number) => void): Promise<void> {
+    try {
+      await this.listenAll(onConnection);
+    } catch (err) {
+      // All or nothing: a group half bound would answer on some of its portals.
+      await this.stop();
+      throw err;
+    }
+  }
+
+  private async listenAll(onConnection: (socket: Socket, tag: number) => void): Promise<void> {
     for (const portal of this.config.portals) {
       const server = createServer((socket) => onConnection(socket, this.tag));
       const host = portal.host.replace(/^\[(.*)\]$/, "$1");

@@ -9,11 +9,21 @@ import { ITNexus } from "../scsi/task.js";
 import { Connection, type ConnectionHost } from "./conn.js";
 import { InitiatorGroup } from "./init_grp.js";
 import type { NewSession } from "./login.js";
-import type { ChapSecret, IscsiGlobalOptions, IscsiTargetOptions } from "./options.js";
+import type {
+  AuthPolicy,
+  ChapSecret,
+  InitiatorGroupConfig,
+  IscsiGlobalOptions,
+  IscsiTargetOptions,
+  PortalGroupConfig,
+  TargetNodeConfig,
+} from "./options.js";
 import { PortalGroup } from "./portal_grp.js";
 import { Session } from "./session.js";
 import { TargetNode } from "./tgt_node.js";
 
+/** RFC 7143 §11.9.1 AsyncEvent 1: the target requests a logout within Parameter3 seconds. */
+const ASYNC_REQUEST_LOGOUT = 1;
 /** RFC 7143 §11.9.1 AsyncEvent 3: the target will drop all connections of the session. */
 const ASYNC_DROP_ALL = 3;
 /** Connections allowed beyond MaxSessions x MaxConnectionsPerSession (logins racing, discovery). */
@@ -38,9 +48,10 @@ export interface IscsiConnectionInfo {
 }
 
 export class IscsiTarget implements ConnectionHost {
-  readonly globals: IscsiGlobalOptions;
+  /** Replaced whole when the control plane changes discovery authentication. */
+  globals: IscsiGlobalOptions;
   private readonly log: Logger;
-  private readonly portalGroups: PortalGroup[];
+  private readonly portalGroups = new Map<number, PortalGroup>();
   private readonly initiatorGroups = new Map<number, InitiatorGroup>();
   private readonly nodes = new Map<string, TargetNode>();
   private readonly authGroups = new Map<number, readonly ChapSecret[]>();
@@ -65,16 +76,117 @@ export class IscsiTarget implements ConnectionHost {
       if (this.nodes.has(key)) throw new Error(`target ${t.name} is configured twice`);
       this.nodes.set(key, new TargetNode(t, this.initiatorGroups));
     }
-    this.portalGroups = options.portalGroups.map((pg) => new PortalGroup(pg));
+    for (const pg of options.portalGroups) this.portalGroups.set(pg.tag, new PortalGroup(pg));
   }
 
   async start(): Promise<void> {
-    for (const pg of this.portalGroups) await pg.start((socket, tag) => this.accept(socket, tag));
+    for (const pg of this.portalGroups.values()) await this.listen(pg);
     this.log.info({ portals: this.addresses() }, "iSCSI target listening");
   }
 
+  private listen(pg: PortalGroup): Promise<void> {
+    return pg.start((socket, tag) => this.accept(socket, tag));
+  }
+
   addresses(): { portalGroup: number; host: string; port: number }[] {
-    return this.portalGroups.flatMap((pg) => pg.addresses());
+    return [...this.portalGroups.values()].flatMap((pg) => pg.addresses());
+  }
+
+  // ---- Changes while running (the control plane; SPDK's iscsi_*_rpc.c) ------------------------
+
+  /** Add a portal group; it listens at once unless `listen` is false (iscsi_start_portal_group later). */
+  async addPortalGroup(config: PortalGroupConfig, listen: boolean): Promise<void> {
+    if (this.portalGroups.has(config.tag)) throw new Error(`portal group ${config.tag} exists`);
+    const pg = new PortalGroup(config);
+    if (listen) await this.listen(pg); // a bind failure leaves nothing behind
+    this.portalGroups.set(config.tag, pg);
+  }
+
+  async startPortalGroup(tag: number): Promise<void> {
+    const pg = this.portalGroups.get(tag);
+    if (!pg) throw new Error(`no portal group ${tag}`);
+    if (!pg.listening) await this.listen(pg);
+  }
+
+  /** Close the group's listeners and every connection that came through it (SPDK iscsi_portal_grp_release). */
+  async removePortalGroup(tag: number): Promise<void> {
+    const pg = this.portalGroups.get(tag);
+    if (!pg) throw new Error(`no portal group ${tag}`);
+    this.portalGroups.delete(tag);
+    const closed = pg.stop();
+    const conns = [...this.connections].filter((c) => c.portalGroupTag === tag);
+    const sessions = new Set(conns.map((c) => c.session).filter((s): s is Session => s !== undefined));
+    for (const s of sessions) this.endSession(s, `portal group ${tag} deleted`);
+    for (const c of conns) {
+      c.drop(`portal group ${tag} deleted`);
+      c.socket.destroy();
+    }
+    await closed;
+  }
+
+  portalGroupListening(tag: number): boolean {
+    return this.portalGroups.get(tag)?.listening ?? false;
+  }
+
+  /** Add or replace an initiator group; target nodes see the change at their next login. */
+  setInitiatorGroup(config: InitiatorGroupConfig): void {
+    this.initiatorGroups.set(config.tag, new InitiatorGroup(config));
+  }
+
+  removeInitiatorGroup(tag: number): void {
+    this.initiatorGroups.delete(tag);
+  }
+
+  setAuthGroup(tag: number, secrets: readonly ChapSecret[]): void {
+    this.authGroups.set(tag, secrets);
+  }
+
+  removeAuthGroup(tag: number): void {
+    this.authGroups.delete(tag);
+  }
+
+  setDiscoveryAuth(auth: AuthPolicy, group: number | undefined): void {
+    this.globals = { ...this.globals, discoveryAuth: auth, discoveryAuthGroup: group };
+  }
+
+  addNode(config: TargetNodeConfig): TargetNode {
+    const key = config.name.toLowerCase();
+    if (this.nodes.has(key)) throw new Error(`target ${config.name} exists`);
+    const node = new TargetNode(config, this.initiatorGroups);
+    this.nodes.set(key, node);
+    return node;
+  }
+
+  /**
+   * Remove a target node: new logins no longer find it, and its sessions are asked to log out
+   * (AsyncEvent 1) and, after `graceMs`, dropped (AsyncEvent 3), as SPDK's iscsi_tgt_node_delete.
+   */
+  async removeNode(name: string, graceMs: number): Promise<void> {
+    const key = name.toLowerCase();
+    if (!this.nodes.delete(key)) throw new Error(`no target ${name}`);
+    await this.requestLogout(name, undefined, graceMs);
+  }
+
+  /**
+   * RFC 7143 §11.9.1 AsyncEvent 1 to the node's sessions (those through `pgTag` only, when given);
+   * sessions still there after `graceMs` are ended (SPDK iscsi_conns_request_logout).
+   */
+  async requestLogout(nodeName: string, pgTag: number | undefined, graceMs: number): Promise<void> {
+    const sessions = this.sessionsOfNode(nodeName).filter(
+      (s) =>
+        pgTag === undefined ||
+        [...s.connections.values()].some((c) => c instanceof Connection && c.portalGroupTag === pgTag),
+    );
+    if (sessions.length === 0) return;
+    const seconds = Math.max(1, Math.ceil(graceMs / 1000));
+    for (const s of sessions)
+      for (const c of s.connections.values())
+        if (c instanceof Connection) c.sendAsync(ASYNC_REQUEST_LOGOUT, 0, 0, seconds);
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && sessions.some((s) => !s.ended)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const s of sessions) this.endSession(s, "logout requested by the target");
   }
 
   sessionCount(): number {
@@ -106,7 +218,7 @@ export class IscsiTarget implements ConnectionHost {
   async stop(): Promise<void> {
     this.stopping = true;
     // net.Server.close() calls back only once every connection has ended: stop accepting now, wait below.
-    const listenersClosed = Promise.all(this.portalGroups.map((pg) => pg.stop()));
+    const listenersClosed = Promise.all([...this.portalGroups.values()].map((pg) => pg.stop()));
     const sessions = [...this.sessions.values()];
     const inFlight = sessions.flatMap((s) => s.inFlight().map((t) => t.done));
     let timer: NodeJS.Timeout | undefined;
@@ -250,6 +362,7 @@ export class IscsiTarget implements ConnectionHost {
       lines.push(`TargetName=${node.name}`);
       for (const a of bound) {
         if (!tags.includes(a.portalGroup)) continue;
+        if (this.portalGroups.get(a.portalGroup)?.config.private) continue;
         let host = a.host;
         if (host === "0.0.0.0" || host === "::" || host === "")
           host = conn.localAddress.replace(/^::ffff:/, "");

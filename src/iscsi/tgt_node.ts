@@ -9,7 +9,8 @@ export type AccessResult = "allowed" | "not-mapped" | "forbidden";
 
 export class TargetNode {
   constructor(
-    readonly config: TargetNodeConfig,
+    /** Replaced whole when the control plane changes mappings or authentication. */
+    public config: TargetNodeConfig,
     private readonly initiatorGroups: ReadonlyMap<number, InitiatorGroup>,
   ) {}
 

@@ -14,8 +14,19 @@ export interface ParamSpec {
   readonly description?: string;
 }
 
+/**
+ * SPDK's RPC states (lib/rpc/rpc.c): STARTUP until framework_start_init, RUNTIME after. A method
+ * says in which it may be called; default runtime only.
+ */
+export type RpcState = "startup" | "runtime";
+
+/** SPDK's SPDK_JSONRPC_ERROR_INVALID_STATE: the method exists but not in the current state. */
+export const INVALID_STATE = -1;
+
 export interface MethodSpec {
   readonly description: string;
+  /** States the method may be called in (SPDK's state_mask); default ["runtime"]. */
+  readonly states?: readonly RpcState[];
   /** Named parameters (SPDK passes params as an object). Omitted: the method takes none. */
   readonly params?: Readonly<Record<string, ParamSpec>>;
   /** Other names this method answers to (`usertgt_get_version` for `spdk_get_version`). */
@@ -43,6 +54,8 @@ function matches(v: JsonValue, want: ParamType): boolean {
 export class MethodRegistry {
   private readonly methods = new Map<string, RegisteredMethod>();
   private readonly aliases = new Map<string, string>();
+  /** Where the server is: methods not allowed here answer -1 (INVALID_STATE). */
+  state: RpcState = "runtime";
 
   register(name: string, spec: MethodSpec): void {
     for (const n of [name, ...(spec.aliases ?? [])]) {
@@ -54,10 +67,18 @@ export class MethodRegistry {
     for (const a of spec.aliases ?? []) this.aliases.set(a, name);
   }
 
-  /** Method names in registration order; with aliases after their method when asked. */
-  names(includeAliases = false): string[] {
+  allowedNow(method: MethodSpec): boolean {
+    return (method.states ?? ["runtime"]).includes(this.state);
+  }
+
+  /**
+   * Method names in registration order; with aliases after their method when asked; only those
+   * callable in the current state with `currentOnly` (rpc_get_methods --current).
+   */
+  names(includeAliases = false, currentOnly = false): string[] {
     const out: string[] = [];
     for (const m of this.methods.values()) {
+      if (currentOnly && !this.allowedNow(m)) continue;
       out.push(m.name);
       if (includeAliases) out.push(...(m.aliases ?? []));
     }
@@ -72,6 +93,15 @@ export class MethodRegistry {
   async call(name: string, params: JsonObject | JsonValue[] | undefined): Promise<JsonValue> {
     const method = this.get(name);
     if (!method) throw new RpcError(RpcErrorCode.MethodNotFound, `Method not found: ${name}`);
+    if (!this.allowedNow(method)) {
+      // SPDK's two messages (lib/rpc/rpc.c jsonrpc_handler).
+      throw new RpcError(
+        INVALID_STATE,
+        this.state === "startup"
+          ? `${name}: Method may only be called after framework is initialized using framework_start_init RPC.`
+          : `${name}: Method may only be called before framework is initialized. Use --wait-for-rpc command line parameter and then issue this RPC before the framework_start_init RPC.`,
+      );
+    }
     return method.handler(checkParams(method, params));
   }
 }

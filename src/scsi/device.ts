@@ -44,23 +44,71 @@ export class ScsiDevice implements ScsiTargetDevice, TargetInfo {
   readonly name: string;
   private readonly luns = new Map<number, LogicalUnit>();
   private readonly logger: Logger;
+  private readonly vendor: string;
+  private readonly aptplDir: string | undefined;
 
   constructor(opts: ScsiDeviceOptions) {
     this.name = opts.name;
     this.logger = log.child({ module: "scsi", device: opts.name });
-    const vendor = opts.vendor ?? "USERTGT";
-    for (const l of opts.luns) {
-      if (!Number.isInteger(l.id) || l.id < 0 || l.id > MAX_LUN) {
-        throw new Error(`SCSI device ${opts.name}: LUN ${l.id} is not an integer in 0..${MAX_LUN}`);
-      }
-      if (this.luns.has(l.id)) throw new Error(`SCSI device ${opts.name}: LUN ${l.id} is configured twice`);
-      const aptplFile = opts.aptplDir
-        ? join(opts.aptplDir, `${safeFileName(opts.name)}.lun${l.id}.pr.json`)
-        : undefined;
-      this.luns.set(
-        l.id,
-        new LogicalUnit({ id: l.id, bdev: l.bdev, name: `${opts.name}/${l.id}`, vendor, aptplFile }),
-      );
+    this.vendor = opts.vendor ?? "USERTGT";
+    this.aptplDir = opts.aptplDir;
+    for (const l of opts.luns) this.luns.set(l.id, this.makeLogicalUnit(l));
+  }
+
+  private makeLogicalUnit(l: LunConfig): LogicalUnit {
+    if (!Number.isInteger(l.id) || l.id < 0 || l.id > MAX_LUN) {
+      throw new Error(`SCSI device ${this.name}: LUN ${l.id} is not an integer in 0..${MAX_LUN}`);
+    }
+    if (this.luns.has(l.id)) throw new Error(`SCSI device ${this.name}: LUN ${l.id} is configured twice`);
+    const aptplFile = this.aptplDir
+      ? join(this.aptplDir, `${safeFileName(this.name)}.lun${l.id}.pr.json`)
+      : undefined;
+    return new LogicalUnit({
+      id: l.id,
+      bdev: l.bdev,
+      name: `${this.name}/${l.id}`,
+      vendor: this.vendor,
+      aptplFile,
+    });
+  }
+
+  /**
+   * Add a logical unit while initiators are logged in: every nexus that knows another LU of this
+   * device gets REPORTED LUNS DATA HAS CHANGED (SPC-4 6.33, SAM-5 5.14) so it rescans.
+   */
+  async addLun(l: LunConfig): Promise<void> {
+    const lu = this.makeLogicalUnit(l);
+    await lu.reservations.load();
+    if (this.luns.has(l.id)) throw new Error(`SCSI device ${this.name}: LUN ${l.id} is configured twice`);
+    this.luns.set(l.id, lu);
+    this.lunInventoryChanged(l.id);
+    this.logger.info({ lun: l.id, bdev: l.bdev.name }, "logical unit added");
+  }
+
+  /**
+   * Hot removal (SPDK spdk_scsi_dev_delete_lun): new commands to the LUN get LOGICAL UNIT NOT
+   * SUPPORTED at once; those already in its task set run to completion on the still-open block
+   * device and are answered as usual; this resolves when the last one has. The other LUs' nexuses
+   * get REPORTED LUNS DATA HAS CHANGED.
+   */
+  async removeLun(id: number): Promise<void> {
+    const lu = this.luns.get(id);
+    if (!lu) throw new Error(`SCSI device ${this.name}: no LUN ${id}`);
+    this.luns.delete(id);
+    this.lunInventoryChanged(id);
+    await Promise.all(lu.taskSet.select(() => true).map((e) => e.done));
+    this.logger.info({ lun: id, bdev: lu.bdev.name }, "logical unit removed");
+  }
+
+  /** The LUs backed by `bdev`. */
+  lunsOf(bdevName: string): LogicalUnit[] {
+    return [...this.luns.values()].filter((lu) => lu.bdev.name === bdevName);
+  }
+
+  private lunInventoryChanged(changed: number): void {
+    for (const lu of this.luns.values()) {
+      if (lu.id !== changed)
+        lu.unitAttentions.establishForOthers(undefined, ASC.REPORTED_LUNS_DATA_HAS_CHANGED);
     }
   }
 

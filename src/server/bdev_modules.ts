@@ -32,7 +32,13 @@ export type BdevModules = { readonly [K in BdevKind]?: BdevFactory<K> };
 /** The modules built into the server. */
 export const BUILTIN_BDEV_MODULES: BdevModules = {
   malloc: async (spec) =>
-    new MallocBdev({ name: spec.name, blockSize: spec.blockSize, blockCount: spec.blockCount }),
+    new MallocBdev({
+      name: spec.name,
+      blockSize: spec.blockSize,
+      blockCount: spec.blockCount,
+      // A device re-created from a saved config keeps its UUID (VPD 0x83 stays the same).
+      uuid: "uuid" in spec && typeof spec.uuid === "string" ? spec.uuid : undefined,
+    }),
   aio: (spec) =>
     AioBdev.open({
       name: spec.name,
@@ -58,40 +64,48 @@ export async function createBdevs(
   modules: BdevModules,
   ctx: BdevModuleContext,
 ): Promise<void> {
-  for (const spec of specs) {
-    const factory = modules[spec.kind] as BdevFactory<typeof spec.kind> | undefined;
-    if (!factory) {
-      throw new ConfigError(
-        spec.file,
-        spec.line,
-        `${SECTION_OF[spec.kind]} devices are not available in this server (no "${spec.kind}" block device module)`,
-      );
-    }
-    let dev: BlockDevice;
-    try {
-      dev = await factory(spec, ctx);
-    } catch (err) {
-      if (err instanceof ConfigError) throw err;
-      const e = new ConfigError(
-        spec.file,
-        spec.line,
-        `cannot create block device ${spec.name}: ${(err as Error).message}`,
-      );
-      e.cause = err;
-      throw e;
-    }
-    if (dev.name !== spec.name) {
-      await dev.close();
-      throw new ConfigError(
-        spec.file,
-        spec.line,
-        `block device module "${spec.kind}" created "${dev.name}" for ${spec.name}`,
-      );
-    }
-    ctx.registry.register(dev);
-    ctx.logger.info(
-      { bdev: dev.name, kind: spec.kind, blockSize: dev.blockSize, blockCount: dev.blockCount },
-      "block device ready",
+  for (const spec of specs) await createBdev(spec, modules, ctx);
+}
+
+/** Create one block device with its module and register it; errors are ConfigErrors naming `spec`'s line. */
+export async function createBdev(
+  spec: BdevSpec,
+  modules: BdevModules,
+  ctx: BdevModuleContext,
+): Promise<BlockDevice> {
+  const factory = modules[spec.kind] as BdevFactory<typeof spec.kind> | undefined;
+  if (!factory) {
+    throw new ConfigError(
+      spec.file,
+      spec.line,
+      `${SECTION_OF[spec.kind]} devices are not available in this server (no "${spec.kind}" block device module)`,
     );
   }
+  let dev: BlockDevice;
+  try {
+    dev = await factory(spec, ctx);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const e = new ConfigError(
+      spec.file,
+      spec.line,
+      `cannot create block device ${spec.name}: ${(err as Error).message}`,
+    );
+    e.cause = err;
+    throw e;
+  }
+  if (dev.name !== spec.name) {
+    await dev.close();
+    throw new ConfigError(
+      spec.file,
+      spec.line,
+      `block device module "${spec.kind}" created "${dev.name}" for ${spec.name}`,
+    );
+  }
+  ctx.registry.register(dev);
+  ctx.logger.info(
+    { bdev: dev.name, kind: spec.kind, blockSize: dev.blockSize, blockCount: dev.blockCount },
+    "block device ready",
+  );
+  return dev;
 }

@@ -28,7 +28,7 @@ export interface DevtreeWiring {
 
 /** The wiring for a config, or undefined when it has no TCMUR or BIO devices (no tree, no mount). */
 export async function devtreeWiring(
-  config: SpdkConfig,
+  config: Pick<SpdkConfig, "bdevs">,
   opts: DevtreeWiringOptions = {},
 ): Promise<DevtreeWiring | undefined> {
   if (!opts.always && !config.bdevs.some((b) => b.kind === "tcmur" || b.kind === "bio")) return undefined;
@@ -46,6 +46,18 @@ export async function devtreeWiring(
     hooks: {
       lunMapped: ({ targetName, id, bdev }) => {
         service.claimForLun(bdev, `LUN${id} of ${targetName}`);
+      },
+      lunUnmapped: ({ targetName, id }) => {
+        service.releaseForLun(`LUN${id} of ${targetName}`);
+      },
+      // LUN claims go with the hot removal; any other holder (DRBD, a BIO bdev) keeps the device.
+      bdevHolder: (name) =>
+        service.tree
+          .holders(name)
+          .map((h) => h.owner)
+          .find((owner) => !/^LUN\d+ of /.test(owner)),
+      bdevDeleted: (dev) => {
+        if (service.tree.get(dev.name)?.device === dev) service.tree.remove(dev.name);
       },
       started: async () => {
         await service.mount();

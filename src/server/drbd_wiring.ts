@@ -355,6 +355,15 @@ export function chainHooks(a: ServerHooks | undefined, b: ServerHooks | undefine
       a.lunMapped?.(lun);
       b.lunMapped?.(lun);
     },
+    lunUnmapped: (lun) => {
+      a.lunUnmapped?.(lun);
+      b.lunUnmapped?.(lun);
+    },
+    bdevHolder: (name) => a.bdevHolder?.(name) ?? b.bdevHolder?.(name),
+    bdevDeleted: (dev) => {
+      a.bdevDeleted?.(dev);
+      b.bdevDeleted?.(dev);
+    },
     started: async () => {
       await a.started?.();
       await b.started?.();

@@ -1,24 +1,28 @@
 /**
  * The control-plane methods of a running server, named and shaped as SPDK's (lib/iscsi/iscsi_rpc.c,
- * lib/bdev/bdev_rpc.c, lib/rpc/rpc.c) so that scripts written for rpc.py read our answers. All are
- * read-only. Each group is one `registerXxxMethods(registry, ...)`; another module (DRBD) adds its
+ * lib/bdev/bdev_rpc.c, lib/rpc/rpc.c) so that scripts written for rpc.py read our answers. These
+ * are the read-only ones; the write methods are in src/server/rpc/. Each group is one `registerXxxMethods(registry, ...)`; another module (DRBD) adds its
  * own the same way and the server calls it (ServerOptions.rpcMethods).
  */
 import { createRequire } from "node:module";
 import type { BlockDevice } from "../bdev/bdev.js";
 import type { BdevRegistry } from "../bdev/registry.js";
-import type { BdevSpec, SpdkConfig } from "../config/spdk_config.js";
+import type { BdevSpec } from "../config/spdk_config.js";
 import type { IscsiTarget } from "../iscsi/target.js";
 import type { AuthPolicy } from "../iscsi/options.js";
 import { ENODEV, RpcError, RpcErrorCode, type JsonObject, type JsonValue } from "../rpc/jsonrpc.js";
 import type { MethodRegistry } from "../rpc/registry.js";
+import type { LiveConfig } from "./live_config.js";
+import type { QosLimits } from "../bdev/accounted_bdev.js";
 
 /** What the methods read; the server passes itself. */
 export interface RpcServedState {
-  readonly config: SpdkConfig;
+  readonly config: LiveConfig;
   readonly registry: BdevRegistry;
   /** Undefined before the target is built (never while the RPC server runs). */
   iscsiTarget(): IscsiTarget | undefined;
+  /** A bdev's QoS limits when any are set (saved as bdev_set_qos_limit). */
+  qosOf?(name: string): QosLimits | undefined;
 }
 
 function packageVersion(): string {
@@ -31,15 +35,17 @@ function packageVersion(): string {
 export function registerFrameworkMethods(registry: MethodRegistry): void {
   registry.register("rpc_get_methods", {
     description: "list the methods this server answers",
+    states: ["startup", "runtime"],
     params: {
-      // SPDK: only the methods callable in the current state; every method here is always callable.
+      // SPDK: with current, only the methods callable in the current state (startup or runtime).
       current: { type: "boolean" },
       include_aliases: { type: "boolean" },
     },
-    handler: (p) => registry.names(p.include_aliases === true),
+    handler: (p) => registry.names(p.include_aliases === true, p.current === true),
   });
   registry.register("spdk_get_version", {
     description: "the server's version, in SPDK's shape",
+    states: ["startup", "runtime"],
     aliases: ["usertgt_get_version"],
     handler: () => {
       const version = packageVersion();
@@ -113,7 +119,7 @@ export function registerIscsiMethods(registry: MethodRegistry, state: RpcServedS
       return {
         node_base: g.nodeBase,
         auth_file: config.authFile ?? "",
-        nop_timeout: g.nopTimeoutSec,
+        nop_timeout: Number.isFinite(g.nopTimeoutSec) ? g.nopTimeoutSec : 0,
         nop_in_interval: g.nopInIntervalSec,
         ...authJson(g.discoveryAuth),
         chap_group: g.discoveryAuthGroup ?? 0,
@@ -145,7 +151,7 @@ export function registerIscsiMethods(registry: MethodRegistry, state: RpcServedS
           const b = bound.filter((a) => a.portalGroup === pg.tag)[i];
           return { host: p.host, port: String(b?.port ?? p.port) };
         }),
-        private: false,
+        private: pg.private,
       }));
     },
   });
@@ -207,6 +213,7 @@ function bdevCreateCall(spec: BdevSpec, dev: BlockDevice | undefined): JsonObjec
           num_blocks: spec.blockCount,
           block_size: spec.blockSize,
           ...(dev ? { uuid: dev.uuid } : {}),
+          // SPDK's dump also carries physical_block_size and optimal_io_boundary; we have neither.
         },
       };
     case "aio":
@@ -214,15 +221,15 @@ function bdevCreateCall(spec: BdevSpec, dev: BlockDevice | undefined): JsonObjec
         method: "bdev_aio_create",
         params: { name: spec.name, filename: spec.path, block_size: spec.blockSize },
       };
-    // No SPDK counterpart: our own names, so a reader knows they will not replay on SPDK.
+    // usertgt's own modules, named in SPDK's style (module/bdev/<name>: bdev_<name>_create).
     case "tcmur":
       return {
-        method: "usertgt_bdev_tcmur_create",
+        method: "bdev_tcmur_create",
         params: { name: spec.name, minor: spec.minor, cfgstring: spec.cfgString, options: [...spec.extra] },
       };
     case "bio":
       return {
-        method: "usertgt_bdev_bio_create",
+        method: "bdev_bio_create",
         params: { name: spec.name, path: spec.path, helper: [...spec.helper] },
       };
   }
@@ -231,19 +238,55 @@ function bdevCreateCall(spec: BdevSpec, dev: BlockDevice | undefined): JsonObjec
 /**
  * framework_get_subsystems / framework_get_config (lib/event/app_rpc.c): the running configuration
  * as the create calls that would rebuild it, per subsystem (what rpc.py save_config collects).
- * CHAP secrets are not dumped: the AuthFile stays the one place they are kept.
+ * Auth groups are dumped with their secrets, as SPDK's iscsi_create_auth_group calls: the output
+ * rebuilds the same server on its own (keep the file as private as the AuthFile it replaces).
  */
 export function registerConfigMethods(registry: MethodRegistry, state: RpcServedState): void {
   const subsystems: Record<string, () => JsonObject[]> = {
-    bdev: () => state.config.bdevs.map((spec) => bdevCreateCall(spec, state.registry.get(spec.name))),
+    bdev: () => [
+      ...state.config.bdevs.map((spec) => bdevCreateCall(spec, state.registry.get(spec.name))),
+      // After every create, as SPDK's bdev_qos_config_json.
+      ...state.config.bdevs.flatMap((spec): JsonObject[] => {
+        const q = state.qosOf?.(spec.name);
+        if (!q) return [];
+        return [
+          {
+            method: "bdev_set_qos_limit",
+            params: {
+              name: spec.name,
+              rw_ios_per_sec: q.rwIosPerSec,
+              rw_mbytes_per_sec: q.rwMbytesPerSec,
+              r_mbytes_per_sec: q.rMbytesPerSec,
+              w_mbytes_per_sec: q.wMbytesPerSec,
+            },
+          },
+        ];
+      }),
+    ],
     iscsi: () => {
       const c = state.config;
       const options = registry.get("iscsi_get_options")!.handler({}) as JsonObject;
       return [
         { method: "iscsi_set_options", params: options },
+        ...c.authGroups.map((ag) => ({
+          method: "iscsi_create_auth_group",
+          params: {
+            tag: ag.tag,
+            secrets: ag.secrets.map((sec) => ({
+              user: sec.user,
+              secret: sec.secret,
+              ...(sec.muser !== undefined ? { muser: sec.muser, msecret: sec.msecret ?? "" } : {}),
+            })),
+          },
+        })),
         ...c.portalGroups.map((pg) => ({
           method: "iscsi_create_portal_group",
-          params: { tag: pg.tag, portals: pg.portals.map((p) => ({ host: p.host, port: String(p.port) })) },
+          params: {
+            tag: pg.tag,
+            portals: pg.portals.map((p) => ({ host: p.host, port: String(p.port) })),
+            private: pg.private,
+            wait: pg.wait,
+          },
         })),
         ...c.initiatorGroups.map((ig) => ({
           method: "iscsi_create_initiator_group",
@@ -275,8 +318,9 @@ export function registerConfigMethods(registry: MethodRegistry, state: RpcServed
   });
   registry.register("framework_get_config", {
     description: "one subsystem's configuration as the create calls that rebuild it",
-    params: { name: { type: "string", required: true } },
+    params: { name: { type: "string", required: true }, with_batches: { type: "boolean" } },
     handler: (p) => {
+      // with_batches: SPDK may group calls into batch arrays; ours are always flat, which it allows.
       const dump = subsystems[p.name as string];
       if (!dump) {
         throw new RpcError(

@@ -1,30 +1,30 @@
 /**
  * The server: builds the object graph a config describes and runs it.
  *
- *   config model → block devices (BdevRegistry) → one ScsiDevice per [TargetNodeN] → IscsiTarget
+ *   config → block devices (BdevRegistry) → one ScsiDevice per target node → IscsiTarget
  *
- * and takes it down in the reverse order: the target stops listening and ends its sessions (waiting
- * for tasks in flight), then every block device is flushed and closed, then module clean-ups run.
+ * Every piece is built through ServerGraph (graph_control.ts), the same operations the control
+ * plane's write methods use, and recorded in a LiveConfig; a legacy INI file, a JSON config and
+ * RPC calls after `--wait-for-rpc` all end up there. Stopping goes in the reverse order: the target
+ * stops listening and ends its sessions (waiting for tasks in flight), then every block device is
+ * flushed and closed, then module clean-ups run.
  */
-import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
 import type { BlockDevice } from "../bdev/bdev.js";
 import { BdevRegistry } from "../bdev/registry.js";
+import type { QosLimits } from "../bdev/accounted_bdev.js";
 import { ConfigError, formatNotice } from "../config/errors.js";
 import type { SpdkConfig } from "../config/spdk_config.js";
-import { IscsiTarget } from "../iscsi/target.js";
-import type { TargetNodeConfig } from "../iscsi/options.js";
-import { ScsiDevice, type LunConfig } from "../scsi/device.js";
+import type { IscsiTarget } from "../iscsi/target.js";
 import { log, type Logger } from "../util/log.js";
 import { MethodRegistry } from "../rpc/registry.js";
+import { RpcError } from "../rpc/jsonrpc.js";
 import { RpcServer } from "../rpc/server.js";
 import { registerServerMethods } from "./rpc_methods.js";
-import {
-  BUILTIN_BDEV_MODULES,
-  createBdevs,
-  type BdevModuleContext,
-  type BdevModules,
-} from "./bdev_modules.js";
+import { registerControlMethods } from "./rpc/register.js";
+import { BUILTIN_BDEV_MODULES, type BdevModuleContext, type BdevModules } from "./bdev_modules.js";
+import { ServerGraph } from "./graph_control.js";
+import { LiveConfig } from "./live_config.js";
+import { applyJsonConfig, type JsonConfig } from "./json_config.js";
 
 /**
  * Points where a subsystem outside the iSCSI graph joins in (the device tree: claims on tree
@@ -33,6 +33,12 @@ import {
 export interface ServerHooks {
   /** Each LUN, once its block device exists and before the target listens. */
   lunMapped?(lun: { readonly targetName: string; readonly id: number; readonly bdev: BlockDevice }): void;
+  /** Who holds block device `name` besides LUNs (e.g. DRBD); undefined = nobody, it may be deleted. */
+  bdevHolder?(name: string): string | undefined;
+  /** A block device deleted while running is closed; forget it (the device tree removes its node). */
+  bdevDeleted?(dev: BlockDevice): void;
+  /** A LUN is gone while running (hot-removed, its target deleted, or its creation undone). */
+  lunUnmapped?(lun: { readonly targetName: string; readonly id: number }): void;
   /** Everything is built and listening. */
   started?(): Promise<void>;
   /** Stopping: the target has stopped; block devices are still open. */
@@ -58,6 +64,11 @@ export interface ServerOptions {
   readonly rpcSocketRequired?: boolean;
   /** More control-plane methods (e.g. DRBD's), each registering its own on the server's registry. */
   readonly rpcMethods?: readonly ((registry: MethodRegistry) => void)[];
+  /**
+   * spdk_kill_instance: what to do with the signal it names (the CLI sends it to its own process,
+   * which shuts down as for a real one). Without it the method is not offered.
+   */
+  readonly onKill?: (signal: NodeJS.Signals) => void;
 }
 
 export interface BoundPortal {
@@ -66,34 +77,71 @@ export interface BoundPortal {
   readonly port: number;
 }
 
-/** A target name as a file name: iSCSI names hold only [a-z0-9.:-], and ':' is awkward in paths. */
-function stateName(targetName: string): string {
-  return targetName.replace(/[^A-Za-z0-9.-]/g, "_");
-}
-
 export class UsertgtServer {
   readonly registry = new BdevRegistry();
-  private target: IscsiTarget | undefined;
+  readonly live: LiveConfig;
+  readonly graph: ServerGraph;
+  readonly methods = new MethodRegistry();
   private rpc: RpcServer | undefined;
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private stopping: Promise<void> | undefined;
   private readonly logger: Logger;
   private readonly rootLogger: Logger;
+  private initialized = false;
+  private initWaiters: (() => void)[] = [];
+  /** A JSON config runs the started hook once all of it is applied, as the INI start-up does. */
+  private deferStartedHook = false;
 
   private constructor(
-    readonly config: SpdkConfig,
+    live: LiveConfig,
     private readonly options: ServerOptions,
   ) {
     // Children of the root, not of each other: pino repeats a binding given twice.
     this.rootLogger = options.logger ?? log;
     this.logger = this.rootLogger.child({ module: "server" });
+    this.live = live;
+    const moduleContext: BdevModuleContext = {
+      registry: this.registry,
+      logger: this.rootLogger.child({ module: "bdev" }),
+      onStop: (fn) => this.stopHooks.push(fn),
+    };
+    this.graph = new ServerGraph({
+      live,
+      registry: this.registry,
+      modules: this.bdevModules(),
+      moduleContext,
+      hooks: options.hooks,
+      stateDir: options.stateDir,
+      logger: this.logger,
+      rootLogger: this.rootLogger,
+    });
+    registerServerMethods(this.methods, this);
+    registerControlMethods(this.methods, this);
+    for (const add of options.rpcMethods ?? []) add(this.methods);
   }
 
-  /** Build everything and start listening. On failure, whatever was built is closed again. */
+  /** The block device modules this server has (built-in ones and those the options add). */
+  bdevModules(): BdevModules {
+    return { ...BUILTIN_BDEV_MODULES, ...this.options.bdevModules };
+  }
+
+  qosOf(name: string): QosLimits | undefined {
+    const q = this.graph.accountedBdev(name)?.qosLimits;
+    return q && (q.rwIosPerSec || q.rwMbytesPerSec || q.rMbytesPerSec || q.wMbytesPerSec) ? q : undefined;
+  }
+
+  /** What the control plane reads: the running configuration. */
+  get config(): LiveConfig {
+    return this.live;
+  }
+
+  /** Build everything a legacy config describes and start listening. On failure, whatever was built is closed again. */
   static async start(config: SpdkConfig, options: ServerOptions = {}): Promise<UsertgtServer> {
-    const server = new UsertgtServer(config, options);
+    const server = new UsertgtServer(LiveConfig.fromGlobals(config), options);
     try {
-      await server.build();
+      await server.buildLegacy(config);
+      await server.openControlSocket();
+      await options.hooks?.started?.();
     } catch (err) {
       await server.stop();
       throw err;
@@ -101,90 +149,126 @@ export class UsertgtServer {
     return server;
   }
 
-  private async build(): Promise<void> {
-    const { config, logger } = this;
-    for (const n of config.notices) logger.warn(formatNotice(n));
-
-    const ctx: BdevModuleContext = {
-      registry: this.registry,
-      logger: this.rootLogger.child({ module: "bdev" }),
-      onStop: (fn) => this.stopHooks.push(fn),
-    };
-    await createBdevs(config.bdevs, { ...BUILTIN_BDEV_MODULES, ...this.options.bdevModules }, ctx);
-
-    const targets: TargetNodeConfig[] = [];
-    for (const node of config.targetNodes) {
-      const luns: LunConfig[] = node.luns.map((lun) => {
-        const bdev = this.registry.get(lun.bdev);
-        if (!bdev)
-          throw new ConfigError(
-            lun.file,
-            lun.line,
-            `LUN${lun.id} names block device "${lun.bdev}", which does not exist`,
-          );
-        try {
-          this.options.hooks?.lunMapped?.({ targetName: node.name, id: lun.id, bdev });
-        } catch (err) {
-          throw new ConfigError(lun.file, lun.line, `LUN${lun.id} ${lun.bdev}: ${(err as Error).message}`);
-        }
-        return { id: lun.id, bdev };
-      });
-      let aptplDir: string | undefined;
-      if (this.options.stateDir) {
-        aptplDir = join(this.options.stateDir, "aptpl", stateName(node.name));
-        await mkdir(aptplDir, { recursive: true });
-      }
-      const device = new ScsiDevice({ name: node.name, luns, aptplDir });
-      await device.init();
-      const { section: _section, file: _file, line: _line, luns: _luns, ...iscsi } = node;
-      targets.push({ ...iscsi, device });
-      logger.info(
-        { target: node.name, luns: node.luns.map((l) => `${l.id}:${l.bdev}`) },
-        "target node ready",
-      );
+  /**
+   * SPDK's --wait-for-rpc: nothing is configured and only the control socket is open; start-up
+   * methods (iscsi_set_options, ...) work until framework_start_init brings the target up.
+   */
+  static async startWaitingForRpc(options: ServerOptions = {}): Promise<UsertgtServer> {
+    const server = new UsertgtServer(new LiveConfig(), options);
+    server.methods.state = "startup";
+    try {
+      await server.openControlSocket();
+    } catch (err) {
+      await server.stop();
+      throw err;
     }
+    return server;
+  }
 
-    this.target = new IscsiTarget(
-      {
-        globals: config.globals,
-        authGroups: config.authGroups,
-        portalGroups: config.portalGroups,
-        initiatorGroups: config.initiatorGroups,
-        targets,
-      },
-      this.rootLogger, // IscsiTarget names its own module
-    );
-    await this.target.start();
-    if (this.options.rpcSocket !== undefined) {
-      const methods = new MethodRegistry();
-      registerServerMethods(methods, this);
-      for (const add of this.options.rpcMethods ?? []) add(methods);
+  /** Start from a JSON config (what `rpc.py save_config` writes), replayed as rpc.py load_config does. */
+  static async startFromJson(
+    file: string,
+    json: JsonConfig,
+    options: ServerOptions = {},
+  ): Promise<UsertgtServer> {
+    const server = new UsertgtServer(new LiveConfig(), options);
+    server.methods.state = "startup";
+    server.deferStartedHook = true;
+    try {
+      await applyJsonConfig(file, json, server.methods);
+      if (!server.initialized) await server.frameworkStartInit();
+      await server.openControlSocket();
+      await options.hooks?.started?.();
+    } catch (err) {
+      await server.stop();
+      throw err;
+    }
+    return server;
+  }
+
+  private async buildLegacy(config: SpdkConfig): Promise<void> {
+    for (const n of config.notices) this.logger.warn(formatNotice(n));
+    for (const spec of config.bdevs) await this.graph.createBdev(spec);
+    await this.graph.startIscsi();
+    this.initialized = true;
+    for (const ig of config.initiatorGroups) {
       try {
-        this.rpc = await RpcServer.start({
-          path: this.options.rpcSocket,
-          registry: methods,
-          logger: this.rootLogger,
-        });
+        this.graph.createInitiatorGroup(ig);
       } catch (err) {
-        if (this.options.rpcSocketRequired !== false) throw err;
-        this.logger.warn({ err }, "running without a control socket");
+        throw new Error(`InitiatorGroup${ig.tag}: ${(err as Error).message}`);
       }
     }
-    await this.options.hooks?.started?.();
+    for (const pg of config.portalGroups)
+      this.live.portalGroupMap.set(pg.tag, { ...pg, private: false, wait: true });
+    for (const node of config.targetNodes) {
+      const { section: _s, file, line, luns, ...rest } = node;
+      try {
+        await this.graph.createTargetNode(
+          { ...rest, luns: luns.map((l) => ({ id: l.id, bdev: l.bdev })) },
+          (_l, i, message) => new ConfigError(luns[i]!.file, luns[i]!.line, message),
+        );
+      } catch (err) {
+        if (err instanceof RpcError) throw new ConfigError(file, line, err.message);
+        throw err;
+      }
+    }
+    // Listen once every target is there, as before: an initiator never finds a half-built server.
+    for (const pg of config.portalGroups) {
+      this.live.portalGroupMap.delete(pg.tag);
+      await this.graph.createPortalGroup({ ...pg, private: false, wait: false }).catch((err: unknown) => {
+        throw new Error(err instanceof RpcError ? err.message.replace(/^portals: /, "") : String(err));
+      });
+    }
+  }
+
+  /** framework_start_init: the iSCSI target starts; the runtime methods open. */
+  async frameworkStartInit(): Promise<void> {
+    if (this.initialized)
+      throw new RpcError(-1, "framework_start_init: the framework is already initialized");
+    await this.graph.startIscsi();
+    this.initialized = true;
+    this.methods.state = "runtime";
+    for (const w of this.initWaiters.splice(0)) w();
+    if (!this.deferStartedHook) await this.options.hooks?.started?.();
+  }
+
+  /** framework_wait_init: resolves once the framework is initialized. */
+  frameworkInitialized(): Promise<void> {
+    if (this.initialized) return Promise.resolve();
+    return new Promise((resolve) => this.initWaiters.push(resolve));
+  }
+
+  /** spdk_kill_instance's signal, when the embedding process handles one. */
+  get killHandler(): ((signal: NodeJS.Signals) => void) | undefined {
+    return this.options.onKill;
+  }
+
+  private async openControlSocket(): Promise<void> {
+    if (this.options.rpcSocket === undefined) return;
+    try {
+      this.rpc = await RpcServer.start({
+        path: this.options.rpcSocket,
+        registry: this.methods,
+        logger: this.rootLogger,
+      });
+    } catch (err) {
+      if (this.options.rpcSocketRequired !== false) throw err;
+      this.logger.warn({ err }, "running without a control socket");
+    }
   }
 
   /** The addresses the portals are bound to (ports resolved when the config says 0). */
   addresses(): BoundPortal[] {
-    return this.target?.addresses() ?? [];
+    return this.graph.iscsiTarget()?.addresses() ?? [];
   }
 
   sessionCount(): number {
-    return this.target?.sessionCount() ?? 0;
+    return this.graph.iscsiTarget()?.sessionCount() ?? 0;
   }
 
   /** The running iSCSI target (read-only use: the control plane's queries). */
   iscsiTarget(): IscsiTarget | undefined {
-    return this.target;
+    return this.graph.iscsiTarget();
   }
 
   /** The control socket's path, when one is open. */
@@ -212,9 +296,9 @@ export class UsertgtServer {
         this.logger.error({ err }, "stopping the RPC server failed");
       }
     }
-    if (this.target) {
+    if (this.graph.iscsiTarget()) {
       try {
-        await this.target.stop();
+        await this.graph.stopIscsi();
       } catch (err) {
         errors.push(err);
         this.logger.error({ err }, "stopping the iSCSI target failed");

@@ -86,12 +86,36 @@ export class AioBdev implements BlockDevice {
     readonly name: string,
     readonly path: string,
     readonly blockSize: number,
-    readonly blockCount: number,
+    private count: number,
     readonly uuid: string,
     fh: FileHandle,
     private readonly punch: NativeHelper | null,
   ) {
     this.fh = fh;
+  }
+
+  get blockCount(): number {
+    return this.count;
+  }
+
+  /**
+   * Take the file's current size as the device's (SPDK bdev_aio_rescan, after the file was grown
+   * outside). Shrinking is refused while `mayShrink` is false: blocks in use would vanish.
+   * Returns the old and new block counts.
+   */
+  async rescan(mayShrink: boolean): Promise<{ before: number; after: number }> {
+    const fh = this.handle();
+    const size = Number((await fh.stat({ bigint: true })).size);
+    const after = Math.floor(size / this.blockSize);
+    const before = this.count;
+    if (after === 0) throw new Error(`AIO ${this.name} (${this.path}): file is now empty`);
+    if (after < before && !mayShrink) {
+      throw new Error(
+        `AIO ${this.name} (${this.path}): file shrank from ${before} to ${after} blocks while in use`,
+      );
+    }
+    this.count = after;
+    return { before, after };
   }
 
   /** True when unmap() deallocates (holes are punched). */
