@@ -8,7 +8,7 @@ import type { SpdkConfig } from "../config/spdk_config.js";
 import { DevtreeService } from "../devtree/devtree_service.js";
 import type { Logger } from "../util/log.js";
 import type { BdevModules } from "./bdev_modules.js";
-import type { ServerHooks } from "./server.js";
+import type { ServerHooks } from "./server_hooks.js";
 
 export interface DevtreeWiringOptions {
   /** Where the FUSE view goes (default /UMCfuse); false: no FUSE view. */

@@ -18,7 +18,7 @@ import { DrbdResource } from "../drbd/resource.js";
 import { ENODEV, RpcError, RpcErrorCode, type JsonObject, type JsonValue } from "../rpc/jsonrpc.js";
 import type { MethodRegistry } from "../rpc/registry.js";
 import { log as rootLog, type Logger } from "../util/log.js";
-import type { ServerHooks } from "./server.js";
+import type { ServerHooks } from "./server_hooks.js";
 
 /** drbdadm subcommands the facade implements (status and dump are handled apart). */
 export const DRBD_ADM_COMMANDS = [

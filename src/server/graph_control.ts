@@ -27,7 +27,7 @@ import { ASC } from "../scsi/sense.js";
 import type { Logger } from "../util/log.js";
 import { createBdev, type BdevModuleContext, type BdevModules } from "./bdev_modules.js";
 import type { LiveConfig, LunState, PortalGroupState, TargetNodeState } from "./live_config.js";
-import type { ServerHooks } from "./server.js";
+import type { ServerHooks } from "./server_hooks.js";
 
 /** Negative errno codes SPDK's bdev RPCs answer with (spdk_strerror). */
 export const Errno = {

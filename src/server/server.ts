@@ -9,7 +9,6 @@
  * stops listening and ends its sessions (waiting for tasks in flight), then every block device is
  * flushed and closed, then module clean-ups run.
  */
-import type { BlockDevice } from "../bdev/bdev.js";
 import { BdevRegistry } from "../bdev/registry.js";
 import type { QosLimits } from "../bdev/accounted_bdev.js";
 import { ConfigError, formatNotice } from "../config/errors.js";
@@ -20,32 +19,12 @@ import { MethodRegistry } from "../rpc/registry.js";
 import { RpcError } from "../rpc/jsonrpc.js";
 import { RpcServer } from "../rpc/server.js";
 import { registerServerMethods } from "./rpc_methods.js";
+import type { ServerHooks } from "./server_hooks.js";
 import { registerControlMethods } from "./rpc/register.js";
 import { BUILTIN_BDEV_MODULES, type BdevModuleContext, type BdevModules } from "./bdev_modules.js";
 import { ServerGraph } from "./graph_control.js";
 import { LiveConfig } from "./live_config.js";
 import { applyJsonConfig, type JsonConfig } from "./json_config.js";
-
-/**
- * Points where a subsystem outside the iSCSI graph joins in (the device tree: claims on tree
- * devices used as LUNs, the FUSE view). Each runs once; failures in start-up hooks fail the start.
- */
-export interface ServerHooks {
-  /** Each LUN, once its block device exists and before the target listens. */
-  lunMapped?(lun: { readonly targetName: string; readonly id: number; readonly bdev: BlockDevice }): void;
-  /** Who holds block device `name` besides LUNs (e.g. DRBD); undefined = nobody, it may be deleted. */
-  bdevHolder?(name: string): string | undefined;
-  /** A block device deleted while running is closed; forget it (the device tree removes its node). */
-  bdevDeleted?(dev: BlockDevice): void;
-  /** A LUN is gone while running (hot-removed, its target deleted, or its creation undone). */
-  lunUnmapped?(lun: { readonly targetName: string; readonly id: number }): void;
-  /** Everything is built and listening. */
-  started?(): Promise<void>;
-  /** Stopping: the target has stopped; block devices are still open. */
-  beforeClose?(): Promise<void>;
-  /** Stopping: one block device has just closed (the ones below it are still open). */
-  bdevClosed?(dev: BlockDevice): Promise<void>;
-}
 
 export interface ServerOptions {
   readonly logger?: Logger;

@@ -9,7 +9,7 @@ import { Errno } from "../graph_control.js";
 import { RPC_ORIGIN, type MallocRpcSpec } from "../live_config.js";
 import { RpcError, type JsonObject } from "../../rpc/jsonrpc.js";
 import { strings } from "./params.js";
-import type { ControlServer, MethodTable } from "./register.js";
+import type { ControlServer, MethodTable } from "./control_server.js";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

@@ -7,7 +7,7 @@
 import type { JsonObject } from "../../rpc/jsonrpc.js";
 import { log } from "../../util/log.js";
 import { invalidParam } from "./params.js";
-import type { ControlServer, MethodTable } from "./register.js";
+import type { ControlServer, MethodTable } from "./control_server.js";
 
 const BOTH = ["startup", "runtime"] as const;
 

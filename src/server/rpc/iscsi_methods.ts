@@ -9,7 +9,7 @@ import type { ParamSpec } from "../../rpc/registry.js";
 import { checkChapParams, fullTargetName } from "../graph_control.js";
 import type { TargetNodeState } from "../live_config.js";
 import { field, invalidParam, objects, port, strings } from "./params.js";
-import type { ControlServer, MethodTable } from "./register.js";
+import type { ControlServer, MethodTable } from "./control_server.js";
 
 const CHAP_PARAMS: Record<string, ParamSpec> = {
   disable_chap: { type: "boolean" },
