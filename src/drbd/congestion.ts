@@ -19,18 +19,9 @@
  * socket buffer (socket.writableLength), those in the kernel's buffers and on the wire, and those the peer
  * has not written yet. Discards and zeroing carry no payload and are not counted.
  */
-import type { WireProtocol } from "./connection.js";
+import type { CongestionOptions, OnCongestion, WireProtocol } from "./connection_options.js";
 
-export type OnCongestion = "block" | "pull-ahead" | "disconnect";
-
-export interface CongestionOptions {
-  /** net { on-congestion }, default "block". */
-  onCongestion?: OnCongestion;
-  /** net { congestion-fill } in 512-byte sectors; 0 (default) turns the fill check off. */
-  congestionFillSectors?: number;
-  /** net { congestion-extents }: activity-log extents in use that count as congestion (default 1237). */
-  congestionExtents?: number;
-}
+export type { CongestionOptions, OnCongestion } from "./connection_options.js";
 
 /** drbd-utils' default congestion-extents (= the default al-extents). */
 export const DEFAULT_CONGESTION_EXTENTS = 1237;

@@ -113,13 +113,8 @@ import { MDF_CRASHED_PRIMARY, newUuid, SECTOR } from "./metadata.js";
 import { compareUuids, newCurrentUuidAtSplit, resyncFinished, type UuidSet } from "./uuids.js";
 import { OutOfSyncBitmap } from "./bitmap.js";
 import { announceForcedPrimary, considerResync, peerForcedPrimary } from "./consider_resync.js";
-import {
-  RESYNC_DEFAULTS,
-  RESYNC_TURN_MS,
-  ResyncController,
-  type ResyncControllerOptions,
-} from "./resync_controller.js";
-import { DrbdStateError } from "./device.js";
+import { RESYNC_DEFAULTS, RESYNC_TURN_MS, ResyncController } from "./resync_controller.js";
+import { DrbdStateError, diskStateOnWire, roleOnWire, peerDiskName, peerRoleName } from "./drbd_states.js";
 import {
   isVerifyAlg,
   OV_BLOCK,
@@ -129,100 +124,22 @@ import {
   VERIFY_ALGS,
   type VerifyCounters,
 } from "./verify.js";
-import type { Deallocation, DrbdDevice, PeerLink } from "./device.js";
-import {
-  AHEAD_RESYNC_DELAY_MS,
-  congestionConfigError,
-  CongestionMonitor,
-  type CongestionOptions,
-} from "./congestion.js";
+import type { Deallocation, PeerLink } from "./peer_device_port.js";
+import type { ConnectionOptions, ConnectionStateName, Endpoint, WireProtocol } from "./connection_options.js";
+import { AHEAD_RESYNC_DELAY_MS, congestionConfigError, CongestionMonitor } from "./congestion.js";
 import { TransferLog } from "./transfer_log.js";
-import {
-  DEFAULT_AFTER_SB,
-  discardMyDataVerdict,
-  recoverSplitBrain,
-  type AfterSbPolicies,
-} from "./after_sb.js";
+import { DEFAULT_AFTER_SB, discardMyDataVerdict, recoverSplitBrain } from "./after_sb.js";
 
-export type WireProtocol = "A" | "B" | "C";
-
-/** The dynamic resync controller's settings (resync-rate is ConnectionOptions.resyncRateKiB). */
-export type ResyncControlOptions = Omit<ResyncControllerOptions, "resyncRateKiB">;
+export type {
+  ConnectionOptions,
+  ConnectionStateName,
+  Endpoint,
+  ResyncControlOptions,
+  WireProtocol,
+} from "./connection_options.js";
 
 /** Resync data requested and not yet received, at most (max-buffers 2048 pages / 2, in sectors). */
 const MAX_RS_IN_FLIGHT_SECTORS = 8192;
-
-export interface Endpoint {
-  host: string;
-  port: number;
-}
-
-export interface ConnectionOptions extends CongestionOptions {
-  device: DrbdDevice;
-  local: Endpoint;
-  peer: Endpoint;
-  /** net { protocol }, default C. */
-  protocol?: WireProtocol;
-  /** net { cram-hmac-alg } and { shared-secret }: both or neither. */
-  cramHmacAlg?: string;
-  sharedSecret?: string;
-  /** net { ping-int }, seconds (default 10). */
-  pingIntSec?: number;
-  /** net { ping-timeout }, tenths of a second (default 5). */
-  pingTimeoutDs?: number;
-  /** net { connect-int }, seconds between connect attempts (default 10; tests use less). */
-  connectIntSec?: number;
-  /** net { timeout }, tenths of a second: how long a handshake packet may take (default 60). */
-  timeoutDs?: number;
-  /** disk { resync-rate }, KiB/s, announced in P_SYNC_PARAM89. */
-  resyncRateKiB?: number;
-  /**
-   * disk { disk-flushes } (default yes): flush the lower device between epochs received from the peer. `no`
-   * is for lower devices whose cache survives power loss (battery-backed), as drbd.conf(5) warns.
-   */
-  diskFlushes?: boolean;
-  /** disk { c-plan-ahead, c-fill-target, c-delay-target, c-max-rate, c-min-rate }; absent: fixed resync-rate. */
-  resyncControl?: ResyncControlOptions;
-  /** DRBD_FF_* offered in P_CONNECTION_FEATURES (default TRIM | WZEROES; tests offer less to play an older peer). */
-  featureFlags?: number;
-  /** net { after-sb-0pri/1pri/2pri } as enum drbd_after_sb_p numbers (after_sb.ts); all disconnect by default. */
-  afterSb?: AfterSbPolicies;
-  /** net { always-asbp }: apply the after-sb policies also when the UUIDs leave the split brain ambiguous. */
-  alwaysAsbp?: boolean;
-  /** connect --discard-my-data: this node loses an otherwise unresolved split brain (one-shot). */
-  discardMyData?: boolean;
-  /** net { verify-alg } (verify.ts VERIFY_ALGS), announced in P_SYNC_PARAM89; needed for online verify. */
-  verifyAlg?: string;
-}
-
-/** The connection state names drbdadm status prints. */
-export type ConnectionStateName =
-  | "StandAlone"
-  | "Unconnected"
-  | "WFConnection"
-  | "WFReportParams"
-  | "Connected"
-  | "WFBitMapS"
-  | "WFBitMapT"
-  | "WFSyncUUID"
-  | "SyncSource"
-  | "SyncTarget"
-  | "Ahead"
-  | "Behind"
-  | "VerifyS"
-  | "VerifyT"
-  | "StartingSyncS"
-  | "StartingSyncT"
-  | "NetworkFailure"
-  | "ProtocolError"
-  | "Disconnecting";
-
-const ROLE_NAME: Record<number, string> = { [Role.Primary]: "Primary", [Role.Secondary]: "Secondary" };
-const DISK_NAME: Record<number, string> = Object.fromEntries(
-  Object.entries(DiskState)
-    .filter(([, v]) => typeof v === "number")
-    .map(([k, v]) => [v as number, k]),
-);
 
 /**
  * Sequential reader of one socket's packets (handshake) that turns into a dispatcher (replication). Packets
@@ -432,11 +349,11 @@ export class DrbdConnection implements PeerLink {
   }
 
   get peerRole(): string {
-    return this.peerState && this.isUp ? (ROLE_NAME[this.peerState.role] ?? "Unknown") : "Unknown";
+    return this.peerState && this.isUp ? peerRoleName(this.peerState.role) : "Unknown";
   }
 
   get peerDisk(): string {
-    return this.peerState && this.isUp ? (DISK_NAME[this.peerState.disk] ?? "DUnknown") : "DUnknown";
+    return this.peerState && this.isUp ? peerDiskName(this.peerState.disk) : "DUnknown";
   }
 
   get replicating(): boolean {
@@ -826,7 +743,7 @@ export class DrbdConnection implements PeerLink {
    */
   private considerSyncHandshake(before: DrbdState | undefined, after: DrbdState): boolean {
     const c = considerResync({
-      myDisk: DiskState[this.opts.device.disk],
+      myDisk: diskStateOnWire(this.opts.device.disk),
       before,
       after,
       flag: this.considerResyncFlag,
@@ -1310,10 +1227,10 @@ export class DrbdConnection implements PeerLink {
   private localState(conn: ConnState): DrbdState {
     const dev = this.opts.device;
     return {
-      role: dev.role === "Primary" ? Role.Primary : Role.Secondary,
+      role: roleOnWire(dev.role),
       peer: this.peerState?.role ?? Role.Unknown,
       conn,
-      disk: DiskState[dev.disk],
+      disk: diskStateOnWire(dev.disk),
       pdsk: this.peerState?.disk ?? DiskState.DUnknown,
       susp: false,
       aftrIsp: false,
@@ -1803,7 +1720,7 @@ export class DrbdConnection implements PeerLink {
     else rv = this.acceptPeerConnState(val.conn);
     if (rv === SS_SUCCESS && mask.peer !== 0)
       this.considerResyncFlag ||= peerForcedPrimary(
-        DiskState[this.opts.device.disk],
+        diskStateOnWire(this.opts.device.disk),
         this.peerState,
         val.peer,
       );

@@ -46,48 +46,14 @@ import {
 import { ActivityLog, initializedActivityLog } from "./activity_log.js";
 import { OutOfSyncBitmap } from "./bitmap.js";
 import { newCurrentUuid, withPrimaryBit, type UuidSet } from "./uuids.js";
+import { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
+import type { Deallocation, PeerDevicePort, PeerLink } from "./peer_device_port.js";
 
-export type DrbdRole = "Primary" | "Secondary";
-export type DrbdDiskState = "Diskless" | "Inconsistent" | "Outdated" | "Consistent" | "UpToDate";
+export { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
+export type { Deallocation, PeerLink } from "./peer_device_port.js";
 
 /** drbd-utils' default al-extents for 8.4. */
 export const DEFAULT_AL_EXTENTS = 1237;
-
-/** A refused state change, worded like drbdsetup's "State change failed: (code) text". */
-export class DrbdStateError extends Error {
-  constructor(
-    readonly device: string,
-    readonly code: number,
-    text: string,
-  ) {
-    super(`${device}: State change failed: (${code}) ${text}`);
-    this.name = "DrbdStateError";
-  }
-}
-
-/**
- * A request that carries no data: "unmap" (UNMAP, WRITE SAME with UNMAP; REQ_OP_DISCARD, sent as P_TRIM) or
- * "zeroes" (WRITE ZEROES / WRITE SAME of zeroes; REQ_OP_WRITE_ZEROES, sent as P_ZEROES).
- */
-export type Deallocation = "unmap" | "zeroes";
-
-/** What the device needs from a connection to a peer (implemented by the connection module). */
-export interface PeerLink {
-  /** True while writes can be mirrored or marked for the peer (Connected, a resync state, Ahead). */
-  readonly replicating: boolean;
-  /**
-   * Mirror a write (data) or a discard/zeroing (`bytes` long) at byte offset `offset`. Resolves true when
-   * the peer confirmed it as the wire protocol requires, false when the peer will not have it (the
-   * connection broke, the peer lacks the feature, or the link is Ahead and only told the peer the blocks
-   * are out of sync): the device then marks the blocks out of sync.
-   */
-  mirror(
-    offset: number,
-    bytes: number,
-    data: readonly Buffer[] | Deallocation,
-    fua: boolean,
-  ): Promise<boolean>;
-}
 
 export interface DrbdAttachOptions {
   /** The minor number; the device is named drbd<minor>. */
@@ -107,7 +73,7 @@ export interface DrbdDeviceStatus {
   name: string;
   minor: number;
   role: DrbdRole;
-  disk: DrbdDiskState | "Diskless";
+  disk: DrbdDiskState;
   /** Out-of-sync data, KiB. */
   outOfSyncKiB: number;
   uuids: UuidSet;
@@ -136,7 +102,7 @@ function stableUuid(lowerUuid: string, minor: number): string {
   return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
 }
 
-export class DrbdDevice implements BlockDevice {
+export class DrbdDevice implements BlockDevice, PeerDevicePort {
   readonly name: string;
   readonly productName = "DRBD";
   readonly blockSize: number;
@@ -147,7 +113,7 @@ export class DrbdDevice implements BlockDevice {
   readonly unmapReadsZeroes: boolean;
 
   private roleValue: DrbdRole = "Secondary";
-  private diskValue: DrbdDiskState | "Diskless";
+  private diskValue: DrbdDiskState;
   private sb: SuperBlock;
   /** A Primary without a peer has started its own data generation (new current UUID) in this session. */
   private generation: Promise<void> | undefined;
@@ -243,7 +209,7 @@ export class DrbdDevice implements BlockDevice {
     return this.roleValue;
   }
 
-  get disk(): DrbdDiskState | "Diskless" {
+  get disk(): DrbdDiskState {
     return this.diskValue;
   }
 
