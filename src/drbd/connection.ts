@@ -19,7 +19,7 @@
  * P_PING/P_PING_ACK on the meta socket every ping-int, answered within ping-timeout. Any packet the framer
  * refuses (wrong magic, unknown command, oversized or truncated) drops the connection.
  */
-import { createServer, connect as tcpConnect, type Server, type Socket } from "node:net";
+import { createServer, type Server } from "node:net";
 import { once } from "node:events";
 import { log, type Logger } from "../util/log.js";
 import {
@@ -32,7 +32,6 @@ import {
   decodeBlockAck,
   decodeConnectionFeatures,
   decodeData,
-  decodeHeader,
   decodeProtocol,
   decodeSizes,
   decodeState,
@@ -68,7 +67,6 @@ import {
   decodeRleBitmapChunk,
   ID_SYNCER,
   encodeData,
-  encodeHeader,
   encodeProtocol,
   encodeSizes,
   encodeState,
@@ -78,7 +76,6 @@ import {
   makeChallenge,
   maxBioSizeFor,
   negotiateFeatures,
-  PacketFramer,
   PRO_VERSION_MAX,
   PRO_VERSION_MIN,
   protocolMismatch,
@@ -103,7 +100,6 @@ import {
   SS_SUCCESS,
   stateMask,
   unpackState,
-  type DrbdSocket,
   type Packet,
   type ProtocolParams,
   type DrbdState,
@@ -125,9 +121,11 @@ import {
   type VerifyCounters,
 } from "./verify.js";
 import type { Deallocation, PeerLink } from "./peer_device_port.js";
-import type { ConnectionOptions, ConnectionStateName, Endpoint, WireProtocol } from "./connection_options.js";
+import type { ConnectionOptions, ConnectionStateName, WireProtocol } from "./connection_options.js";
 import { AHEAD_RESYNC_DELAY_MS, congestionConfigError, CongestionMonitor } from "./congestion.js";
 import { TransferLog } from "./transfer_log.js";
+import { PacketStream, type RawSocket } from "./packet_stream.js";
+import { closeGently, establishSocketPair, sleep, type SocketPair } from "./sockets.js";
 import { DEFAULT_AFTER_SB, discardMyDataVerdict, recoverSplitBrain } from "./after_sb.js";
 
 export type {
@@ -140,123 +138,6 @@ export type {
 
 /** Resync data requested and not yet received, at most (max-buffers 2048 pages / 2, in sectors). */
 const MAX_RS_IN_FLIGHT_SECTORS = 8192;
-
-/**
- * Sequential reader of one socket's packets (handshake) that turns into a dispatcher (replication). Packets
- * are framed only when someone takes them, so the header format can change right after the feature packet
- * even when the peer's next packets arrived in the same TCP segment.
- */
-class PacketStream {
-  private readonly framer: PacketFramer;
-  private waiter: { resolve: (p: Packet) => void; reject: (e: Error) => void } | undefined;
-  private failure: Error | undefined;
-  private onPacket: ((p: Packet) => void) | undefined;
-  private onError: ((e: Error) => void) | undefined;
-  readonly socket: Socket;
-
-  constructor(
-    raw: RawSocket,
-    readonly kind: DrbdSocket,
-  ) {
-    this.framer = new PacketFramer({ socket: kind });
-    const socket = (this.socket = raw.socket);
-    const early = raw.release();
-    for (const c of early) this.framer.push(c);
-    socket.on("data", (chunk: Buffer) => {
-      if (this.failure) return;
-      this.framer.push(chunk);
-      this.pump();
-    });
-    socket.on("end", () => {
-      try {
-        this.framer.end();
-        this.fail(new DrbdProtocolError(`peer closed the ${kind} socket`));
-      } catch (e) {
-        this.fail(e as Error);
-      }
-    });
-    socket.on("error", (e) => this.fail(e));
-    socket.on("close", () => this.fail(new DrbdProtocolError(`${kind} socket closed`)));
-    if (!raw.alive) queueMicrotask(() => this.fail(new DrbdProtocolError(`${kind} socket closed`)));
-  }
-
-  setAgreedVersion(v: number): void {
-    this.framer.setAgreedVersion(v);
-  }
-
-  /** Frames packets while someone wants them. */
-  private pump(): void {
-    try {
-      while (!this.failure && (this.onPacket || this.waiter)) {
-        const p = this.framer.next();
-        if (!p) return;
-        if (this.onPacket) {
-          this.onPacket(p);
-          continue;
-        }
-        const w = this.waiter;
-        this.waiter = undefined;
-        w?.resolve(p);
-      }
-    } catch (e) {
-      this.fail(e as Error);
-    }
-  }
-
-  /** The next packet, or a rejection after `timeoutMs`, a framing error or EOF. */
-  next(timeoutMs: number): Promise<Packet> {
-    if (this.failure) return Promise.reject(this.failure);
-    const p = new Promise<Packet>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        reject(new DrbdProtocolError(`no packet on the ${this.kind} socket within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.waiter = {
-        resolve: (pk) => {
-          clearTimeout(timer);
-          resolve(pk);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      };
-    });
-    this.pump();
-    return p;
-  }
-
-  /** Expect a particular command next. */
-  async expect(cmd: DrbdCommand, timeoutMs: number): Promise<Buffer> {
-    const p = await this.next(timeoutMs);
-    if (p.header.command !== cmd)
-      throw new DrbdProtocolError(`expected ${commandName(cmd)}, got ${commandName(p.header.command)}`);
-    return p.payload;
-  }
-
-  /** Hands every later packet to `handler`; errors (thrown or from the socket) go to `onError`, once. */
-  dispatch(handler: (p: Packet) => void, onError: (e: Error) => void): void {
-    this.onPacket = handler;
-    this.onError = onError;
-    if (this.failure) onError(this.failure);
-    else this.pump();
-  }
-
-  /** Back to reading in sequence with next() until dispatch() again; later packets wait in the framer. */
-  pause(): void {
-    this.onPacket = undefined;
-  }
-
-  fail(e: Error): void {
-    if (this.failure) return;
-    this.failure = e;
-    this.socket.destroy();
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.reject(e);
-    this.onError?.(e);
-  }
-}
 
 interface PendingWrite {
   resolve: (ok: boolean) => void;
@@ -476,84 +357,15 @@ export class DrbdConnection implements PeerLink {
   private closed: Promise<void> = Promise.resolve();
   private markClosed: (() => void) | undefined;
 
-  /**
-   * conn_connect: both sides connect and accept until a data and a meta socket are paired. A socket that
-   * crossed with the peer's is replaced by the peer's; then at random either connect again or only accept,
-   * so two nodes doing the same thing at the same time drift apart. Before the pair is used both sockets are
-   * checked once more after a short pause (the kernel's socket-check-timeout), because the peer may just have
-   * dropped one of them.
-   */
-  private async establish(): Promise<{ data: RawSocket; meta: RawSocket }> {
-    let data: RawSocket | undefined;
-    let meta: RawSocket | undefined;
-    const accepted: RawSocket[] = [];
-    const server = this.server as Server;
-    const onConn = (s: Socket) => accepted.push(new RawSocket(s));
-    server.on("connection", onConn);
+  /** conn_connect's socket pairing (sockets.ts); the node that accepted the meta socket resolves conflicts. */
+  private async establish(): Promise<SocketPair> {
     this.establishing = true;
-    let acceptOnly = false;
     try {
-      const intervalMs = (this.opts.connectIntSec ?? 10) * 1000;
-      for (;;) {
-        if (this.stopped) throw new Error("disconnect requested");
-        if (data && !data.alive) data = undefined;
-        if (meta && !meta.alive) meta = undefined;
-        // Sockets the peer already opened come first: the peer counts on them.
-        if (!acceptOnly && (!data || !meta) && accepted.length === 0) {
-          const s = await tryConnect(this.opts.peer, Math.min(intervalMs, 1000));
-          if (s) {
-            const raw = new RawSocket(s);
-            this.log.debug({ role: data ? "meta" : "data", port: s.localPort }, "connected out");
-            if (!data) {
-              data = raw;
-              s.write(encodeHeader(DrbdCommand.InitialData, 0, 0));
-            } else {
-              meta = raw;
-              this.resolveConflicts = false;
-              s.write(encodeHeader(DrbdCommand.InitialMeta, 0, 0));
-            }
-          }
-        }
-        acceptOnly = false;
-        if (data && meta) {
-          await sleep(50);
-          this.log.debug({ data: data.alive, meta: meta.alive }, "pair check");
-          if (data.alive && meta.alive) return { data, meta };
-          continue;
-        }
-        const s = accepted.shift() ?? (await waitAccept(server, accepted, 100 + Math.random() * 200));
-        if (!s) {
-          if (!data && !meta) await sleep(Math.min(intervalMs, 100 + Math.random() * 200));
-          continue;
-        }
-        const first = await s.firstPacket(1000).catch(() => undefined);
-        this.log.debug({ first, port: s.socket.remotePort, data: !!data, meta: !!meta }, "accepted");
-        if (first === DrbdCommand.InitialData) {
-          if (data) {
-            this.log.debug("initial packet S crossed");
-            data.socket.destroy();
-            acceptOnly = Math.random() < 0.5;
-          }
-          data = s;
-        } else if (first === DrbdCommand.InitialMeta) {
-          this.resolveConflicts = true;
-          if (meta) {
-            this.log.debug("initial packet M crossed");
-            meta.socket.destroy();
-            acceptOnly = Math.random() < 0.5;
-          }
-          meta = s;
-        } else s.socket.destroy();
-      }
-    } catch (e) {
-      data?.socket.destroy();
-      meta?.socket.destroy();
-      for (const s of accepted) s.socket.destroy();
-      throw e;
+      const pair = await establishSocketPair(this.server as Server, this.opts, this.log, () => this.stopped);
+      this.resolveConflicts = pair.resolveConflicts;
+      return pair;
     } finally {
       this.establishing = false;
-      server.off("connection", onConn);
-      for (const s of accepted) if (s !== data && s !== meta) s.socket.destroy();
     }
   }
 
@@ -2198,131 +2010,4 @@ function sliceIov(iov: readonly Buffer[], off: number, len: number): Buffer[] {
     if (pos >= off + len) break;
   }
   return out;
-}
-
-/** end() the sockets and wait until they closed or `ms` passed. */
-function closeGently(sockets: (Socket | undefined)[], ms: number): Promise<void> {
-  const open = sockets.filter((s): s is Socket => s !== undefined && !s.destroyed);
-  return new Promise((resolve) => {
-    let left = open.length;
-    const timer = setTimeout(resolve, ms);
-    if (left === 0) {
-      clearTimeout(timer);
-      resolve();
-    }
-    for (const s of open) {
-      s.once("close", () => {
-        if (--left === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      s.end();
-    }
-  });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** One connect attempt; undefined when refused or slower than `timeoutMs`. */
-function tryConnect(peer: Endpoint, timeoutMs: number): Promise<Socket | undefined> {
-  return new Promise((resolve) => {
-    const s = tcpConnect({ host: peer.host, port: peer.port });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve(undefined);
-    }, timeoutMs);
-    s.once("connect", () => {
-      clearTimeout(timer);
-      s.removeAllListeners("error");
-      s.on("error", () => {});
-      resolve(s);
-    });
-    s.once("error", () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(undefined);
-    });
-  });
-}
-
-/** Waits up to `timeoutMs` for the server to accept a socket. */
-function waitAccept(
-  server: Server,
-  accepted: RawSocket[],
-  timeoutMs: number,
-): Promise<RawSocket | undefined> {
-  return new Promise((resolve) => {
-    const onConn = () => {
-      clearTimeout(timer);
-      resolve(accepted.shift());
-    };
-    const timer = setTimeout(() => {
-      server.off("connection", onConn);
-      resolve(undefined);
-    }, timeoutMs);
-    server.once("connection", onConn);
-  });
-}
-
-/**
- * A socket before the handshake: buffers what arrives (so nothing is lost and EOF is seen at once) until a
- * PacketStream takes it over.
- */
-class RawSocket {
-  readonly chunks: Buffer[] = [];
-  private dead = false;
-  private wake: (() => void) | undefined;
-  private readonly onData = (c: Buffer) => {
-    this.chunks.push(c);
-    this.wake?.();
-  };
-  private readonly onGone = () => {
-    this.dead = true;
-    this.wake?.();
-  };
-
-  constructor(readonly socket: Socket) {
-    socket.on("data", this.onData);
-    socket.on("end", this.onGone);
-    socket.on("close", this.onGone);
-    socket.on("error", this.onGone);
-  }
-
-  get alive(): boolean {
-    return !this.dead && !this.socket.destroyed;
-  }
-
-  /** receive_first_packet: an h80 header with length 0 naming the socket's role. */
-  async firstPacket(timeoutMs: number): Promise<number> {
-    const until = Date.now() + timeoutMs;
-    while (this.chunks.reduce((n, c) => n + c.length, 0) < 8) {
-      if (!this.alive || Date.now() > until) throw new DrbdProtocolError("no first packet");
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, Math.max(1, until - Date.now()));
-        this.wake = () => {
-          clearTimeout(t);
-          r();
-        };
-      });
-      this.wake = undefined;
-    }
-    const all = Buffer.concat(this.chunks);
-    this.chunks.length = 0;
-    if (all.length > 8) this.chunks.push(all.subarray(8));
-    const h = decodeHeader(all.subarray(0, 8), 0);
-    if (h.length !== 0) throw new DrbdProtocolError(`first packet ${commandName(h.command)} with a payload`);
-    return h.command;
-  }
-
-  /** Stop buffering; returns what was buffered. */
-  release(): Buffer[] {
-    this.socket.off("data", this.onData);
-    this.socket.off("end", this.onGone);
-    this.socket.off("close", this.onGone);
-    this.socket.off("error", this.onGone);
-    return this.chunks.splice(0);
-  }
 }
