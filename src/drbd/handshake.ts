@@ -1,0 +1,176 @@
+/**
+ * The connection handshake on the data socket (drbd_receiver.c conn_connect after the sockets are paired,
+ * drbd_do_features, drbd_do_auth, receive_protocol, receive_SyncParam, receive_sizes, receive_uuids,
+ * receive_state): P_CONNECTION_FEATURES, optional CRAM-HMAC, P_PROTOCOL, P_SYNC_PARAM89, P_SIZES, P_UUIDS,
+ * P_STATE both ways; then the sync handshake (sync_handshake.ts) decides.
+ */
+import {
+  authResponse,
+  checkPeerChallenge,
+  CF_DISCARD_MY_DATA,
+  commandName,
+  ConnState,
+  decodeConnectionFeatures,
+  decodeProtocol,
+  decodeSizes,
+  decodeState,
+  decodeSyncParams,
+  decodeUuids,
+  DrbdCommand,
+  DrbdProtocolError,
+  encodeConnectionFeatures,
+  encodeProtocol,
+  encodeSizes,
+  encodeSyncParams,
+  FF_TRIM,
+  FF_WZEROES,
+  makeChallenge,
+  maxBioSizeFor,
+  negotiateFeatures,
+  PRO_VERSION_MAX,
+  PRO_VERSION_MIN,
+  protocolMismatch,
+  verifyAuthResponse,
+  WIRE_PROTOCOL,
+  type ProtocolParams,
+} from "./protocol.js";
+import { RESYNC_DEFAULTS } from "./resync_controller.js";
+import { DEFAULT_AFTER_SB } from "./after_sb.js";
+import { PacketStream, type RawSocket } from "./packet_stream.js";
+import type { Link } from "./link.js";
+import type { SyncHandshake } from "./sync_handshake.js";
+
+/**
+ * Runs the handshake on a freshly paired data and meta socket; the link's packet streams are set. Resolves
+ * "connected" (replicating, possibly resyncing) or "standalone" (the link's lastError says why).
+ */
+export async function handshake(
+  link: Link,
+  syncHandshake: SyncHandshake,
+  dataSock: RawSocket,
+  metaSock: RawSocket,
+): Promise<"connected" | "standalone"> {
+  const opts = link.opts;
+  const t = link.timeoutMs;
+  const data = new PacketStream(dataSock, "data");
+  const meta = new PacketStream(metaSock, "meta");
+  link.data = data;
+  link.meta = meta;
+  link.agreedVersion = 0;
+  data.socket.setNoDelay(true);
+  meta.socket.setNoDelay(true);
+  // drbd_do_features
+  // Discards (P_TRIM) and zeroing (P_ZEROES) are replicated; WSAME and THIN_RESYNC are not offered.
+  const mine = {
+    protocolMin: PRO_VERSION_MIN,
+    protocolMax: PRO_VERSION_MAX,
+    featureFlags: opts.featureFlags ?? FF_TRIM | FF_WZEROES,
+  };
+  await link.send(data, DrbdCommand.ConnectionFeatures, encodeConnectionFeatures(mine));
+  const agreed = negotiateFeatures(
+    mine,
+    decodeConnectionFeatures(await data.expect(DrbdCommand.ConnectionFeatures, t)),
+  );
+  if (typeof agreed === "string") return link.refuse(agreed);
+  link.agreedVersion = agreed.agreedVersion;
+  link.agreedFeatures = agreed.agreedFeatures;
+  data.setAgreedVersion(link.agreedVersion);
+  meta.setAgreedVersion(link.agreedVersion);
+  // drbd_do_auth
+  if (opts.cramHmacAlg !== undefined && opts.sharedSecret !== undefined) {
+    const alg = opts.cramHmacAlg;
+    const secret = opts.sharedSecret;
+    const challenge = makeChallenge();
+    await link.send(data, DrbdCommand.AuthChallenge, challenge);
+    const peerChallenge = await data.expect(DrbdCommand.AuthChallenge, t);
+    const bad = checkPeerChallenge(peerChallenge, challenge);
+    if (bad) return link.refuse(`authentication failed: ${bad}`);
+    await link.send(data, DrbdCommand.AuthResponse, authResponse(alg, secret, peerChallenge));
+    const response = await data.expect(DrbdCommand.AuthResponse, t);
+    if (!verifyAuthResponse(alg, secret, challenge, response))
+      return link.refuse("authentication of peer failed (wrong shared-secret?)");
+    link.log.info({ alg }, "peer authenticated");
+  }
+  // P_PROTOCOL
+  const asb = opts.afterSb ?? DEFAULT_AFTER_SB;
+  const params: ProtocolParams = {
+    protocol: WIRE_PROTOCOL[link.protocol],
+    afterSb0p: asb.after0p,
+    afterSb1p: asb.after1p,
+    afterSb2p: asb.after2p,
+    connFlags: link.discardMyData ? CF_DISCARD_MY_DATA : 0,
+    twoPrimaries: false,
+    integrityAlg: "",
+  };
+  await link.send(data, DrbdCommand.Protocol, encodeProtocol(params, link.agreedVersion));
+  const peerParams = decodeProtocol(await data.expect(DrbdCommand.Protocol, t), link.agreedVersion);
+  const mismatch = protocolMismatch(params, peerParams);
+  if (mismatch) return link.refuse(`incompatible ${mismatch} settings`);
+  // Per volume: P_SYNC_PARAM89, P_SIZES, P_UUIDS, P_STATE.
+  const dev = link.device;
+  const sp = encodeSyncParams(
+    {
+      resyncRate: opts.resyncRateKiB ?? 250,
+      verifyAlg: opts.verifyAlg ?? "",
+      csumsAlg: "",
+      cPlanAhead: opts.resyncControl?.cPlanAhead ?? 0,
+      cDelayTarget: opts.resyncControl?.cDelayTarget ?? RESYNC_DEFAULTS.cDelayTarget,
+      cFillTarget: opts.resyncControl?.cFillTarget ?? RESYNC_DEFAULTS.cFillTarget,
+      cMaxRate: opts.resyncControl?.cMaxRateKiB ?? RESYNC_DEFAULTS.cMaxRateKiB,
+    },
+    link.agreedVersion,
+  );
+  await link.send(data, sp.command, sp.payload);
+  const sizes = dev.layout.usableSectors;
+  await link.send(
+    data,
+    DrbdCommand.Sizes,
+    encodeSizes({
+      diskSize: sizes,
+      userSize: 0,
+      currentSize: sizes,
+      maxBioSize: maxBioSizeFor(link.agreedVersion),
+      queueOrderType: 0,
+      ddsFlags: 0,
+    }),
+  );
+  await link.sendUuids();
+  await link.sendState(ConnState.WFReportParams);
+  let peerSizes: number | undefined;
+  while (!link.peerUuids || !link.state.peer || peerSizes === undefined) {
+    const p = await data.next(t);
+    switch (p.header.command) {
+      case DrbdCommand.SyncParam:
+      case DrbdCommand.SyncParam89: {
+        // receive_SyncParam: both sides must name the same verify-alg.
+        const sp = decodeSyncParams(p.payload, link.agreedVersion);
+        const peerAlg = sp.verifyAlg;
+        const mineAlg = opts.verifyAlg ?? "";
+        if (peerAlg !== undefined && peerAlg !== mineAlg)
+          return link.refuse(`Different verify-alg settings. me="${mineAlg}" peer="${peerAlg}"`);
+        // And the same csums-alg; usertgt has no checksum-based resync, so it announces none (a kernel
+        // peer with csums-alg set refuses alike: docs/drbd-kernel-interop.md).
+        if (sp.csumsAlg !== undefined && sp.csumsAlg !== "")
+          return link.refuse(`Different csums-alg settings. me="" peer="${sp.csumsAlg}"`);
+        break;
+      }
+      case DrbdCommand.Sizes:
+        peerSizes = decodeSizes(p.payload).diskSize;
+        break;
+      case DrbdCommand.Uuids: {
+        const u = decodeUuids(p.payload);
+        link.peerUuids = [u.current, u.bitmap, u.history[0], u.history[1]];
+        link.peerUuidFlags = Number(u.flags);
+        link.peerBitsSet = Number(u.bitsSet);
+        break;
+      }
+      case DrbdCommand.State:
+        link.state.peerReported(decodeState(p.payload));
+        break;
+      default:
+        throw new DrbdProtocolError(`unexpected ${commandName(p.header.command)} during the handshake`);
+    }
+  }
+  if (peerSizes !== sizes) link.log.warn({ mine: sizes, peer: peerSizes }, "the peer's disk size differs");
+  return syncHandshake.onConnect(data, link.peerUuids, t);
+}

@@ -1,0 +1,498 @@
+/**
+ * Resync of one DRBD 8.4 volume (drbd_receiver.c receive_bitmap, receive_sync_uuid, receive_DataRequest,
+ * receive_RSDataReply; drbd_worker.c drbd_start_resync, make_resync_request, drbd_resync_finished;
+ * drbd_state.c abw_start_sync): the bitmap exchange, the sync UUID, the target's paced requests, the
+ * source's replies, the end of a resync, and the full resyncs invalidate / invalidate-remote start.
+ */
+import {
+  ConnState,
+  commandName,
+  decodeBlockAck,
+  decodeData,
+  decodePlainBitmapChunk,
+  decodeRleBitmapChunk,
+  decodeState,
+  BitmapTransfer,
+  DiskState,
+  Role,
+  DrbdCommand,
+  DrbdProtocolError,
+  encodeBitmapPackets,
+  encodeBlockAck,
+  encodeBlockRequest,
+  encodeData,
+  encodeSyncUuid,
+  ID_SYNCER,
+  packState,
+  SS_SUCCESS,
+  stateMask,
+} from "./protocol.js";
+import { newUuid, SECTOR } from "./metadata.js";
+import { resyncFinished, type UuidSet } from "./uuids.js";
+import { OutOfSyncBitmap } from "./bitmap.js";
+import { RESYNC_DEFAULTS, RESYNC_TURN_MS, ResyncController } from "./resync_controller.js";
+import { STATE_ERROR_TEXT } from "./verify.js";
+import { DrbdStateError } from "./drbd_states.js";
+import type { SyncSide } from "./conn_state.js";
+import type { Link } from "./link.js";
+import type { PacketStream } from "./packet_stream.js";
+import type { PeerStateChangeRequest } from "./state_change_request.js";
+
+/** Resync data requested and not yet received, at most (max-buffers 2048 pages / 2, in sectors). */
+const MAX_RS_IN_FLIGHT_SECTORS = 8192;
+
+/**
+ * drbd_gen_and_send_sync_uuid's UUID: the bitmap UUID + 2^48, or a new one when there is no bitmap UUID
+ * (or only JUST_CREATED).
+ */
+export function nextSyncUuid(u: UuidSet): bigint {
+  const bm = u[1] & ~1n;
+  return bm !== 0n && bm !== 4n ? BigInt.asUintN(64, bm + (1n << 48n)) : newUuid();
+}
+
+export class Resync {
+  /** Resync bookkeeping: bits at the start, requests sent, their 4 KiB blocks, requests outstanding. */
+  private run = { total: 0, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
+  private timer: NodeJS.Timeout | undefined;
+  /** drbd_rs_number_requests: how much each 100 ms turn asks for, and what is left of this turn. */
+  private controller = new ResyncController({ cPlanAhead: 0 });
+  private sectIn = 0;
+  private budget = 0;
+  private nextTurn = 0;
+  private appSeq = 0;
+  /** Resync sectors requested and not answered yet, now (the controller learns of replies once a turn). */
+  private outstanding = 0;
+  /** SyncTarget: the peer-write sequence number when each resync request (by sector) was sent. */
+  private readonly requestSeq = new Map<number, number>();
+  /** SyncTarget: application writes received while resyncing, to spot stale resync replies. */
+  private peerWrites: { seq: number; start: number; end: number }[] = [];
+  private peerDataSeq = 0;
+  /** SyncTarget: resync writes in flight; a later application write to the same blocks waits for them. */
+  private readonly writes = new Set<{ start: number; end: number; done: Promise<void> }>();
+  private finishing = false;
+  /** A P_SYNC_UUID that came while this node was still StartingSyncT (it travels on the other socket). */
+  private pendingSyncUuid: bigint | undefined;
+
+  constructor(
+    private readonly link: Link,
+    /** A cluster-wide state change the peer must agree to (P_STATE_CHG_REQ). */
+    private readonly requestPeerStateChange: PeerStateChangeRequest,
+  ) {
+    link.state.onSyncStart = () => this.startBookkeeping();
+  }
+
+  /** Resync counters for status and tests. */
+  get stats(): { total: number; requested: number; requestedBlocks: number } {
+    const { total, requested, requestedBlocks } = this.run;
+    return { total, requested, requestedBlocks };
+  }
+
+  /** Resync progress for status: percent done (SyncSource / SyncTarget). */
+  get percentDone(): number {
+    const total = this.run.total;
+    if (total === 0) return 100;
+    return Math.floor((1000 * (total - this.link.device.bitmap.outOfSyncBits)) / total) / 10;
+  }
+
+  /** The connection went: no more turns. */
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+
+  /** after_state_ch on entering SyncSource / SyncTarget: a new resync starts counting, with a fresh controller. */
+  private startBookkeeping(): void {
+    const dev = this.link.device;
+    this.run = {
+      total: dev.bitmap.outOfSyncBits,
+      requested: 0,
+      requestedBlocks: 0,
+      inflight: 0,
+      cursor: 0,
+    };
+    this.resetController();
+  }
+
+  /**
+   * The bitmap exchange (WFBitMapS / WFBitMapT): the source sends its bitmap first, the target merges it
+   * and answers with its own, which the source merges. RLE (P_COMPRESSED_BITMAP) where it is smaller.
+   */
+  async exchangeBitmaps(data: PacketStream, source: boolean, t: number): Promise<void> {
+    const link = this.link;
+    const dev = link.device;
+    link.state.change(source ? "WFBitMapS" : "WFBitMapT");
+    const sendMine = async () => {
+      for (const [cmd, payload] of encodeBitmapPackets(
+        dev.bitmap.words,
+        dev.bitmap.bits,
+        link.agreedVersion,
+        true,
+      ))
+        await link.send(data, cmd, payload);
+    };
+    const receivePeers = async () => {
+      const xfer = new BitmapTransfer(dev.bitmap.bits);
+      const peer = Buffer.alloc(dev.bitmap.words.length);
+      while (!xfer.done) {
+        const p = await data.next(t);
+        if (p.header.command === DrbdCommand.Bitmap)
+          decodePlainBitmapChunk(p.payload, xfer, peer, link.agreedVersion);
+        else if (p.header.command === DrbdCommand.CompressedBitmap)
+          decodeRleBitmapChunk(p.payload, xfer, peer, link.agreedVersion);
+        // The kernel announces its WFBitMapS/T state while the bitmaps travel (seen with Linux 6.1's DRBD).
+        else if (p.header.command === DrbdCommand.State) link.state.peerReported(decodeState(p.payload));
+        else throw new DrbdProtocolError(`expected the peer's bitmap, got ${commandName(p.header.command)}`);
+      }
+      const added = dev.bitmap.merge(peer);
+      link.log.info({ added, stats: xfer.stats }, "received the peer's bitmap");
+    };
+    if (source) {
+      await sendMine();
+      await receivePeers();
+    } else {
+      await receivePeers();
+      await sendMine();
+    }
+    await dev.persistBitmap();
+  }
+
+  /**
+   * drbd_start_resync as SyncSource with drbd_gen_and_send_sync_uuid: a new bitmap UUID marks this resync
+   * and P_SYNC_UUID starts the target. Used by the handshake and by invalidate / invalidate-remote.
+   */
+  async beginSyncSource(): Promise<void> {
+    const link = this.link;
+    const dev = link.device;
+    const u = dev.uuids;
+    const syncUuid = nextSyncUuid(u);
+    await dev.setUuids([u[0], syncUuid, u[2], u[3]]);
+    // SyncSource before the target can ask for the first block.
+    this.enter("SyncSource");
+    await link.send(link.data, DrbdCommand.SyncUuid, encodeSyncUuid(syncUuid));
+    await link.sendState(ConnState.SyncSource);
+  }
+
+  /** receive_sync_uuid then drbd_start_resync as SyncTarget: the source's sync UUID becomes my current. */
+  async beginSyncTarget(syncUuid: bigint): Promise<void> {
+    const dev = this.link.device;
+    const u = dev.uuids;
+    const old = u[0] & ~1n;
+    await dev.setUuids(old === 4n ? [syncUuid, 0n, u[2], u[3]] : [syncUuid, 0n, old, u[2]]);
+    this.enter("SyncTarget");
+    await this.link.sendState(ConnState.SyncTarget);
+  }
+
+  private enter(side: SyncSide): void {
+    this.link.state.change(side);
+    this.link.log.info({ role: side, outOfSyncKiB: this.link.device.bitmap.outOfSyncKiB }, "resync started");
+  }
+
+  /**
+   * drbdadm invalidate while connected: StartingSyncT, agreed by the peer (its StartingSyncS) through
+   * P_STATE_CHG_REQ, every block out of sync on both sides, then a full resync from the peer.
+   */
+  async invalidate(): Promise<void> {
+    const link = this.link;
+    const dev = link.device;
+    if (dev.role === "Primary")
+      throw new DrbdStateError(
+        dev.name,
+        -2,
+        "Need access to UpToDate data (a Primary cannot become SyncTarget here)",
+      );
+    if (link.state.isUp && link.state.name === "Connected" && link.state.peer?.disk !== DiskState.UpToDate)
+      throw new DrbdStateError(dev.name, -2, "Need access to UpToDate data");
+    await this.requestSyncStart("StartingSyncT");
+  }
+
+  /** drbdadm invalidate-remote while connected: StartingSyncS, the peer's data is overwritten by a full resync. */
+  async invalidateRemote(): Promise<void> {
+    const link = this.link;
+    const dev = link.device;
+    if (dev.disk !== "UpToDate") throw new DrbdStateError(dev.name, -2, "Need access to UpToDate data");
+    if (link.state.isUp && link.state.name === "Connected" && link.state.peer?.role === Role.Primary)
+      throw new DrbdStateError(dev.name, -2, "Need access to UpToDate data (the peer is Primary)");
+    await this.requestSyncStart("StartingSyncS");
+  }
+
+  private async requestSyncStart(want: "StartingSyncS" | "StartingSyncT"): Promise<void> {
+    const state = this.link.state;
+    const name = this.link.device.name;
+    if (!state.isUp) throw new DrbdStateError(name, -15, STATE_ERROR_TEXT[-15] as string);
+    const current = state.name;
+    if (current !== "Connected") throw new DrbdStateError(name, -8, STATE_ERROR_TEXT[-8] as string);
+    // Enter the state before asking: the peer's P_SYNC_UUID (data socket) may beat its reply (meta socket).
+    state.change(want);
+    this.pendingSyncUuid = undefined;
+    const conn = want === "StartingSyncS" ? ConnState.StartingSyncS : ConnState.StartingSyncT;
+    const rv = await this.requestPeerStateChange(stateMask(["conn"]), packState({ conn }));
+    if (rv < SS_SUCCESS) {
+      if (state.name === want) state.change("Connected");
+      throw new DrbdStateError(name, rv, STATE_ERROR_TEXT[rv] ?? "State change was refused by peer node");
+    }
+    await this.startingSync(want);
+  }
+
+  /** StartingSyncS/T asked by the peer (invalidate / invalidate-remote there). */
+  acceptPeerSyncStart(conn: ConnState): number {
+    const dev = this.link.device;
+    const side =
+      conn === ConnState.StartingSyncS
+        ? "StartingSyncS"
+        : conn === ConnState.StartingSyncT
+          ? "StartingSyncT"
+          : undefined;
+    if (!side) return -17; // SS_NOT_SUPPORTED
+    if (side === "StartingSyncS" && dev.disk !== "UpToDate") return -2;
+    if (side === "StartingSyncT" && dev.role === "Primary") return -2;
+    this.link.state.change(side);
+    this.startingSync(side).catch((e: Error) => this.link.lost(e));
+    return SS_SUCCESS;
+  }
+
+  /** after_state_ch for StartingSyncS/T: set and write the whole bitmap, then start (abw_start_sync). */
+  private async startingSync(side: "StartingSyncS" | "StartingSyncT"): Promise<void> {
+    const link = this.link;
+    const dev = link.device;
+    link.state.change(side);
+    dev.bitmap.setAll();
+    link.log.info({ side, bits: dev.bitmap.outOfSyncBits }, "full sync: writing the whole bitmap");
+    if (side === "StartingSyncT") await link.state.setDisk("Inconsistent");
+    await dev.persistBitmap();
+    if (link.state.name !== side) return;
+    if (side === "StartingSyncS") {
+      await this.beginSyncSource();
+      if (dev.bitmap.outOfSyncBits === 0) void this.finish();
+      return;
+    }
+    link.state.change("WFSyncUUID");
+    await this.syncUuidArrived();
+  }
+
+  /** receive_sync_uuid while StartingSyncT or WFSyncUUID. */
+  syncUuidReceived(uuid: bigint): void {
+    this.pendingSyncUuid = uuid;
+    this.syncUuidArrived().catch((e: Error) => this.link.lost(e));
+  }
+
+  /** WFSyncUUID with the source's P_SYNC_UUID in hand: resync as SyncTarget. */
+  private async syncUuidArrived(): Promise<void> {
+    const uuid = this.pendingSyncUuid;
+    if (this.link.state.name !== "WFSyncUUID" || uuid === undefined) return;
+    this.pendingSyncUuid = undefined;
+    await this.beginSyncTarget(uuid);
+    this.pump();
+  }
+
+  /**
+   * SyncTarget: request out-of-sync blocks in runs of up to 128 KiB, at most `resync-rate` KiB per second
+   * (checked every 100 ms) and 16 requests outstanding.
+   */
+  pump(): void {
+    const link = this.link;
+    if (link.state.name !== "SyncTarget" || !link.data || this.finishing) return;
+    const dev = link.device;
+    const now = Date.now();
+    if (now >= this.nextTurn) {
+      // One controller turn; application writes from the peer since the last one count for c-min-rate.
+      const appActive = this.peerDataSeq !== this.appSeq;
+      this.appSeq = this.peerDataSeq;
+      // Less than a 4 KiB request carries over, so that low rates still move.
+      this.budget = (this.budget % 8) + this.controller.turn(this.sectIn, now, appActive);
+      this.sectIn = 0;
+      this.nextTurn = now + RESYNC_TURN_MS;
+    }
+    while (this.outstanding < MAX_RS_IN_FLIGHT_SECTORS && this.budget >= 8) {
+      const first = dev.bitmap.nextSet(this.run.cursor);
+      if (first < 0) break;
+      let last = first;
+      while (
+        last + 1 < dev.bitmap.bits &&
+        last - first < 31 &&
+        dev.bitmap.test(last + 1) &&
+        (last - first + 2) * 8 <= this.budget
+      )
+        last++;
+      this.run.cursor = last + 1;
+      const blocks = last - first + 1;
+      this.budget -= blocks * 8;
+      this.run.inflight++;
+      this.run.requested++;
+      this.run.requestedBlocks += blocks;
+      const sector = (first * 4096) / SECTOR;
+      const size = Math.min(blocks * 4096, dev.layout.usableSectors * SECTOR - first * 4096);
+      this.controller.requested(size / SECTOR);
+      this.outstanding += size / SECTOR;
+      this.requestSeq.set(sector, this.peerDataSeq);
+      link
+        .send(link.data, DrbdCommand.RsDataRequest, encodeBlockRequest({ sector, blockId: ID_SYNCER, size }))
+        .catch(() => {});
+    }
+    if (this.run.inflight === 0 && dev.bitmap.nextSet(0) < 0) {
+      void this.finish();
+      return;
+    }
+    // Wrapped around with bits still set (a request failed): start over from the beginning.
+    if (this.run.inflight === 0 && dev.bitmap.nextSet(this.run.cursor) < 0) this.run.cursor = 0;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.pump(), Math.max(1, this.nextTurn - Date.now()));
+  }
+
+  /** A new resync starts with a fresh controller (its plan and in-flight count belong to one resync). */
+  private resetController(): void {
+    const opts = this.link.opts;
+    const rate = opts.resyncRateKiB ?? RESYNC_DEFAULTS.resyncRateKiB;
+    const control = opts.resyncControl ?? { ...RESYNC_DEFAULTS, cPlanAhead: 0 };
+    this.controller = new ResyncController({ ...control, resyncRateKiB: rate });
+    this.sectIn = 0;
+    this.budget = 0;
+    this.nextTurn = 0;
+    this.outstanding = 0;
+    this.appSeq = this.peerDataSeq;
+  }
+
+  /** drbd_resync_finished: the target takes the source's current UUID and is UpToDate; the source drops its bitmap UUID. */
+  async finish(): Promise<void> {
+    const was = this.link.state.name;
+    if ((was !== "SyncSource" && was !== "SyncTarget") || this.finishing) return;
+    this.finishing = true;
+    try {
+      await this.finishNow(was);
+    } finally {
+      this.finishing = false;
+    }
+  }
+
+  private async finishNow(was: SyncSide): Promise<void> {
+    const link = this.link;
+    const dev = link.device;
+    clearTimeout(this.timer);
+    await dev.persistBitmap();
+    if (was === "SyncTarget") {
+      const peerCurrent = (link.peerUuids?.[0] ?? dev.uuids[0]) & ~1n;
+      const u = dev.uuids;
+      await dev.setUuids([peerCurrent, 0n, u[0] & ~1n, u[2]]);
+      await link.state.setDisk("UpToDate");
+    } else {
+      await dev.setUuids(resyncFinished(dev.uuids));
+    }
+    if (link.state.name === was) link.state.change("Connected");
+    link.log.info({ was, requests: this.run.requested, blocks: this.run.requestedBlocks }, "resync done");
+    await link.sendState(ConnState.Connected).catch(() => {});
+  }
+
+  /** SyncSource: the resync is over when no bit is left (after a P_RS_WRITE_ACK or a mirrored write). */
+  finishIfSourceDone(): void {
+    if (this.link.state.name === "SyncSource" && this.link.device.bitmap.outOfSyncBits === 0)
+      void this.finish();
+  }
+
+  /**
+   * SyncSource: a mirrored write the peer confirmed. Whole blocks the peer now has are in sync
+   * (DP_MAY_SET_IN_SYNC); the target clears them alike.
+   */
+  mirroredWhileSource(offset: number, bytes: number): void {
+    const dev = this.link.device;
+    const firstFull = Math.ceil(offset / 4096);
+    const lastFull = Math.floor((offset + bytes) / 4096) - 1;
+    if (lastFull >= firstFull) dev.bitmap.clearRange(firstFull, lastFull);
+    if (dev.bitmap.outOfSyncBits === 0) void this.finish();
+  }
+
+  /**
+   * SyncTarget: an application write from the peer for bytes [start, end). It lands after any resync
+   * write to the same blocks (and after `epochGate`); its whole blocks count as in sync. Returns what it
+   * must wait for.
+   */
+  peerWriteWhileTarget(start: number, end: number, epochGate: Promise<unknown>): Promise<unknown> {
+    this.peerWrites.push({ seq: ++this.peerDataSeq, start, end });
+    if (this.requestSeq.size === 0) this.peerWrites = this.peerWrites.slice(-1);
+    const overlapping = [...this.writes].filter((w) => w.start < end && start < w.end);
+    const before = Promise.all([epochGate, ...overlapping.map((w) => w.done)]);
+    const firstFull = Math.ceil(start / 4096);
+    const lastFull = Math.floor(end / 4096) - 1;
+    if (lastFull >= firstFull) this.link.device.bitmap.clearRange(firstFull, lastFull);
+    return before;
+  }
+
+  /** receive_DataRequest (P_RS_DATA_REQUEST) as SyncSource: read the block, answer P_RS_DATA_REPLY. */
+  receiveDataRequest(payload: Buffer): void {
+    const link = this.link;
+    const r = link.checkedRequest(payload, "P_RS_DATA_REQUEST", link.state.name === "SyncSource", 1 << 20);
+    link.device
+      .readForPeer(r.sector * SECTOR, r.size)
+      .then((block) =>
+        link.send(
+          link.data,
+          DrbdCommand.RsDataReply,
+          encodeData({
+            sector: r.sector,
+            blockId: r.blockId,
+            seqNum: 0,
+            dpFlags: 0,
+            digest: Buffer.alloc(0),
+            data: block,
+          }),
+        ),
+      )
+      .catch((e: Error) => {
+        link.log.error({ err: e.message, sector: r.sector }, "resync read failed");
+        link
+          .send(
+            link.meta,
+            DrbdCommand.NegRsDReply,
+            encodeBlockAck({ sector: r.sector, blockId: r.blockId, size: r.size, seqNum: 0 }),
+          )
+          .catch(() => {});
+      });
+  }
+
+  /** receive_RSDataReply as SyncTarget: write the block, P_RS_WRITE_ACK, ask for more. */
+  receiveDataReply(payload: Buffer): void {
+    const link = this.link;
+    const d = decodeData(payload);
+    if (link.state.name !== "SyncTarget")
+      throw new DrbdProtocolError(`P_RS_DATA_REPLY while ${link.state.name}`);
+    const ack = { sector: d.sector, blockId: d.blockId, size: d.data.length, seqNum: 0 };
+    const start = d.sector * SECTOR;
+    const end = start + d.data.length;
+    this.sectIn += d.data.length / SECTOR;
+    this.outstanding = Math.max(0, this.outstanding - d.data.length / SECTOR);
+    const askedAt = this.requestSeq.get(d.sector) ?? -1;
+    this.requestSeq.delete(d.sector);
+    // Newer application data for this range came in after the request: the reply may be older. Drop it
+    // without an ack; bits still set are requested again.
+    if (this.peerWrites.some((w) => w.seq > askedAt && w.start < end && start < w.end)) {
+      this.run.inflight--;
+      link.stats.staleResyncReplies++;
+      link.stats.staleResyncBlocks += Math.ceil(d.data.length / 4096);
+      this.pump();
+      return;
+    }
+    const rsWrite = link.device.writeResyncData(start, d.data);
+    const entry = {
+      start,
+      end,
+      done: rsWrite.then(
+        () => {},
+        () => {},
+      ),
+    };
+    this.writes.add(entry);
+    void entry.done.then(() => this.writes.delete(entry));
+    rsWrite
+      .then(() => link.send(link.meta, DrbdCommand.RsWriteAck, encodeBlockAck(ack)))
+      .catch((e: Error) => link.lost(e))
+      .finally(() => {
+        this.run.inflight--;
+        this.pump();
+      });
+  }
+
+  /** got_BlockAck for P_RS_WRITE_ACK: the target has the block, the source marks it in sync. */
+  receiveWriteAck(payload: Buffer): void {
+    const a = decodeBlockAck(payload);
+    const [first, last] = OutOfSyncBitmap.bitsOf(a.sector * SECTOR, a.size);
+    this.link.device.bitmap.clearRange(first, last);
+    this.finishIfSourceDone();
+  }
+}
