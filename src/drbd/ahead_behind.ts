@@ -14,7 +14,6 @@ import {
   encodeSyncUuid,
 } from "./protocol.js";
 import { SECTOR } from "./metadata.js";
-import { OutOfSyncBitmap } from "./bitmap.js";
 import { AHEAD_RESYNC_DELAY_MS, CongestionMonitor } from "./congestion.js";
 import { nextSyncUuid, type Resync } from "./resync.js";
 import type { Link } from "./link.js";
@@ -68,8 +67,7 @@ export class AheadBehind {
   async sendOutOfSync(offset: number, bytes: number): Promise<boolean> {
     const link = this.link;
     const dev = link.device;
-    const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
-    dev.bitmap.setRange(first, last);
+    dev.markOutOfSync(offset, bytes);
     link.stats.outOfSyncSent++;
     link.send(link.data, DrbdCommand.OutOfSync, encodeBlockDesc(offset / SECTOR, bytes)).catch(() => {});
     await dev.persistBitmap();
@@ -142,8 +140,7 @@ export class AheadBehind {
     if (sector + size / SECTOR > dev.layout.usableSectors)
       throw new DrbdProtocolError(`P_OUT_OF_SYNC beyond the end of the device (sector ${sector})`);
     link.stats.outOfSyncReceived++;
-    const [first, last] = OutOfSyncBitmap.bitsOf(sector * SECTOR, size);
-    dev.bitmap.setRange(first, last);
+    dev.markOutOfSync(sector * SECTOR, size);
     dev.persistBitmap().catch((e: Error) => link.lost(e));
   }
 

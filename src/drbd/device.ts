@@ -442,8 +442,29 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     this.io.netReceivedBytes += data.length;
     await this.lower.writev(offset / this.blockSize, [data]);
     this.io.diskWrittenBytes += data.length;
-    const [first, last] = OutOfSyncBitmap.bitsOf(offset, data.length);
+    this.markInSync(offset, data.length);
+  }
+
+  /** Marks the 4 KiB blocks that bytes [offset, offset + bytes) touch out of sync; returns the bits newly set. */
+  markOutOfSync(offset: number, bytes: number): number {
+    const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
+    return this.bitmap.setRange(first, last);
+  }
+
+  /** Marks the 4 KiB blocks that bytes [offset, offset + bytes) touch in sync (the peer wrote them). */
+  markInSync(offset: number, bytes: number): void {
+    const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
     this.bitmap.clearRange(first, last);
+  }
+
+  /**
+   * Marks in sync only the 4 KiB blocks that bytes [offset, offset + bytes) cover whole: a mirrored write
+   * both sides have during a resync (DP_MAY_SET_IN_SYNC); a partly written block keeps its mark.
+   */
+  markWholeBlocksInSync(offset: number, bytes: number): void {
+    const firstFull = Math.ceil(offset / 4096);
+    const lastFull = Math.floor((offset + bytes) / 4096) - 1;
+    if (lastFull >= firstFull) this.bitmap.clearRange(firstFull, lastFull);
   }
 
   /** Connects or disconnects the peer link; a Primary that loses its peer starts a new generation on write. */
@@ -575,8 +596,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
       if (mirrored.status === "rejected" || !mirrored.value) {
         // In memory only: the extent is pinned in the activity log, so a crash marks it out of sync anyway;
         // the bits reach the disk before the extent leaves the log (beforeEvict), at flush and at detach.
-        const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
-        this.bitmap.setRange(first, last);
+        this.markOutOfSync(offset, bytes);
         // The link broke under this write (not Ahead, which records its blocks within the connection).
         if (!this.peer?.replicating) await this.noteDivergence();
       }

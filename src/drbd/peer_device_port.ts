@@ -39,22 +39,12 @@ export interface PeerLink {
 }
 
 /**
- * The out-of-sync bitmap as the connection uses it: the bitmap exchange (words, merge), resync requests
- * (nextSet, test), marking and clearing blocks (one bit per 4 KiB).
+ * The out-of-sync bitmap as the connection reads it: the bitmap exchange (words, merge), resync requests
+ * (nextSet, test), a full sync (setAll) or none (clearAll); blocks are marked through PeerDevicePort.
  */
 export type PeerBitmap = Pick<
   OutOfSyncBitmap,
-  | "bits"
-  | "words"
-  | "outOfSyncBits"
-  | "outOfSyncKiB"
-  | "test"
-  | "nextSet"
-  | "setRange"
-  | "clearRange"
-  | "setAll"
-  | "clearAll"
-  | "merge"
+  "bits" | "words" | "outOfSyncBits" | "outOfSyncKiB" | "test" | "nextSet" | "setAll" | "clearAll" | "merge"
 >;
 
 /** What the connection may ask of the local volume (implemented by DrbdDevice). */
@@ -81,6 +71,12 @@ export interface PeerDevicePort {
   /** Gives up the Primary role (after-sb's call-pri-lost-after-sb without handler scripts). */
   secondary(): Promise<void>;
   persistBitmap(): Promise<void>;
+  /** The blocks a byte range touches go out of sync (in memory); returns the bits newly set. */
+  markOutOfSync(offset: number, bytes: number): number;
+  /** The blocks a byte range touches are in sync (P_RS_WRITE_ACK). */
+  markInSync(offset: number, bytes: number): void;
+  /** Only the blocks a byte range covers whole are in sync (DP_MAY_SET_IN_SYNC). */
+  markWholeBlocksInSync(offset: number, bytes: number): void;
   /** Blocks the peer may lack were marked: a Primary starts its own generation if it has none. */
   noteDivergence(): Promise<void>;
 

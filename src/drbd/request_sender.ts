@@ -26,7 +26,6 @@ import {
   type DataHeader,
 } from "./protocol.js";
 import { SECTOR } from "./metadata.js";
-import { OutOfSyncBitmap } from "./bitmap.js";
 import { TransferLog } from "./transfer_log.js";
 import type { Deallocation } from "./peer_device_port.js";
 import type { Link } from "./link.js";
@@ -237,10 +236,7 @@ export class RequestSender {
     const dev = link.device;
     if (ranges.length === 0 || dev.disk === "Diskless") return;
     let marked = 0;
-    for (const [offset, bytes] of ranges) {
-      const [first, last] = OutOfSyncBitmap.bitsOf(offset, bytes);
-      marked += dev.bitmap.setRange(first, last);
-    }
+    for (const [offset, bytes] of ranges) marked += dev.markOutOfSync(offset, bytes);
     link.stats.unconfirmedMarked += ranges.length;
     link.log.info(
       { requests: ranges.length, bits: marked },

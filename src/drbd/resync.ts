@@ -29,7 +29,6 @@ import {
 } from "./protocol.js";
 import { newUuid, SECTOR } from "./metadata.js";
 import { resyncFinished, type UuidSet } from "./uuids.js";
-import { OutOfSyncBitmap } from "./bitmap.js";
 import { RESYNC_DEFAULTS, RESYNC_TURN_MS, ResyncController } from "./resync_controller.js";
 import { STATE_ERROR_TEXT } from "./verify.js";
 import { DrbdStateError } from "./drbd_states.js";
@@ -392,9 +391,7 @@ export class Resync {
    */
   mirroredWhileSource(offset: number, bytes: number): void {
     const dev = this.link.device;
-    const firstFull = Math.ceil(offset / 4096);
-    const lastFull = Math.floor((offset + bytes) / 4096) - 1;
-    if (lastFull >= firstFull) dev.bitmap.clearRange(firstFull, lastFull);
+    dev.markWholeBlocksInSync(offset, bytes);
     if (dev.bitmap.outOfSyncBits === 0) void this.finish();
   }
 
@@ -408,9 +405,7 @@ export class Resync {
     if (this.requestSeq.size === 0) this.peerWrites = this.peerWrites.slice(-1);
     const overlapping = [...this.writes].filter((w) => w.start < end && start < w.end);
     const before = Promise.all([epochGate, ...overlapping.map((w) => w.done)]);
-    const firstFull = Math.ceil(start / 4096);
-    const lastFull = Math.floor(end / 4096) - 1;
-    if (lastFull >= firstFull) this.link.device.bitmap.clearRange(firstFull, lastFull);
+    this.link.device.markWholeBlocksInSync(start, end - start);
     return before;
   }
 
@@ -491,8 +486,7 @@ export class Resync {
   /** got_BlockAck for P_RS_WRITE_ACK: the target has the block, the source marks it in sync. */
   receiveWriteAck(payload: Buffer): void {
     const a = decodeBlockAck(payload);
-    const [first, last] = OutOfSyncBitmap.bitsOf(a.sector * SECTOR, a.size);
-    this.link.device.bitmap.clearRange(first, last);
+    this.link.device.markInSync(a.sector * SECTOR, a.size);
     this.finishIfSourceDone();
   }
 }

@@ -20,7 +20,6 @@ import {
   stateMask,
 } from "./protocol.js";
 import { SECTOR } from "./metadata.js";
-import { OutOfSyncBitmap } from "./bitmap.js";
 import {
   isVerifyAlg,
   OV_BLOCK,
@@ -175,8 +174,7 @@ export class VerifyLink {
 
   /** drbd_ov_out_of_sync_found: the block stays marked until a later resync. */
   private outOfSyncFound(sector: number, size: number): void {
-    const [first, last] = OutOfSyncBitmap.bitsOf(sector * SECTOR, size);
-    this.link.device.bitmap.setRange(first, last);
+    this.link.device.markOutOfSync(sector * SECTOR, size);
   }
 
   /** drbd_resync_finished for a verify run: report, keep the marks, back to Connected. */
