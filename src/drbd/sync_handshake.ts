@@ -68,14 +68,7 @@ export class SyncHandshake {
         link.log.info({ bits: dev.bitmap.outOfSyncBits }, "full sync: writing the whole bitmap");
       }
       if (!source) await link.state.setDisk("Inconsistent");
-      await this.resync.exchangeBitmaps(data, source, t);
-      if (source) await this.resync.beginSyncSource();
-      else {
-        link.state.change("WFSyncUUID");
-        await this.resync.beginSyncTarget(
-          decodeSyncUuid(await this.expectAfterStates(data, DrbdCommand.SyncUuid, t)),
-        );
-      }
+      await this.exchangeBitmapsAndStart(data, source, t);
       return "connected";
     }
     link.state.change("Connected");
@@ -157,10 +150,15 @@ export class SyncHandshake {
       await link.sendUuids();
       await link.send(data, DrbdCommand.State, encodeStateOf(link, ConnState.WFBitMapT));
     }
+    await this.exchangeBitmapsAndStart(data, source, t);
+  }
+
+  /** WFBitMapS/T, then the resync: the source sends P_SYNC_UUID, the target waits for it (WFSyncUUID). */
+  private async exchangeBitmapsAndStart(data: PacketStream, source: boolean, t: number): Promise<void> {
     await this.resync.exchangeBitmaps(data, source, t);
     if (source) await this.resync.beginSyncSource();
     else {
-      link.state.change("WFSyncUUID");
+      this.link.state.change("WFSyncUUID");
       await this.resync.beginSyncTarget(
         decodeSyncUuid(await this.expectAfterStates(data, DrbdCommand.SyncUuid, t)),
       );
