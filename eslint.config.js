@@ -34,9 +34,4 @@ export default tseslint.config(
     ignores: ["**/*.test.ts", "src/drbd/pair_fixture.ts", "src/drbd/test_support.ts"],
     rules: { "max-lines": ["error", { max: 800, skipBlankLines: false, skipComments: false }] },
   },
-  {
-    // TEMPORARY: connection.ts is being split on another branch; remove this block once that has landed.
-    files: ["src/drbd/connection.ts"],
-    rules: { "max-lines": "off" },
-  },
 );
