@@ -30,10 +30,10 @@ export interface BlockDeviceInfo {
   readonly unmapReadsZeroes: boolean;
   /** Physical block size in bytes when larger than blockSize (READ CAPACITY(16) exponent). */
   readonly physicalBlockSize?: number;
-  /** The device's preferred request size in bytes (Block Limits VPD OPTIMAL TRANSFER LENGTH). */
+  /** The device's preferred request size in bytes (its optimal I/O size). */
   readonly optimalTransferBytes?: number;
-  /** The largest request the device takes in bytes (Block Limits VPD MAXIMUM TRANSFER LENGTH). */
-  readonly maxTransferBytes?: number;
+  /** The largest request the device's queue takes in one piece, bytes (larger ones are split). */
+  readonly maxRequestBytes?: number;
   /** true: rotating medium (rate not known); false: non-rotating (VPD B1h MEDIUM ROTATION RATE). */
   readonly rotational?: boolean;
 }

@@ -26,7 +26,7 @@ export interface BackingOpenOptions {
 /** What a block device tells about itself beyond its size. */
 export interface BlockDeviceLimits extends BlockDeviceGeometry {
   /** Largest request the device queue takes (max_sectors_kb), bytes; 0 when unknown. */
-  readonly maxTransferBytes: number;
+  readonly maxRequestBytes: number;
   /** True when the device discards (discard_max_bytes > 0). */
   readonly discard: boolean;
 }
@@ -37,7 +37,7 @@ function sysfsNumber(text: string): number {
 }
 
 /** The device's request queue in sysfs (a partition's is its disk's). */
-async function queueLimits(st: Stats): Promise<{ maxTransferBytes: number; discard: boolean }> {
+async function queueLimits(st: Stats): Promise<{ maxRequestBytes: number; discard: boolean }> {
   const major = Math.floor(st.rdev / 256) & 0xfff;
   const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
   const base = `/sys/dev/block/${major}:${minor}`;
@@ -45,12 +45,12 @@ async function queueLimits(st: Stats): Promise<{ maxTransferBytes: number; disca
     try {
       const maxKb = sysfsNumber(await readFile(`${q}/max_sectors_kb`, "utf8"));
       const discardMax = sysfsNumber(await readFile(`${q}/discard_max_bytes`, "utf8"));
-      return { maxTransferBytes: maxKb * 1024, discard: discardMax > 0 };
+      return { maxRequestBytes: maxKb * 1024, discard: discardMax > 0 };
     } catch {
       // not this one
     }
   }
-  return { maxTransferBytes: 0, discard: false };
+  return { maxRequestBytes: 0, discard: false };
 }
 
 /** Linux's UIO_MAXIOV: the most buffers one readv/writev takes. */

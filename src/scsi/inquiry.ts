@@ -23,11 +23,15 @@ const MAX_TRANSFER_BYTES = 32 * 1024 * 1024;
 
 export function blockLimits(lu: LogicalUnitView): BlockLimits {
   const bs = lu.bdev.blockSize;
-  // A block device's own limits (its queue's max_sectors_kb, its optimal I/O size) when it has them.
-  const maxBytes = Math.min(MAX_TRANSFER_BYTES, lu.bdev.maxTransferBytes ?? MAX_TRANSFER_BYTES);
-  const optimalBytes = Math.min(maxBytes, lu.bdev.optimalTransferBytes ?? 1024 * 1024);
+  // The device server takes MAX_TRANSFER_BYTES whatever the disk below (the kernel splits requests
+  // to the disk's queue limits), so MAXIMUM TRANSFER LENGTH is ours; OPTIMAL TRANSFER LENGTH is what
+  // the disk takes best: its optimal I/O size, else the largest request its queue takes whole.
+  const optimalBytes = Math.min(
+    MAX_TRANSFER_BYTES,
+    lu.bdev.optimalTransferBytes ?? lu.bdev.maxRequestBytes ?? 1024 * 1024,
+  );
   return {
-    maxTransferBlocks: Math.max(1, Math.floor(maxBytes / bs)),
+    maxTransferBlocks: MAX_TRANSFER_BYTES / bs,
     optimalTransferBlocks: Math.max(1, Math.floor(optimalBytes / bs)),
     maxCompareAndWriteBlocks: 255,
     maxUnmapBlocks: lu.bdev.supportsUnmap ? 0x100000 : 0,

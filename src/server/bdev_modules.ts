@@ -45,6 +45,7 @@ export const BUILTIN_BDEV_MODULES: BdevModules = {
       path: spec.path,
       blockSize: spec.blockSizeFromDevice ? undefined : spec.blockSize,
       blockCount: spec.blockCount,
+      direct: spec.direct,
     }),
 };
 

@@ -73,11 +73,13 @@ export class AioBdev implements BlockDevice {
   readonly productName = "AIO disk";
   readonly volatileWriteCache = true;
   private store: BackingStore | undefined;
-  private readonly inflight = new Set<Promise<unknown>>();
+  /** I/O in flight, so close() can wait for it (a count: no per-I/O closures). */
+  private inflight = 0;
+  private drained: (() => void) | undefined;
   private zeroes: Buffer | undefined;
   readonly physicalBlockSize?: number;
   readonly optimalTransferBytes?: number;
-  readonly maxTransferBytes?: number;
+  readonly maxRequestBytes?: number;
   readonly rotational?: boolean;
 
   private constructor(
@@ -94,7 +96,7 @@ export class AioBdev implements BlockDevice {
     if (bd) {
       if (bd.physicalBlockSize > blockSize) this.physicalBlockSize = bd.physicalBlockSize;
       if (bd.optimalIoSize > 0) this.optimalTransferBytes = bd.optimalIoSize;
-      if (bd.maxTransferBytes > 0) this.maxTransferBytes = bd.maxTransferBytes;
+      if (bd.maxRequestBytes > 0) this.maxRequestBytes = bd.maxRequestBytes;
       this.rotational = bd.rotational;
     }
   }
@@ -197,14 +199,8 @@ export class AioBdev implements BlockDevice {
     return this.store;
   }
 
-  /** Run one I/O, remembered so close() waits for it. */
-  private track<T>(p: Promise<T>): Promise<T> {
-    this.inflight.add(p);
-    const done = (): void => {
-      this.inflight.delete(p);
-    };
-    p.then(done, done);
-    return p;
+  private done(): void {
+    if (--this.inflight === 0 && this.drained) this.drained();
   }
 
   private ioError(op: string, lba: number, err: unknown): BlockDeviceError {
@@ -223,30 +219,39 @@ export class AioBdev implements BlockDevice {
   async readv(lba: number, iov: readonly Buffer[]): Promise<void> {
     const s = this.live();
     checkRange(this, lba, iovLength(iov));
+    this.inflight++;
     try {
-      await this.track(s.readv(iov, lba * this.blockSize));
+      await s.readv(iov, lba * this.blockSize);
     } catch (err) {
       throw this.ioError("read", lba, err);
+    } finally {
+      this.done();
     }
   }
 
   async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
     const s = this.live();
     checkRange(this, lba, iovLength(iov));
+    this.inflight++;
     try {
       // SBC-3 4.11: FUA data is on the medium before the command completes.
-      await this.track(s.writev(iov, lba * this.blockSize, options?.fua === true));
+      await s.writev(iov, lba * this.blockSize, options?.fua === true);
     } catch (err) {
       throw this.ioError("write", lba, err);
+    } finally {
+      this.done();
     }
   }
 
   async flush(): Promise<void> {
     const s = this.live();
+    this.inflight++;
     try {
-      await this.track(s.flush());
+      await s.flush();
     } catch (err) {
       throw this.ioError("flush", 0, err);
+    } finally {
+      this.done();
     }
   }
 
@@ -256,10 +261,13 @@ export class AioBdev implements BlockDevice {
     if (blocks === 0) return;
     const discard = this.ranges.discard;
     if (!discard) return this.writeZeroes(lba, blocks);
+    this.inflight++;
     try {
-      await this.track(discard(s.fd, lba * this.blockSize, blocks * this.blockSize));
+      await discard(s.fd, lba * this.blockSize, blocks * this.blockSize);
     } catch (err) {
       throw this.ioError("unmap", lba, err);
+    } finally {
+      this.done();
     }
   }
 
@@ -269,11 +277,14 @@ export class AioBdev implements BlockDevice {
     if (blocks === 0) return;
     const offset = lba * this.blockSize;
     const length = blocks * this.blockSize;
+    this.inflight++;
     try {
       const zeroOut = this.ranges.zeroOut;
-      await this.track(zeroOut ? zeroOut(s.fd, offset, length) : this.writeZeroChunks(s, offset, length));
+      await (zeroOut ? zeroOut(s.fd, offset, length) : this.writeZeroChunks(s, offset, length));
     } catch (err) {
       throw this.ioError("write zeroes", lba, err);
+    } finally {
+      this.done();
     }
   }
 
@@ -293,7 +304,7 @@ export class AioBdev implements BlockDevice {
     const s = this.store;
     if (!s) return;
     this.store = undefined;
-    await Promise.allSettled([...this.inflight]);
+    if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     await s.close(true);
   }
 }

@@ -57,7 +57,7 @@ for (const engine of ["io_uring", "threadpool"] as IoEngineName[]) {
           assert.equal(dev.engine.name, engine);
           // O_DIRECT on block devices under io_uring; the thread pool uses the page cache.
           assert.equal(dev.engine.direct, engine === "io_uring");
-          assert.ok((dev.maxTransferBytes ?? 0) > 0, "max transfer from the queue's max_sectors_kb");
+          assert.ok((dev.maxRequestBytes ?? 0) > 0, "max transfer from the queue's max_sectors_kb");
           const rotational = await readFile(`/sys/block/${basename(loop.device)}/queue/rotational`, "utf8");
           assert.equal(dev.rotational, rotational.trim() === "1");
         } finally {
