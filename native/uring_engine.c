@@ -17,7 +17,8 @@
  *   uringInit(slots, onComplete(count), ids: Int32Array, results: Int32Array,
  *             bounceChunkSize, bounceChunks) -> 0 | -errno
  *   uringSubmit(slot, op, fd, offset, bufs: Buffer[], flags) -> 0 | -errno
- *     op 0 read, 1 write, 2 fdatasync; flags 1 = RWF_DSYNC (FUA), 2 = fd is O_DIRECT (align or bounce)
+ *     op 0 read, 1 write, 2 fdatasync; flags 1 = FUA (RWF_DSYNC on O_DIRECT, else a linked fdatasync),
+ *     2 = fd is O_DIRECT (align or bounce)
  *     -E2BIG: an O_DIRECT request that needs a bounce and is larger than one chunk
  *     -ENOBUFS: no bounce chunk free now (retry after a completion)
  *   uringAvailable() -> true when built with liburing
@@ -59,7 +60,12 @@ typedef struct {
   int op;
   int bounce; /* chunk index or -1 */
   struct iovec bounce_iov;
+  int linked;    /* a write with a linked fdatasync: two CQEs */
+  int write_res; /* the linked write's result, kept until the fdatasync's CQE */
 } slot_t;
+
+/* user_data of the first (write) half of a linked FUA write. */
+#define LINK_HALF (1ull << 32)
 
 static struct {
   int ready;
@@ -144,24 +150,43 @@ static void deliver(unsigned count) {
   napi_close_handle_scope(env, scope);
 }
 
+/* The result JS sees for a write linked to an fdatasync, from both CQEs. */
+static int linked_result(int write_res, int sync_res) {
+  if (write_res < 0) return write_res;
+  /* A short write breaks the link (the sync is cancelled): JS writes the rest, again with FUA. */
+  if (sync_res == -ECANCELED) return write_res;
+  return sync_res < 0 ? sync_res : write_res;
+}
+
 /* Deliver every completion to JS, in batches of at most `capacity`. */
 static void reap(void) {
   for (;;) {
-    unsigned count = 0, head;
+    unsigned count = 0, seen = 0, head;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(&E.ring, head, cqe) {
       if (count == E.capacity) break;
-      unsigned slot = (unsigned)cqe->user_data;
-      release_slot(&E.slots[slot], cqe->res);
+      seen++;
+      unsigned slot = (unsigned)(cqe->user_data & 0xffffffffu);
+      slot_t *s = &E.slots[slot];
+      if (cqe->user_data & LINK_HALF) {
+        s->write_res = cqe->res;
+        continue;
+      }
+      int res = cqe->res;
+      if (s->linked) {
+        res = linked_result(s->write_res, res);
+        s->linked = 0;
+      }
+      release_slot(s, res);
       E.ids[count] = (int32_t)slot;
-      E.results[count] = cqe->res;
+      E.results[count] = res;
       count++;
     }
-    if (count == 0) break;
-    io_uring_cq_advance(&E.ring, count);
-    E.inflight -= count;
+    if (seen == 0) break;
+    io_uring_cq_advance(&E.ring, seen);
+    E.inflight -= seen;
     update_ref();
-    deliver(count);
+    if (count > 0) deliver(count);
     /* JS may have submitted more in the callback; submit before looking for further CQEs. */
     flush_submissions();
   }
@@ -388,21 +413,38 @@ static napi_value uring_submit(napi_env env, napi_callback_info info) {
     iov = &s->bounce_iov;
     iovcnt = 1;
   }
-  struct io_uring_sqe *sqe = io_uring_get_sqe(&E.ring);
-  if (sqe == NULL) {
-    flush_submissions();
-    sqe = io_uring_get_sqe(&E.ring);
-  }
-  if (sqe == NULL) {
+  /*
+   * FUA: an O_DIRECT write carries RWF_DSYNC (the block layer sends it as a FUA write). A buffered
+   * write is followed by a linked fdatasync instead: io_uring runs buffered writes to one file one at
+   * a time (hashed by inode), so RWF_DSYNC on them would allow a single sync in flight, while linked
+   * syncs run side by side and the file system commits them together.
+   */
+  int linked = op == 1 && (flags & 1) && !(flags & 2);
+  unsigned need = linked ? 2 : 1;
+  if (io_uring_sq_space_left(&E.ring) < need) flush_submissions();
+  if (io_uring_sq_space_left(&E.ring) < need) {
     release_slot(s, 0);
     return int_result(env, -EAGAIN);
   }
-  if (op == 0) io_uring_prep_readv2(sqe, fd, iov, iovcnt, (__u64)offset, 0);
-  else if (op == 1) io_uring_prep_writev2(sqe, fd, iov, iovcnt, (__u64)offset, (flags & 1) ? RWF_DSYNC : 0);
-  else io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&E.ring);
+  if (op == 0) {
+    io_uring_prep_readv2(sqe, fd, iov, iovcnt, (__u64)offset, 0);
+  } else if (op == 1) {
+    io_uring_prep_writev2(sqe, fd, iov, iovcnt, (__u64)offset, (flags & 1) && !linked ? RWF_DSYNC : 0);
+  } else {
+    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+  }
+  s->linked = linked;
+  if (linked) {
+    s->write_res = 0;
+    io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
+    io_uring_sqe_set_data64(sqe, LINK_HALF | slot);
+    sqe = io_uring_get_sqe(&E.ring);
+    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+  }
   io_uring_sqe_set_data64(sqe, slot);
-  E.pending++;
-  E.inflight++;
+  E.pending += need;
+  E.inflight += need;
   update_ref();
   return int_result(env, 0);
 }
