@@ -135,7 +135,7 @@ function blockLimitsPage(lu: LogicalUnitView): Buffer {
   return vpd(0xb0, b);
 }
 
-function blockDeviceCharacteristics(lu: LogicalUnit): Buffer {
+function blockDeviceCharacteristics(lu: LogicalUnitView): Buffer {
   const b = Buffer.alloc(60);
   // MEDIUM ROTATION RATE (SBC-4 Table 237): 0001h non-rotating; 0000h rate not reported, for a disk
   // the kernel calls rotational (it does not tell the rate).
