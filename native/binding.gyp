@@ -1,9 +1,21 @@
 {
+  "variables": {
+    "have_liburing%": "<!(test -e /usr/include/liburing.h && echo 1 || echo 0)"
+  },
   "targets": [
     {
       "target_name": "usertgt_native",
-      "sources": ["punch_hole.c"],
-      "cflags": ["-Wall", "-Wextra", "-O2"]
+      "sources": ["addon.c", "errno_name.c", "range_ops.c", "block_device.c", "uring_engine.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "conditions": [
+        [
+          "have_liburing==1",
+          {
+            "defines": ["USERTGT_HAVE_LIBURING"],
+            "libraries": ["-luring"]
+          }
+        ]
+      ]
     }
   ]
 }

@@ -2,10 +2,11 @@
 # Sets and clears the global tgtd_pid.
 tgtd_pid=""
 
-# tgtd_start CONTROL_PORT PORT IQN BACKING_FILE BLOCK_SIZE LOG
+# tgtd_start CONTROL_PORT PORT IQN BACKING_FILE BLOCK_SIZE LOG [BSTYPE]
 # One target (tid 1) on 127.0.0.1:PORT with BACKING_FILE as LUN 1, open to every initiator.
+# BSTYPE: tgt's backing store, rdwr (default: pread/pwrite on its worker threads) or aio (Linux AIO).
 tgtd_start() {
-  local control=$1 port=$2 iqn=$3 backing=$4 bs=$5 log=$6
+  local control=$1 port=$2 iqn=$3 backing=$4 bs=$5 log=$6 bstype=${7:-rdwr}
   tgtd -f -C "$control" --iscsi "portal=127.0.0.1:$port" >"$log" 2>&1 &
   tgtd_pid=$!
   local t="tgtadm -C $control --lld iscsi"
@@ -14,7 +15,7 @@ tgtd_start() {
     sleep 0.1
   done
   $t --op new --mode target --tid 1 -T "$iqn"
-  $t --op new --mode logicalunit --tid 1 --lun 1 -b "$backing" --blocksize "$bs"
+  $t --op new --mode logicalunit --tid 1 --lun 1 -b "$backing" --blocksize "$bs" --bstype "$bstype"
   $t --op bind --mode target --tid 1 -I ALL
 }
 

@@ -28,6 +28,14 @@ export interface BlockDeviceInfo {
   readonly supportsUnmap: boolean;
   /** True when unmapped blocks read back as zeroes (LBPRZ). */
   readonly unmapReadsZeroes: boolean;
+  /** Physical block size in bytes when larger than blockSize (READ CAPACITY(16) exponent). */
+  readonly physicalBlockSize?: number;
+  /** The device's preferred request size in bytes (its optimal I/O size). */
+  readonly optimalTransferBytes?: number;
+  /** The largest request the device's queue takes in one piece, bytes (larger ones are split). */
+  readonly maxRequestBytes?: number;
+  /** true: rotating medium (rate not known); false: non-rotating (VPD B1h MEDIUM ROTATION RATE). */
+  readonly rotational?: boolean;
 }
 
 export interface BlockDevice extends BlockDeviceInfo {

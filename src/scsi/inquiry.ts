@@ -23,9 +23,16 @@ const MAX_TRANSFER_BYTES = 32 * 1024 * 1024;
 
 export function blockLimits(lu: LogicalUnitView): BlockLimits {
   const bs = lu.bdev.blockSize;
+  // The device server takes MAX_TRANSFER_BYTES whatever the disk below (the kernel splits requests
+  // to the disk's queue limits), so MAXIMUM TRANSFER LENGTH is ours; OPTIMAL TRANSFER LENGTH is what
+  // the disk takes best: its optimal I/O size, else the largest request its queue takes whole.
+  const optimalBytes = Math.min(
+    MAX_TRANSFER_BYTES,
+    lu.bdev.optimalTransferBytes ?? lu.bdev.maxRequestBytes ?? 1024 * 1024,
+  );
   return {
     maxTransferBlocks: MAX_TRANSFER_BYTES / bs,
-    optimalTransferBlocks: (1024 * 1024) / bs,
+    optimalTransferBlocks: Math.max(1, Math.floor(optimalBytes / bs)),
     maxCompareAndWriteBlocks: 255,
     maxUnmapBlocks: lu.bdev.supportsUnmap ? 0x100000 : 0,
     maxUnmapDescriptors: lu.bdev.supportsUnmap ? 256 : 0,
@@ -116,7 +123,8 @@ function blockLimitsPage(lu: LogicalUnitView): Buffer {
   const l = blockLimits(lu);
   const b = Buffer.alloc(60);
   b[1] = l.maxCompareAndWriteBlocks;
-  b.writeUInt16BE(1, 2); // OPTIMAL TRANSFER LENGTH GRANULARITY
+  // OPTIMAL TRANSFER LENGTH GRANULARITY: the physical block, so initiators align to it.
+  b.writeUInt16BE(Math.max(1, (lu.bdev.physicalBlockSize ?? lu.bdev.blockSize) / lu.bdev.blockSize), 2);
   b.writeUInt32BE(l.maxTransferBlocks, 4);
   b.writeUInt32BE(l.optimalTransferBlocks, 8);
   b.writeUInt32BE(l.maxTransferBlocks, 12); // MAXIMUM PREFETCH LENGTH
@@ -127,9 +135,11 @@ function blockLimitsPage(lu: LogicalUnitView): Buffer {
   return vpd(0xb0, b);
 }
 
-function blockDeviceCharacteristics(): Buffer {
+function blockDeviceCharacteristics(lu: LogicalUnitView): Buffer {
   const b = Buffer.alloc(60);
-  b.writeUInt16BE(0x0001, 0); // MEDIUM ROTATION RATE: non-rotating medium
+  // MEDIUM ROTATION RATE (SBC-4 Table 237): 0001h non-rotating; 0000h rate not reported, for a disk
+  // the kernel calls rotational (it does not tell the rate).
+  b.writeUInt16BE(lu.bdev.rotational === true ? 0x0000 : 0x0001, 0);
   return vpd(0xb1, b);
 }
 
@@ -174,7 +184,7 @@ export function inquiry(ctx: CommandContext): void {
       page = blockLimitsPage(lu);
       break;
     case 0xb1:
-      page = blockDeviceCharacteristics();
+      page = blockDeviceCharacteristics(lu);
       break;
     case 0xb2:
       page = logicalBlockProvisioning(lu);

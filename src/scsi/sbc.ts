@@ -420,8 +420,10 @@ export function readCapacity16(ctx: CommandContext): void {
   data.writeUInt32BE(lu.bdev.blockSize, 8);
   if (lu.bdev.supportsUnmap) data[14] |= 0x80; // LBPME
   if (lu.bdev.unmapReadsZeroes) data[14] |= 0x40; // LBPRZ
-  // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0: no module here has a physical block larger
-  // than its logical block, and claiming one would be a lie to the initiator's alignment logic.
+  // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: a block device exported with 512-byte blocks over
+  // 4096-byte sectors says so, for the initiator's alignment (0 when they are the same).
+  const physical = lu.bdev.physicalBlockSize ?? lu.bdev.blockSize;
+  if (physical > lu.bdev.blockSize) data[13] = Math.log2(physical / lu.bdev.blockSize) & 0x0f;
   respond(task, data, alloc);
 }
 

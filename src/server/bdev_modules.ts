@@ -43,8 +43,9 @@ export const BUILTIN_BDEV_MODULES: BdevModules = {
     AioBdev.open({
       name: spec.name,
       path: spec.path,
-      blockSize: spec.blockSize,
+      blockSize: spec.blockSizeFromDevice ? undefined : spec.blockSize,
       blockCount: spec.blockCount,
+      direct: spec.direct,
     }),
 };
 

@@ -219,7 +219,7 @@ function bdevCreateCall(spec: BdevSpec, dev: BlockDevice | undefined): JsonObjec
     case "aio":
       return {
         method: "bdev_aio_create",
-        params: { name: spec.name, filename: spec.path, block_size: spec.blockSize },
+        params: { name: spec.name, filename: spec.path, block_size: dev?.blockSize ?? spec.blockSize },
       };
     // usertgt's own modules, named in SPDK's style (module/bdev/<name>: bdev_<name>_create).
     case "tcmur":

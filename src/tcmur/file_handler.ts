@@ -1,93 +1,67 @@
 /**
- * tcmu-runner's `file` handler: the device is a regular file, created when absent. Size: the
- * cfgstring's `size=`, else the existing file's size, else the 1 GiB default; a file shorter than the
- * device is extended (sparse), so reads of never-written blocks return zeroes.
+ * tcmu-runner's `file` handler: the device is a regular file, created when absent, or a block device.
+ *
+ * A file's size: the cfgstring's `size=`, else the existing file's size, else the 1 GiB default; a
+ * file shorter than the device is extended (sparse), so reads of never-written blocks return zeroes.
+ * A block device (opened O_EXCL; see src/io_engine/backing.ts) has its own size and block size: `bs=`
+ * may ask for a larger block, never a smaller one, and `size=` for less than the whole device.
+ *
+ * I/O goes through the process's I/O engine (io_uring or the thread pool).
  */
-import { open, type FileHandle } from "node:fs/promises";
-import { constants } from "node:fs";
+import { BackingStore } from "../io_engine/backing.js";
+import { nativeAddon } from "../io_engine/native.js";
 import { DEFAULT_SIZE_BYTES, type TcmurDeviceBackend, type TcmurHandler } from "./handler.js";
 
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 
 class FileBackend implements TcmurDeviceBackend {
-  readonly volatileWriteCache = true; // writes land in the page cache until datasync
-  private fh: FileHandle | undefined;
+  readonly volatileWriteCache = true; // writes land in the page cache (or the disk's cache) until a sync
+  readonly discard?: (offset: number, length: number) => Promise<void>;
 
   constructor(
-    private readonly label: string,
-    fh: FileHandle,
+    private readonly store: BackingStore,
     readonly sizeBytes: number,
     readonly blockSize: number,
     readonly readOnly: boolean,
   ) {
-    this.fh = fh;
-  }
-
-  private handle(): FileHandle {
-    if (!this.fh) throw new Error(`${this.label}: device is closed`);
-    return this.fh;
-  }
-
-  async readv(iov: readonly Buffer[], offset: number): Promise<void> {
-    const fh = this.handle();
-    // readv may return short (signals, EOF of a file truncated behind our back): finish the rest.
-    let remaining = iov.slice();
-    let pos = offset;
-    while (remaining.length > 0) {
-      const { bytesRead } = await fh.readv(remaining, pos);
-      if (bytesRead === 0) {
-        for (const b of remaining) b.fill(0);
-        return;
-      }
-      pos += bytesRead;
-      remaining = advance(remaining, bytesRead);
+    const bd = store.blockDevice;
+    const native = nativeAddon();
+    if (bd?.discard && native?.blockZeroOut) {
+      // The backend's discard must leave zeroes: BLKDISCARD does not promise them, BLKZEROOUT does
+      // (and deallocates where the device can, e.g. a loop device punches its file).
+      const zeroOut = native.blockZeroOut;
+      this.discard = (offset, length) => zeroOut(store.fd, offset, length);
+    } else if (!bd) {
+      this.discard = (offset, length) => this.writeZeroes(offset, length);
     }
   }
 
-  async writev(iov: readonly Buffer[], offset: number): Promise<void> {
-    const fh = this.handle();
-    let remaining = iov.slice();
-    let pos = offset;
-    while (remaining.length > 0) {
-      const { bytesWritten } = await fh.writev(remaining, pos);
-      if (bytesWritten === 0) throw new Error(`${this.label}: write at ${pos} made no progress`);
-      pos += bytesWritten;
-      remaining = advance(remaining, bytesWritten);
-    }
+  readv(iov: readonly Buffer[], offset: number): Promise<void> {
+    return this.store.readv(iov, offset);
   }
 
-  async flush(): Promise<void> {
-    await this.handle().datasync();
+  writev(iov: readonly Buffer[], offset: number): Promise<void> {
+    return this.store.writev(iov, offset);
   }
 
-  async discard(offset: number, length: number): Promise<void> {
-    // Node has no fallocate(PUNCH_HOLE); write zeroes so the range reads back as zeroes.
+  flush(): Promise<void> {
+    return this.store.flush();
+  }
+
+  /** Node has no fallocate(PUNCH_HOLE) here; write zeroes so the range reads back as zeroes. */
+  private async writeZeroes(offset: number, length: number): Promise<void> {
     let pos = offset;
     const end = offset + length;
     while (pos < end) {
       const n = Math.min(ZERO_CHUNK.length, end - pos);
-      await this.writev([ZERO_CHUNK.subarray(0, n)], pos);
+      await this.store.writev([ZERO_CHUNK.subarray(0, n)], pos);
       pos += n;
     }
   }
 
-  async close(): Promise<void> {
-    const fh = this.fh;
-    this.fh = undefined;
-    if (fh) {
-      if (!this.readOnly) await fh.datasync();
-      await fh.close();
-    }
+  close(): Promise<void> {
+    return this.store.close(!this.readOnly);
   }
-}
-
-/** Drop the first `n` bytes of an I/O vector (subarrays, no copies). */
-function advance(iov: Buffer[], n: number): Buffer[] {
-  let i = 0;
-  while (i < iov.length && n >= iov[i].length) n -= iov[i++].length;
-  const rest = iov.slice(i);
-  if (n > 0 && rest.length > 0) rest[0] = rest[0].subarray(n);
-  return rest;
 }
 
 export const fileHandler: TcmurHandler = {
@@ -100,28 +74,45 @@ export const fileHandler: TcmurHandler = {
         `${label}: the file handler needs an absolute path after "/file/", e.g. /file//tmp/disk0`,
       );
     }
-    const flags = req.cfg.readOnly ? constants.O_RDONLY : constants.O_RDWR | constants.O_CREAT;
-    let fh: FileHandle;
+    let store: BackingStore;
     try {
-      fh = await open(req.cfg.path, flags, 0o600);
+      store = await BackingStore.open(req.cfg.path, {
+        create: !req.cfg.readOnly,
+        readOnly: req.cfg.readOnly,
+      });
     } catch (err) {
-      throw new Error(`${label}: cannot open ${req.cfg.path}: ${(err as Error).message}`, { cause: err });
+      throw new Error(`${label}: ${(err as Error).message}`, { cause: err });
     }
     try {
-      const st = await fh.stat();
-      if (!st.isFile()) throw new Error(`${label}: ${req.cfg.path} is not a regular file`);
+      const bd = store.blockDevice;
+      if (bd) {
+        const blockSize = req.cfg.blockSize ?? bd.logicalBlockSize;
+        if (blockSize < bd.logicalBlockSize) {
+          throw new Error(
+            `${label}: bs ${blockSize} is smaller than the device's logical block size ${bd.logicalBlockSize}`,
+          );
+        }
+        let size = req.sizeBytes ?? store.sizeBytes;
+        if (size > store.sizeBytes) {
+          throw new Error(`${label}: size ${size} is larger than the device (${store.sizeBytes} bytes)`);
+        }
+        size -= size % blockSize;
+        if (size < blockSize) throw new Error(`${label}: device ${req.cfg.path} is smaller than one block`);
+        return new FileBackend(store, size, blockSize, req.cfg.readOnly);
+      }
       const blockSize = req.blockSize;
-      let size = req.sizeBytes ?? (st.size > 0 ? st.size - (st.size % blockSize) : DEFAULT_SIZE_BYTES);
+      const fileSize = store.sizeBytes;
+      let size = req.sizeBytes ?? (fileSize > 0 ? fileSize - (fileSize % blockSize) : DEFAULT_SIZE_BYTES);
       if (size < blockSize) throw new Error(`${label}: file ${req.cfg.path} is smaller than one block`);
       size -= size % blockSize;
-      if (st.size < size) {
+      if (fileSize < size) {
         if (req.cfg.readOnly)
-          throw new Error(`${label}: read-only file is shorter (${st.size}) than size ${size}`);
-        await fh.truncate(size);
+          throw new Error(`${label}: read-only file is shorter (${fileSize}) than size ${size}`);
+        await store.truncate(size);
       }
-      return new FileBackend(label, fh, size, blockSize, req.cfg.readOnly);
+      return new FileBackend(store, size, blockSize, req.cfg.readOnly);
     } catch (err) {
-      await fh.close();
+      await store.close(false);
       throw err;
     }
   },

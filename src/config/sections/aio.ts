@@ -1,5 +1,5 @@
 /**
- * [AIO]: file-backed block devices (SPDK module/bdev/aio; src/bdev/aio builds them).
+ * [AIO]: block devices over a file or a disk (SPDK module/bdev/aio; src/bdev/aio builds them).
  */
 import { resolve } from "node:path";
 import type { IniSection } from "../ini.js";
@@ -12,13 +12,19 @@ export interface AioBdevSpec extends Located {
   /** Absolute path (relative paths are taken from the config file's directory). */
   readonly path: string;
   readonly blockSize: number;
+  /** True when the line gave no block size: a block device's own is used (512 for a file). */
+  readonly blockSizeFromDevice?: boolean;
   /** Size to create or extend the file to; undefined = use the file's size. */
   readonly blockCount?: number;
+  /** `DirectIo Yes` in [AIO]: files opened O_DIRECT too (block devices always are under io_uring). */
+  readonly direct?: boolean;
 }
 
 export function readAio(r: Reader, sec: IniSection, baseDir: string): AioBdevSpec[] {
   const out: AioBdevSpec[] = [];
+  let direct = false;
   walk(r, sec, {
+    DirectIo: { apply: (e) => (direct = r.bool(e)) },
     AIO: {
       repeat: true,
       apply: (e) => {
@@ -26,7 +32,7 @@ export function readAio(r: Reader, sec: IniSection, baseDir: string): AioBdevSpe
         if (v.length < 2 || v.length > 4) {
           throw r.error(e.line, `AIO expects <file> <name> [<block size> [<size in MiB>]]`);
         }
-        // SPDK probes the block size of a disk when it is omitted; for files that is 512.
+        // SPDK probes the block size of a disk when it is omitted (AioBdev does); for files that is 512.
         const blockSize = v.length >= 3 ? r.blockSize(e.line, "AIO block size", v[2]) : 512;
         let blockCount: number | undefined;
         if (v.length === 4)
@@ -41,6 +47,7 @@ export function readAio(r: Reader, sec: IniSection, baseDir: string): AioBdevSpe
           name: v[1],
           path,
           blockSize,
+          ...(v.length < 3 ? { blockSizeFromDevice: true } : {}),
           blockCount,
           file: r.file,
           line: e.line,
@@ -48,5 +55,5 @@ export function readAio(r: Reader, sec: IniSection, baseDir: string): AioBdevSpe
       },
     },
   });
-  return out;
+  return direct ? out.map((a) => ({ ...a, direct })) : out;
 }

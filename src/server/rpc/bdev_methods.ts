@@ -230,14 +230,15 @@ export function registerBdevControl(registry: MethodTable, server: ControlServer
       refuseUnsupported(m, p, { readonly: false, nowait: false, uuid: undefined });
       if (p.name === "") throw einval(m, "name must not be empty");
       if (p.filename === "") throw einval(m, "filename must not be empty");
-      // SPDK detects the device's block size when none is given; a file has none: 512.
-      const bs =
-        p.block_size === undefined || p.block_size === 0 ? 512 : blockSize(m, p.block_size as number);
+      // SPDK detects the device's block size when none is given (AioBdev does); a file has none: 512.
+      const fromDevice = p.block_size === undefined || p.block_size === 0;
+      const bs = fromDevice ? 512 : blockSize(m, p.block_size as number);
       await graph.createBdev({
         kind: "aio",
         name: p.name as string,
         path: p.filename as string,
         blockSize: bs,
+        ...(fromDevice ? { blockSizeFromDevice: true } : {}),
         ...RPC_ORIGIN,
       });
       return p.name as string;
