@@ -7,37 +7,12 @@
  * the first open and logs it: io_uring when the addon was built with liburing and the kernel allows
  * a ring, else the thread pool. USERTGT_IO_ENGINE=threadpool (or io_uring) forces the choice.
  */
-import { constants } from "node:os";
 import { log } from "../util/log.js";
+import type { IoEngine, IoEngineName } from "./io_engine.js";
 import { ThreadpoolEngine } from "./threadpool.js";
 import { UringEngine } from "./uring.js";
 
-export type IoEngineName = "io_uring" | "threadpool";
-
-export interface IoEngine {
-  readonly name: IoEngineName;
-  /** Read into `iov` at byte `pos`; resolves with the bytes read (short at end of file). */
-  read(fd: number, iov: readonly Buffer[], pos: number, direct: boolean): Promise<number>;
-  /** Write `iov` at `pos`; with `fua` the data is durable when it resolves (RWF_DSYNC). */
-  write(fd: number, iov: readonly Buffer[], pos: number, fua: boolean, direct: boolean): Promise<number>;
-  /** fdatasync. */
-  datasync(fd: number): Promise<void>;
-  /** Largest request that an O_DIRECT transfer from unaligned buffers may have (bounce chunk). */
-  readonly maxBouncedBytes: number;
-}
-
-const errnoNames = new Map<number, string>(
-  Object.entries(constants.errno).map(([name, n]): [number, string] => [n, name]),
-);
-
-/** An Error like Node's fs errors (code = errno name) from a negative errno. */
-export function errnoError(op: string, negErrno: number): NodeJS.ErrnoException {
-  const code = errnoNames.get(-negErrno) ?? `E${-negErrno}`;
-  const e: NodeJS.ErrnoException = new Error(`${op}: ${code}`);
-  e.code = code;
-  e.errno = negErrno;
-  return e;
-}
+export type { IoEngine, IoEngineName } from "./io_engine.js";
 
 let chosen: IoEngine | undefined;
 let threadpool: ThreadpoolEngine | undefined;

@@ -3,7 +3,7 @@
  * writes are a write then an fdatasync (RWF_DSYNC is not reachable from Node's fs).
  */
 import { fdatasync, readv, writev } from "node:fs";
-import type { IoEngine } from "./engine.js";
+import type { IoEngine } from "./io_engine.js";
 
 export class ThreadpoolEngine implements IoEngine {
   readonly name = "threadpool";

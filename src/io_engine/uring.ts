@@ -5,8 +5,8 @@
  * (or, for O_DIRECT from unaligned buffers, no free bounce chunk) waits in a FIFO that completions
  * drain: its length is bounded by the I/O the SCSI layer has outstanding.
  */
-import type { IoEngine } from "./engine.js";
-import { errnoError } from "./engine.js";
+import type { IoEngine } from "./io_engine.js";
+import { errnoError } from "./io_engine.js";
 import { nativeAddon, type NativeAddon } from "./native.js";
 
 /** Requests in flight at once (the ring's completion queue has as many entries). */

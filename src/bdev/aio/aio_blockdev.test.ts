@@ -17,11 +17,6 @@ import {
   type LoopDevice,
 } from "../../../test/support/loop_device.js";
 import type { IoEngineName } from "../../io_engine/engine.js";
-import { ConfigError } from "../../config/errors.js";
-import { parseSpdkConfig } from "../../config/spdk_config.js";
-import { createBdevs } from "../../server/bdev_modules.js";
-import { log } from "../../util/log.js";
-import { BdevRegistry } from "../registry.js";
 import { AioBdev } from "./aio.js";
 
 const exec = promisify(execFile);
@@ -132,41 +127,6 @@ for (const engine of ["io_uring", "threadpool"] as IoEngineName[]) {
         }
       });
     }
-
-    it("a config line asking for a smaller block than the device's is an error naming the line; omitted, the device's is used", async () => {
-      const loop = loops.get(4096)!;
-      const registry = new BdevRegistry();
-      const ctx = {
-        registry,
-        logger: log.child({ test: "aio_blockdev" }, { level: "silent" }),
-        onStop: () => {},
-      };
-      const bad = parseSpdkConfig(`[AIO]\n  AIO ${loop.device} B0 512\n`, "disk.conf");
-      await assert.rejects(
-        createBdevs(bad.bdevs, { aio: (spec) => AioBdev.open({ ...spec, engine }) }, ctx),
-        (e: unknown) =>
-          e instanceof ConfigError &&
-          /^disk\.conf:2: .*block size 512 is smaller than the device's logical block size 4096/.test(
-            e.message,
-          ),
-      );
-      const good = parseSpdkConfig(`[AIO]\n  AIO ${loop.device} B1\n`, "disk.conf");
-      await createBdevs(
-        good.bdevs,
-        {
-          aio: (spec) =>
-            AioBdev.open({
-              ...spec,
-              blockSize: spec.blockSizeFromDevice ? undefined : spec.blockSize,
-              engine,
-            }),
-        },
-        ctx,
-      );
-      const dev = registry.get("B1")!;
-      assert.equal(dev.blockSize, 4096);
-      await dev.close();
-    });
 
     it("the device is held exclusively: mkfs fails while it is open and works after close; a mounted disk is refused", async () => {
       const loop = loops.get(4096)!;
