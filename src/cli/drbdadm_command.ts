@@ -6,7 +6,8 @@
  */
 import { parseDrbdConfig } from "../drbd/config/res_parser.js";
 import { dumpDrbdConfig } from "../drbd/config/res_dump.js";
-import { DEFAULT_RPC_SOCKET, RpcClient } from "../rpc/client.js";
+import { RpcClient } from "../rpc/client.js";
+import { clientSocketPath } from "./socket_path.js";
 import { isJsonObject, RpcError, type JsonObject } from "../rpc/jsonrpc.js";
 import { DRBD_ADM_COMMANDS } from "../server/drbd_wiring.js";
 import { EXIT_RPC_FAILED, EXIT_RPC_USAGE } from "./rpc_command.js";
@@ -51,7 +52,7 @@ export async function runDrbdadmCommand(
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
     return fail(`--timeout ${opts.timeout}: expected a positive number of seconds`, EXIT_RPC_USAGE);
 
-  const path = opts.socket ?? DEFAULT_RPC_SOCKET;
+  const path = clientSocketPath(opts.socket);
   let client: RpcClient;
   try {
     client = await RpcClient.connect(path, timeoutMs);

@@ -38,6 +38,8 @@ import { UsertgtServer } from "../server/server.js";
 import type { MethodRegistry } from "../rpc/registry.js";
 import { DEFAULT_RPC_SOCKET } from "../rpc/client.js";
 import { runRpcCommand, type RpcCommandOptions } from "./rpc_command.js";
+import { SERVICE_RPC_SOCKET } from "./socket_path.js";
+import { SystemdNotifier } from "../server/systemd_notify.js";
 import { log } from "../util/log.js";
 
 const EXIT_CONFIG = 2;
@@ -115,7 +117,9 @@ async function readStartConfig(opts: ServeOptions): Promise<StartConfig> {
 async function serve(opts: ServeOptions): Promise<void> {
   log.level = opts.logLevel;
   let server: UsertgtServer;
+  let notifier: SystemdNotifier | undefined;
   try {
+    notifier = SystemdNotifier.fromEnvironment();
     const start = await readStartConfig(opts);
     // [TCMUR]/[BIO] devices live in the device tree (src/devtree); without them no tree and no FUSE mount.
     // A JSON config needs one when it creates such devices; --wait-for-rpc when handlers or DRBD are given.
@@ -176,6 +180,7 @@ async function serve(opts: ServeOptions): Promise<void> {
     }
     signalled = true;
     say(`${signal}: shutting down`);
+    notify(() => notifier?.stopping());
     server.stop().then(
       () => {
         say("stopped");
@@ -189,14 +194,70 @@ async function serve(opts: ServeOptions): Promise<void> {
   };
   process.on("SIGINT", shutdown);
   process.on("SIGTERM", shutdown);
+  // SIGHUP (systemctl reload): what can change without a restart is re-read; see reload().
+  let reloading = Promise.resolve();
+  process.on("SIGHUP", () => {
+    reloading = reloading.then(() => reload(server, opts.config, notifier));
+  });
 
   for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
   const rpcPath = server.rpcSocketPath();
   if (rpcPath !== undefined) say(`rpc on ${rpcPath}`);
+  const ready = (): void => {
+    const portals = server.addresses().length;
+    notify(() => notifier?.ready(`serving: ${portals} portal${portals === 1 ? "" : "s"}`));
+    say("ready");
+  };
   if (opts.waitForRpc) {
     say("waiting for framework_start_init");
-    void server.frameworkInitialized().then(() => say("ready"));
-  } else say("ready");
+    void server.frameworkInitialized().then(ready);
+  } else ready();
+}
+
+/** A failed notification is logged, never fatal: the server keeps serving. */
+function notify(send: () => void): void {
+  try {
+    send();
+  } catch (err) {
+    say(`warning: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Reload (SIGHUP): re-read a legacy config file and apply what can change under running sessions, the
+ * CHAP secrets of the AuthFile (new logins use them). Portals, targets and LUNs change at a restart or
+ * over RPC (docs/rpc.md). A config that no longer parses is reported and the running one kept.
+ */
+async function reload(
+  server: UsertgtServer,
+  file: string | undefined,
+  notifier: SystemdNotifier | undefined,
+): Promise<void> {
+  notify(() => notifier?.reloading());
+  if (file === undefined) {
+    say("SIGHUP: serving the embedded default config, nothing to reload");
+  } else {
+    try {
+      const text = await readFile(file, "utf8");
+      if (looksLikeJsonConfig(text)) {
+        say(
+          `SIGHUP: ${file} is a JSON config; change a running server over RPC (docs/rpc.md), nothing re-read`,
+        );
+        notify(() => notifier?.ready("serving"));
+        return;
+      }
+      const config = await loadSpdkConfig(file);
+      // AuthFile groups replace the running ones of the same tag; groups made over RPC stay.
+      for (const ag of config.authGroups) server.iscsiTarget()?.setAuthGroup(ag.tag, ag.secrets);
+      say(
+        `SIGHUP: reloaded ${file}: CHAP secrets of ${config.authGroups.length} auth group(s); ` +
+          "portal, target and LUN changes take effect at the next restart",
+      );
+    } catch (err) {
+      say(`SIGHUP: reload failed, the running config is kept: ${(err as Error).message}`);
+    }
+  }
+  notify(() => notifier?.ready("serving (reloaded)"));
 }
 
 async function check(opts: { config?: string }): Promise<void> {
@@ -230,6 +291,8 @@ async function check(opts: { config?: string }): Promise<void> {
     process.exit(failed(err));
   }
 }
+
+const SOCKET_HELP = `control socket (default $USERTGT_RPC_SOCKET, else ${DEFAULT_RPC_SOCKET}, else ${SERVICE_RPC_SOCKET})`;
 
 const program = new Command("usertgt")
   .description(
@@ -291,7 +354,7 @@ program
   .description("call a JSON-RPC method on a running server and print its result (like SPDK's rpc.py)")
   .argument("<method>", "method name (usertgt rpc rpc_get_methods lists them)")
   .argument("[params...]", "one JSON object, or --key value pairs")
-  .option("-s, --socket <path>", `control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .option("-s, --socket <path>", SOCKET_HELP)
   .option("-t, --timeout <seconds>", "how long to wait for the answer", "60")
   // --key value pairs are the method's parameters, not options of this command.
   .allowUnknownOption()
@@ -307,7 +370,7 @@ program
     "up|down|attach|detach|connect|disconnect|primary|secondary|create-md|new-current-uuid|invalidate|invalidate-remote|verify|status|dump",
   )
   .argument("[resource]", "resource name (status without one: all)")
-  .option("-s, --socket <path>", `control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .option("-s, --socket <path>", SOCKET_HELP)
   .option("-c, --config <file>", "drbd.conf / .res file (for dump)")
   .option("--force", "primary --force: declare this node's data UpToDate")
   .option("--clear-bitmap", "new-current-uuid --clear-bitmap: skip the initial sync")
