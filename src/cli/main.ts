@@ -40,6 +40,7 @@ import { DEFAULT_RPC_SOCKET } from "../rpc/client.js";
 import { runRpcCommand, type RpcCommandOptions } from "./rpc_command.js";
 import { SERVICE_RPC_SOCKET } from "./socket_path.js";
 import { SystemdNotifier } from "../server/systemd_notify.js";
+import { MetricsEndpoint, parseMetricsAddress } from "../server/metrics.js";
 import { log } from "../util/log.js";
 
 const EXIT_CONFIG = 2;
@@ -89,6 +90,8 @@ interface ServeOptions {
   rpcSocket?: string;
   drbdConfig?: string;
   nodeName?: string;
+  /** ADDR:PORT of the Prometheus endpoint; none without it. */
+  metrics?: string;
   waitForRpc?: boolean;
 }
 
@@ -118,6 +121,15 @@ async function serve(opts: ServeOptions): Promise<void> {
   log.level = opts.logLevel;
   let server: UsertgtServer;
   let notifier: SystemdNotifier | undefined;
+  let metrics: MetricsEndpoint | undefined;
+  if (opts.metrics !== undefined) {
+    try {
+      parseMetricsAddress(opts.metrics);
+    } catch (err) {
+      say((err as Error).message);
+      process.exit(EXIT_CONFIG);
+    }
+  }
   try {
     notifier = SystemdNotifier.fromEnvironment();
     const start = await readStartConfig(opts);
@@ -167,6 +179,18 @@ async function serve(opts: ServeOptions): Promise<void> {
         : start.kind === "json"
           ? await UsertgtServer.startFromJson(start.file, start.json, serverOptions)
           : await UsertgtServer.startWaitingForRpc(serverOptions);
+    if (opts.metrics !== undefined) {
+      const running = server;
+      const resources = drbd ? [...drbd.resources.values()] : [];
+      metrics = await MetricsEndpoint.start(opts.metrics, {
+        scsiDevices: () => running.scsiDevices(),
+        iscsiTarget: () => running.iscsiTarget(),
+        drbdResources: () => resources,
+      }).catch(async (err: unknown) => {
+        await running.stop();
+        throw err;
+      });
+    }
   } catch (err) {
     process.exit(failed(err));
   }
@@ -181,7 +205,7 @@ async function serve(opts: ServeOptions): Promise<void> {
     signalled = true;
     say(`${signal}: shutting down`);
     notify(() => notifier?.stopping());
-    server.stop().then(
+    Promise.all([metrics?.stop(), server.stop()]).then(
       () => {
         say("stopped");
         process.exit(0);
@@ -203,6 +227,7 @@ async function serve(opts: ServeOptions): Promise<void> {
   for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
   const rpcPath = server.rpcSocketPath();
   if (rpcPath !== undefined) say(`rpc on ${rpcPath}`);
+  if (metrics) say(`metrics on http://${hostPort(metrics.host, metrics.port)}/metrics`);
   const ready = (): void => {
     const portals = server.addresses().length;
     notify(() => notifier?.ready(`serving: ${portals} portal${portals === 1 ? "" : "s"}`));
@@ -248,7 +273,8 @@ async function reload(
       }
       const config = await loadSpdkConfig(file);
       // AuthFile groups replace the running ones of the same tag; groups made over RPC stay.
-      for (const ag of config.authGroups) server.iscsiTarget()?.setAuthGroup(ag.tag, ag.secrets);
+      for (const ag of config.authGroups)
+        server.graph.setAuthGroup(ag.tag, ag.secrets, !server.live.authGroupMap.has(ag.tag));
       say(
         `SIGHUP: reloaded ${file}: CHAP secrets of ${config.authGroups.length} auth group(s); ` +
           "portal, target and LUN changes take effect at the next restart",
@@ -324,6 +350,7 @@ program
   .option("--no-rpc", "open no control socket")
   .option("--drbd-config <file>", "drbd.conf / .res file of the DRBD resources (brought up by drbdadm up)")
   .option("--node-name <name>", "this node's 'on NAME' section in the DRBD config (default: the host name)")
+  .option("--metrics <addr:port>", "serve Prometheus metrics at http://ADDR:PORT/metrics (docs/metrics.md)")
   .action((opts: ServeOptions) => serve(opts));
 
 program
