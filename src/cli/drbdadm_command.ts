@@ -8,11 +8,16 @@ import { parseDrbdConfig } from "../drbd/config/res_parser.js";
 import { dumpDrbdConfig } from "../drbd/config/res_dump.js";
 import { RpcClient } from "../rpc/client.js";
 import { clientSocketPath } from "./socket_path.js";
+import {
+  DRBDADM_MONITOR_COMMANDS,
+  runDrbdadmMonitor,
+  type DrbdMonitorOptions,
+} from "./drbd_monitor_command.js";
 import { isJsonObject, RpcError, type JsonObject } from "../rpc/jsonrpc.js";
 import { DRBD_ADM_COMMANDS } from "../server/drbd_wiring.js";
 import { EXIT_RPC_FAILED, EXIT_RPC_USAGE } from "./rpc_command.js";
 
-export interface DrbdadmCommandOptions {
+export interface DrbdadmCommandOptions extends DrbdMonitorOptions {
   readonly socket?: string;
   readonly config?: string;
   readonly force?: boolean;
@@ -41,9 +46,14 @@ export async function runDrbdadmCommand(
       return fail((err as Error).message, EXIT_RPC_FAILED);
     }
   }
+  if (
+    (command === "status" && (opts.verbose === true || opts.statistics === true)) ||
+    (DRBDADM_MONITOR_COMMANDS as readonly string[]).includes(command)
+  )
+    return runDrbdadmMonitor(command, resource, opts);
   if (command !== "status" && !(DRBD_ADM_COMMANDS as readonly string[]).includes(command))
     return fail(
-      `${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, dump)`,
+      `${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, ${DRBDADM_MONITOR_COMMANDS.join(", ")}, dump)`,
       EXIT_RPC_FAILED,
     );
   if (command !== "status" && resource === undefined)

@@ -12,6 +12,8 @@
  *                 [--drbd-config FILE] [--node-name NAME]        DRBD resources (docs/drbd.md)
  *   usertgt rpc [-s SOCKET] METHOD [JSON | --key value ...]      call a method on a running server
  *   usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND [RES] [--force] [--clear-bitmap]   drbdadm(8) on it
+ *                   status [--verbose] [--statistics], cstate, dstate, role, wait-sync (drbd_monitor_command.ts)
+ *   usertgt drbdsetup [-s SOCKET] events2 [RES|all] [--now] [--statistics]   drbdsetup's event stream
  *   usertgt --version
  *
  * `serve` reports on stderr, one line each, in a form tests and scripts parse:
@@ -34,6 +36,7 @@ import { chainHooks, DrbdWiring } from "../server/drbd_wiring.js";
 import { DrbdConfigError } from "../drbd/config/model.js";
 import { procEntryOf, renderProcDrbd } from "../drbd/proc_drbd.js";
 import { runDrbdadmCommand, type DrbdadmCommandOptions } from "./drbdadm_command.js";
+import { runEvents2, type DrbdMonitorOptions } from "./drbd_monitor_command.js";
 import { UsertgtServer } from "../server/server.js";
 import type { MethodRegistry } from "../rpc/registry.js";
 import { DEFAULT_RPC_SOCKET } from "../rpc/client.js";
@@ -394,7 +397,7 @@ program
   .description("drbdadm(8) on the DRBD resources of a running server (dump reads the config file locally)")
   .argument(
     "<command>",
-    "up|down|attach|detach|connect|disconnect|primary|secondary|create-md|new-current-uuid|invalidate|invalidate-remote|verify|status|dump",
+    "up|down|attach|detach|connect|disconnect|primary|secondary|create-md|new-current-uuid|invalidate|invalidate-remote|verify|status|cstate|dstate|role|wait-sync|dump",
   )
   .argument("[resource]", "resource name (status without one: all)")
   .option("-s, --socket <path>", SOCKET_HELP)
@@ -403,8 +406,30 @@ program
   .option("--clear-bitmap", "new-current-uuid --clear-bitmap: skip the initial sync")
   .option("--discard-my-data", "connect --discard-my-data: this node loses an unresolved split brain")
   .option("-t, --timeout <seconds>", "how long to wait for the answer", "120")
+  .option("-v, --verbose", "status: drbd-utils 9's verbose layout (node ids, volume, minor, ...)")
+  .option("--statistics", "status: the counters (size, read, written, sent, out-of-sync, ...)")
+  .option("--wait-timeout <seconds>", "wait-sync: give up after this long (default: as long as it syncs)")
+  .option("--interval <seconds>", "wait-sync: poll interval", "1")
   .action(async (command: string, resource: string | undefined, opts: DrbdadmCommandOptions) => {
     process.exitCode = await runDrbdadmCommand(command, resource, opts);
+  });
+
+program
+  .command("drbdsetup")
+  .description("drbdsetup(8)'s events2 on the DRBD resources of a running server")
+  .argument("<command>", "events2")
+  .argument("[resource]", "resource name or all (default all)")
+  .option("-s, --socket <path>", SOCKET_HELP)
+  .option("--now", "print the current state (exists lines, then 'exists -') and exit")
+  .option("--statistics", "add the counters to each line")
+  .option("--interval <seconds>", "how often the server's state is compared", "0.5")
+  .action(async (command: string, resource: string | undefined, opts: DrbdMonitorOptions) => {
+    if (command !== "events2") {
+      process.stderr.write(`usertgt drbdsetup: ${command}: not supported (supported: events2)\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.exitCode = await runEvents2(resource, opts);
   });
 
 await program.parseAsync(process.argv);

@@ -34,6 +34,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
   /** The `on NAME` sections of this node and its peer (drbdsetup status names connections by them). */
   localName?: string;
   peerName?: string;
+  localNodeId?: number;
+  peerNodeId?: number;
   protocol?: WireProtocol;
   cramHmacAlg?: string;
   sharedSecret?: string;
@@ -113,6 +115,9 @@ export class DrbdResource {
       ...(peer ? { local: { host: local.address.ip, port: local.address.port } } : {}),
       ...(peer ? { peer: { host: peer.address.ip, port: peer.address.port } } : {}),
       ...(peer ? { localName: local.names[0], peerName: peer.names[0] } : {}),
+      // DRBD 9's node ids, which drbd-utils 9 assigns in the order of the `on` sections when none is given.
+      localNodeId: resource.hosts.indexOf(local),
+      ...(peer ? { peerNodeId: resource.hosts.indexOf(peer) } : {}),
       protocol,
       ...congestion,
       ...(cramHmacAlg !== undefined ? { cramHmacAlg } : {}),

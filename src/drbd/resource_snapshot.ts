@@ -16,6 +16,8 @@ export interface DrbdSnapshot {
   readonly up: boolean;
   readonly localName: string | undefined;
   readonly peerName: string | undefined;
+  readonly nodeId: number;
+  readonly peerNodeId: number;
   readonly hasPeer: boolean;
   readonly role: string;
   readonly disk: string;
@@ -69,6 +71,8 @@ export function snapshotOf(r: DrbdResource): DrbdSnapshot {
     up: attached || cstate !== "StandAlone",
     localName: r.opts.localName,
     peerName: r.opts.peerName,
+    nodeId: r.opts.localNodeId ?? 0,
+    peerNodeId: r.opts.peerNodeId ?? 1,
     hasPeer: r.opts.peer !== undefined,
     role: attached ? dev.role : "Secondary",
     disk: dev ? dev.disk : "Diskless",

@@ -8,6 +8,7 @@
  * At shutdown every resource still up is taken down (secondary, disconnect, detach → clean metadata)
  * once nothing in the tree holds its device any more, which is before the device below it closes.
  */
+import { snapshotOf } from "../drbd/resource_snapshot.js";
 import { hostname } from "node:os";
 import type { BioHelperFn } from "../bdev/bio/helper.js";
 import type { BlockDevice } from "../bdev/bdev.js";
@@ -288,6 +289,18 @@ export class DrbdWiring {
           throw asRpcError(err);
         }
         return { resource, command, status: this.get(resource).status() };
+      },
+    });
+    registry.register("drbd_snapshot", {
+      description:
+        "state and counters of one or all of this node's DRBD resources, as drbdsetup status --statistics and events2 show them",
+      params: { resource: { type: "string" } },
+      handler: (p) => {
+        const names = typeof p.resource === "string" ? [p.resource] : [...this.resources.keys()];
+        // JSON drops the undefined fields (done, ETA) as absent.
+        return {
+          resources: names.map((n) => JSON.parse(JSON.stringify(snapshotOf(this.get(n)))) as JsonObject),
+        };
       },
     });
     registry.register("drbd_status", {
