@@ -2,7 +2,8 @@
  * `usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND RESOURCE [--force] [--clear-bitmap] [--discard-my-data]`: drbdadm(8) for the
  * DRBD resources of a running server (JSON-RPC `drbd_adm` / `drbd_status`, docs/rpc.md). `status [RES]`
  * prints drbdadm's status text; `dump RES` reads the config file locally (-c) and needs no server.
- * Exit codes: 0 success, 1 the command failed (or no server), 2 bad usage — as `usertgt rpc`.
+ * Exit codes: 0 success, 1 the command failed (or no server), 2 bad usage — as `usertgt rpc` — and 11
+ * when DRBD refused the state change (secondary while the device is in use), as drbdadm.
  */
 import { parseDrbdConfig } from "../drbd/config/res_parser.js";
 import { dumpDrbdConfig } from "../drbd/config/res_dump.js";
@@ -14,7 +15,7 @@ import {
   type DrbdMonitorOptions,
 } from "./drbd_monitor_command.js";
 import { isJsonObject, RpcError, type JsonObject } from "../rpc/jsonrpc.js";
-import { DRBD_ADM_COMMANDS } from "../server/drbd_wiring.js";
+import { DRBD_ADM_COMMANDS, DRBD_STATE_CHANGE_FAILED } from "../server/drbd_wiring.js";
 import { EXIT_RPC_FAILED, EXIT_RPC_USAGE } from "./rpc_command.js";
 
 export interface DrbdadmCommandOptions extends DrbdMonitorOptions {
@@ -25,6 +26,9 @@ export interface DrbdadmCommandOptions extends DrbdMonitorOptions {
   readonly discardMyData?: boolean;
   readonly timeout?: string;
 }
+
+/** drbdsetup's exit code when the kernel refuses a state change ("State change failed"). */
+export const EXIT_STATE_CHANGE = 11;
 
 function fail(msg: string, code: number): number {
   process.stderr.write(`usertgt drbdadm: ${msg}\n`);
@@ -97,6 +101,9 @@ export async function runDrbdadmCommand(
       process.stdout.write(result.status);
     return 0;
   } catch (err) {
+    // drbdadm's exit code for a refused state change (e.g. secondary on a device in use).
+    if (err instanceof RpcError && err.code === DRBD_STATE_CHANGE_FAILED)
+      return fail(err.message, EXIT_STATE_CHANGE);
     if (err instanceof RpcError) return fail(err.message, EXIT_RPC_FAILED);
     return fail((err as Error).message, EXIT_RPC_FAILED);
   } finally {

@@ -44,6 +44,7 @@ import { runRpcCommand, type RpcCommandOptions } from "./rpc_command.js";
 import { SERVICE_RPC_SOCKET } from "./socket_path.js";
 import { SystemdNotifier } from "../server/systemd_notify.js";
 import { MetricsEndpoint, parseMetricsAddress } from "../server/metrics.js";
+import { deviceUsers } from "../server/device_usage.js";
 import { log } from "../util/log.js";
 
 const EXIT_CONFIG = 2;
@@ -182,6 +183,32 @@ async function serve(opts: ServeOptions): Promise<void> {
         : start.kind === "json"
           ? await UsertgtServer.startFromJson(start.file, start.json, serverOptions)
           : await UsertgtServer.startWaitingForRpc(serverOptions);
+    if (drbd && devtree) {
+      const running = server;
+      const tree = devtree.service.tree;
+      drbd.setUsageProbe((device) =>
+        deviceUsers(
+          {
+            holders: (name) => (tree.get(name) ? tree.holders(name) : []),
+            luns: () =>
+              running
+                .scsiDevices()
+                .flatMap((d) =>
+                  d
+                    .lunIds()
+                    .map((lun) => ({ target: d.name, lun, bdev: d.logicalUnit(lun)?.bdev.name ?? "" })),
+                ),
+            sessions: (target) =>
+              new Set(
+                (running.iscsiTarget()?.connectionInfo() ?? [])
+                  .filter((c) => !c.discovery && c.targetNodeName === target)
+                  .map((c) => c.tsih),
+              ).size,
+          },
+          device,
+        ),
+      );
+    }
     if (opts.metrics !== undefined) {
       const running = server;
       const resources = drbd ? [...drbd.resources.values()] : [];
