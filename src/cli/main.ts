@@ -21,7 +21,7 @@
  *   usertgt: ready
  *   usertgt: stopped                            (after SIGINT/SIGTERM and a clean shutdown; exit 0)
  * A config error prints `usertgt: FILE:LINE: what was expected` and exits 2; any other start-up
- * failure exits 1.
+ * failure exits 1. Every usage error (unknown option or command, missing argument) exits 2.
  */
 import { Command, Option } from "commander";
 import { createRequire } from "node:module";
@@ -354,7 +354,12 @@ const program = new Command("usertgt")
   .description(
     "User-space iSCSI target with SPDK-style config, tcmu-runner style handlers and DRBD replication",
   )
-  .version(version(), "-V, --version");
+  .version(version(), "-V, --version")
+  // Usage errors (unknown option or command, missing argument, bad choice) exit 2 like every other
+  // usage error of this command; commander's own default is 1. Subcommands inherit this.
+  .exitOverride((err) => {
+    process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG);
+  });
 
 const logLevel = new Option("--log-level <level>", "log level (logs go to stderr as JSON)")
   .choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
