@@ -115,9 +115,9 @@ export class DrbdResource {
       ...(peer ? { local: { host: local.address.ip, port: local.address.port } } : {}),
       ...(peer ? { peer: { host: peer.address.ip, port: peer.address.port } } : {}),
       ...(peer ? { localName: local.names[0], peerName: peer.names[0] } : {}),
-      // DRBD 9's node ids, which drbd-utils 9 assigns in the order of the `on` sections when none is given.
-      localNodeId: resource.hosts.indexOf(local),
-      ...(peer ? { peerNodeId: resource.hosts.indexOf(peer) } : {}),
+      // DRBD 9's node ids: the `node-id` of an `on` section, else its place among the `on` sections.
+      localNodeId: local.nodeId ?? resource.hosts.indexOf(local),
+      ...(peer ? { peerNodeId: peer.nodeId ?? resource.hosts.indexOf(peer) } : {}),
       protocol,
       ...congestion,
       ...(cramHmacAlg !== undefined ? { cramHmacAlg } : {}),
