@@ -151,12 +151,24 @@ async function waitSync(
     for (;;) {
       const [s] = await snapshots(client, resource);
       const syncing = SYNCING.test(s.cstate);
-      if (!syncing && s.cstate === "Connected" && s.outOfSyncKiB === 0) {
-        bar?.update(100, { speed: "", eta: "00:00" });
+      const inSync =
+        !syncing &&
+        s.cstate === "Connected" &&
+        s.outOfSyncKiB === 0 &&
+        s.disk === "UpToDate" &&
+        s.peerDisk === "UpToDate";
+      if (inSync) {
+        bar?.update(100, { speed: "done", etaText: "00:00", left: "0 KiB" });
         bar?.stop();
         bar = undefined;
         process.stderr.write(`${resource}: in sync (${s.disk}/${s.peerDisk})\n`);
         return 0;
+      }
+      if (s.disk === "Diskless") {
+        bar?.stop();
+        bar = undefined;
+        process.stderr.write(`usertgt drbdadm: ${resource}: no disk attached, nothing to sync\n`);
+        return EXIT_RPC_FAILED;
       }
       if (s.connection === "StandAlone") {
         bar?.stop();
@@ -168,19 +180,20 @@ async function waitSync(
       const speed = `${(s.resyncBytesPerSecond / (1024 * 1024)).toFixed(1)} MiB/s`;
       if (tty && syncing) {
         bar ??= new SingleBar({
-          format: `${resource} ${s.cstate} [{bar}] {percentage}% | {left} left | {speed} | ETA {eta}`,
+          // {etaText}, not {eta}: cli-progress computes its own {eta} from the update rate.
+          format: `${resource} ${s.cstate} [{bar}] {percentage}% | {left} left | {speed} | ETA {etaText}`,
           stream: process.stderr,
           hideCursor: true,
         });
         if (!bar.isActive)
-          bar.start(100, done, { speed, eta: clock(s.resyncEtaSeconds), left: kib(s.outOfSyncKiB) });
-        bar.update(done, { speed, eta: clock(s.resyncEtaSeconds), left: kib(s.outOfSyncKiB) });
+          bar.start(100, done, { speed, etaText: clock(s.resyncEtaSeconds), left: kib(s.outOfSyncKiB) });
+        bar.update(done, { speed, etaText: clock(s.resyncEtaSeconds), left: kib(s.outOfSyncKiB) });
       } else if (Date.now() - lastLine >= 10_000) {
         lastLine = Date.now();
         process.stderr.write(
           syncing
             ? `${resource}: ${s.cstate} ${done.toFixed(1)}% done, ${kib(s.outOfSyncKiB)} left, ${speed}, ETA ${clock(s.resyncEtaSeconds)}\n`
-            : `${resource}: ${s.cstate}, ${kib(s.outOfSyncKiB)} out of sync, waiting\n`,
+            : `${resource}: ${s.cstate} ${s.disk}/${s.peerDisk}, ${kib(s.outOfSyncKiB)} out of sync, waiting\n`,
         );
       }
       if ((Date.now() - started) / 1000 > timeoutS) {

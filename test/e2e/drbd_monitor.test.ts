@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { DrbdPair, until } from "./drbd_fixture.js";
-import { CLI, runCli } from "./harness.js";
+import { CLI, run, runCli } from "./harness.js";
 
 const N = "\\d+";
 
@@ -150,8 +150,15 @@ describe("drbdadm status / drbdsetup events2 in drbd-utils 9's format", () => {
       const [, changes] = stream.split("exists -\n");
       const lines = changes.trim().split("\n");
       const at = (re: RegExp) => lines.findIndex((l) => re.test(l));
+      // The peer's role may come in the same poll as the connection or in a later one.
       const connected = at(
-        /^change connection name:r0 peer-node-id:1 conn-name:beta connection:Connected role:Secondary$/,
+        /^change connection name:r0 peer-node-id:1 conn-name:beta connection:Connected( |$)/,
+      );
+      assert.ok(
+        at(
+          /^change connection name:r0 peer-node-id:1 conn-name:beta (connection:Connected )?role:Secondary$/,
+        ) >= connected,
+        `events:\n${changes}`,
       );
       const syncSource = at(
         /^change peer-device name:r0 peer-node-id:1 conn-name:beta volume:0 replication:SyncSource peer-disk:Inconsistent received:\d+ sent:\d+ out-of-sync:\d+ pending:\d+ unacked:\d+/,
@@ -169,6 +176,19 @@ describe("drbdadm status / drbdsetup events2 in drbd-utils 9's format", () => {
       assert.ok(upToDate >= established, `events:\n${changes}`);
       assert.ok(connected >= 0 && syncSource >= 0 && established > syncSource, `events:\n${changes}`);
       assert.ok(progress > syncSource && progress < established, `out-of-sync progress lines:\n${changes}`);
+
+      // On a terminal (script(1) gives it one) wait-sync draws cli-progress's bar with speed and ETA.
+      await pair.admOk("alpha", "invalidate-remote");
+      const cmd = [process.execPath, CLI, "drbdadm", "-s", pair.nodes.alpha.sock, "wait-sync", "r0"].join(
+        " ",
+      );
+      const tty = await run("script", ["-qec", cmd, "/dev/null"], 120_000);
+      assert.equal(tty.code, 0, tty.stdout);
+      assert.match(
+        tty.stdout,
+        /r0 (SyncSource|PausedSyncS) \[[=-]{40}\] \d+% \| [\d.]+ [KMG]i?B left \| [\d.]+ MiB\/s \| ETA \d\d:\d\d/,
+      );
+      assert.match(tty.stdout, /r0: in sync \(UpToDate\/UpToDate\)/);
 
       const usage = await cli("alpha", "cstate");
       assert.equal(usage.code, 2);
