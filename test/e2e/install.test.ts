@@ -22,9 +22,13 @@ const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const PORT = 3530;
 const IQN = "iqn.2016-06.io.spdk:disk1";
 
-function npm(args: readonly string[], cwd: string, timeoutMs = 300_000) {
+function npm(args: readonly string[], cwd: string, timeoutMs = 300_000, env: NodeJS.ProcessEnv = {}) {
   return new Promise<{ code: number | null; out: string }>((resolve, reject) => {
-    const child = spawn("npm", args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("npm", args, {
+      cwd,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
     child.stderr.setEncoding("utf8").on("data", (d: string) => (out += d));
@@ -44,6 +48,14 @@ describe("npm pack → npm install -g --prefix → usertgt", () => {
 
   before(async () => {
     dir = await makeTempDir("install");
+    // prepack's last step (the build itself is the dist/ these tests run from): keep the native
+    // helpers as prebuilt copies for machines without a compiler.
+    const saved = await run(
+      process.execPath,
+      [join(ROOT, "native", "build.mjs"), "--save-prebuilt"],
+      300_000,
+    );
+    assert.equal(saved.code, 0, saved.stderr);
     const pack = await npm(["pack", "--ignore-scripts", "--pack-destination", dir], ROOT);
     assert.equal(pack.code, 0, pack.out);
     const tarballs = (await readdir(dir)).filter((f) => /^usertgt-.*\.tgz$/.test(f));
@@ -73,12 +85,53 @@ describe("npm pack → npm install -g --prefix → usertgt", () => {
   it("ships the build and the native sources, not the tests or the TypeScript", async () => {
     assert.ok(existsSync(join(installed, "dist", "src", "cli", "main.js")));
     assert.ok(existsSync(join(installed, "native", "binding.gyp")));
+    assert.ok(
+      existsSync(join(installed, "native", "prebuilt", `linux-${process.arch}`, "usertgt_sd_notify.node")),
+    );
     assert.ok(existsSync(join(installed, "systemd", "usertgt.service")));
     assert.equal(existsSync(join(installed, "src")), false, "no TypeScript sources");
     assert.equal(existsSync(join(installed, "dist", "test")), false, "no test build");
     assert.equal(existsSync(join(installed, "dist", "src", "cli", "rpc_command.test.js")), false);
     // The install script built the native helper (a compiler and node's headers are on this machine).
     assert.ok(existsSync(join(installed, "native", "build", "Release", "usertgt_native.node")));
+  });
+
+  it("without a compiler the install uses the prebuilt native helpers", async () => {
+    const tarball = (await readdir(dir)).find((f) => /^usertgt-.*\.tgz$/.test(f)) as string;
+    const prefix = join(dir, "prefix-nocc");
+    const inst = await npm(
+      [
+        "install",
+        "-g",
+        "--prefix",
+        prefix,
+        "--prefer-offline",
+        "--no-audit",
+        "--no-fund",
+        "--foreground-scripts",
+        join(dir, tarball),
+      ],
+      dir,
+      300_000,
+      { CC: "/bin/false", CXX: "/bin/false" },
+    );
+    assert.equal(inst.code, 0, inst.out);
+    assert.match(inst.out, /using the prebuilt usertgt_native\.node, usertgt_sd_notify\.node/);
+    const addon = join(
+      prefix,
+      "lib",
+      "node_modules",
+      "usertgt",
+      "native",
+      "build",
+      "Release",
+      "usertgt_sd_notify.node",
+    );
+    const load = await run(process.execPath, [
+      "-e",
+      `console.log(typeof require(${JSON.stringify(addon)}).notify)`,
+    ]);
+    assert.equal(load.stdout.trim(), "function", load.stderr);
   });
 
   it("usertgt --version prints the package's version", async () => {
