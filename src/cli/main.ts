@@ -307,7 +307,7 @@ async function reload(
         server.graph.setAuthGroup(ag.tag, ag.secrets, !server.live.authGroupMap.has(ag.tag));
       say(
         `SIGHUP: reloaded ${file}: CHAP secrets of ${config.authGroups.length} auth group(s); ` +
-          "portal, target and LUN changes take effect at the next restart",
+          "portal, target and LUN changes take effect at a restart or over RPC",
       );
     } catch (err) {
       say(`SIGHUP: reload failed, the running config is kept: ${(err as Error).message}`);
