@@ -13,6 +13,8 @@
 #   bench/seed_tar_bench.sh                      # all types
 #   TYPES="malloc tgt" bench/seed_tar_bench.sh   # a subset
 #
+# CSV=FILE also writes the rows (round,type,copy_s,unpack_s,total_s,files,status) as CSV, the input of
+# bench/seed_chart.ts (docs/benchmarks-seed.svg).
 # Knobs: TYPES (malloc aio tcmur bio drbd drbdc tgt; also drbda), REPEAT (boots per type, rounds interleave the types; a median of
 # total_s per type is printed at the end: TCG and a shared host make single runs noisy), SIZE_MB (LUN size), TAR (the image; default: built once from
 # /usr/share/doc (~120 MB) into /var/cache/usertgt-bench/seed.tar), PORT, TGT_PORT, BETA_PORT, DRBD_PORTS.
@@ -150,6 +152,8 @@ start_tgtd() {
 echo "seed tar benchmark: image $TAR ($(($(stat -c %s "$TAR") / 1048576)) MiB), LUN ${SIZE_MB} MiB, ext4, Linux $(basename "$(ls -d "$CACHE"/x/linux-image-*)" | sed 's/linux-image-//') iscsi_tcp in QEMU/TCG"
 echo "host: $(nproc) CPUs, $(uname -r), node $(node --version), $(qemu-system-x86_64 --version | head -1)"
 printf '%-8s %-10s %-10s %-10s %-8s %s\n' type copy_s unpack_s total_s files status
+CSV=${CSV:-}
+[ -z "$CSV" ] || echo "round,type,copy_s,unpack_s,total_s,files,status" > "$CSV"
 declare -A totals=()
 for round in $(seq 1 "$REPEAT"); do
 for type in $TYPES; do
@@ -167,6 +171,7 @@ for type in $TYPES; do
   field() { printf '%s\n' "$line" | grep -o "$1=[0-9.]*" | head -1 | cut -d= -f2; }
   printf '%-8s %-10s %-10s %-10s %-8s %s\n' "$type" "$(field 'copy seconds')" "$(field 'unpack seconds')" \
     "$(field total_seconds)" "$(field files)" "$status"
+  [ -z "$CSV" ] || echo "$round,$type,$(field 'copy seconds'),$(field 'unpack seconds'),$(field total_seconds),$(field files),$status" >> "$CSV"
   [ "$status" = ok ] && totals[$type]="${totals[$type]:-} $(field total_seconds)"
   if [ "$status" != ok ]; then
     grep -a 'BENCH\|iscsi\|error\|Error' "$log" | tail -8 >&2 || true

@@ -16,6 +16,11 @@
           }
         ]
       ]
+    },
+    {
+      "target_name": "usertgt_sd_notify",
+      "sources": ["sd_notify.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]
 }

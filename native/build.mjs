@@ -6,7 +6,7 @@
  * Node's own headers are used (no download) when they are installed next to the node binary.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -34,6 +34,27 @@ const gyp = process.env.npm_config_node_gyp ?? (existsSync(bundled) ? bundled : 
 const result = gyp
   ? spawnSync(process.execPath, [gyp, ...args], { stdio: "inherit", timeout: 300_000 })
   : spawnSync("node-gyp", args, { stdio: "inherit", timeout: 300_000 });
-if (result.status !== 0)
-  console.warn(`${fallback} (node-gyp ${result.error?.message ?? `exit ${result.status}`})`);
+// Prebuilt helpers: `node native/build.mjs --save-prebuilt` (run before `npm pack`) keeps a copy of what was
+// built in prebuilt/linux-<arch>/; an install on a machine without a compiler uses them. Node-API modules
+// load in any later Node; the C library must be no older than the build machine's (Debian 12, glibc 2.36).
+const release = join(here, "build", "Release");
+const prebuilt = join(here, "prebuilt", `linux-${process.arch}`);
+if (result.status === 0) {
+  if (process.argv.includes("--save-prebuilt")) {
+    mkdirSync(prebuilt, { recursive: true });
+    for (const f of readdirSync(release).filter((n) => n.endsWith(".node")))
+      copyFileSync(join(release, f), join(prebuilt, f));
+  }
+  process.exit(0);
+}
+const why = `node-gyp ${result.error?.message ?? `exit ${result.status}`}`;
+const copies = existsSync(prebuilt) ? readdirSync(prebuilt).filter((n) => n.endsWith(".node")) : [];
+const missing = copies.filter((f) => !existsSync(join(release, f)));
+if (missing.length > 0) {
+  mkdirSync(release, { recursive: true });
+  for (const f of missing) copyFileSync(join(prebuilt, f), join(release, f));
+  console.warn(`usertgt: native helpers not built (${why}); using the prebuilt ${missing.join(", ")}`);
+} else {
+  console.warn(`${fallback} (${why})`);
+}
 process.exit(0);

@@ -2,16 +2,23 @@
  * `usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND RESOURCE [--force] [--clear-bitmap] [--discard-my-data]`: drbdadm(8) for the
  * DRBD resources of a running server (JSON-RPC `drbd_adm` / `drbd_status`, docs/rpc.md). `status [RES]`
  * prints drbdadm's status text; `dump RES` reads the config file locally (-c) and needs no server.
- * Exit codes: 0 success, 1 the command failed (or no server), 2 bad usage — as `usertgt rpc`.
+ * Exit codes: 0 success, 1 the command failed (or no server), 2 bad usage — as `usertgt rpc` — and 11
+ * when DRBD refused the state change (secondary while the device is in use), as drbdadm.
  */
 import { parseDrbdConfig } from "../drbd/config/res_parser.js";
 import { dumpDrbdConfig } from "../drbd/config/res_dump.js";
-import { DEFAULT_RPC_SOCKET, RpcClient } from "../rpc/client.js";
+import { RpcClient } from "../rpc/client.js";
+import { clientSocketPath } from "./socket_path.js";
+import {
+  DRBDADM_MONITOR_COMMANDS,
+  runDrbdadmMonitor,
+  type DrbdMonitorOptions,
+} from "./drbd_monitor_command.js";
 import { isJsonObject, RpcError, type JsonObject } from "../rpc/jsonrpc.js";
-import { DRBD_ADM_COMMANDS } from "../server/drbd_wiring.js";
+import { DRBD_ADM_COMMANDS, DRBD_STATE_CHANGE_FAILED } from "../server/drbd_wiring.js";
 import { EXIT_RPC_FAILED, EXIT_RPC_USAGE } from "./rpc_command.js";
 
-export interface DrbdadmCommandOptions {
+export interface DrbdadmCommandOptions extends DrbdMonitorOptions {
   readonly socket?: string;
   readonly config?: string;
   readonly force?: boolean;
@@ -19,6 +26,9 @@ export interface DrbdadmCommandOptions {
   readonly discardMyData?: boolean;
   readonly timeout?: string;
 }
+
+/** drbdsetup's exit code when the kernel refuses a state change ("State change failed"). */
+export const EXIT_STATE_CHANGE = 11;
 
 function fail(msg: string, code: number): number {
   process.stderr.write(`usertgt drbdadm: ${msg}\n`);
@@ -40,9 +50,14 @@ export async function runDrbdadmCommand(
       return fail((err as Error).message, EXIT_RPC_FAILED);
     }
   }
+  if (
+    (command === "status" && (opts.verbose === true || opts.statistics === true)) ||
+    (DRBDADM_MONITOR_COMMANDS as readonly string[]).includes(command)
+  )
+    return runDrbdadmMonitor(command, resource, opts);
   if (command !== "status" && !(DRBD_ADM_COMMANDS as readonly string[]).includes(command))
     return fail(
-      `${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, dump)`,
+      `${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, ${DRBDADM_MONITOR_COMMANDS.join(", ")}, dump)`,
       EXIT_RPC_FAILED,
     );
   if (command !== "status" && resource === undefined)
@@ -51,7 +66,7 @@ export async function runDrbdadmCommand(
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
     return fail(`--timeout ${opts.timeout}: expected a positive number of seconds`, EXIT_RPC_USAGE);
 
-  const path = opts.socket ?? DEFAULT_RPC_SOCKET;
+  const path = clientSocketPath(opts.socket);
   let client: RpcClient;
   try {
     client = await RpcClient.connect(path, timeoutMs);
@@ -86,6 +101,9 @@ export async function runDrbdadmCommand(
       process.stdout.write(result.status);
     return 0;
   } catch (err) {
+    // drbdadm's exit code for a refused state change (e.g. secondary on a device in use).
+    if (err instanceof RpcError && err.code === DRBD_STATE_CHANGE_FAILED)
+      return fail(err.message, EXIT_STATE_CHANGE);
     if (err instanceof RpcError) return fail(err.message, EXIT_RPC_FAILED);
     return fail((err as Error).message, EXIT_RPC_FAILED);
   } finally {

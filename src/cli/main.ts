@@ -12,6 +12,8 @@
  *                 [--drbd-config FILE] [--node-name NAME]        DRBD resources (docs/drbd.md)
  *   usertgt rpc [-s SOCKET] METHOD [JSON | --key value ...]      call a method on a running server
  *   usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND [RES] [--force] [--clear-bitmap]   drbdadm(8) on it
+ *                   status [--verbose] [--statistics], cstate, dstate, role, wait-sync (drbd_monitor_command.ts)
+ *   usertgt drbdsetup [-s SOCKET] events2 [RES|all] [--now] [--statistics]   drbdsetup's event stream
  *   usertgt --version
  *
  * `serve` reports on stderr, one line each, in a form tests and scripts parse:
@@ -19,7 +21,7 @@
  *   usertgt: ready
  *   usertgt: stopped                            (after SIGINT/SIGTERM and a clean shutdown; exit 0)
  * A config error prints `usertgt: FILE:LINE: what was expected` and exits 2; any other start-up
- * failure exits 1.
+ * failure exits 1. Every usage error (unknown option or command, missing argument) exits 2.
  */
 import { Command, Option } from "commander";
 import { createRequire } from "node:module";
@@ -34,10 +36,15 @@ import { chainHooks, DrbdWiring } from "../server/drbd_wiring.js";
 import { DrbdConfigError } from "../drbd/config/model.js";
 import { procEntryOf, renderProcDrbd } from "../drbd/proc_drbd.js";
 import { runDrbdadmCommand, type DrbdadmCommandOptions } from "./drbdadm_command.js";
+import { runEvents2, type DrbdMonitorOptions } from "./drbd_monitor_command.js";
 import { UsertgtServer } from "../server/server.js";
 import type { MethodRegistry } from "../rpc/registry.js";
 import { DEFAULT_RPC_SOCKET } from "../rpc/client.js";
 import { runRpcCommand, type RpcCommandOptions } from "./rpc_command.js";
+import { SERVICE_RPC_SOCKET } from "./socket_path.js";
+import { SystemdNotifier } from "../server/systemd_notify.js";
+import { MetricsEndpoint, parseMetricsAddress } from "../server/metrics.js";
+import { deviceUsers } from "../server/device_usage.js";
 import { log } from "../util/log.js";
 
 const EXIT_CONFIG = 2;
@@ -87,6 +94,8 @@ interface ServeOptions {
   rpcSocket?: string;
   drbdConfig?: string;
   nodeName?: string;
+  /** ADDR:PORT of the Prometheus endpoint; none without it. */
+  metrics?: string;
   waitForRpc?: boolean;
 }
 
@@ -115,7 +124,18 @@ async function readStartConfig(opts: ServeOptions): Promise<StartConfig> {
 async function serve(opts: ServeOptions): Promise<void> {
   log.level = opts.logLevel;
   let server: UsertgtServer;
+  let notifier: SystemdNotifier | undefined;
+  let metrics: MetricsEndpoint | undefined;
+  if (opts.metrics !== undefined) {
+    try {
+      parseMetricsAddress(opts.metrics);
+    } catch (err) {
+      say((err as Error).message);
+      process.exit(EXIT_CONFIG);
+    }
+  }
   try {
+    notifier = SystemdNotifier.fromEnvironment();
     const start = await readStartConfig(opts);
     // [TCMUR]/[BIO] devices live in the device tree (src/devtree); without them no tree and no FUSE mount.
     // A JSON config needs one when it creates such devices; --wait-for-rpc when handlers or DRBD are given.
@@ -163,6 +183,44 @@ async function serve(opts: ServeOptions): Promise<void> {
         : start.kind === "json"
           ? await UsertgtServer.startFromJson(start.file, start.json, serverOptions)
           : await UsertgtServer.startWaitingForRpc(serverOptions);
+    if (drbd && devtree) {
+      const running = server;
+      const tree = devtree.service.tree;
+      drbd.setUsageProbe((device) =>
+        deviceUsers(
+          {
+            holders: (name) => (tree.get(name) ? tree.holders(name) : []),
+            luns: () =>
+              running
+                .scsiDevices()
+                .flatMap((d) =>
+                  d
+                    .lunIds()
+                    .map((lun) => ({ target: d.name, lun, bdev: d.logicalUnit(lun)?.bdev.name ?? "" })),
+                ),
+            sessions: (target) =>
+              new Set(
+                (running.iscsiTarget()?.connectionInfo() ?? [])
+                  .filter((c) => !c.discovery && c.targetNodeName === target)
+                  .map((c) => c.tsih),
+              ).size,
+          },
+          device,
+        ),
+      );
+    }
+    if (opts.metrics !== undefined) {
+      const running = server;
+      const resources = drbd ? [...drbd.resources.values()] : [];
+      metrics = await MetricsEndpoint.start(opts.metrics, {
+        scsiDevices: () => running.scsiDevices(),
+        iscsiTarget: () => running.iscsiTarget(),
+        drbdResources: () => resources,
+      }).catch(async (err: unknown) => {
+        await running.stop();
+        throw err;
+      });
+    }
   } catch (err) {
     process.exit(failed(err));
   }
@@ -176,7 +234,8 @@ async function serve(opts: ServeOptions): Promise<void> {
     }
     signalled = true;
     say(`${signal}: shutting down`);
-    server.stop().then(
+    notify(() => notifier?.stopping());
+    Promise.all([metrics?.stop(), server.stop()]).then(
       () => {
         say("stopped");
         process.exit(0);
@@ -189,14 +248,72 @@ async function serve(opts: ServeOptions): Promise<void> {
   };
   process.on("SIGINT", shutdown);
   process.on("SIGTERM", shutdown);
+  // SIGHUP (systemctl reload): what can change without a restart is re-read; see reload().
+  let reloading = Promise.resolve();
+  process.on("SIGHUP", () => {
+    reloading = reloading.then(() => reload(server, opts.config, notifier));
+  });
 
   for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
   const rpcPath = server.rpcSocketPath();
   if (rpcPath !== undefined) say(`rpc on ${rpcPath}`);
+  if (metrics) say(`metrics on http://${hostPort(metrics.host, metrics.port)}/metrics`);
+  const ready = (): void => {
+    const portals = server.addresses().length;
+    notify(() => notifier?.ready(`serving: ${portals} portal${portals === 1 ? "" : "s"}`));
+    say("ready");
+  };
   if (opts.waitForRpc) {
     say("waiting for framework_start_init");
-    void server.frameworkInitialized().then(() => say("ready"));
-  } else say("ready");
+    void server.frameworkInitialized().then(ready);
+  } else ready();
+}
+
+/** A failed notification is logged, never fatal: the server keeps serving. */
+function notify(send: () => void): void {
+  try {
+    send();
+  } catch (err) {
+    say(`warning: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Reload (SIGHUP): re-read a legacy config file and apply what can change under running sessions, the
+ * CHAP secrets of the AuthFile (new logins use them). Portals, targets and LUNs change at a restart or
+ * over RPC (docs/rpc.md). A config that no longer parses is reported and the running one kept.
+ */
+async function reload(
+  server: UsertgtServer,
+  file: string | undefined,
+  notifier: SystemdNotifier | undefined,
+): Promise<void> {
+  notify(() => notifier?.reloading());
+  if (file === undefined) {
+    say("SIGHUP: serving the embedded default config, nothing to reload");
+  } else {
+    try {
+      const text = await readFile(file, "utf8");
+      if (looksLikeJsonConfig(text)) {
+        say(
+          `SIGHUP: ${file} is a JSON config; change a running server over RPC (docs/rpc.md), nothing re-read`,
+        );
+        notify(() => notifier?.ready("serving"));
+        return;
+      }
+      const config = await loadSpdkConfig(file);
+      // AuthFile groups replace the running ones of the same tag; groups made over RPC stay.
+      for (const ag of config.authGroups)
+        server.graph.setAuthGroup(ag.tag, ag.secrets, !server.live.authGroupMap.has(ag.tag));
+      say(
+        `SIGHUP: reloaded ${file}: CHAP secrets of ${config.authGroups.length} auth group(s); ` +
+          "portal, target and LUN changes take effect at a restart or over RPC",
+      );
+    } catch (err) {
+      say(`SIGHUP: reload failed, the running config is kept: ${(err as Error).message}`);
+    }
+  }
+  notify(() => notifier?.ready("serving (reloaded)"));
 }
 
 async function check(opts: { config?: string }): Promise<void> {
@@ -231,11 +348,18 @@ async function check(opts: { config?: string }): Promise<void> {
   }
 }
 
+const SOCKET_HELP = `control socket (default $USERTGT_RPC_SOCKET, else ${DEFAULT_RPC_SOCKET}, else ${SERVICE_RPC_SOCKET})`;
+
 const program = new Command("usertgt")
   .description(
     "User-space iSCSI target with SPDK-style config, tcmu-runner style handlers and DRBD replication",
   )
-  .version(version(), "-V, --version");
+  .version(version(), "-V, --version")
+  // Usage errors (unknown option or command, missing argument, bad choice) exit 2 like every other
+  // usage error of this command; commander's own default is 1. Subcommands inherit this.
+  .exitOverride((err) => {
+    process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG);
+  });
 
 const logLevel = new Option("--log-level <level>", "log level (logs go to stderr as JSON)")
   .choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
@@ -261,6 +385,7 @@ program
   .option("--no-rpc", "open no control socket")
   .option("--drbd-config <file>", "drbd.conf / .res file of the DRBD resources (brought up by drbdadm up)")
   .option("--node-name <name>", "this node's 'on NAME' section in the DRBD config (default: the host name)")
+  .option("--metrics <addr:port>", "serve Prometheus metrics at http://ADDR:PORT/metrics (docs/metrics.md)")
   .action((opts: ServeOptions) => serve(opts));
 
 program
@@ -291,7 +416,7 @@ program
   .description("call a JSON-RPC method on a running server and print its result (like SPDK's rpc.py)")
   .argument("<method>", "method name (usertgt rpc rpc_get_methods lists them)")
   .argument("[params...]", "one JSON object, or --key value pairs")
-  .option("-s, --socket <path>", `control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .option("-s, --socket <path>", SOCKET_HELP)
   .option("-t, --timeout <seconds>", "how long to wait for the answer", "60")
   // --key value pairs are the method's parameters, not options of this command.
   .allowUnknownOption()
@@ -304,17 +429,39 @@ program
   .description("drbdadm(8) on the DRBD resources of a running server (dump reads the config file locally)")
   .argument(
     "<command>",
-    "up|down|attach|detach|connect|disconnect|primary|secondary|create-md|new-current-uuid|invalidate|invalidate-remote|verify|status|dump",
+    "up|down|attach|detach|connect|disconnect|primary|secondary|create-md|new-current-uuid|invalidate|invalidate-remote|verify|status|cstate|dstate|role|wait-sync|dump",
   )
   .argument("[resource]", "resource name (status without one: all)")
-  .option("-s, --socket <path>", `control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .option("-s, --socket <path>", SOCKET_HELP)
   .option("-c, --config <file>", "drbd.conf / .res file (for dump)")
   .option("--force", "primary --force: declare this node's data UpToDate")
   .option("--clear-bitmap", "new-current-uuid --clear-bitmap: skip the initial sync")
   .option("--discard-my-data", "connect --discard-my-data: this node loses an unresolved split brain")
   .option("-t, --timeout <seconds>", "how long to wait for the answer", "120")
+  .option("-v, --verbose", "status: drbd-utils 9's verbose layout (node ids, volume, minor, ...)")
+  .option("--statistics", "status: the counters (size, read, written, sent, out-of-sync, ...)")
+  .option("--wait-timeout <seconds>", "wait-sync: give up after this long (default: as long as it syncs)")
+  .option("--interval <seconds>", "wait-sync: poll interval", "1")
   .action(async (command: string, resource: string | undefined, opts: DrbdadmCommandOptions) => {
     process.exitCode = await runDrbdadmCommand(command, resource, opts);
+  });
+
+program
+  .command("drbdsetup")
+  .description("drbdsetup(8)'s events2 on the DRBD resources of a running server")
+  .argument("<command>", "events2")
+  .argument("[resource]", "resource name or all (default all)")
+  .option("-s, --socket <path>", SOCKET_HELP)
+  .option("--now", "print the current state (exists lines, then 'exists -') and exit")
+  .option("--statistics", "add the counters to each line")
+  .option("--interval <seconds>", "how often the server's state is compared", "0.5")
+  .action(async (command: string, resource: string | undefined, opts: DrbdMonitorOptions) => {
+    if (command !== "events2") {
+      process.stderr.write(`usertgt drbdsetup: ${command}: not supported (supported: events2)\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.exitCode = await runEvents2(resource, opts);
   });
 
 await program.parseAsync(process.argv);

@@ -6,7 +6,8 @@
  * Prints the result as indented JSON on stdout. Exit codes: 0 success, 1 the call failed (error
  * response or no server), 2 bad usage.
  */
-import { DEFAULT_RPC_SOCKET, RpcClient } from "../rpc/client.js";
+import { RpcClient } from "../rpc/client.js";
+import { clientSocketPath } from "./socket_path.js";
 import { isJsonObject, RpcError, type JsonObject, type JsonValue } from "../rpc/jsonrpc.js";
 
 export const EXIT_RPC_FAILED = 1;
@@ -85,7 +86,7 @@ export async function runRpcCommand(
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
     return fail(`--timeout ${opts.timeout}: expected a positive number of seconds`, EXIT_RPC_USAGE);
   }
-  const path = opts.socket ?? DEFAULT_RPC_SOCKET;
+  const path = clientSocketPath(opts.socket);
   let client: RpcClient;
   try {
     client = await RpcClient.connect(path, timeoutMs);

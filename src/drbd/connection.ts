@@ -150,6 +150,16 @@ export class DrbdConnection implements PeerLink {
     return this.resync.stats;
   }
 
+  /** /proc/drbd "pe:" (RequestSender). */
+  get pendingRequests(): number {
+    return this.sender.pendingRequests;
+  }
+
+  /** /proc/drbd "ua:" (PeerWriteReceiver). */
+  get unackedRequests(): number {
+    return this.peerWrites.unackedRequests;
+  }
+
   /** Sectors of data in flight to the peer (for status and tests). */
   get inFlightSectors(): number {
     return this.sender.inFlightSectors;

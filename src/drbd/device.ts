@@ -400,6 +400,11 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     }
   }
 
+  /** Activity-log transactions written since attach (the kernel's al_writ_cnt, /proc/drbd "al:"). */
+  get activityLogUpdates(): number {
+    return this.al.nextTrNumber;
+  }
+
   /**
    * Activity-log extents (4 MiB) that application writes in flight hold (the kernel's act_log->used),
    * for net { congestion-extents }.

@@ -41,6 +41,11 @@ export class PeerWriteReceiver {
     private readonly resync: Resync,
   ) {}
 
+  /** /proc/drbd "ua:": peer writes of the current epoch received and not yet written (and acknowledged). */
+  get unackedRequests(): number {
+    return this.epochWrites.size;
+  }
+
   /** receive_Data for P_DATA. */
   receiveData(payload: Buffer): void {
     const d = decodeData(payload);

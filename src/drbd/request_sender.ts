@@ -63,6 +63,11 @@ export class RequestSender {
     private readonly resync: Resync,
   ) {}
 
+  /** /proc/drbd "pe:": writes sent to the peer whose acknowledgement is still awaited. */
+  get pendingRequests(): number {
+    return this.pending.size;
+  }
+
   /** Sectors of data in flight to the peer (ap_in_flight). */
   get inFlightSectors(): number {
     return this.transferLog.inFlightSectors;

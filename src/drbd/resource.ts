@@ -5,6 +5,7 @@
  * The backing disk is a device of the device tree, claimed "exclusive" while attached; the DRBD device is
  * registered in the tree as drbd<minor> (kind "drbd") so that LUNs and the FUSE view can use it.
  */
+import { ResyncProgress } from "./resync_progress.js";
 import type { DeviceClaim, DeviceTree } from "../devtree/device_tree.js";
 import { numericOption, optionValue } from "./config/model.js";
 import type { LocalView } from "./config/res_parser.js";
@@ -30,6 +31,11 @@ export interface DrbdResourceOptions extends CongestionOptions {
   /** Absent for a one-node resource (never connects). */
   local?: Endpoint;
   peer?: Endpoint;
+  /** The `on NAME` sections of this node and its peer (drbdsetup status names connections by them). */
+  localName?: string;
+  peerName?: string;
+  localNodeId?: number;
+  peerNodeId?: number;
   protocol?: WireProtocol;
   cramHmacAlg?: string;
   sharedSecret?: string;
@@ -56,6 +62,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
 }
 
 export class DrbdResource {
+  /** Resync speed and ETA, sampled by whoever reads the resource's snapshot. */
+  readonly resyncProgress = new ResyncProgress();
   private dev: DrbdDevice | undefined;
   private conn: DrbdConnection | undefined;
 
@@ -106,6 +114,10 @@ export class DrbdResource {
       ...meta,
       ...(peer ? { local: { host: local.address.ip, port: local.address.port } } : {}),
       ...(peer ? { peer: { host: peer.address.ip, port: peer.address.port } } : {}),
+      ...(peer ? { localName: local.names[0], peerName: peer.names[0] } : {}),
+      // DRBD 9's node ids: the `node-id` of an `on` section, else its place among the `on` sections.
+      localNodeId: local.nodeId ?? resource.hosts.indexOf(local),
+      ...(peer ? { peerNodeId: peer.nodeId ?? resource.hosts.indexOf(peer) } : {}),
       protocol,
       ...congestion,
       ...(cramHmacAlg !== undefined ? { cramHmacAlg } : {}),

@@ -37,6 +37,8 @@ export interface ConnectionHost extends LoginEnvironment {
   /** Sessions of a target node (TMF resets act on all of them). */
   sessionsOfNode(nodeName: string): Session[];
   sendTargetsText(conn: Connection, value: string): string[];
+  /** Told of every digest error (for the counters). */
+  digestError?(kind: "header-digest" | "data-digest"): void;
 }
 
 const ATTRIBUTES: TaskAttribute[] = [
@@ -130,6 +132,7 @@ export class Connection implements SessionConnection, ResultSink {
           this.internalError(err as Error);
           return;
         }
+        if (err.kind === "header-digest" || err.kind === "data-digest") this.host.digestError?.(err.kind);
         if (err.fatal || !err.pdu || this.state !== "full-feature") {
           this.drop(`framing: ${err.message}`);
           return;

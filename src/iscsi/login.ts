@@ -42,6 +42,8 @@ export interface LoginEnvironment {
   sessionCount(): number;
   createSession(init: NewSession): Session;
   endSession(session: Session, reason: string): void;
+  /** Told of every refused login (for the counters). */
+  loginRefused?(targetName: string, failure: LoginFailure): void;
 }
 
 export interface NewSession {
@@ -112,6 +114,7 @@ export class LoginNegotiator {
         { initiator: this.initiatorName || undefined, target: this.targetName, status: statusHex(failure) },
         `login refused: ${failure.message}`,
       );
+      this.env.loginRefused?.(this.targetName ?? "", failure);
       return { response: this.response(0, [], failure), failed: failure };
     }
   }

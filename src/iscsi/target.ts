@@ -8,6 +8,7 @@ import { log as rootLog, type Logger } from "../util/log.js";
 import { ITNexus } from "../scsi/task.js";
 import { Connection, type ConnectionHost } from "./conn.js";
 import { InitiatorGroup } from "./init_grp.js";
+import { IscsiStats, loginRefusalOf } from "./iscsi_stats.js";
 import type { NewSession } from "./login.js";
 import type {
   AuthPolicy,
@@ -18,6 +19,7 @@ import type {
   PortalGroupConfig,
   TargetNodeConfig,
 } from "./options.js";
+import type { LoginFailure } from "./param.js";
 import { PortalGroup } from "./portal_grp.js";
 import { Session } from "./session.js";
 import { TargetNode } from "./tgt_node.js";
@@ -57,6 +59,8 @@ export class IscsiTarget implements ConnectionHost {
   private readonly authGroups = new Map<number, readonly ChapSecret[]>();
   private readonly sessions = new Map<number, Session>();
   private readonly connections = new Set<Connection>();
+  /** Refused logins and digest errors, for the metrics endpoint. */
+  readonly stats = new IscsiStats();
   private nextTsih = 1;
   private stopping = false;
 
@@ -255,6 +259,15 @@ export class IscsiTarget implements ConnectionHost {
   }
 
   // ---- ConnectionHost / LoginEnvironment ----------------------------------------------------
+
+  loginRefused(targetName: string, failure: LoginFailure): void {
+    this.stats.loginRefused(targetName, loginRefusalOf(failure.statusClass, failure.statusDetail));
+  }
+
+  digestError(kind: "header-digest" | "data-digest"): void {
+    if (kind === "header-digest") this.stats.headerDigestErrors++;
+    else this.stats.dataDigestErrors++;
+  }
 
   connectionClosed(conn: Connection): void {
     this.connections.delete(conn);

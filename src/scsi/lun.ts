@@ -9,6 +9,7 @@ import { Op, checkControlByte, cdbLengthOf } from "./cdb.js";
 import type { CommandContext, CommandDescriptor, LogicalUnitView, TargetInfo } from "./command.js";
 import { lookupCommand } from "./commands.js";
 import { LbaRangeLock } from "./lba_range_lock.js";
+import { ioDirectionOf, LunStats } from "./lun_stats.js";
 import { ModePages } from "./mode_pages.js";
 import { Reservations, ReservationConflict } from "./reservations.js";
 import { ASC, SenseError, SenseKey, buildSense, invalidCdbField, type AscAscq } from "./sense.js";
@@ -37,6 +38,7 @@ export class LogicalUnit implements LogicalUnitView {
   readonly rangeLock = new LbaRangeLock();
   readonly mode: ModePages;
   readonly reservations: Reservations;
+  readonly stats = new LunStats();
   private readonly logger: Logger;
 
   constructor(opts: LogicalUnitOptions) {
@@ -73,6 +75,8 @@ export class LogicalUnit implements LogicalUnitView {
   /** Execute one task through the task set; never throws. */
   async execute(task: ScsiTask, target: TargetInfo): Promise<void> {
     let leave: (() => void) | undefined;
+    const started = performance.now();
+    this.stats.inFlight++;
     try {
       leave = await this.taskSet.enter(task);
       if (task.aborted) return;
@@ -81,7 +85,16 @@ export class LogicalUnit implements LogicalUnitView {
       this.fail(task, e);
     } finally {
       leave?.();
+      this.stats.inFlight--;
+      this.count(task, started);
     }
+  }
+
+  private count(task: ScsiTask, started: number): void {
+    if (task.aborted || task.status !== ScsiStatus.Good) return;
+    const direction = ioDirectionOf(task.cdb[0]);
+    if (direction === "other") return;
+    this.stats[direction].record(task.transferLength, (performance.now() - started) / 1000);
   }
 
   private async run(task: ScsiTask, target: TargetInfo): Promise<void> {

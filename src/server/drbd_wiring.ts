@@ -8,6 +8,7 @@
  * At shutdown every resource still up is taken down (secondary, disconnect, detach → clean metadata)
  * once nothing in the tree holds its device any more, which is before the device below it closes.
  */
+import { snapshotOf } from "../drbd/resource_snapshot.js";
 import { hostname } from "node:os";
 import type { BioHelperFn } from "../bdev/bio/helper.js";
 import type { BlockDevice } from "../bdev/bdev.js";
@@ -40,6 +41,11 @@ export type DrbdAdmCommand = (typeof DRBD_ADM_COMMANDS)[number];
 
 /** Server-defined JSON-RPC error (JSON-RPC 2.0 §5.1 reserves -32000..-32099 for these). */
 export const DRBD_COMMAND_FAILED = -32000;
+/**
+ * A state change DRBD refused (drbdsetup's "State change failed", exit code 11 of drbdadm): the CLI
+ * exits 11 for it, as drbdadm does.
+ */
+export const DRBD_STATE_CHANGE_FAILED = -32011;
 
 export interface DrbdAdmOptions {
   readonly force?: boolean;
@@ -109,6 +115,13 @@ export class DrbdWiring {
     return r;
   }
 
+  private usage: ((device: string) => string[]) | undefined;
+
+  /** Tell who uses a DRBD device (sessions on LUNs over it, open FUSE files): secondary refuses then. */
+  setUsageProbe(probe: (device: string) => string[]): void {
+    this.usage = probe;
+  }
+
   /** Run one drbdadm command on a resource, serialised with the resource's other commands. */
   adm(command: string, name: string, opts: DrbdAdmOptions = {}): Promise<void> {
     if (!isDrbdAdmCommand(command))
@@ -122,6 +135,15 @@ export class DrbdWiring {
 
   private async run(r: DrbdResource, command: DrbdAdmCommand, opts: DrbdAdmOptions): Promise<void> {
     this.log.info({ resource: r.opts.name, command, ...opts }, "drbdadm");
+    if (command === "secondary" && r.device?.role === "Primary") {
+      // drbd_set_role: a Primary whose device is open stays Primary (SS_DEVICE_IN_USE).
+      const users = this.usage?.(r.deviceName) ?? [];
+      if (users.length > 0)
+        throw new RpcError(
+          DRBD_STATE_CHANGE_FAILED,
+          `${r.deviceName}: State change failed: (-12) Device is held open by someone (${users.join("; ")})`,
+        );
+    }
     if (command === "down" || command === "detach") {
       // Refuse before the facade demotes anything: down would otherwise leave a Primary in use Secondary.
       const holders = this.opts.tree.get(r.deviceName) ? this.opts.tree.holders(r.deviceName) : [];
@@ -288,6 +310,18 @@ export class DrbdWiring {
           throw asRpcError(err);
         }
         return { resource, command, status: this.get(resource).status() };
+      },
+    });
+    registry.register("drbd_snapshot", {
+      description:
+        "state and counters of one or all of this node's DRBD resources, as drbdsetup status --statistics and events2 show them",
+      params: { resource: { type: "string" } },
+      handler: (p) => {
+        const names = typeof p.resource === "string" ? [p.resource] : [...this.resources.keys()];
+        // JSON drops the undefined fields (done, ETA) as absent.
+        return {
+          resources: names.map((n) => JSON.parse(JSON.stringify(snapshotOf(this.get(n)))) as JsonObject),
+        };
       },
     });
     registry.register("drbd_status", {

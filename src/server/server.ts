@@ -9,6 +9,7 @@
  * stops listening and ends its sessions (waiting for tasks in flight), then every block device is
  * flushed and closed, then module clean-ups run.
  */
+import type { ScsiDevice } from "../scsi/device.js";
 import { BdevRegistry } from "../bdev/registry.js";
 import type { QosLimits } from "../bdev/accounted_bdev.js";
 import { ConfigError, formatNotice } from "../config/errors.js";
@@ -243,6 +244,11 @@ export class UsertgtServer {
 
   sessionCount(): number {
     return this.graph.iscsiTarget()?.sessionCount() ?? 0;
+  }
+
+  /** The SCSI devices of the target nodes (read-only use: counters for the metrics endpoint). */
+  scsiDevices(): readonly ScsiDevice[] {
+    return this.graph.scsiDevices();
   }
 
   /** The running iSCSI target (read-only use: the control plane's queries). */

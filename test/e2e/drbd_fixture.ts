@@ -156,7 +156,7 @@ export class DrbdPair {
   }
 
   /** Starts `usertgt serve` for a node (its BIO helper brings r0 up); resolves once it printed "ready". */
-  async start(name: NodeName, helper: Helper): Promise<RunningServer> {
+  async start(name: NodeName, helper: Helper, extraArgs: readonly string[] = []): Promise<RunningServer> {
     const n = this.nodes[name];
     assert.equal(n.server, undefined, `${name} already running`);
     const server = await startServer(() => this.config(n, helper), {
@@ -174,6 +174,7 @@ export class DrbdPair {
         join(this.dir, `state-${name}`),
         "--log-level",
         "info",
+        ...extraArgs,
       ],
     });
     n.server = server;
