@@ -85,6 +85,7 @@ interface ServeOptions {
   /** false with --no-rpc; undefined: the default path, skipped (with a warning) if another server holds it. */
   rpc: boolean;
   rpcSocket?: string;
+  rpcSocketGroup?: string;
   drbdConfig?: string;
   nodeName?: string;
   waitForRpc?: boolean;
@@ -152,6 +153,7 @@ async function serve(opts: ServeOptions): Promise<void> {
       rpcSocket: opts.rpc ? (opts.rpcSocket ?? DEFAULT_RPC_SOCKET) : undefined,
       // --wait-for-rpc without its socket could never be configured.
       rpcSocketRequired: opts.rpcSocket !== undefined || start.kind === "wait",
+      rpcSocketGroup: opts.rpcSocketGroup,
       // spdk_kill_instance: as if the signal came from outside (the handlers below).
       onKill: (signal: NodeJS.Signals) => process.kill(process.pid, signal),
     };
@@ -259,6 +261,7 @@ program
   .option("--handler-dir <dir>", "directory of handler_<name>.js TCMUR handler modules")
   .option("--rpc-socket <path>", `JSON-RPC control socket (default ${DEFAULT_RPC_SOCKET})`)
   .option("--no-rpc", "open no control socket")
+  .option("--rpc-socket-group <group>", "give this group read-write access to the control socket (0660)")
   .option("--drbd-config <file>", "drbd.conf / .res file of the DRBD resources (brought up by drbdadm up)")
   .option("--node-name <name>", "this node's 'on NAME' section in the DRBD config (default: the host name)")
   .action((opts: ServeOptions) => serve(opts));
