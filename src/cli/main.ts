@@ -116,6 +116,8 @@ async function readStartConfig(opts: ServeOptions): Promise<StartConfig> {
 async function serve(opts: ServeOptions): Promise<void> {
   log.level = opts.logLevel;
   let server: UsertgtServer;
+  let drbd: DrbdWiring | undefined;
+  let devtreeMounted = false;
   try {
     const start = await readStartConfig(opts);
     // [TCMUR]/[BIO] devices live in the device tree (src/devtree); without them no tree and no FUSE mount.
@@ -130,7 +132,7 @@ async function serve(opts: ServeOptions): Promise<void> {
         (start.kind === "wait" && opts.handlerDir !== undefined),
     });
     // DRBD resources live in the tree too; nothing is brought up here (drbdadm up or the BIO helper does).
-    let drbd: DrbdWiring | undefined;
+    devtreeMounted = devtree !== undefined && opts.fuse;
     if (opts.drbdConfig !== undefined && devtree) {
       drbd = DrbdWiring.load({
         configFile: opts.drbdConfig,
@@ -145,11 +147,12 @@ async function serve(opts: ServeOptions): Promise<void> {
         renderProcDrbd(resources.map((r) => procEntryOf(r))),
       );
     }
+    const wiring = drbd;
     const serverOptions = {
       stateDir: opts.stateDir,
       bdevModules: devtree?.bdevModules,
-      hooks: chainHooks(devtree?.hooks, drbd?.hooks()),
-      rpcMethods: drbd ? [(r: MethodRegistry) => drbd.registerMethods(r)] : [],
+      hooks: chainHooks(devtree?.hooks, wiring?.hooks()),
+      rpcMethods: wiring ? [(r: MethodRegistry) => wiring.registerMethods(r)] : [],
       rpcSocket: opts.rpc ? (opts.rpcSocket ?? DEFAULT_RPC_SOCKET) : undefined,
       // --wait-for-rpc without its socket could never be configured.
       rpcSocketRequired: opts.rpcSocket !== undefined || start.kind === "wait",
@@ -192,8 +195,16 @@ async function serve(opts: ServeOptions): Promise<void> {
   process.on("SIGINT", shutdown);
   process.on("SIGTERM", shutdown);
 
-  for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
   const rpcPath = server.rpcSocketPath();
+  if (server.addresses().length === 0 && rpcPath === undefined && !drbd && !devtreeMounted) {
+    // Nothing would keep the process alive: it would print "ready" and exit 0 at once.
+    await server.stop();
+    say(
+      `${opts.config ?? "default config"}: nothing to serve: no portal, no control socket (--no-rpc), no DRBD resource and no device tree`,
+    );
+    process.exit(EXIT_CONFIG);
+  }
+  for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
   if (rpcPath !== undefined) say(`rpc on ${rpcPath}`);
   if (opts.waitForRpc) {
     say("waiting for framework_start_init");
