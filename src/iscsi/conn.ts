@@ -26,6 +26,9 @@ import {
 import { PduFramingError, PduParser } from "./pdu_parser.js";
 import { PduWriter } from "./pdu_writer.js";
 import { ActiveTask, type Session, type SessionConnection } from "./session.js";
+import type { LoginThrottle } from "./login_throttle.js";
+import type { PreLoginPool } from "./prelogin_pool.js";
+import type { LogRateLimiter } from "../util/log_rate_limit.js";
 import { handleTaskManagement } from "./tmf.js";
 import { TextExchange } from "./text.js";
 
@@ -37,7 +40,16 @@ export interface ConnectionHost extends LoginEnvironment {
   /** Sessions of a target node (TMF resets act on all of them). */
   sessionsOfNode(nodeName: string): Session[];
   sendTargetsText(conn: Connection, value: string): string[];
+  /** Connections still logging in (first-PDU deadline; they leave it at login). */
+  readonly preLogin: PreLoginPool;
+  /** Delays CHAP answers after authentication failures. */
+  readonly loginThrottle: LoginThrottle;
+  /** Bounds the log lines one peer address can cause. */
+  readonly logLimiter: LogRateLimiter;
 }
+
+/** Login Requests held while the throttle delays a CHAP answer; an initiator sends one at a time. */
+const MAX_DEFERRED_LOGIN_PDUS = 4;
 
 const ATTRIBUTES: TaskAttribute[] = [
   "untagged",
@@ -74,6 +86,8 @@ export class Connection implements SessionConnection, ResultSink {
   private lastActivity = Date.now();
   private pingSentAt = 0;
   private nextTtt = 1;
+  /** Login Requests waiting for the throttle's delay to pass (undefined: none waiting). */
+  private deferredLogin: Pdu[] | undefined;
   /** Ended by a clean logout (the session survives) rather than a failure (it does not, ERL 0). */
   cleanClose = false;
 
@@ -86,10 +100,10 @@ export class Connection implements SessionConnection, ResultSink {
     this.remoteAddress = socket.remoteAddress ?? "";
     this.localAddress = socket.localAddress ?? "";
     this.localPort = socket.localPort ?? 0;
-    this.log = parentLog.child({
-      peer: `${this.remoteAddress}:${socket.remotePort ?? 0}`,
-      tpgt: portalGroupTag,
-    });
+    this.log = host.logLimiter.wrap(
+      parentLog.child({ peer: `${this.remoteAddress}:${socket.remotePort ?? 0}`, tpgt: portalGroupTag }),
+      this.remoteAddress,
+    );
     const g = host.globals;
     this.params = defaultParams(g.maxRecvDataSegmentLength);
     // Before negotiation the RFC default of 8192 applies; accept up to our own declared size anyway.
@@ -156,7 +170,8 @@ export class Connection implements SessionConnection, ResultSink {
 
   private receive(pdu: Pdu): void {
     if (this.state === "login") {
-      this.handleLogin(pdu);
+      this.host.preLogin.firstPdu(this);
+      this.throttledLogin(pdu);
       return;
     }
     if (this.state === "logout" && pdu.opcode === Opcode.DataOut) {
@@ -189,8 +204,35 @@ export class Connection implements SessionConnection, ResultSink {
     }
   }
 
+  /** A Login Request carrying a CHAP answer waits while the throttle says so (login_throttle.ts). */
+  private throttledLogin(pdu: Pdu): void {
+    if (this.deferredLogin) {
+      if (this.deferredLogin.length >= MAX_DEFERRED_LOGIN_PDUS) this.drop("login PDUs sent without waiting");
+      else this.deferredLogin.push(pdu);
+      return;
+    }
+    const waitMs = this.login.awaitingChapResponse
+      ? this.host.loginThrottle.admit(this.login.initiator, this.remoteAddress)
+      : 0;
+    if (waitMs <= 0) {
+      this.handleLogin(pdu);
+      return;
+    }
+    const queue = (this.deferredLogin = [pdu]);
+    this.socket.pause();
+    setTimeout(() => {
+      this.deferredLogin = undefined;
+      if (this.state === "closed") return;
+      this.handleLogin(queue.shift()!);
+      for (const next of queue) if ((this.state as State) !== "closed") this.receive(next);
+      if (!this.socket.destroyed) this.socket.resume();
+    }, waitMs).unref();
+  }
+
   private handleLogin(pdu: Pdu): void {
     const step = this.login.handle(pdu);
+    if (step.failed?.statusClass === 0x02 && step.failed.statusDetail === 0x01)
+      this.host.loginThrottle.failed(this.login.initiator, this.remoteAddress);
     this.cid = this.login.cid;
     if (this.loginResponses++ === 0) {
       // RFC 7143 §11.13.4: the first response's StatSN starts the connection's numbering; take
@@ -207,6 +249,8 @@ export class Connection implements SessionConnection, ResultSink {
     }
     if (!step.session || !step.params) return;
     clearTimeout(this.loginTimer);
+    this.host.preLogin.release(this);
+    this.host.loginThrottle.succeeded(this.login.initiator, this.remoteAddress);
     this.params = step.params;
     this.session = step.session;
     this.state = "full-feature";
