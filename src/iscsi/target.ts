@@ -89,7 +89,12 @@ export class IscsiTarget implements ConnectionHost {
       { size: g.preLoginPoolSize, perAddress: g.preLoginPerAddress, firstPduTimeoutMs: g.firstPduTimeoutMs },
       this.stats,
     );
-    this.logLimiter = new LogRateLimiter(undefined, undefined, () => this.stats.logLinesSuppressed++);
+    this.logLimiter = new LogRateLimiter(
+      undefined,
+      undefined,
+      undefined,
+      () => this.stats.logLinesSuppressed++,
+    );
     this.loginThrottle = new LoginThrottle(
       { baseDelayMs: g.authFailureDelayMs, maxDelayMs: g.authFailureDelayMaxMs },
       this.stats,

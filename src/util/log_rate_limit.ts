@@ -1,8 +1,9 @@
 /**
  * A rate limit on log lines a remote peer can cause. Every malformed PDU, refused login or dropped
  * connection is worth one line, but an attacker repeating them could fill the disk; so each source
- * (an IP address) gets `perWindow` lines per `windowMs`, and whatever it causes beyond that is
- * counted and reported in one line when its next window opens.
+ * (an IP address) gets `perWindow` lines per `windowMs`, and all sources together `totalPerWindow`
+ * (an attacker with many addresses); whatever is caused beyond that is counted and reported in one
+ * line when the source's next window opens.
  */
 import type { Logger } from "./log.js";
 
@@ -19,10 +20,12 @@ interface SourceWindow {
 
 export class LogRateLimiter {
   private readonly sources = new Map<string, SourceWindow>();
+  private readonly total: SourceWindow = { start: 0, lines: 0, suppressed: 0 };
 
   constructor(
     private readonly perWindow = 20,
     private readonly windowMs = 10_000,
+    private readonly totalPerWindow = 200,
     /** Told about every suppressed line (the target counts them in its stats). */
     private readonly onSuppressed: () => void = () => undefined,
   ) {}
@@ -42,8 +45,13 @@ export class LogRateLimiter {
       w.lines = 0;
       w.suppressed = 0;
     }
-    if (w.lines < this.perWindow) {
+    if (now - this.total.start >= this.windowMs) {
+      this.total.start = now;
+      this.total.lines = 0;
+    }
+    if (w.lines < this.perWindow && this.total.lines < this.totalPerWindow) {
       w.lines++;
+      this.total.lines++;
       return true;
     }
     w.suppressed++;
