@@ -132,8 +132,9 @@ export const DEFAULT_ISCSI_OPTIONS: IscsiGlobalOptions = {
   maxOutstandingR2T: 1,
   errorRecoveryLevel: 0,
   loginTimeoutSec: 30,
-  preLoginPoolSize: 64,
-  preLoginPerAddress: 8,
+  preLoginPoolSize: 128,
+  // open-iscsi logs in to every node of a host at once (iscsiadm -m node -L all): leave room for it.
+  preLoginPerAddress: 32,
   firstPduTimeoutMs: 5000,
   authFailureDelayMs: 100,
   authFailureDelayMaxMs: 5000,
