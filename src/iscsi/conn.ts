@@ -26,6 +26,7 @@ import {
 import { PduFramingError, PduParser } from "./pdu_parser.js";
 import { PduWriter } from "./pdu_writer.js";
 import { ActiveTask, type Session, type SessionConnection } from "./session.js";
+import type { ConnectionWriteBudget, WriteDataBudget } from "./data_budget.js";
 import type { LoginThrottle } from "./login_throttle.js";
 import type { PreLoginPool } from "./prelogin_pool.js";
 import type { LogRateLimiter } from "../util/log_rate_limit.js";
@@ -46,6 +47,8 @@ export interface ConnectionHost extends LoginEnvironment {
   readonly loginThrottle: LoginThrottle;
   /** Bounds the log lines one peer address can cause. */
   readonly logLimiter: LogRateLimiter;
+  /** Bounds WRITE data held for commands still receiving Data-Out. */
+  readonly writeBudget: WriteDataBudget;
 }
 
 /** Login Requests held while the throttle delays a CHAP answer; an initiator sends one at a time. */
@@ -86,6 +89,10 @@ export class Connection implements SessionConnection, ResultSink {
   private lastActivity = Date.now();
   private pingSentAt = 0;
   private nextTtt = 1;
+  /** This connection's share of the target's write-data budget (data_budget.ts). */
+  private readonly writeBudget: ConnectionWriteBudget;
+  /** Not read because writes wait for budget (independent of the response back-pressure). */
+  private budgetPaused = false;
   /** Login Requests waiting for the throttle's delay to pass (undefined: none waiting). */
   private deferredLogin: Pdu[] | undefined;
   /** Ended by a clean logout (the session survives) rather than a failure (it does not, ERL 0). */
@@ -110,6 +117,17 @@ export class Connection implements SessionConnection, ResultSink {
     this.parser = new PduParser(Math.max(8192, g.maxRecvDataSegmentLength));
     this.writer = new PduWriter(socket);
     this.login = new LoginNegotiator(host, portalGroupTag, this.remoteAddress, this.log);
+    this.writeBudget = host.writeBudget.forConnection({
+      pause: () => {
+        this.budgetPaused = true;
+        this.socket.pause();
+      },
+      resume: () => {
+        this.budgetPaused = false;
+        if (!this.writer.blocked && !this.socket.destroyed) this.socket.resume();
+      },
+      timedOut: (why) => this.drop(why),
+    });
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.log.debug({ err: err.message }, "socket error"));
@@ -164,7 +182,7 @@ export class Connection implements SessionConnection, ResultSink {
     if (!this.writer.blocked || this.socket.isPaused()) return;
     this.socket.pause();
     void this.writer.drained().then(() => {
-      if (!this.socket.destroyed) this.socket.resume();
+      if (!this.socket.destroyed && !this.budgetPaused) this.socket.resume();
     });
   }
 
@@ -438,7 +456,10 @@ export class Connection implements SessionConnection, ResultSink {
         return;
       }
       if (!task.collector.complete) {
-        this.sendR2Ts(task);
+        const admission = this.writeBudget.request(task, edtl, `ITT 0x${pdu.itt.toString(16)}`, () =>
+          this.sendR2Ts(task),
+        );
+        if (admission === "too-large") this.refuseTooLarge(task, edtl);
         return;
       }
     }
@@ -463,8 +484,10 @@ export class Connection implements SessionConnection, ResultSink {
       this.protocolErrorOnTask(task, pdu, err as Error);
       return;
     }
-    if (task.collector.complete) this.startExecution(task);
-    else this.sendR2Ts(task);
+    const complete = task.collector.complete;
+    this.writeBudget.progress(task, complete);
+    if (complete) this.startExecution(task);
+    else if (this.writeBudget.admitted(task)) this.sendR2Ts(task); // else R2Ts follow admission
   }
 
   private sendR2Ts(task: ActiveTask): void {
@@ -502,6 +525,24 @@ export class Connection implements SessionConnection, ResultSink {
     this.respond(task, st).catch((e: Error) => this.internalError(e));
   }
 
+  /**
+   * A write whose data could never fit the target's write-data budget: CHECK CONDITION, ILLEGAL REQUEST,
+   * INVALID FIELD IN CDB (SPC-4 4.5.6), as for a transfer longer than the Block Limits VPD allows.
+   */
+  private refuseTooLarge(task: ActiveTask, edtl: number): void {
+    this.log.warn({ itt: task.itt, edtl }, "WRITE larger than MaxWriteDataTotal; refused");
+    task.collector = undefined;
+    const st = task.build!([]);
+    st.status = ScsiStatus.CheckCondition;
+    const sense = Buffer.alloc(18);
+    sense[0] = 0x70;
+    sense[2] = 0x05;
+    sense[7] = 10;
+    sense[12] = 0x24;
+    st.sense = sense;
+    this.respond(task, st).catch((e: Error) => this.internalError(e));
+  }
+
   private async execute(task: ActiveTask): Promise<void> {
     const session = this.session!;
     const data = task.collector ? task.collector.buffers() : [];
@@ -530,12 +571,14 @@ export class Connection implements SessionConnection, ResultSink {
       if (!task.aborted && !st.aborted && this.state !== "closed")
         await sendScsiResult(this, st, task.r2tCount);
     } finally {
+      this.writeBudget.release(task);
       task.finish();
     }
   }
 
   abandon(task: ActiveTask): void {
     task.collector = undefined;
+    this.writeBudget.release(task);
     task.aborted = true;
     if (task.holdsSlot) {
       task.holdsSlot = false;
@@ -633,6 +676,7 @@ export class Connection implements SessionConnection, ResultSink {
         if (t.collector) this.abandon(t);
         else t.aborted = true;
       }
+      this.writeBudget.close();
       // ErrorRecoveryLevel 0: losing a connection other than by logout fails the whole session.
       if (!s.ended && (!wasClean || s.connections.size === 0))
         this.host.endSession(s, wasClean ? "last connection logged out" : "connection lost");

@@ -138,8 +138,9 @@ export const DEFAULT_ISCSI_OPTIONS: IscsiGlobalOptions = {
   firstPduTimeoutMs: 5000,
   authFailureDelayMs: 100,
   authFailureDelayMaxMs: 5000,
-  // MaxBurstLength x MaxOutstandingR2T x a queue of 16 writes at SPDK's defaults (1 MiB x 1 x 16).
-  maxWriteDataPerConnection: 16 * 1024 * 1024,
+  // A write is held whole until the device has it: room for two of the largest writes the Block Limits
+  // VPD page allows (32 MiB), and a target-wide cap in the hundreds of MiB as LIO and tgt users expect.
+  maxWriteDataPerConnection: 64 * 1024 * 1024,
   maxWriteDataTotal: 256 * 1024 * 1024,
   dataOutTimeoutSec: 30,
 };

@@ -8,6 +8,7 @@ import { log as rootLog, type Logger } from "../util/log.js";
 import { ITNexus } from "../scsi/task.js";
 import { LogRateLimiter } from "../util/log_rate_limit.js";
 import { Connection, type ConnectionHost } from "./conn.js";
+import { WriteDataBudget } from "./data_budget.js";
 import { InitiatorGroup } from "./init_grp.js";
 import type { NewSession } from "./login.js";
 import { LoginThrottle } from "./login_throttle.js";
@@ -66,6 +67,7 @@ export class IscsiTarget implements ConnectionHost {
   readonly preLogin: PreLoginPool;
   readonly loginThrottle: LoginThrottle;
   readonly logLimiter: LogRateLimiter;
+  readonly writeBudget: WriteDataBudget;
 
   constructor(options: IscsiTargetOptions, logger?: Logger) {
     this.globals = options.globals;
@@ -87,6 +89,14 @@ export class IscsiTarget implements ConnectionHost {
     const g = this.globals;
     this.preLogin = new PreLoginPool(
       { size: g.preLoginPoolSize, perAddress: g.preLoginPerAddress, firstPduTimeoutMs: g.firstPduTimeoutMs },
+      this.stats,
+    );
+    this.writeBudget = new WriteDataBudget(
+      {
+        perConnection: g.maxWriteDataPerConnection,
+        total: g.maxWriteDataTotal,
+        dataOutTimeoutMs: g.dataOutTimeoutSec * 1000,
+      },
       this.stats,
     );
     this.logLimiter = new LogRateLimiter(

@@ -311,6 +311,7 @@ export function registerIscsiControl(registry: MethodTable, server: ControlServe
         ? {
             ...target.stats.toJSON(),
             prelogin_connections: target.preLogin.count,
+            write_data_buffered: target.writeBudget.used,
           }
         : {};
       return { invalid: 0, running: conns.length - exiting, exiting, exited: 0, ...defences };
