@@ -11,5 +11,6 @@ NAPI_MODULE_INIT() {
   usertgt_init_range_ops(env, exports);
   usertgt_init_block_device(env, exports);
   usertgt_init_uring(env, exports);
+  usertgt_init_malloc_trim(env, exports);
   return exports;
 }

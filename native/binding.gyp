@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "usertgt_native",
-      "sources": ["addon.c", "errno_name.c", "range_ops.c", "block_device.c", "uring_engine.c"],
+      "sources": ["addon.c", "errno_name.c", "range_ops.c", "block_device.c", "uring_engine.c", "malloc_trim.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"],
       "conditions": [
         [

@@ -8,5 +8,6 @@ void usertgt_export(napi_env env, napi_value exports, const char *name, napi_cal
 void usertgt_init_range_ops(napi_env env, napi_value exports);
 void usertgt_init_block_device(napi_env env, napi_value exports);
 void usertgt_init_uring(napi_env env, napi_value exports);
+void usertgt_init_malloc_trim(napi_env env, napi_value exports);
 
 #endif

@@ -92,6 +92,7 @@ interface ServeOptions {
   /** false with --no-rpc; undefined: the default path, skipped (with a warning) if another server holds it. */
   rpc: boolean;
   rpcSocket?: string;
+  rpcSocketGroup?: string;
   drbdConfig?: string;
   nodeName?: string;
   /** ADDR:PORT of the Prometheus endpoint; none without it. */
@@ -134,6 +135,8 @@ async function serve(opts: ServeOptions): Promise<void> {
       process.exit(EXIT_CONFIG);
     }
   }
+  let drbd: DrbdWiring | undefined;
+  let devtreeMounted = false;
   try {
     notifier = SystemdNotifier.fromEnvironment();
     const start = await readStartConfig(opts);
@@ -149,7 +152,7 @@ async function serve(opts: ServeOptions): Promise<void> {
         (start.kind === "wait" && opts.handlerDir !== undefined),
     });
     // DRBD resources live in the tree too; nothing is brought up here (drbdadm up or the BIO helper does).
-    let drbd: DrbdWiring | undefined;
+    devtreeMounted = devtree !== undefined && opts.fuse;
     if (opts.drbdConfig !== undefined && devtree) {
       drbd = DrbdWiring.load({
         configFile: opts.drbdConfig,
@@ -164,14 +167,16 @@ async function serve(opts: ServeOptions): Promise<void> {
         renderProcDrbd(resources.map((r) => procEntryOf(r))),
       );
     }
+    const wiring = drbd;
     const serverOptions = {
       stateDir: opts.stateDir,
       bdevModules: devtree?.bdevModules,
-      hooks: chainHooks(devtree?.hooks, drbd?.hooks()),
-      rpcMethods: drbd ? [(r: MethodRegistry) => drbd.registerMethods(r)] : [],
+      hooks: chainHooks(devtree?.hooks, wiring?.hooks()),
+      rpcMethods: wiring ? [(r: MethodRegistry) => wiring.registerMethods(r)] : [],
       rpcSocket: opts.rpc ? (opts.rpcSocket ?? DEFAULT_RPC_SOCKET) : undefined,
       // --wait-for-rpc without its socket could never be configured.
       rpcSocketRequired: opts.rpcSocket !== undefined || start.kind === "wait",
+      rpcSocketGroup: opts.rpcSocketGroup,
       // spdk_kill_instance: as if the signal came from outside (the handlers below).
       onKill: (signal: NodeJS.Signals) => process.kill(process.pid, signal),
     };
@@ -254,8 +259,16 @@ async function serve(opts: ServeOptions): Promise<void> {
     reloading = reloading.then(() => reload(server, opts.config, notifier));
   });
 
-  for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
   const rpcPath = server.rpcSocketPath();
+  if (server.addresses().length === 0 && rpcPath === undefined && !drbd && !devtreeMounted) {
+    // Nothing would keep the process alive: it would print "ready" and exit 0 at once.
+    await server.stop();
+    say(
+      `${opts.config ?? "default config"}: nothing to serve: no portal, no control socket (--no-rpc), no DRBD resource and no device tree`,
+    );
+    process.exit(EXIT_CONFIG);
+  }
+  for (const a of server.addresses()) say(`listening on ${hostPort(a.host, a.port)}`);
   if (rpcPath !== undefined) say(`rpc on ${rpcPath}`);
   if (metrics) say(`metrics on http://${hostPort(metrics.host, metrics.port)}/metrics`);
   const ready = (): void => {
@@ -383,6 +396,7 @@ program
   .option("--handler-dir <dir>", "directory of handler_<name>.js TCMUR handler modules")
   .option("--rpc-socket <path>", `JSON-RPC control socket (default ${DEFAULT_RPC_SOCKET})`)
   .option("--no-rpc", "open no control socket")
+  .option("--rpc-socket-group <group>", "give this group read-write access to the control socket (0660)")
   .option("--drbd-config <file>", "drbd.conf / .res file of the DRBD resources (brought up by drbdadm up)")
   .option("--node-name <name>", "this node's 'on NAME' section in the DRBD config (default: the host name)")
   .option("--metrics <addr:port>", "serve Prometheus metrics at http://ADDR:PORT/metrics (docs/metrics.md)")

@@ -16,7 +16,8 @@
  * Any packet the framer refuses (wrong magic, unknown command, oversized or truncated) drops the connection,
  * as does a P_PING_ACK that does not come within ping-timeout; the node then connects again.
  */
-import { createServer, type Server } from "node:net";
+import type { Server } from "node:net";
+import { createPeerServer } from "./peer_address_filter.js";
 import { once } from "node:events";
 import { ConnState, DrbdCommand, DrbdProtocolError } from "./protocol.js";
 import { announceForcedPrimary } from "./consider_resync.js";
@@ -186,7 +187,7 @@ export class DrbdConnection implements PeerLink {
       throw new Error(`${link.device.name}: --discard-my-data not allowed when primary.`);
     link.discardMyData = discard;
     link.stopped = false;
-    this.server = createServer();
+    this.server = createPeerServer(link.opts.peer.host, link.log);
     // A socket that arrives while no connect is in progress belongs to a pairing the peer gave up on.
     this.server.on("connection", (s) => {
       if (!this.establishing) s.destroy();

@@ -30,7 +30,7 @@ export interface SocketPair {
  */
 export async function establishSocketPair(
   server: Server,
-  opts: { peer: Endpoint; connectIntSec?: number },
+  opts: { peer: Endpoint; local: Endpoint; connectIntSec?: number },
   log: Logger,
   stopped: () => boolean,
 ): Promise<SocketPair> {
@@ -49,7 +49,7 @@ export async function establishSocketPair(
       if (meta && !meta.alive) meta = undefined;
       // Sockets the peer already opened come first: the peer counts on them.
       if (!acceptOnly && (!data || !meta) && accepted.length === 0) {
-        const s = await tryConnect(opts.peer, Math.min(intervalMs, 1000));
+        const s = await tryConnect(opts.peer, opts.local, Math.min(intervalMs, 1000));
         if (s) {
           const raw = new RawSocket(s);
           log.debug({ role: data ? "meta" : "data", port: s.localPort }, "connected out");
@@ -132,9 +132,16 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** One connect attempt; undefined when refused or slower than `timeoutMs`. */
-function tryConnect(peer: Endpoint, timeoutMs: number): Promise<Socket | undefined> {
+function tryConnect(peer: Endpoint, local: Endpoint, timeoutMs: number): Promise<Socket | undefined> {
   return new Promise((resolve) => {
-    const s = tcpConnect({ host: peer.host, port: peer.port });
+    // drbd_try_connect binds the configured local address as the source ("needed for multihomed hosts"):
+    // the peer's filter (peer_address_filter.ts) and a kernel peer see the address they expect.
+    const wildcard = local.host === "" || local.host === "0.0.0.0" || local.host === "::";
+    const s = tcpConnect({
+      host: peer.host,
+      port: peer.port,
+      localAddress: wildcard ? undefined : local.host,
+    });
     const timer = setTimeout(() => {
       s.destroy();
       resolve(undefined);

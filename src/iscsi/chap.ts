@@ -52,6 +52,11 @@ export class ChapAuthenticator {
     return ["CHAP", "None"];
   }
 
+  /** The challenge is out; the next keys should be the initiator's CHAP_N and CHAP_R. */
+  get awaitingResponse(): boolean {
+    return this.state === "response";
+  }
+
   /** True when this policy lets the initiator skip the security stage. */
   get mayBeSkipped(): boolean {
     return this.supported().includes("None");

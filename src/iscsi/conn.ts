@@ -26,6 +26,10 @@ import {
 import { PduFramingError, PduParser } from "./pdu_parser.js";
 import { PduWriter } from "./pdu_writer.js";
 import { ActiveTask, type Session, type SessionConnection } from "./session.js";
+import type { ConnectionWriteBudget, WriteDataBudget } from "./data_budget.js";
+import type { LoginThrottle } from "./login_throttle.js";
+import type { PreLoginPool } from "./prelogin_pool.js";
+import type { LogRateLimiter } from "../util/log_rate_limit.js";
 import { handleTaskManagement } from "./tmf.js";
 import { TextExchange } from "./text.js";
 
@@ -39,7 +43,18 @@ export interface ConnectionHost extends LoginEnvironment {
   sendTargetsText(conn: Connection, value: string): string[];
   /** Told of every digest error (for the counters). */
   digestError?(kind: "header-digest" | "data-digest"): void;
+  /** Connections still logging in (first-PDU deadline; they leave it at login). */
+  readonly preLogin: PreLoginPool;
+  /** Delays CHAP answers after authentication failures. */
+  readonly loginThrottle: LoginThrottle;
+  /** Bounds the log lines one peer address can cause. */
+  readonly logLimiter: LogRateLimiter;
+  /** Bounds WRITE data held for commands still receiving Data-Out. */
+  readonly writeBudget: WriteDataBudget;
 }
+
+/** Login Requests held while the throttle delays a CHAP answer; an initiator sends one at a time. */
+const MAX_DEFERRED_LOGIN_PDUS = 4;
 
 const ATTRIBUTES: TaskAttribute[] = [
   "untagged",
@@ -76,6 +91,12 @@ export class Connection implements SessionConnection, ResultSink {
   private lastActivity = Date.now();
   private pingSentAt = 0;
   private nextTtt = 1;
+  /** This connection's share of the target's write-data budget (data_budget.ts). */
+  private readonly writeBudget: ConnectionWriteBudget;
+  /** Not read because writes wait for budget (independent of the response back-pressure). */
+  private budgetPaused = false;
+  /** Login Requests waiting for the throttle's delay to pass (undefined: none waiting). */
+  private deferredLogin: Pdu[] | undefined;
   /** Ended by a clean logout (the session survives) rather than a failure (it does not, ERL 0). */
   cleanClose = false;
 
@@ -88,16 +109,27 @@ export class Connection implements SessionConnection, ResultSink {
     this.remoteAddress = socket.remoteAddress ?? "";
     this.localAddress = socket.localAddress ?? "";
     this.localPort = socket.localPort ?? 0;
-    this.log = parentLog.child({
-      peer: `${this.remoteAddress}:${socket.remotePort ?? 0}`,
-      tpgt: portalGroupTag,
-    });
+    this.log = host.logLimiter.wrap(
+      parentLog.child({ peer: `${this.remoteAddress}:${socket.remotePort ?? 0}`, tpgt: portalGroupTag }),
+      this.remoteAddress,
+    );
     const g = host.globals;
     this.params = defaultParams(g.maxRecvDataSegmentLength);
     // Before negotiation the RFC default of 8192 applies; accept up to our own declared size anyway.
     this.parser = new PduParser(Math.max(8192, g.maxRecvDataSegmentLength));
     this.writer = new PduWriter(socket);
     this.login = new LoginNegotiator(host, portalGroupTag, this.remoteAddress, this.log);
+    this.writeBudget = host.writeBudget.forConnection({
+      pause: () => {
+        this.budgetPaused = true;
+        this.socket.pause();
+      },
+      resume: () => {
+        this.budgetPaused = false;
+        if (!this.writer.blocked && !this.socket.destroyed) this.socket.resume();
+      },
+      timedOut: (why) => this.drop(why),
+    });
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.log.debug({ err: err.message }, "socket error"));
@@ -153,13 +185,14 @@ export class Connection implements SessionConnection, ResultSink {
     if (!this.writer.blocked || this.socket.isPaused()) return;
     this.socket.pause();
     void this.writer.drained().then(() => {
-      if (!this.socket.destroyed) this.socket.resume();
+      if (!this.socket.destroyed && !this.budgetPaused) this.socket.resume();
     });
   }
 
   private receive(pdu: Pdu): void {
     if (this.state === "login") {
-      this.handleLogin(pdu);
+      this.host.preLogin.firstPdu(this);
+      this.throttledLogin(pdu);
       return;
     }
     if (this.state === "logout" && pdu.opcode === Opcode.DataOut) {
@@ -192,8 +225,35 @@ export class Connection implements SessionConnection, ResultSink {
     }
   }
 
+  /** A Login Request carrying a CHAP answer waits while the throttle says so (login_throttle.ts). */
+  private throttledLogin(pdu: Pdu): void {
+    if (this.deferredLogin) {
+      if (this.deferredLogin.length >= MAX_DEFERRED_LOGIN_PDUS) this.drop("login PDUs sent without waiting");
+      else this.deferredLogin.push(pdu);
+      return;
+    }
+    const waitMs = this.login.awaitingChapResponse
+      ? this.host.loginThrottle.admit(this.login.initiator, this.remoteAddress)
+      : 0;
+    if (waitMs <= 0) {
+      this.handleLogin(pdu);
+      return;
+    }
+    const queue = (this.deferredLogin = [pdu]);
+    this.socket.pause();
+    setTimeout(() => {
+      this.deferredLogin = undefined;
+      if (this.state === "closed") return;
+      this.handleLogin(queue.shift()!);
+      for (const next of queue) if ((this.state as State) !== "closed") this.receive(next);
+      if (!this.socket.destroyed) this.socket.resume();
+    }, waitMs).unref();
+  }
+
   private handleLogin(pdu: Pdu): void {
     const step = this.login.handle(pdu);
+    if (step.failed?.statusClass === 0x02 && step.failed.statusDetail === 0x01)
+      this.host.loginThrottle.failed(this.login.initiator, this.remoteAddress);
     this.cid = this.login.cid;
     if (this.loginResponses++ === 0) {
       // RFC 7143 §11.13.4: the first response's StatSN starts the connection's numbering; take
@@ -210,6 +270,8 @@ export class Connection implements SessionConnection, ResultSink {
     }
     if (!step.session || !step.params) return;
     clearTimeout(this.loginTimer);
+    this.host.preLogin.release(this);
+    this.host.loginThrottle.succeeded(this.login.initiator, this.remoteAddress);
     this.params = step.params;
     this.session = step.session;
     this.state = "full-feature";
@@ -397,7 +459,10 @@ export class Connection implements SessionConnection, ResultSink {
         return;
       }
       if (!task.collector.complete) {
-        this.sendR2Ts(task);
+        const admission = this.writeBudget.request(task, edtl, `ITT 0x${pdu.itt.toString(16)}`, () =>
+          this.sendR2Ts(task),
+        );
+        if (admission === "too-large") this.refuseTooLarge(task, edtl);
         return;
       }
     }
@@ -422,8 +487,10 @@ export class Connection implements SessionConnection, ResultSink {
       this.protocolErrorOnTask(task, pdu, err as Error);
       return;
     }
-    if (task.collector.complete) this.startExecution(task);
-    else this.sendR2Ts(task);
+    const complete = task.collector.complete;
+    this.writeBudget.progress(task, complete);
+    if (complete) this.startExecution(task);
+    else if (this.writeBudget.admitted(task)) this.sendR2Ts(task); // else R2Ts follow admission
   }
 
   private sendR2Ts(task: ActiveTask): void {
@@ -461,6 +528,24 @@ export class Connection implements SessionConnection, ResultSink {
     this.respond(task, st).catch((e: Error) => this.internalError(e));
   }
 
+  /**
+   * A write whose data could never fit the target's write-data budget: CHECK CONDITION, ILLEGAL REQUEST,
+   * INVALID FIELD IN CDB (SPC-4 4.5.6), as for a transfer longer than the Block Limits VPD allows.
+   */
+  private refuseTooLarge(task: ActiveTask, edtl: number): void {
+    this.log.warn({ itt: task.itt, edtl }, "WRITE larger than MaxWriteDataTotal; refused");
+    task.collector = undefined;
+    const st = task.build!([]);
+    st.status = ScsiStatus.CheckCondition;
+    const sense = Buffer.alloc(18);
+    sense[0] = 0x70;
+    sense[2] = 0x05;
+    sense[7] = 10;
+    sense[12] = 0x24;
+    st.sense = sense;
+    this.respond(task, st).catch((e: Error) => this.internalError(e));
+  }
+
   private async execute(task: ActiveTask): Promise<void> {
     const session = this.session!;
     const data = task.collector ? task.collector.buffers() : [];
@@ -489,12 +574,14 @@ export class Connection implements SessionConnection, ResultSink {
       if (!task.aborted && !st.aborted && this.state !== "closed")
         await sendScsiResult(this, st, task.r2tCount);
     } finally {
+      this.writeBudget.release(task);
       task.finish();
     }
   }
 
   abandon(task: ActiveTask): void {
     task.collector = undefined;
+    this.writeBudget.release(task);
     task.aborted = true;
     if (task.holdsSlot) {
       task.holdsSlot = false;
@@ -592,6 +679,7 @@ export class Connection implements SessionConnection, ResultSink {
         if (t.collector) this.abandon(t);
         else t.aborted = true;
       }
+      this.writeBudget.close();
       // ErrorRecoveryLevel 0: losing a connection other than by logout fails the whole session.
       if (!s.ended && (!wasClean || s.connections.size === 0))
         this.host.endSession(s, wasClean ? "last connection logged out" : "connection lost");

@@ -1,6 +1,7 @@
 /**
- * Target-wide iSCSI counters for whoever reads them (the server's metrics endpoint): logins refused,
- * by target and by reason (RFC 7143 §11.13.5 status), and digest errors (§7.8). Counted on the
+ * Target-wide iSCSI counters for whoever reads them (the metrics endpoint, the iscsi_get_stats RPC
+ * method): logins refused, by target and by reason (RFC 7143 §11.13.5 status), digest errors (§7.8),
+ * and the target's defences against misbehaving peers. Plain numbers that only grow, counted on the
  * failure paths only; nothing on the data path.
  */
 
@@ -20,6 +21,41 @@ export class IscsiStats {
   private readonly refused = new Map<string, number>();
   headerDigestErrors = 0;
   dataDigestErrors = 0;
+
+  /** Logins refused for a CHAP or other authentication failure. */
+  authFailures = 0;
+  /** Logins whose CHAP answer was held back because earlier guesses from the same place had failed. */
+  authDelayedLogins = 0;
+  /** Total time those logins were held back, in milliseconds. */
+  authDelayMs = 0;
+  /** Connections refused at accept: the source address already had its share of unfinished logins. */
+  preLoginRefusedPerAddress = 0;
+  /** Unfinished logins closed to make room for a new connection when the pre-login pool was full. */
+  preLoginEvicted = 0;
+  /** Connections closed because no complete first PDU arrived in time. */
+  firstPduTimeouts = 0;
+  /** Log lines about peer behaviour that were suppressed by the per-source rate limit. */
+  logLinesSuppressed = 0;
+  /** Times a connection stopped being read because its or the server's write-data budget was used up. */
+  dataBudgetWaits = 0;
+  /** Write commands whose Data-Out did not arrive within DataOutTimeout (the connection was dropped). */
+  dataOutTimeouts = 0;
+
+  toJSON(): Record<string, number> {
+    return {
+      auth_failures: this.authFailures,
+      auth_delayed_logins: this.authDelayedLogins,
+      auth_delay_ms: this.authDelayMs,
+      prelogin_refused_per_address: this.preLoginRefusedPerAddress,
+      prelogin_evicted: this.preLoginEvicted,
+      first_pdu_timeouts: this.firstPduTimeouts,
+      log_lines_suppressed: this.logLinesSuppressed,
+      data_budget_waits: this.dataBudgetWaits,
+      data_out_timeouts: this.dataOutTimeouts,
+      header_digest_errors: this.headerDigestErrors,
+      data_digest_errors: this.dataDigestErrors,
+    };
+  }
 
   loginRefused(target: string, reason: LoginRefusal): void {
     const key = `${target}\0${reason}`;

@@ -101,6 +101,16 @@ export class LoginNegotiator {
     this.params = defaultParams(env.globals.maxRecvDataSegmentLength);
   }
 
+  /** The InitiatorName the initiator gave ("" until its first Login Request). */
+  get initiator(): string {
+    return this.initiatorName;
+  }
+
+  /** The next Login Request should carry CHAP_N/CHAP_R (the throttle holds those back after failures). */
+  get awaitingChapResponse(): boolean {
+    return this.auth?.awaitingResponse ?? false;
+  }
+
   /** Handle one PDU of the login phase. Never throws: failures become a failed LoginStep. */
   handle(pdu: Pdu): LoginStep {
     try {

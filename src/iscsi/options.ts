@@ -95,6 +95,22 @@ export interface IscsiGlobalOptions {
   readonly errorRecoveryLevel: number;
   /** Seconds a login may take before the connection is dropped. */
   readonly loginTimeoutSec: number;
+  /** Connections that have not completed login, from all sources (prelogin_pool.ts). */
+  readonly preLoginPoolSize: number;
+  /** Connections that have not completed login, from one source address. */
+  readonly preLoginPerAddress: number;
+  /** Milliseconds from accept to the first complete PDU before the connection is dropped. */
+  readonly firstPduTimeoutMs: number;
+  /** Delay after the first authentication failure, doubling per failure (login_throttle.ts); 0 = none. */
+  readonly authFailureDelayMs: number;
+  /** The longest authentication-failure delay. */
+  readonly authFailureDelayMaxMs: number;
+  /** Write data (bytes) buffered for unfinished WRITE commands on one connection (data_budget.ts). */
+  readonly maxWriteDataPerConnection: number;
+  /** Write data (bytes) buffered for unfinished WRITE commands across the whole target. */
+  readonly maxWriteDataTotal: number;
+  /** Seconds a WRITE may wait for its next Data-Out before the connection is dropped (ERL 0). */
+  readonly dataOutTimeoutSec: number;
 }
 
 /** SPDK's defaults (lib/iscsi/iscsi.h), used where the config file is silent. */
@@ -116,6 +132,17 @@ export const DEFAULT_ISCSI_OPTIONS: IscsiGlobalOptions = {
   maxOutstandingR2T: 1,
   errorRecoveryLevel: 0,
   loginTimeoutSec: 30,
+  preLoginPoolSize: 128,
+  // open-iscsi logs in to every node of a host at once (iscsiadm -m node -L all): leave room for it.
+  preLoginPerAddress: 32,
+  firstPduTimeoutMs: 5000,
+  authFailureDelayMs: 100,
+  authFailureDelayMaxMs: 5000,
+  // A write is held whole until the device has it: room for two of the largest writes the Block Limits
+  // VPD page allows (32 MiB), and a target-wide cap in the hundreds of MiB as LIO and tgt users expect.
+  maxWriteDataPerConnection: 64 * 1024 * 1024,
+  maxWriteDataTotal: 256 * 1024 * 1024,
+  dataOutTimeoutSec: 30,
 };
 
 export interface IscsiTargetOptions {

@@ -6,10 +6,14 @@
 import { isIPv6, type Socket } from "node:net";
 import { log as rootLog, type Logger } from "../util/log.js";
 import { ITNexus } from "../scsi/task.js";
+import { LogRateLimiter } from "../util/log_rate_limit.js";
 import { Connection, type ConnectionHost } from "./conn.js";
+import { WriteDataBudget } from "./data_budget.js";
 import { InitiatorGroup } from "./init_grp.js";
 import { IscsiStats, loginRefusalOf } from "./iscsi_stats.js";
 import type { NewSession } from "./login.js";
+import { LoginThrottle } from "./login_throttle.js";
+import { PreLoginPool } from "./prelogin_pool.js";
 import type {
   AuthPolicy,
   ChapSecret,
@@ -28,8 +32,6 @@ import { TargetNode } from "./tgt_node.js";
 const ASYNC_REQUEST_LOGOUT = 1;
 /** RFC 7143 §11.9.1 AsyncEvent 3: the target will drop all connections of the session. */
 const ASYNC_DROP_ALL = 3;
-/** Connections allowed beyond MaxSessions x MaxConnectionsPerSession (logins racing, discovery). */
-const EXTRA_LOGIN_CONNECTIONS = 64;
 /** How long stop() waits for tasks in flight before closing anyway. */
 const STOP_GRACE_MS = 5000;
 
@@ -59,10 +61,14 @@ export class IscsiTarget implements ConnectionHost {
   private readonly authGroups = new Map<number, readonly ChapSecret[]>();
   private readonly sessions = new Map<number, Session>();
   private readonly connections = new Set<Connection>();
-  /** Refused logins and digest errors, for the metrics endpoint. */
-  readonly stats = new IscsiStats();
   private nextTsih = 1;
   private stopping = false;
+  /** Refused logins, digest errors and what misbehaving peers were refused (metrics, iscsi_get_stats). */
+  readonly stats = new IscsiStats();
+  readonly preLogin: PreLoginPool;
+  readonly loginThrottle: LoginThrottle;
+  readonly logLimiter: LogRateLimiter;
+  readonly writeBudget: WriteDataBudget;
 
   constructor(options: IscsiTargetOptions, logger?: Logger) {
     this.globals = options.globals;
@@ -81,6 +87,30 @@ export class IscsiTarget implements ConnectionHost {
       this.nodes.set(key, new TargetNode(t, this.initiatorGroups));
     }
     for (const pg of options.portalGroups) this.portalGroups.set(pg.tag, new PortalGroup(pg));
+    const g = this.globals;
+    this.preLogin = new PreLoginPool(
+      { size: g.preLoginPoolSize, perAddress: g.preLoginPerAddress, firstPduTimeoutMs: g.firstPduTimeoutMs },
+      this.stats,
+    );
+    this.writeBudget = new WriteDataBudget(
+      {
+        perConnection: g.maxWriteDataPerConnection,
+        total: g.maxWriteDataTotal,
+        dataOutTimeoutMs: g.dataOutTimeoutSec * 1000,
+      },
+      this.stats,
+    );
+    this.logLimiter = new LogRateLimiter(
+      undefined,
+      undefined,
+      undefined,
+      () => this.stats.logLinesSuppressed++,
+    );
+    this.loginThrottle = new LoginThrottle(
+      { baseDelayMs: g.authFailureDelayMs, maxDelayMs: g.authFailureDelayMaxMs },
+      this.stats,
+      this.log.child({ component: "login-throttle" }),
+    );
   }
 
   async start(): Promise<void> {
@@ -246,16 +276,19 @@ export class IscsiTarget implements ConnectionHost {
   }
 
   private accept(socket: Socket, tag: number): void {
-    // Half-open logins cost memory until the login timer fires: refuse beyond what sessions can use.
-    const limit = this.globals.maxSessions * this.globals.maxConnectionsPerSession + EXTRA_LOGIN_CONNECTIONS;
-    if (this.stopping || this.connections.size >= limit) {
-      if (!this.stopping)
-        this.log.warn({ peer: socket.remoteAddress, limit }, "too many connections; refused");
+    // Connections still logging in have their own pool (prelogin_pool.ts); logged-in ones are bounded
+    // by MaxSessions x MaxConnectionsPerSession, which login enforces.
+    const address = socket.remoteAddress ?? "";
+    const refused = this.stopping ? "target stopping" : this.preLogin.admit(address);
+    if (refused !== undefined) {
+      if (!this.stopping && this.logLimiter.allow(address, this.log))
+        this.log.warn({ peer: address }, `connection refused: ${refused}`);
       socket.destroy();
       return;
     }
     const conn = new Connection(socket, tag, this, this.log);
     this.connections.add(conn);
+    this.preLogin.add(conn, address);
   }
 
   // ---- ConnectionHost / LoginEnvironment ----------------------------------------------------
@@ -271,6 +304,7 @@ export class IscsiTarget implements ConnectionHost {
 
   connectionClosed(conn: Connection): void {
     this.connections.delete(conn);
+    this.preLogin.release(conn);
   }
 
   findNode(name: string): TargetNode | undefined {

@@ -37,3 +37,26 @@ test("framer: more than the limit without an end throws FrameTooLargeError", () 
   f.push(Buffer.from('{"a":"' + "x".repeat(50)));
   assert.throws(() => f.push(Buffer.from("x".repeat(60))), FrameTooLargeError);
 });
+
+test("framer: a value that breaks the grammar ends at the next newline as one garbage frame", () => {
+  const f = new JsonStreamFramer();
+  assert.deepEqual(f.push(Buffer.from('{not json\n{"a":1}')), ["{not json\n", '{"a":1}']);
+  assert.deepEqual(f.push(Buffer.from('{"a":tru\n')), ['{"a":tru\n']);
+});
+
+test("framer: pretty-printed requests (rpc.py indent=2) with newlines inside are one frame", () => {
+  const f = new JsonStreamFramer();
+  const text = JSON.stringify(
+    { jsonrpc: "2.0", method: "x", id: 1, params: { a: [1, -2.5e3, true, null, "s"] } },
+    null,
+    2,
+  );
+  assert.deepEqual(f.push(Buffer.from(text + text)), [text, text]);
+});
+
+test("framer: each kind of grammar error is given up at the newline", () => {
+  for (const bad of ['{"a" 1}', '{"a":}', "[1 2]", '{"a":1,}x', '{"a":nul}', '{"a":"x"]', "{,}"]) {
+    const f = new JsonStreamFramer();
+    assert.deepEqual(f.push(Buffer.from(bad + "\n")), [bad + "\n"], bad);
+  }
+});

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { lstat, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
+import { chmod, lstat, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -233,4 +233,93 @@ test("rpc: registry refuses a name registered twice (also as an alias)", () => {
   assert.throws(() => r.register("b", { description: "", handler: () => null }), /already registered/);
   assert.deepEqual(r.names(true).slice(-2), ["a", "b"]);
   assert.equal(r.get("b")?.name, "a");
+});
+
+test("rpc: the socket is 0600 even under umask 000; with a group it is 0660 owner:group", async () => {
+  const old = process.umask(0);
+  try {
+    const srv = await start("private.sock");
+    const st = await stat(srv.path);
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.equal(st.uid, process.getuid!());
+    await srv.stop();
+    const grouped = await RpcServer.start({
+      path: join(dir, "group.sock"),
+      registry: testRegistry(),
+      logger: quiet,
+      group: "12345",
+    });
+    const gst = await stat(grouped.path);
+    assert.equal(gst.mode & 0o777, 0o660);
+    assert.equal(gst.gid, 12345);
+    await grouped.stop();
+    // A file the server creates later (not the socket) still gets the process's own umask.
+    assert.equal(process.umask(), 0);
+  } finally {
+    process.umask(old);
+  }
+});
+
+test("rpc: a socket directory others can write (no sticky bit) is refused; a sticky one is accepted", async () => {
+  const open = join(dir, "world-writable");
+  await mkdir(open);
+  await chmod(open, 0o777);
+  await assert.rejects(
+    RpcServer.start({ path: join(open, "x.sock"), registry: testRegistry(), logger: quiet }),
+    /writable by other users/,
+  );
+  await chmod(open, 0o1777); // like /tmp and /var/tmp: others cannot remove our socket
+  const srv = await RpcServer.start({ path: join(open, "x.sock"), registry: testRegistry(), logger: quiet });
+  await srv.stop();
+});
+
+test("rpc: a malformed request ending in a newline ('{not json') is answered -32700 at once", async () => {
+  const srv = await start("malformed.sock");
+  const { lines, closed } = await rawExchange(
+    srv.path,
+    '{not json\n{"jsonrpc":"2.0","method":"echo","params":{"text":"ok"},"id":2}',
+    2,
+  );
+  assert.equal(closed, false);
+  const msgs = lines.map((l) => JSON.parse(l) as { id: unknown; error?: { code: number }; result?: unknown });
+  assert.deepEqual(msgs[0], { ...msgs[0], id: null });
+  assert.equal(msgs[0]!.error?.code, RpcErrorCode.ParseError);
+  assert.deepEqual(msgs[1]!.result, { text: "ok", times: 1 });
+  await srv.stop();
+});
+
+function openIdle(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path);
+    s.once("connect", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+test("rpc: 32 idle clients do not lock out the administrator; idle clients are closed after the timeout", async () => {
+  const srv = await RpcServer.start({
+    path: join(dir, "idle.sock"),
+    registry: testRegistry(),
+    logger: quiet,
+    idleTimeoutMs: 400,
+  });
+  const idle: Socket[] = [];
+  for (let i = 0; i < 32; i++) idle.push(await openIdle(srv.path));
+  const closedCount = (): number => idle.filter((s) => s.destroyed || s.readableEnded).length;
+  for (const s of idle) s.on("error", () => undefined).on("close", () => s.destroy());
+  const t0 = Date.now();
+  const client = await RpcClient.connect(srv.path);
+  assert.deepEqual(await client.call("echo", { text: "admin" }), { text: "admin", times: 1 });
+  assert.ok(Date.now() - t0 < 300, "the admin got in before any idle timeout");
+  client.close();
+  assert.ok(closedCount() >= 1, "the longest-idle client made room");
+  // Every idle client is closed once the idle timeout passes.
+  const deadline = Date.now() + 3000;
+  while (closedCount() < 32 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(closedCount(), 32);
+  // A slow method call is not idleness.
+  const slow = await RpcClient.connect(srv.path);
+  assert.equal(await slow.call("slow", { ms: 700 }), 700);
+  slow.close();
+  await srv.stop();
 });

@@ -3,9 +3,16 @@
  * /var/tmp/usertgt.sock). Requests are framed by JsonStreamFramer (rpc.py style or one per line);
  * each response is one JSON object followed by "\n". Requests on one connection are answered in
  * order. Bad input gets an error response; a request over 1 MiB ends the connection.
+ *
+ * The socket can make the target forget data (`invalidate`, `down`, `primary --force`), so it is
+ * created 0600 (0660 with a group) whatever the umask, and never in a directory that other users
+ * can write without the sticky bit (they could replace it). A client idle for idleTimeoutMs is
+ * closed, and when the table is full the longest-idle client makes room, so idle clients cannot
+ * lock the administrator out.
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { lstat, unlink } from "node:fs/promises";
+import { chmod, chown, lstat, readFile, stat, unlink } from "node:fs/promises";
+import { dirname } from "node:path";
 import { log as rootLog, type Logger } from "../util/log.js";
 import { FrameTooLargeError, JsonStreamFramer } from "./framing.js";
 import {
@@ -22,11 +29,47 @@ import type { MethodRegistry } from "./registry.js";
 const MAX_CONNECTIONS = 32;
 /** Requests framed but not yet answered on one connection; a client pipelining more is cut off. */
 const MAX_QUEUED_REQUESTS = 64;
+/** Default for RpcServerOptions.idleTimeoutMs. */
+export const DEFAULT_RPC_IDLE_TIMEOUT_MS = 30_000;
 
 export interface RpcServerOptions {
   readonly path: string;
   readonly registry: MethodRegistry;
   readonly logger?: Logger;
+  /** A group (name or number) given read-write access: the socket is then 0660, owner:group. */
+  readonly group?: string;
+  /** A connection with no request in progress and no bytes received for this long is closed. */
+  readonly idleTimeoutMs?: number;
+}
+
+interface ControlConnection {
+  lastActivity: number;
+  busy: boolean;
+}
+
+/** A group name from /etc/group, or a number, as a gid. */
+async function resolveGroup(group: string): Promise<number> {
+  if (/^\d+$/.test(group)) return Number(group);
+  const text = await readFile("/etc/group", "utf8").catch(() => "");
+  for (const line of text.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new Error(`group ${group} not found in /etc/group`);
+}
+
+/** Refuse a directory where another user could remove or replace the socket. */
+async function checkSocketDirectory(path: string): Promise<void> {
+  const dir = dirname(path);
+  const st = await stat(dir);
+  const sticky = (st.mode & 0o1000) !== 0;
+  if ((st.mode & 0o002) !== 0 && !sticky) {
+    throw new Error(`directory ${dir} is writable by other users (mode ${(st.mode & 0o7777).toString(8)})`);
+  }
+  const uid = process.getuid?.() ?? 0;
+  if ((st.mode & 0o020) !== 0 && !sticky && st.uid !== uid) {
+    throw new Error(`directory ${dir} is group-writable and owned by uid ${st.uid}, not by this server`);
+  }
 }
 
 function validId(v: unknown): v is RequestId {
@@ -47,7 +90,7 @@ function listening(path: string): Promise<boolean> {
 
 export class RpcServer {
   private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
+  private readonly sockets = new Map<Socket, ControlConnection>();
   private readonly log: Logger;
   private closed = false;
   private connectionCount = 0;
@@ -55,7 +98,10 @@ export class RpcServer {
   private constructor(private readonly options: RpcServerOptions) {
     this.log = (options.logger ?? rootLog).child({ module: "rpc", socket: options.path });
     this.server = createServer((socket) => this.accept(socket));
-    this.server.maxConnections = MAX_CONNECTIONS;
+  }
+
+  private get idleTimeoutMs(): number {
+    return this.options.idleTimeoutMs ?? DEFAULT_RPC_IDLE_TIMEOUT_MS;
   }
 
   get path(): string {
@@ -68,6 +114,10 @@ export class RpcServer {
    */
   static async start(options: RpcServerOptions): Promise<RpcServer> {
     const rpc = new RpcServer(options);
+    const gid = options.group === undefined ? undefined : await resolveGroup(options.group);
+    await checkSocketDirectory(options.path).catch((err) => {
+      throw rpcStartError(options.path, err);
+    });
     try {
       await rpc.listen();
     } catch (err) {
@@ -79,6 +129,9 @@ export class RpcServer {
       // (It may vanish meanwhile: a server that was stopping has just removed it.)
       const st = await lstat(options.path).catch(() => undefined);
       if (st && !st.isSocket()) throw new Error(`RPC socket ${options.path}: exists and is not a socket`);
+      if (st && st.uid !== (process.getuid?.() ?? 0)) {
+        throw new Error(`RPC socket ${options.path}: left by another user (uid ${st.uid}); not removing it`);
+      }
       if (st) {
         rpc.log.warn("removing a stale RPC socket file nothing listens on");
         await unlink(options.path).catch((err: NodeJS.ErrnoException) => {
@@ -91,6 +144,14 @@ export class RpcServer {
         throw rpcStartError(options.path, err2);
       }
     }
+    try {
+      // The umask already kept the socket private from bind on; set the final mode explicitly.
+      if (gid !== undefined) await chown(options.path, process.getuid?.() ?? 0, gid);
+      await chmod(options.path, gid === undefined ? 0o600 : 0o660);
+    } catch (err) {
+      await rpc.stop();
+      throw rpcStartError(options.path, err);
+    }
     rpc.log.info("RPC server listening");
     return rpc;
   }
@@ -99,11 +160,18 @@ export class RpcServer {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once("error", onError);
-      this.server.listen(this.options.path, () => {
-        this.server.off("error", onError);
-        this.server.on("error", (err) => this.log.error({ err }, "RPC server error"));
-        resolve();
-      });
+      // Node binds a Unix socket synchronously inside listen(): with this umask the socket is never,
+      // even for a moment, open to other users (chmod after bind would leave a window).
+      const umask = process.umask(0o177);
+      try {
+        this.server.listen(this.options.path, () => {
+          this.server.off("error", onError);
+          this.server.on("error", (err) => this.log.error({ err }, "RPC server error"));
+          resolve();
+        });
+      } finally {
+        process.umask(umask);
+      }
     });
   }
 
@@ -111,24 +179,47 @@ export class RpcServer {
   async stop(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const s of this.sockets) s.destroy();
+    for (const s of this.sockets.keys()) s.destroy();
     // Node unlinks a Unix socket's path when its server closes; unlinking again here could remove
     // the socket of a server that has taken the path over in the meantime.
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.log.info("RPC server stopped");
   }
 
+  /** Make room for a new client: close the one idle longest, if any is idle; false when all are busy. */
+  private evictIdle(): boolean {
+    let oldest: [Socket, ControlConnection] | undefined;
+    for (const entry of this.sockets) {
+      if (entry[1].busy) continue;
+      if (!oldest || entry[1].lastActivity < oldest[1].lastActivity) oldest = entry;
+    }
+    if (!oldest) return false;
+    this.sockets.delete(oldest[0]);
+    oldest[0].destroy();
+    return true;
+  }
+
   private accept(socket: Socket): void {
-    this.sockets.add(socket);
+    if (this.sockets.size >= MAX_CONNECTIONS && !this.evictIdle()) {
+      this.log.warn({ limit: MAX_CONNECTIONS }, "RPC connection table full of busy clients; refused");
+      socket.destroy();
+      return;
+    }
+    const state: ControlConnection = { lastActivity: Date.now(), busy: false };
+    this.sockets.set(socket, state);
     const framer = new JsonStreamFramer();
     const queue: string[] = [];
-    let busy = false;
     let cutOff = false;
     const conn = this.log.child({ conn: ++this.connectionCount });
+    socket.setTimeout(this.idleTimeoutMs, () => {
+      if (state.busy) return; // a long method call is not idleness; the timer re-arms on its own
+      conn.debug("RPC client idle; closing");
+      socket.destroy();
+    });
 
     const drainQueue = async (): Promise<void> => {
-      if (busy) return;
-      busy = true;
+      if (state.busy) return;
+      state.busy = true;
       while (queue.length > 0 && !socket.destroyed) {
         const response = await this.handle(queue.shift()!, conn);
         if (response === undefined || socket.destroyed) continue;
@@ -142,10 +233,12 @@ export class RpcServer {
           if (!socket.destroyed) socket.resume();
         }
       }
-      busy = false;
+      state.busy = false;
+      state.lastActivity = Date.now();
     };
 
     socket.on("data", (chunk: Buffer) => {
+      state.lastActivity = Date.now();
       if (cutOff) return;
       let frames: string[];
       try {

@@ -187,6 +187,30 @@ export function buildRegistry(src: MetricsSources): Registry {
     ),
   );
 
+  add(
+    new ScrapeMetric(
+      "usertgt_iscsi_login_delays_total",
+      "logins whose CHAP answer was held back after earlier failures from the same initiator or source",
+      "counter",
+      () => [{ labels: {}, value: src.iscsiTarget()?.stats.authDelayedLogins ?? 0 }],
+    ),
+  );
+  add(
+    new ScrapeMetric(
+      "usertgt_iscsi_connections_refused_total",
+      "connections refused or closed before login: per-address share, pool full, no first PDU in time",
+      "counter",
+      () => {
+        const s = src.iscsiTarget()?.stats;
+        return [
+          { labels: { reason: "per-address" }, value: s?.preLoginRefusedPerAddress ?? 0 },
+          { labels: { reason: "evicted" }, value: s?.preLoginEvicted ?? 0 },
+          { labels: { reason: "first-pdu-timeout" }, value: s?.firstPduTimeouts ?? 0 },
+        ];
+      },
+    ),
+  );
+
   // DRBD: states as one series with value 1 (the value is in the label), as DRBD exporters do.
   add(
     new ScrapeMetric(

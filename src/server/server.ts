@@ -42,6 +42,8 @@ export interface ServerOptions {
    * --rpc-socket stays a start-up failure.
    */
   readonly rpcSocketRequired?: boolean;
+  /** A group given read-write access to the control socket (0660); without it the socket is 0600. */
+  readonly rpcSocketGroup?: string;
   /** More control-plane methods (e.g. DRBD's), each registering its own on the server's registry. */
   readonly rpcMethods?: readonly ((registry: MethodRegistry) => void)[];
   /**
@@ -230,6 +232,7 @@ export class UsertgtServer {
         path: this.options.rpcSocket,
         registry: this.methods,
         logger: this.rootLogger,
+        group: this.options.rpcSocketGroup,
       });
     } catch (err) {
       if (this.options.rpcSocketRequired !== false) throw err;

@@ -109,6 +109,58 @@ describe("config errors at start-up", () => {
     }
   });
 
+  const DRBD_RES = (net: string, address = "127.0.0.1:7951"): string => `resource r0 {
+  net { ${net} }
+  on alpha { address ${address};
+    volume 0 { device minor 0; disk /UMCfuse/dev/ram0; meta-disk internal; } }
+  on beta { address 127.0.0.2:7951;
+    volume 0 { device minor 0; disk /UMCfuse/dev/ram0; meta-disk internal; } }
+}
+`;
+  const drbdCases: [string, string, (file: string) => string][] = [
+    [
+      "an IPv4 address with an octet over 255",
+      DRBD_RES("protocol C;", "300.1.1.1:7951"),
+      (f) => `${f}:3: expected an IPv4 address, got '300.1.1.1:7951'`,
+    ],
+    [
+      "a verify-alg the kernel has no hash for",
+      DRBD_RES("verify-alg rot13;"),
+      (f) => `${f}:2: verify-alg rot13 is not one of sha1, md5, sha256, crc32c`,
+    ],
+    [
+      "a cram-hmac-alg that is no hash",
+      DRBD_RES('cram-hmac-alg md99; shared-secret "s";'),
+      (f) => `${f}:2: cram-hmac-alg md99 is not a known hash (e.g. sha1, sha256, md5)`,
+    ],
+  ];
+  for (const [what, text, message] of drbdCases) {
+    it(`serve refuses a DRBD config with ${what}: FILE:LINE, exit 2`, async () => {
+      const file = join(dir, `${what.replace(/\W+/g, "_")}.res`);
+      await writeFile(file, text);
+      const r = await runCli([
+        "serve",
+        "--no-rpc",
+        "--no-fuse",
+        "--drbd-config",
+        file,
+        "--node-name",
+        "alpha",
+      ]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stderr.trim(), `usertgt: ${message(file)}`);
+    });
+  }
+
+  it("an empty config with --no-rpc has nothing to serve: exit 2, never 'ready'", async () => {
+    const file = join(dir, "empty.conf");
+    await writeFile(file, "");
+    const r = await runCli(["serve", "-c", file, "--no-rpc", "--no-fuse", "--log-level", "silent"]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.doesNotMatch(r.stderr, /ready/);
+    assert.match(r.stderr, new RegExp(`usertgt: ${file}: nothing to serve`));
+  });
+
   it("--version prints the package version", async () => {
     const r = await runCli(["--version"]);
     assert.equal(r.code, 0);

@@ -81,9 +81,32 @@ export function readIscsi(r: Reader, sec: IniSection, out: GlobalsOut): void {
         },
       },
       LoginTimeout: intKey((n) => (g.loginTimeoutSec = n), 1, 3600),
+      // usertgt's own defences against misbehaving peers (docs/config.md).
+      PreLoginPoolSize: intKey((n) => (g.preLoginPoolSize = n), 1, 65535),
+      PreLoginPerAddress: intKey((n) => (g.preLoginPerAddress = n), 1, 65535),
+      FirstPduTimeoutMs: intKey((n) => (g.firstPduTimeoutMs = n), 100, 600_000),
+      AuthFailureDelayMs: intKey((n) => (g.authFailureDelayMs = n), 0, 60_000),
+      AuthFailureDelayMaxMs: intKey((n) => (g.authFailureDelayMaxMs = n), 0, 600_000),
+      MaxWriteDataPerConnection: intKey((n) => (g.maxWriteDataPerConnection = n), 512, 2 ** 40),
+      MaxWriteDataTotal: intKey((n) => (g.maxWriteDataTotal = n), 512, 2 ** 40),
+      DataOutTimeout: intKey((n) => (g.dataOutTimeoutSec = n), 1, 3600),
     },
     ISCSI_IGNORED,
   );
+  if (g.authFailureDelayMaxMs < g.authFailureDelayMs) {
+    const line = sec.entries.find((e) => e.key === "AuthFailureDelayMaxMs")?.line ?? sec.line;
+    throw r.error(
+      line,
+      `AuthFailureDelayMaxMs ${g.authFailureDelayMaxMs} is below AuthFailureDelayMs ${g.authFailureDelayMs}`,
+    );
+  }
+  if (g.maxWriteDataTotal < g.maxWriteDataPerConnection) {
+    const line = sec.entries.find((e) => e.key === "MaxWriteDataTotal")?.line ?? sec.line;
+    throw r.error(
+      line,
+      `MaxWriteDataTotal ${g.maxWriteDataTotal} is below MaxWriteDataPerConnection ${g.maxWriteDataPerConnection}`,
+    );
+  }
   if (g.firstBurstLength > g.maxBurstLength) {
     const line = sec.entries.find((e) => e.key === "FirstBurstLength")?.line ?? sec.line;
     throw r.error(

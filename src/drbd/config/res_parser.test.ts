@@ -201,6 +201,26 @@ test("res: syntax and validation errors name the file, the line and what was exp
     "/etc/drbd.d/test.res:2: expected a node-id within 0..31, got 40",
   );
   assert.equal(
+    parseError("resource r0 {\n on a { address 300.1.1.1:7000; }\n}"),
+    "/etc/drbd.d/test.res:2: expected an IPv4 address, got '300.1.1.1:7000'",
+  );
+  assert.equal(
+    parseError("resource r0 {\n on a { address ipv6 [1::2::3]:7000; }\n}"),
+    "/etc/drbd.d/test.res:2: expected an IPv6 address, got '1::2::3'",
+  );
+  assert.equal(
+    parseError(TWO_NODES("net { verify-alg rot13; }")),
+    "/etc/drbd.d/test.res:5: verify-alg rot13 is not one of sha1, md5, sha256, crc32c",
+  );
+  assert.equal(
+    parseError(TWO_NODES('net { cram-hmac-alg md99; shared-secret "s"; }')),
+    "/etc/drbd.d/test.res:5: cram-hmac-alg md99 is not a known hash (e.g. sha1, sha256, md5)",
+  );
+  assert.equal(
+    parseError(TWO_NODES("net { csums-alg rot13; }")),
+    "/etc/drbd.d/test.res:5: csums-alg rot13 is not a known hash",
+  );
+  assert.equal(
     parseError("resorce r0 {}"),
     "/etc/drbd.d/test.res:1: expected global | common | resource | include | skip, got 'resorce'",
   );

@@ -4,7 +4,9 @@
  * plus the `node-id` keyword DRBD 9 files carry. Every error is `file:line: expected X, got Y` or names the
  * offending line. Configuration is read once at start-up, so synchronous file access is fine here.
  */
+import { createHmac, getHashes } from "node:crypto";
 import { readFileSync, readdirSync, statSync } from "node:fs";
+import { isIPv4, isIPv6 } from "node:net";
 import { hostname } from "node:os";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import {
@@ -24,6 +26,7 @@ import {
   type VolumeConfig,
 } from "./model.js";
 import { describeToken, tokenize, type Token } from "./res_lexer.js";
+import { VERIFY_ALGS } from "../verify.js";
 
 const SECTIONS = ["net", "disk", "options", "startup", "handlers"] as const;
 /** DRBD_MINOR_NUMBER_MAX (drbd_limits.h). */
@@ -423,6 +426,7 @@ function parseAddress(ts: TokenStream): Address {
     ip = inner.text;
     portText = rest.text.slice(1);
     family = "ipv6";
+    t = inner; // errors name the address, not the bracket
   } else if (t.kind === "word") {
     const colon = t.text.lastIndexOf(":");
     if (colon < 0) throw expected("IP:PORT", t);
@@ -431,8 +435,9 @@ function parseAddress(ts: TokenStream): Address {
   } else {
     throw expected("an address IP:PORT", t);
   }
-  if (family === "ipv4" && !/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) throw expected("an IPv4 address", t);
-  if (family === "ipv6" && !/^[0-9A-Fa-f:.]+(%[\w.-]+)?$/.test(ip)) throw expected("an IPv6 address", t);
+  // The kernel's inet_pton would refuse what these refuse (300.1.1.1, 1::2::3): the node could never bind.
+  if (family === "ipv4" && !isIPv4(ip)) throw expected("an IPv4 address", t);
+  if (family === "ipv6" && !isIPv6(ip.replace(/%[\w.-]+$/, ""))) throw expected("an IPv6 address", t);
   const port = /^\d+$/.test(portText) ? Number(portText) : NaN;
   if (!(port >= 1 && port <= 65535)) throw expected("a port within 1..65535", t);
   ts.expect(";");
@@ -616,6 +621,42 @@ function validateResource(res: ResourceConfig): void {
   const alg = res.net.get("cram-hmac-alg");
   if (alg && !res.net.has("shared-secret"))
     throw new DrbdConfigError(alg.where, `cram-hmac-alg needs a shared-secret in resource ${res.name}`);
+  checkAlgorithms(res);
+}
+
+/**
+ * Algorithm names the node could never use are refused here rather than at the first connect (the kernel
+ * refuses them in drbd_nl.c when drbdadm hands them over: "crypto_alloc_hash failed").
+ */
+function checkAlgorithms(res: ResourceConfig): void {
+  const hashes = new Set([...getHashes(), "crc32c"]);
+  const bare = (name: string): string => name.replace(/^hmac\((.*)\)$/, "$1");
+  const cram = res.net.get("cram-hmac-alg");
+  if (cram) {
+    const name = bare(String(cram.value));
+    let usable = true;
+    try {
+      createHmac(name, "probe");
+    } catch {
+      usable = false;
+    }
+    if (!usable)
+      throw new DrbdConfigError(
+        cram.where,
+        `cram-hmac-alg ${String(cram.value)} is not a known hash (e.g. sha1, sha256, md5)`,
+      );
+  }
+  const verify = res.net.get("verify-alg");
+  if (verify && !(VERIFY_ALGS as readonly string[]).includes(String(verify.value)))
+    throw new DrbdConfigError(
+      verify.where,
+      `verify-alg ${String(verify.value)} is not one of ${VERIFY_ALGS.join(", ")}`,
+    );
+  for (const key of ["csums-alg", "data-integrity-alg"] as const) {
+    const opt = res.net.get(key);
+    if (opt && !hashes.has(bare(String(opt.value))))
+      throw new DrbdConfigError(opt.where, `${key} ${String(opt.value)} is not a known hash`);
+  }
 }
 
 /** Minors, devices, disks and addresses are unique per host across all resources (drbdadm check_uniq). */

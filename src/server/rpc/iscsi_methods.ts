@@ -301,11 +301,20 @@ export function registerIscsiControl(registry: MethodTable, server: ControlServe
   });
 
   registry.register("iscsi_get_stats", {
-    description: "connections by state (SPDK's invalid/running/exiting/exited)",
+    description:
+      "connections by state (SPDK's invalid/running/exiting/exited), and counters of refused, delayed and timed-out peers (usertgt's)",
     handler: () => {
-      const conns = graph.iscsiTarget()?.connectionInfo() ?? [];
+      const target = graph.iscsiTarget();
+      const conns = target?.connectionInfo() ?? [];
       const exiting = conns.filter((c) => c.state === "logout" || c.state === "closed").length;
-      return { invalid: 0, running: conns.length - exiting, exiting, exited: 0 };
+      const defences = target
+        ? {
+            ...target.stats.toJSON(),
+            prelogin_connections: target.preLogin.count,
+            write_data_buffered: target.writeBudget.used,
+          }
+        : {};
+      return { invalid: 0, running: conns.length - exiting, exiting, exited: 0, ...defences };
     },
   });
   registry.register("scsi_get_devices", {
