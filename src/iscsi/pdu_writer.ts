@@ -1,49 +1,12 @@
 /**
- * PDU emission (RFC 7143 §11.2): BHS, AHS, header digest, data segment, padding, data digest.
- * Data buffers go to the socket as they are (no copy); the writer tells the caller when the socket
- * asks it to wait ('drain'), so bulk senders (Data-In) respect back-pressure.
+ * Sending PDUs on one connection's socket: each PDU is serialized and written at once (corked, so
+ * its header and data leave together). Data buffers go to the socket as they are (no copy); the
+ * writer tells the caller when the socket asks it to wait ('drain'), so bulk senders (Data-In)
+ * respect back-pressure.
  */
 import type { Socket } from "node:net";
-import { crc32c } from "@node-rs/crc32";
-import { Pdu, pad4 } from "./pdu.js";
-
-const PAD = Buffer.alloc(4);
-
-/** Encode one PDU into the buffers to write, in order. Exported for tests and the raw initiator. */
-export function encodePdu(
-  pdu: Pdu,
-  headerDigest: boolean,
-  dataDigest: boolean,
-  parts?: readonly Buffer[],
-): Buffer[] {
-  const data = parts ?? pdu.dataParts;
-  let dsl = 0;
-  for (const p of data) dsl += p.length;
-  pdu.bhs[4] = pdu.ahs.length / 4;
-  pdu.bhs.writeUIntBE(dsl, 5, 3);
-  const out: Buffer[] = [];
-  const header = pdu.ahs.length ? Buffer.concat([pdu.bhs, pdu.ahs]) : pdu.bhs;
-  if (headerDigest) {
-    const hd = Buffer.allocUnsafe(4);
-    hd.writeUInt32LE(crc32c(header), 0);
-    out.push(header, hd);
-  } else {
-    out.push(header);
-  }
-  if (dsl === 0) return out;
-  out.push(...data);
-  const pad = pad4(dsl);
-  if (pad) out.push(PAD.subarray(0, pad));
-  if (dataDigest) {
-    let crc = 0;
-    for (const p of data) crc = crc32c(p, crc);
-    if (pad) crc = crc32c(PAD.subarray(0, pad), crc);
-    const dd = Buffer.allocUnsafe(4);
-    dd.writeUInt32LE(crc, 0);
-    out.push(dd);
-  }
-  return out;
-}
+import type { AnyPdu } from "./pdu.js";
+import { serializePdu } from "./pdu_serializer.js";
 
 export class PduWriter {
   headerDigest = false;
@@ -51,15 +14,19 @@ export class PduWriter {
   private waiters: (() => void)[] = [];
   private isBlocked = false;
 
-  constructor(private readonly socket: Socket) {
+  /** `onFull` runs when a write leaves the socket's send buffer full. */
+  constructor(
+    private readonly socket: Socket,
+    private readonly onFull: () => void = () => undefined,
+  ) {
     socket.on("drain", () => this.release());
     socket.on("close", () => this.release());
   }
 
   /** Queue a PDU on the socket. Returns false when the socket's buffer is full (see drained()). */
-  send(pdu: Pdu, parts?: readonly Buffer[]): boolean {
+  send(pdu: AnyPdu): boolean {
     if (this.socket.destroyed) return false;
-    const bufs = encodePdu(pdu, this.headerDigest, this.dataDigest, parts);
+    const bufs = serializePdu(pdu, this.headerDigest, this.dataDigest);
     let ok = true;
     if (bufs.length === 1) {
       ok = this.socket.write(bufs[0]);
@@ -68,9 +35,15 @@ export class PduWriter {
       for (const b of bufs) ok = this.socket.write(b);
       this.socket.uncork();
     }
-    if (!ok) this.isBlocked = true;
+    if (!ok && !this.isBlocked) {
+      this.isBlocked = true;
+      this.onFull();
+    }
     return ok;
   }
+
+  /** Nothing is held back: each PDU is written when sent. */
+  flush(): void {}
 
   /** True while the socket asks us to wait. */
   get blocked(): boolean {
