@@ -1,20 +1,29 @@
 /**
- * Sending PDUs on one connection's socket: each PDU is serialized and written at once (corked, so
- * its header and data leave together). Data buffers go to the socket as they are (no copy); the
- * writer tells the caller when the socket asks it to wait ('drain'), so bulk senders (Data-In)
- * respect back-pressure.
+ * Sending PDUs on one connection's socket. Every PDU that becomes ready during one event-loop turn
+ * is serialized into one gather list, and the list leaves in one corked write — one writev(2) —
+ * once the turn's I/O callbacks have run (setImmediate). Data buffers go to the socket as they are
+ * (no copy). Back-pressure: the gather list is flushed early when it holds `GATHER_LIMIT` bytes, and
+ * a socket whose send buffer is full makes `blocked` true until 'drain' — the connection then stops
+ * reading requests and bulk senders (Data-In) wait on `drained()`.
  */
 import type { Socket } from "node:net";
 import type { AnyPdu } from "./pdu.js";
 import { serializePdu } from "./pdu_serializer.js";
 
+/** Bytes gathered before a flush is forced within the turn (bounds the list, not the socket). */
+export const GATHER_LIMIT = 256 * 1024;
+
 export class PduWriter {
   headerDigest = false;
   dataDigest = false;
+  private gather: Buffer[] = [];
+  private gatherBytes = 0;
+  private flushScheduled = false;
+  private socketFull = false;
   private waiters: (() => void)[] = [];
-  private isBlocked = false;
+  private readonly flushNow = (): void => this.flush();
 
-  /** `onFull` runs when a write leaves the socket's send buffer full. */
+  /** `onFull` runs when a flush leaves the socket's send buffer full. */
   constructor(
     private readonly socket: Socket,
     private readonly onFull: () => void = () => undefined,
@@ -23,41 +32,58 @@ export class PduWriter {
     socket.on("close", () => this.release());
   }
 
-  /** Queue a PDU on the socket. Returns false when the socket's buffer is full (see drained()). */
+  /**
+   * Queue a PDU for this turn's write. Returns false when the socket's buffer is full: a bulk
+   * sender should then wait for drained().
+   */
   send(pdu: AnyPdu): boolean {
     if (this.socket.destroyed) return false;
-    const bufs = serializePdu(pdu, this.headerDigest, this.dataDigest);
+    const from = this.gather.length;
+    serializePdu(pdu, this.headerDigest, this.dataDigest, this.gather);
+    for (let i = from; i < this.gather.length; i++) this.gatherBytes += this.gather[i].length;
+    if (this.gatherBytes >= GATHER_LIMIT) this.flush();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushNow);
+    }
+    return !this.blocked;
+  }
+
+  /** Write everything gathered, in one corked write (one writev). */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.gather.length === 0) return;
+    const bufs = this.gather;
+    this.gather = [];
+    this.gatherBytes = 0;
+    if (this.socket.destroyed || !this.socket.writable) return;
     let ok = true;
-    if (bufs.length === 1) {
-      ok = this.socket.write(bufs[0]);
-    } else {
+    if (bufs.length === 1) ok = this.socket.write(bufs[0]);
+    else {
       this.socket.cork();
       for (const b of bufs) ok = this.socket.write(b);
       this.socket.uncork();
     }
-    if (!ok && !this.isBlocked) {
-      this.isBlocked = true;
+    if (!ok && !this.socketFull) {
+      this.socketFull = true;
       this.onFull();
     }
-    return ok;
   }
-
-  /** Nothing is held back: each PDU is written when sent. */
-  flush(): void {}
 
   /** True while the socket asks us to wait. */
   get blocked(): boolean {
-    return this.isBlocked && !this.socket.destroyed;
+    return this.socketFull && !this.socket.destroyed;
   }
 
-  /** Resolves once the socket has room again (immediately when it has). */
+  /** Resolves once the socket has room again (immediately when it has); flushes what is gathered. */
   drained(): Promise<void> {
-    if (!this.isBlocked || this.socket.destroyed) return Promise.resolve();
+    this.flush();
+    if (!this.socketFull || this.socket.destroyed) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
   private release(): void {
-    this.isBlocked = false;
+    this.socketFull = false;
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();
