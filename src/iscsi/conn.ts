@@ -99,7 +99,7 @@ export class Connection implements SessionConnection, ResultSink, TextConnection
     this.params = defaultParams(g.maxRecvDataSegmentLength);
     // Before negotiation the RFC default of 8192 applies; accept up to our own declared size anyway.
     this.parser = new PduParser(Math.max(8192, g.maxRecvDataSegmentLength));
-    this.writer = new PduWriter(socket, () => this.applyBackPressure());
+    this.writer = new PduWriter(socket);
     this.login = new LoginNegotiator(host, portalGroupTag, this.remoteAddress, this.log);
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));

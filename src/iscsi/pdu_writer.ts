@@ -3,8 +3,8 @@
  * is serialized into one gather list, and the list leaves in one corked write — one writev(2) —
  * once the turn's I/O callbacks have run (setImmediate). Data buffers go to the socket as they are
  * (no copy). Back-pressure: the gather list is flushed early when it holds `GATHER_LIMIT` bytes, and
- * a socket whose send buffer is full makes `blocked` true until 'drain' — the connection then stops
- * reading requests and bulk senders (Data-In) wait on `drained()`.
+ * a socket whose send buffer is full makes `blocked` true until 'drain' — bulk senders (Data-In) wait
+ * on `drained()`, and the connection stops reading requests after the read that found it blocked.
  */
 import type { Socket } from "node:net";
 import type { AnyPdu } from "./pdu.js";
@@ -23,11 +23,7 @@ export class PduWriter {
   private waiters: (() => void)[] = [];
   private readonly flushNow = (): void => this.flush();
 
-  /** `onFull` runs when a flush leaves the socket's send buffer full. */
-  constructor(
-    private readonly socket: Socket,
-    private readonly onFull: () => void = () => undefined,
-  ) {
+  constructor(private readonly socket: Socket) {
     socket.on("drain", () => this.release());
     socket.on("close", () => this.release());
   }
@@ -64,10 +60,7 @@ export class PduWriter {
       for (const b of bufs) ok = this.socket.write(b);
       this.socket.uncork();
     }
-    if (!ok && !this.socketFull) {
-      this.socketFull = true;
-      this.onFull();
-    }
+    if (!ok) this.socketFull = true;
   }
 
   /** True while the socket asks us to wait. */

@@ -90,12 +90,11 @@ test("a turn that gathers GATHER_LIMIT bytes is written at once; drained() flush
   }
 });
 
-test("a peer that does not read makes the writer blocked (onFull) until it reads again", async () => {
+test("a peer that does not read makes the writer blocked until it reads again", async () => {
   const pair = await socketPair();
   try {
     pair.peer.pause();
-    let fullCalls = 0;
-    const writer = new PduWriter(pair.local, () => fullCalls++);
+    const writer = new PduWriter(pair.local);
     const big = Buffer.alloc(256 * 1024);
     // Fill the socket and both kernel buffers: blocked, and still blocked a while later.
     for (let i = 0; i < 400; i++) {
@@ -106,7 +105,6 @@ test("a peer that does not read makes the writer blocked (onFull) until it reads
       if (writer.blocked) break;
     }
     assert.equal(writer.blocked, true);
-    assert.ok(fullCalls >= 1, "onFull told the connection to stop reading");
     let drained = false;
     const wait = writer.drained().then(() => (drained = true));
     await new Promise((r) => setTimeout(r, 50));
