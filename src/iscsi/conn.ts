@@ -7,31 +7,38 @@
 import type { Socket } from "node:net";
 import type { Logger } from "../util/log.js";
 import { decodeLun } from "../scsi/lun_id.js";
+import { ASC, SenseKey, fixedSense } from "../scsi/sense.js";
 import { ScsiStatus, ScsiTask, type TaskAttribute } from "../scsi/task.js";
 import { DataOutCollector } from "./dataout.js";
 import { sendScsiResult, type ResultSink } from "./datain.js";
 import { LoginNegotiator, type LoginEnvironment } from "./login.js";
 import { defaultParams, type NegotiatedParams } from "./param.js";
 import {
-  CMD_ATTR_MASK,
-  CMD_READ,
-  CMD_WRITE,
-  FLAG_FINAL,
+  EMPTY,
+  LogoutReason,
   Opcode,
-  Pdu,
   RESERVED_TAG,
   RejectReason,
+  joinData,
+  opcodeOf,
   snAdd,
+  type DataOutPdu,
+  type LogoutRequestPdu,
+  type NopOutPdu,
+  type Parsed,
+  type ParsedPdu,
+  type ScsiCommandPdu,
+  type TargetPdu,
 } from "./pdu.js";
 import { PduFramingError, PduParser } from "./pdu_parser.js";
 import { PduWriter } from "./pdu_writer.js";
-import { ActiveTask, type Session, type SessionConnection } from "./session.js";
+import { ActiveTask, type CommandPdu, type Session, type SessionConnection } from "./session.js";
 import type { ConnectionWriteBudget, WriteDataBudget } from "./data_budget.js";
 import type { LoginThrottle } from "./login_throttle.js";
 import type { PreLoginPool } from "./prelogin_pool.js";
 import type { LogRateLimiter } from "../util/log_rate_limit.js";
-import { handleTaskManagement } from "./tmf.js";
-import { TextExchange } from "./text.js";
+import { handleTaskManagement, type TmfConnection } from "./tmf.js";
+import { TextExchange, type TextConnection } from "./text.js";
 
 /** What a connection needs from the target beyond login. */
 export interface ConnectionHost extends LoginEnvironment {
@@ -66,12 +73,10 @@ const ATTRIBUTES: TaskAttribute[] = [
   "simple",
   "simple",
 ];
-/** The longest CDB accepted via the Extended CDB AHS (RFC 7143 §11.2.2.3). */
-const MAX_CDB = 260;
 
 type State = "login" | "full-feature" | "logout" | "closed";
 
-export class Connection implements SessionConnection, ResultSink {
+export class Connection implements SessionConnection, ResultSink, TextConnection, TmfConnection {
   state: State = "login";
   cid = 0;
   session: Session | undefined;
@@ -96,7 +101,7 @@ export class Connection implements SessionConnection, ResultSink {
   /** Not read because writes wait for budget (independent of the response back-pressure). */
   private budgetPaused = false;
   /** Login Requests waiting for the throttle's delay to pass (undefined: none waiting). */
-  private deferredLogin: Pdu[] | undefined;
+  private deferredLogin: ParsedPdu[] | undefined;
   /** Ended by a clean logout (the session survives) rather than a failure (it does not, ERL 0). */
   cleanClose = false;
 
@@ -172,7 +177,7 @@ export class Connection implements SessionConnection, ResultSink {
         // RFC 7143 §7.8: a data digest error is answered with Reject; the PDU is discarded.
         this.log.warn(err.message);
         this.reject(err.pdu, RejectReason.DataDigestError);
-        input = Buffer.alloc(0);
+        input = EMPTY;
       }
     }
   }
@@ -189,7 +194,7 @@ export class Connection implements SessionConnection, ResultSink {
     });
   }
 
-  private receive(pdu: Pdu): void {
+  private receive(pdu: ParsedPdu): void {
     if (this.state === "login") {
       this.host.preLogin.firstPdu(this);
       this.throttledLogin(pdu);
@@ -226,7 +231,7 @@ export class Connection implements SessionConnection, ResultSink {
   }
 
   /** A Login Request carrying a CHAP answer waits while the throttle says so (login_throttle.ts). */
-  private throttledLogin(pdu: Pdu): void {
+  private throttledLogin(pdu: ParsedPdu): void {
     if (this.deferredLogin) {
       if (this.deferredLogin.length >= MAX_DEFERRED_LOGIN_PDUS) this.drop("login PDUs sent without waiting");
       else this.deferredLogin.push(pdu);
@@ -250,7 +255,7 @@ export class Connection implements SessionConnection, ResultSink {
     }, waitMs).unref();
   }
 
-  private handleLogin(pdu: Pdu): void {
+  private handleLogin(pdu: ParsedPdu): void {
     const step = this.login.handle(pdu);
     if (step.failed?.statusClass === 0x02 && step.failed.statusDetail === 0x01)
       this.host.loginThrottle.failed(this.login.initiator, this.remoteAddress);
@@ -258,7 +263,7 @@ export class Connection implements SessionConnection, ResultSink {
     if (this.loginResponses++ === 0) {
       // RFC 7143 §11.13.4: the first response's StatSN starts the connection's numbering; take
       // the initiator's ExpStatSN so both sides agree from the start.
-      this.statSN = pdu.expStatSN;
+      this.statSN = pdu.opcode === Opcode.LoginRequest ? pdu.expStatSN : 0;
     }
     step.response.statSN = this.statSN;
     this.statSN = snAdd(this.statSN, 1);
@@ -297,7 +302,7 @@ export class Connection implements SessionConnection, ResultSink {
   }
 
   /** Called by the session, in CmdSN order. */
-  deliverCommand(pdu: Pdu): void {
+  deliverCommand(pdu: CommandPdu): void {
     if (this.state !== "full-feature") return;
     switch (pdu.opcode) {
       case Opcode.NopOut:
@@ -321,20 +326,20 @@ export class Connection implements SessionConnection, ResultSink {
   // ---- sending -------------------------------------------------------------------------------
 
   /** A PDU carrying status: StatSN assigned and advanced, ExpCmdSN/MaxCmdSN current. */
-  sendStatus(pdu: Pdu, parts?: readonly Buffer[]): boolean {
+  sendStatus(pdu: TargetPdu): boolean {
     pdu.statSN = this.statSN;
     this.statSN = snAdd(this.statSN, 1);
-    return this.sendData(pdu, parts);
+    return this.sendData(pdu);
   }
 
-  sendData(pdu: Pdu, parts?: readonly Buffer[]): boolean {
+  sendData(pdu: TargetPdu): boolean {
     if (this.state === "closed") return false;
     const s = this.session;
     if (s) {
       pdu.expCmdSN = s.expCmdSN;
       pdu.maxCmdSN = s.maxCmdSN;
     }
-    return this.writer.send(pdu, parts);
+    return this.writer.send(pdu);
   }
 
   /** StatSN the next status will carry (R2T and NOP-In pings report it without advancing it). */
@@ -353,30 +358,22 @@ export class Connection implements SessionConnection, ResultSink {
   }
 
   /** RFC 7143 §11.17: Reject carries the rejected PDU's header as its data. */
-  reject(pdu: Pdu, reason: RejectReason): void {
-    this.log.warn({ opcode: `0x${pdu.opcode.toString(16)}`, reason }, "PDU rejected");
-    const r = Pdu.create(Opcode.Reject, Buffer.from(pdu.bhs));
-    r.flags = FLAG_FINAL;
-    r.bhs[2] = reason;
-    r.itt = RESERVED_TAG;
-    this.sendStatus(r);
+  reject(pdu: ParsedPdu, reason: RejectReason): void {
+    this.log.warn({ opcode: `0x${opcodeOf(pdu).toString(16)}`, reason }, "PDU rejected");
+    this.sendStatus({ opcode: Opcode.Reject, reason, itt: RESERVED_TAG, data: [Buffer.from(pdu.header)] });
   }
 
   // ---- NOP -----------------------------------------------------------------------------------
 
-  private handleNopOut(pdu: Pdu): void {
+  private handleNopOut(pdu: Parsed<NopOutPdu>): void {
     if (pdu.itt === RESERVED_TAG) return; // an answer to our ping (activity is all that matters)
     if (pdu.ttt !== RESERVED_TAG) {
       this.reject(pdu, RejectReason.InvalidPduField);
       return;
     }
     // The echo may not exceed what the initiator accepts in one PDU.
-    const rsp = Pdu.create(Opcode.NopIn, pdu.data.subarray(0, this.maxSendSegment));
-    rsp.flags = FLAG_FINAL;
-    pdu.lunField.copy(rsp.bhs, 8);
-    rsp.itt = pdu.itt;
-    rsp.ttt = RESERVED_TAG;
-    this.sendStatus(rsp);
+    const echo = joinData(pdu.data).subarray(0, this.maxSendSegment);
+    this.sendStatus({ opcode: Opcode.NopIn, lun: pdu.lun, itt: pdu.itt, ttt: RESERVED_TAG, data: [echo] });
   }
 
   /** RFC 7143 §11.19: after NopInInterval of silence, ping; no answer within Timeout drops the connection. */
@@ -396,12 +393,12 @@ export class Connection implements SessionConnection, ResultSink {
         }
       }
       if (!this.pingSentAt && now - this.lastActivity >= intervalMs) {
-        const ping = Pdu.create(Opcode.NopIn);
-        ping.flags = FLAG_FINAL;
-        ping.itt = RESERVED_TAG;
-        ping.ttt = this.allocateTtt();
-        ping.statSN = this.statSN;
-        this.sendData(ping);
+        this.sendData({
+          opcode: Opcode.NopIn,
+          itt: RESERVED_TAG,
+          ttt: this.allocateTtt(),
+          statSN: this.statSN,
+        });
         this.pingSentAt = now;
       }
     }, tick);
@@ -410,7 +407,7 @@ export class Connection implements SessionConnection, ResultSink {
 
   // ---- SCSI commands -------------------------------------------------------------------------
 
-  private handleScsiCommand(pdu: Pdu): void {
+  private handleScsiCommand(pdu: Parsed<ScsiCommandPdu>): void {
     const session = this.session!;
     if (session.discovery || !session.node || !session.nexus) {
       this.reject(pdu, RejectReason.ProtocolError); // RFC 7143 §4.3: discovery sessions carry no commands
@@ -425,33 +422,22 @@ export class Connection implements SessionConnection, ResultSink {
       this.reject(pdu, RejectReason.ImmediateCommandReject);
       return;
     }
-    let cdb = pdu.bhs.subarray(32, 48);
-    for (let off = 0; off + 4 <= pdu.ahs.length;) {
-      const len = pdu.ahs.readUInt16BE(off);
-      const type = pdu.ahs[off + 2];
-      if (type === 1 && len > 1) {
-        const ext = pdu.ahs.subarray(off + 4, off + 3 + len);
-        if (16 + ext.length > MAX_CDB) break;
-        cdb = Buffer.concat([cdb, ext]);
-      }
-      off += 4 + ((len - 1 + 3) & ~3);
-    }
-    const flags = pdu.flags;
-    const read = (flags & CMD_READ) !== 0;
-    const write = (flags & CMD_WRITE) !== 0;
-    const edtl = pdu.u32(20);
-    const decoded = decodeLun(pdu.lunField);
+    const cdb = pdu.cdb;
+    const read = pdu.read;
+    const write = pdu.write;
+    const edtl = pdu.expectedDataTransferLength;
+    const decoded = decodeLun(pdu.lun);
     const lun = decoded < 0 ? 0xffff : decoded;
     const task = new ActiveTask(pdu.itt, pdu.cmdSN, lun, this, pdu);
     const nexus = session.nexus;
-    const attribute = ATTRIBUTES[flags & CMD_ATTR_MASK];
+    const attribute = ATTRIBUTES[pdu.attribute];
     task.build = (dataOut) => new ScsiTask(cdb, lun, pdu.itt, attribute, nexus, edtl, read, write, dataOut);
     task.holdsSlot = !pdu.immediate;
     if (task.holdsSlot) session.commandStarted();
     session.addTask(task);
     if (write && edtl > 0) {
       try {
-        task.collector = new DataOutCollector(edtl, pdu.dataParts, pdu.final, session.params, () =>
+        task.collector = new DataOutCollector(edtl, pdu.data, pdu.final, session.params, () =>
           this.allocateTtt(),
         );
       } catch (err) {
@@ -473,7 +459,7 @@ export class Connection implements SessionConnection, ResultSink {
     this.execute(task).catch((err: Error) => this.internalError(err));
   }
 
-  private handleDataOut(pdu: Pdu): void {
+  private handleDataOut(pdu: Parsed<DataOutPdu>): void {
     const session = this.session!;
     const task = session.tasks.get(pdu.itt);
     if (!task || !task.collector || task.conn !== this) {
@@ -495,16 +481,16 @@ export class Connection implements SessionConnection, ResultSink {
 
   private sendR2Ts(task: ActiveTask): void {
     for (const r of task.collector!.nextR2Ts()) {
-      const r2t = Pdu.create(Opcode.R2T);
-      r2t.flags = FLAG_FINAL;
-      task.command.lunField.copy(r2t.bhs, 8);
-      r2t.itt = task.itt;
-      r2t.ttt = r.ttt;
-      r2t.statSN = this.statSN;
-      r2t.setU32(36, r.r2tSN);
-      r2t.setU32(40, r.offset);
-      r2t.setU32(44, r.length);
-      this.sendData(r2t);
+      this.sendData({
+        opcode: Opcode.R2T,
+        lun: task.command.lun,
+        itt: task.itt,
+        ttt: r.ttt,
+        statSN: this.statSN,
+        r2tSN: r.r2tSN,
+        bufferOffset: r.offset,
+        desiredDataTransferLength: r.length,
+      });
     }
   }
 
@@ -512,19 +498,13 @@ export class Connection implements SessionConnection, ResultSink {
    * A command or Data-Out broke the data transfer rules: Reject the PDU and end the task with
    * CHECK CONDITION (ABORTED COMMAND / DATA PHASE ERROR) so the initiator is not left waiting.
    */
-  private protocolErrorOnTask(task: ActiveTask, pdu: Pdu, err: Error): void {
+  private protocolErrorOnTask(task: ActiveTask, pdu: ParsedPdu, err: Error): void {
     this.log.warn({ itt: task.itt }, `data-out: ${err.message}`);
     this.reject(pdu, RejectReason.ProtocolError);
     task.collector = undefined;
     const st = task.build!([]);
     st.status = ScsiStatus.CheckCondition;
-    // Fixed-format sense: ABORTED COMMAND, DATA PHASE ERROR (0x4b/0x00).
-    const sense = Buffer.alloc(18);
-    sense[0] = 0x70;
-    sense[2] = 0x0b;
-    sense[7] = 10;
-    sense[12] = 0x4b;
-    st.sense = sense;
+    st.sense = fixedSense(SenseKey.AbortedCommand, ASC.DATA_PHASE_ERROR);
     this.respond(task, st).catch((e: Error) => this.internalError(e));
   }
 
@@ -558,7 +538,7 @@ export class Connection implements SessionConnection, ResultSink {
     } catch (err) {
       this.log.error({ err: (err as Error).message, itt: task.itt }, "device.execute threw");
       st.status = ScsiStatus.CheckCondition;
-      st.sense = Buffer.from([0x70, 0, 0x04, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x44, 0, 0, 0, 0, 0]);
+      st.sense = fixedSense(SenseKey.HardwareError, ASC.INTERNAL_TARGET_FAILURE);
     }
     await this.respond(task, st);
   }
@@ -596,35 +576,35 @@ export class Connection implements SessionConnection, ResultSink {
     return this.host.sendTargetsText(this, value);
   }
 
-  hostSessionsOfNode(name: string): Session[] {
+  sessionsOfNode(name: string): Session[] {
     return this.host.sessionsOfNode(name);
   }
 
-  hostEndSession(session: Session, reason: string): void {
+  endSession(session: Session, reason: string): void {
     this.host.endSession(session, reason);
   }
 
   // ---- Logout --------------------------------------------------------------------------------
 
   /** RFC 7143 §11.14/§11.15: close the session or one connection, answer, then close. */
-  private async handleLogout(pdu: Pdu): Promise<void> {
+  private async handleLogout(pdu: Parsed<LogoutRequestPdu>): Promise<void> {
     const session = this.session!;
-    const reason = pdu.flags & 0x7f;
-    const cid = pdu.u16(20);
+    const reason = pdu.reasonCode;
+    const cid = pdu.cid;
     let response = 0;
     let closeSession = false;
     let closeSelf = false;
-    if (reason === 0) {
+    if (reason === LogoutReason.CloseSession) {
       closeSession = true;
       closeSelf = true;
-    } else if (reason === 1) {
+    } else if (reason === LogoutReason.CloseConnection) {
       if (cid === this.cid) closeSelf = true;
       else {
         const other = session.connections.get(cid);
         if (other) other.drop(`logged out by CID ${this.cid}`);
         else response = 1; // CID not found
       }
-    } else if (reason === 2) {
+    } else if (reason === LogoutReason.RemoveConnectionForRecovery) {
       response = 2; // connection recovery is not supported at ErrorRecoveryLevel 0
     } else {
       this.reject(pdu, RejectReason.InvalidPduField);
@@ -635,13 +615,13 @@ export class Connection implements SessionConnection, ResultSink {
       const waitFor = session.inFlight(closeSession ? undefined : this).map((t) => t.done);
       await Promise.all(waitFor);
     }
-    const rsp = Pdu.create(Opcode.LogoutResponse);
-    rsp.flags = FLAG_FINAL;
-    rsp.bhs[2] = response;
-    rsp.itt = pdu.itt;
-    rsp.setU16(40, session.params.defaultTime2Wait);
-    rsp.setU16(42, session.params.defaultTime2Retain);
-    this.sendStatus(rsp);
+    this.sendStatus({
+      opcode: Opcode.LogoutResponse,
+      response,
+      itt: pdu.itt,
+      time2Wait: session.params.defaultTime2Wait,
+      time2Retain: session.params.defaultTime2Retain,
+    });
     if (!closeSelf) return;
     this.cleanClose = true;
     this.log.info({ tsih: session.tsih, cid: this.cid, reason }, "logout");
@@ -657,6 +637,7 @@ export class Connection implements SessionConnection, ResultSink {
     this.log.info(`closing connection: ${reason}`);
     this.state = "closed";
     this.clearTimers();
+    this.writer.flush(); // what was answered this turn (a failed login's response) goes first
     this.socket.end();
     // A peer that does not close its side is cut off shortly after.
     setTimeout(() => this.socket.destroy(), 2000).unref();
@@ -695,13 +676,13 @@ export class Connection implements SessionConnection, ResultSink {
   /** Send an Asynchronous Message (RFC 7143 §11.9) — used when the target ends the session. */
   sendAsync(event: number, p1: number, p2: number, p3: number): void {
     if (this.state !== "full-feature") return;
-    const m = Pdu.create(Opcode.AsyncMessage);
-    m.flags = FLAG_FINAL;
-    m.itt = RESERVED_TAG;
-    m.bhs[36] = event;
-    m.setU16(38, p1);
-    m.setU16(40, p2);
-    m.setU16(42, p3);
-    this.sendStatus(m);
+    this.sendStatus({
+      opcode: Opcode.AsyncMessage,
+      itt: RESERVED_TAG,
+      asyncEvent: event,
+      parameter1: p1,
+      parameter2: p2,
+      parameter3: p3,
+    });
   }
 }

@@ -5,16 +5,7 @@
  * the command wanted (§11.4.5). Waits for the socket to drain between PDUs.
  */
 import { ScsiStatus, type ScsiTask } from "../scsi/task.js";
-import {
-  DATAIN_STATUS,
-  FLAG_FINAL,
-  Opcode,
-  Pdu,
-  RESERVED_TAG,
-  RSP_OVERFLOW,
-  RSP_UNDERFLOW,
-  EMPTY,
-} from "./pdu.js";
+import { Opcode, RESERVED_TAG, type TargetPdu } from "./pdu.js";
 
 /** What sending needs from a connection. */
 export interface ResultSink {
@@ -22,17 +13,25 @@ export interface ResultSink {
   readonly maxSendSegment: number;
   readonly maxBurstLength: number;
   /** Send a PDU that carries status: assigns StatSN (and advances it), ExpCmdSN, MaxCmdSN. */
-  sendStatus(pdu: Pdu, parts?: readonly Buffer[]): boolean;
+  sendStatus(pdu: TargetPdu): boolean;
   /** Send a PDU that does not carry status (ExpCmdSN / MaxCmdSN only). */
-  sendData(pdu: Pdu, parts?: readonly Buffer[]): boolean;
+  sendData(pdu: TargetPdu): boolean;
   drained(): Promise<void>;
 }
 
-/** Residual flags and count for one direction (RFC 7143 §11.4.5.1). */
-export function residual(edtl: number, wanted: number): { flags: number; count: number } {
-  if (wanted > edtl) return { flags: RSP_OVERFLOW, count: wanted - edtl };
-  if (wanted < edtl) return { flags: RSP_UNDERFLOW, count: edtl - wanted };
-  return { flags: 0, count: 0 };
+/** Residual overflow / underflow and count for one direction (RFC 7143 §11.4.5.1). */
+export interface Residual {
+  readonly residualOverflow: boolean;
+  readonly residualUnderflow: boolean;
+  readonly residualCount: number;
+}
+
+export function residual(edtl: number, wanted: number): Residual {
+  return {
+    residualOverflow: wanted > edtl,
+    residualUnderflow: wanted < edtl,
+    residualCount: wanted > edtl ? wanted - edtl : edtl - wanted,
+  };
 }
 
 /** Gather `length` bytes starting at `offset` across buffers, as slices. */
@@ -66,39 +65,45 @@ export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount 
     const burstEnd = (Math.floor(offset / sink.maxBurstLength) + 1) * sink.maxBurstLength;
     const len = Math.min(sink.maxSendSegment, available - offset, burstEnd - offset);
     const last = offset + len === available;
-    const pdu = Pdu.create(Opcode.DataIn);
-    pdu.itt = task.tag;
-    pdu.ttt = RESERVED_TAG;
-    pdu.setU32(36, dataSN++);
-    pdu.setU32(40, offset);
-    const parts = slice(task.dataIn, offset, len);
+    const data = slice(task.dataIn, offset, len);
     let ok: boolean;
     if (last && statusInData) {
-      pdu.flags = FLAG_FINAL | DATAIN_STATUS | res.flags;
-      pdu.bhs[3] = task.status;
-      pdu.setU32(44, res.count);
-      ok = sink.sendStatus(pdu, parts);
+      ok = sink.sendStatus({
+        opcode: Opcode.DataIn,
+        final: true,
+        statusPresent: true,
+        ...res,
+        status: task.status,
+        itt: task.tag,
+        ttt: RESERVED_TAG,
+        dataSN: dataSN++,
+        bufferOffset: offset,
+        data,
+      });
     } else {
-      pdu.flags = last || offset + len === burstEnd ? FLAG_FINAL : 0;
-      ok = sink.sendData(pdu, parts);
+      ok = sink.sendData({
+        opcode: Opcode.DataIn,
+        final: last || offset + len === burstEnd,
+        itt: task.tag,
+        ttt: RESERVED_TAG,
+        dataSN: dataSN++,
+        bufferOffset: offset,
+        data,
+      });
     }
     offset += len;
     if (!ok) await sink.drained();
   }
   if (statusInData) return;
-  const rsp = Pdu.create(Opcode.ScsiResponse);
-  rsp.flags = FLAG_FINAL | res.flags;
-  rsp.bhs[2] = 0; // Command Completed at Target
-  rsp.bhs[3] = task.status;
-  rsp.itt = task.tag;
-  rsp.setU32(36, dataSN + r2tCount); // ExpDataSN: Data-In and R2T PDUs sent (§11.4.8)
-  rsp.setU32(44, res.count);
-  let data = EMPTY;
-  if (task.sense && task.sense.length > 0) {
-    data = Buffer.allocUnsafe(2 + task.sense.length);
-    data.writeUInt16BE(task.sense.length, 0);
-    task.sense.copy(data, 2);
-  }
-  rsp.data = data;
-  if (!sink.sendStatus(rsp)) await sink.drained();
+  const ok = sink.sendStatus({
+    opcode: Opcode.ScsiResponse,
+    ...res,
+    response: 0, // Command Completed at Target
+    status: task.status,
+    itt: task.tag,
+    expDataSN: dataSN + r2tCount, // Data-In and R2T PDUs sent (§11.4.8)
+    // Built by src/scsi/sense.ts; the serializer adds SenseLength (RFC 7143 §11.4.7.2).
+    senseData: task.sense,
+  });
+  if (!ok) await sink.drained();
 }

@@ -4,7 +4,7 @@
  * sequences of at most MaxBurstLength with at most MaxOutstandingR2T outstanding. Checks DataSN,
  * Buffer Offset and the F bit of every sequence; keeps the received slices, never copies them.
  */
-import { RESERVED_TAG, type Pdu } from "./pdu.js";
+import { RESERVED_TAG, dataLength, type DataOutPdu, type Parsed } from "./pdu.js";
 
 /** A Data-Out that breaks the rules: the caller rejects it (RFC 7143 §11.17, protocol error). */
 export class DataOutError extends Error {}
@@ -109,11 +109,11 @@ export class DataOutCollector {
   }
 
   /** Accept one Data-Out PDU for this task. Throws DataOutError when it breaks the sequence rules. */
-  accept(pdu: Pdu): void {
+  accept(pdu: Parsed<DataOutPdu>): void {
     const ttt = pdu.ttt;
-    const dataSN = pdu.u32(36);
-    const offset = pdu.u32(40);
-    const len = pdu.dataLength;
+    const dataSN = pdu.dataSN;
+    const offset = pdu.bufferOffset;
+    const len = dataLength(pdu.data);
     const final = pdu.final;
     if (ttt === RESERVED_TAG) {
       if (!this.unsolicitedOpen) throw new DataOutError("unsolicited Data-Out not expected");
@@ -127,7 +127,7 @@ export class DataOutCollector {
       if (offset + len > limit) {
         throw new DataOutError(`unsolicited data to ${offset + len} exceeds FirstBurstLength/EDTL ${limit}`);
       }
-      this.store(offset, pdu.dataParts);
+      this.store(offset, pdu.data);
       this.unsolicitedNextDataSN++;
       this.unsolicitedNextOffset += len;
       if (final) {
@@ -146,7 +146,7 @@ export class DataOutCollector {
     if (seq.received + len > seq.length) {
       throw new DataOutError(`Data-Out runs past the R2T's Desired Data Transfer Length ${seq.length}`);
     }
-    this.store(offset, pdu.dataParts);
+    this.store(offset, pdu.data);
     seq.nextDataSN++;
     seq.received += len;
     if (seq.received === seq.length) {

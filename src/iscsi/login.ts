@@ -22,7 +22,7 @@ import {
   type NegotiatedParams,
   type TargetOffer,
 } from "./param.js";
-import { FLAG_CONTINUE, FLAG_TRANSIT, Opcode, Pdu, snAdd } from "./pdu.js";
+import { Opcode, joinData, opcodeOf, snAdd, type LoginResponsePdu, type ParsedPdu } from "./pdu.js";
 import type { Session } from "./session.js";
 import type { TargetNode } from "./tgt_node.js";
 
@@ -58,7 +58,7 @@ export interface NewSession {
 
 /** The outcome of one Login Request. */
 export interface LoginStep {
-  response: Pdu;
+  response: LoginResponsePdu;
   /** Set when the login failed: send the response, then close. */
   failed?: LoginFailure;
   /** Set when this response moves the connection to Full Feature Phase. */
@@ -112,7 +112,7 @@ export class LoginNegotiator {
   }
 
   /** Handle one PDU of the login phase. Never throws: failures become a failed LoginStep. */
-  handle(pdu: Pdu): LoginStep {
+  handle(pdu: ParsedPdu): LoginStep {
     try {
       return this.step(pdu);
     } catch (err) {
@@ -129,32 +129,27 @@ export class LoginNegotiator {
     }
   }
 
-  private step(pdu: Pdu): LoginStep {
+  private step(pdu: ParsedPdu): LoginStep {
     if (pdu.opcode !== Opcode.LoginRequest) {
-      throw loginFailure(LoginStatus.initiatorError, `opcode 0x${pdu.opcode.toString(16)} during login`);
+      throw loginFailure(LoginStatus.initiatorError, `opcode 0x${opcodeOf(pdu).toString(16)} during login`);
     }
-    const flags = pdu.flags;
-    const transit = (flags & FLAG_TRANSIT) !== 0;
-    const cont = (flags & FLAG_CONTINUE) !== 0;
-    const csg = (flags >> 2) & 3;
-    const nsg = flags & 3;
+    const transit = pdu.transit;
+    const cont = pdu.continue;
+    const csg = pdu.currentStage;
+    const nsg = pdu.nextStage;
     if (this.first) {
       // RFC 7143 §11.12.4: Version-max / Version-min bracket the versions the initiator speaks; 0 is ours.
-      if (pdu.bhs[3] > 0)
-        throw loginFailure(LoginStatus.unsupportedVersion, `version-min ${pdu.bhs[3]} unsupported`);
-      pdu.bhs.copy(this.isidBytes, 0, 8, 14);
+      if (pdu.versionMin > 0)
+        throw loginFailure(LoginStatus.unsupportedVersion, `version-min ${pdu.versionMin} unsupported`);
+      pdu.isid.copy(this.isidBytes);
       this.isid = this.isidBytes.toString("hex");
-      this.tsih = pdu.u16(14);
+      this.tsih = pdu.tsih;
       this.itt = pdu.itt;
-      this.cid = pdu.u16(20);
+      this.cid = pdu.cid;
       this.cmdSN = pdu.cmdSN;
       // The security stage may be skipped altogether (RFC 7143 §6.3); auth policy is checked below.
       if (csg === Stage.Operational) this.stage = Stage.Operational;
-    } else if (
-      !pdu.bhs.subarray(8, 14).equals(this.isidBytes) ||
-      pdu.u16(14) !== this.tsih ||
-      pdu.u16(20) !== this.cid
-    ) {
+    } else if (!pdu.isid.equals(this.isidBytes) || pdu.tsih !== this.tsih || pdu.cid !== this.cid) {
       throw loginFailure(LoginStatus.initiatorError, "ISID, TSIH or CID changed during login");
     }
     this.itt = pdu.itt;
@@ -167,13 +162,13 @@ export class LoginNegotiator {
     }
     // RFC 7143 §6.3.1: a text split over PDUs (C bit) is answered with empty responses until whole.
     if (cont) {
-      this.continued.push(pdu.data);
+      this.continued.push(joinData(pdu.data));
       if (this.continued.reduce((n, b) => n + b.length, 0) > MAX_LOGIN_TEXT) {
         throw loginFailure(LoginStatus.initiatorError, `login text longer than ${MAX_LOGIN_TEXT} bytes`);
       }
       return { response: this.response(0, []) };
     }
-    const text = this.continued.length ? Buffer.concat([...this.continued, pdu.data]) : pdu.data;
+    const text = this.continued.length ? Buffer.concat([...this.continued, ...pdu.data]) : joinData(pdu.data);
     this.continued = [];
     const pairs = parseTextKeys(text);
     if (this.first) {
@@ -361,27 +356,28 @@ export class LoginNegotiator {
     });
   }
 
-  /** Build a Login Response; StatSN is filled in by the connection. */
-  private response(nsg: number, pairs: readonly KeyValue[], failure?: LoginFailure): Pdu {
-    const rsp = Pdu.create(Opcode.LoginResponse, encodeTextKeys(pairs));
-    if (failure) {
-      rsp.flags = 0;
-      rsp.bhs[36] = failure.statusClass;
-      rsp.bhs[37] = failure.statusDetail;
-    } else {
-      const transit = nsg !== 0 && nsg > this.stage;
-      rsp.flags = (transit ? FLAG_TRANSIT : 0) | ((this.stage & 3) << 2) | (transit ? nsg & 3 : 0);
-    }
-    rsp.bhs[2] = 0; // Version-max
-    rsp.bhs[3] = 0; // Version-active
-    this.isidBytes.copy(rsp.bhs, 8);
-    rsp.setU16(14, failure ? 0 : this.tsih);
-    rsp.itt = this.itt;
+  /** Build a Login Response (RFC 7143 §11.13); StatSN is filled in by the connection. */
+  private response(nsg: number, pairs: readonly KeyValue[], failure?: LoginFailure): LoginResponsePdu {
     const s = this.joining;
     const exp = s ? s.expCmdSN : this.cmdSN;
-    rsp.expCmdSN = exp;
-    rsp.maxCmdSN = s ? s.maxCmdSN : snAdd(exp, (this.node?.config.queueDepth ?? DISCOVERY_QUEUE_DEPTH) - 1);
-    return rsp;
+    const transit = !failure && nsg !== 0 && nsg > this.stage;
+    return {
+      opcode: Opcode.LoginResponse,
+      // A failing response carries neither T nor the stages (all flag bits 0).
+      transit,
+      currentStage: failure ? 0 : this.stage,
+      nextStage: transit ? nsg : 0,
+      versionMax: 0,
+      versionActive: 0,
+      isid: this.isidBytes,
+      tsih: failure ? 0 : this.tsih,
+      itt: this.itt,
+      expCmdSN: exp,
+      maxCmdSN: s ? s.maxCmdSN : snAdd(exp, (this.node?.config.queueDepth ?? DISCOVERY_QUEUE_DEPTH) - 1),
+      statusClass: failure?.statusClass ?? 0,
+      statusDetail: failure?.statusDetail ?? 0,
+      data: [encodeTextKeys(pairs)],
+    };
   }
 }
 

@@ -1,7 +1,12 @@
 /**
- * The iSCSI PDU wire format (RFC 7143 §11): opcodes, the 48-byte Basic Header Segment and the
- * accessors for its fields. One place that defines the layout; the parser frames PDUs, the writer
- * emits them, everything else reads and writes fields through this file.
+ * The iSCSI PDU wire format (RFC 7143 §11) as typed messages: one interface per opcode, with the
+ * fields named as the RFC names them. The parser (pdu_parser.ts) produces them from the byte
+ * stream, the serializer (pdu_serializer.ts) turns them back into bytes; no other file knows
+ * where a field sits in the 48-byte Basic Header Segment.
+ *
+ * Outgoing messages may leave out fields whose value is zero (or empty); what the parser returns
+ * has every field (`Parsed<T>`). `data` is the data segment as a list of buffers so that bulk data
+ * (Data-In from a read buffer, Data-Out into a write) travels as slices, never joined.
  */
 
 export const BHS_LENGTH = 48;
@@ -45,143 +50,321 @@ export const enum RejectReason {
   WaitingForLogout = 0x0c,
 }
 
-/** Flag bits in byte 1 shared by several PDUs. */
-export const FLAG_FINAL = 0x80;
-export const FLAG_CONTINUE = 0x40; // Text / Login C bit
-export const FLAG_TRANSIT = 0x80; // Login T bit
+/** RFC 7143 §11.3.1 task attributes (ATTR field of the SCSI Command). */
+export const enum TaskAttributeCode {
+  Untagged = 0,
+  Simple = 1,
+  Ordered = 2,
+  HeadOfQueue = 3,
+  Aca = 4,
+}
 
-/** SCSI Command byte 1 (RFC 7143 §11.3). */
-export const CMD_READ = 0x40;
-export const CMD_WRITE = 0x20;
-export const CMD_ATTR_MASK = 0x07;
+/** RFC 7143 §11.5.1 task management function codes. */
+export const enum TmfFunction {
+  AbortTask = 1,
+  AbortTaskSet = 2,
+  ClearAca = 3,
+  ClearTaskSet = 4,
+  LogicalUnitReset = 5,
+  TargetWarmReset = 6,
+  TargetColdReset = 7,
+  TaskReassign = 8,
+}
 
-/** SCSI Response and Data-In residual flags (RFC 7143 §11.4.1, §11.7.5). */
-export const RSP_BIDI_OVERFLOW = 0x10;
-export const RSP_BIDI_UNDERFLOW = 0x08;
-export const RSP_OVERFLOW = 0x04;
-export const RSP_UNDERFLOW = 0x02;
-export const DATAIN_ACK = 0x40;
-export const DATAIN_STATUS = 0x01;
-
-/**
- * A framed PDU: slices of the received stream (not copies) or freshly built buffers.
- * The data segment excludes padding and digests.
- */
-export class Pdu {
-  /** The data segment as received: one slice, or several when it straddled TCP reads. */
-  private parts: readonly Buffer[];
-
-  constructor(
-    readonly bhs: Buffer,
-    readonly ahs: Buffer = EMPTY,
-    data: Buffer | readonly Buffer[] = EMPTY,
-  ) {
-    this.parts = Buffer.isBuffer(data) ? (data.length ? [data] : []) : data;
-  }
-
-  /** The data segment as one buffer (joined on first use when it arrived in pieces). */
-  get data(): Buffer {
-    if (this.parts.length === 0) return EMPTY;
-    if (this.parts.length > 1) this.parts = [Buffer.concat(this.parts)];
-    return this.parts[0];
-  }
-  set data(b: Buffer) {
-    this.parts = b.length ? [b] : [];
-  }
-  /** The data segment as slices, for bulk consumers that must not copy (Data-Out). */
-  get dataParts(): readonly Buffer[] {
-    return this.parts;
-  }
-  get dataLength(): number {
-    let n = 0;
-    for (const p of this.parts) n += p.length;
-    return n;
-  }
-
-  /** A zeroed BHS with the opcode set. */
-  static create(opcode: Opcode, data: Buffer = EMPTY): Pdu {
-    const bhs = Buffer.alloc(BHS_LENGTH);
-    bhs[0] = opcode;
-    return new Pdu(bhs, EMPTY, data);
-  }
-
-  get opcode(): Opcode {
-    return (this.bhs[0] & 0x3f) as Opcode;
-  }
-  get immediate(): boolean {
-    return (this.bhs[0] & 0x40) !== 0;
-  }
-  set immediate(v: boolean) {
-    this.bhs[0] = (this.bhs[0] & ~0x40) | (v ? 0x40 : 0);
-  }
-  get flags(): number {
-    return this.bhs[1];
-  }
-  set flags(v: number) {
-    this.bhs[1] = v;
-  }
-  get final(): boolean {
-    return (this.bhs[1] & FLAG_FINAL) !== 0;
-  }
-  get totalAhsLength(): number {
-    return this.bhs[4] * 4;
-  }
-  /** DataSegmentLength as declared in the BHS (bytes 5..7). */
-  get dataSegmentLength(): number {
-    return this.bhs.readUIntBE(5, 3);
-  }
-  /** The raw 8-byte LUN field. */
-  get lunField(): Buffer {
-    return this.bhs.subarray(8, 16);
-  }
-  get itt(): number {
-    return this.bhs.readUInt32BE(16);
-  }
-  set itt(v: number) {
-    this.bhs.writeUInt32BE(v >>> 0, 16);
-  }
-  /** Target Transfer Tag (bytes 20..23) on PDUs that carry one. */
-  get ttt(): number {
-    return this.bhs.readUInt32BE(20);
-  }
-  set ttt(v: number) {
-    this.bhs.writeUInt32BE(v >>> 0, 20);
-  }
-  /** Bytes 24..27: CmdSN on initiator PDUs, StatSN on target PDUs. */
-  get cmdSN(): number {
-    return this.bhs.readUInt32BE(24);
-  }
-  get statSN(): number {
-    return this.bhs.readUInt32BE(24);
-  }
-  set statSN(v: number) {
-    this.bhs.writeUInt32BE(v >>> 0, 24);
-  }
-  /** Bytes 28..31: ExpStatSN on initiator PDUs, ExpCmdSN on target PDUs. */
-  get expStatSN(): number {
-    return this.bhs.readUInt32BE(28);
-  }
-  set expCmdSN(v: number) {
-    this.bhs.writeUInt32BE(v >>> 0, 28);
-  }
-  set maxCmdSN(v: number) {
-    this.bhs.writeUInt32BE(v >>> 0, 32);
-  }
-  u32(offset: number): number {
-    return this.bhs.readUInt32BE(offset);
-  }
-  setU32(offset: number, v: number): void {
-    this.bhs.writeUInt32BE(v >>> 0, offset);
-  }
-  u16(offset: number): number {
-    return this.bhs.readUInt16BE(offset);
-  }
-  setU16(offset: number, v: number): void {
-    this.bhs.writeUInt16BE(v & 0xffff, offset);
-  }
+/** RFC 7143 §11.14.1 logout reason codes. */
+export const enum LogoutReason {
+  CloseSession = 0,
+  CloseConnection = 1,
+  RemoveConnectionForRecovery = 2,
 }
 
 export const EMPTY = Buffer.alloc(0);
+/** An all-zero LUN field (RFC 7143 §11.2.1.7 / SAM-5 LUN 0). */
+export const LUN_ZERO: Buffer = Buffer.alloc(8);
+
+/** Fields every PDU has (RFC 7143 §11.2.1). */
+interface PduCommon {
+  /** The I bit (RFC 7143 §11.2.1.1); meaningful on initiator PDUs only. */
+  immediate?: boolean;
+  /** Initiator Task Tag (RFC 7143 §11.2.1.8). */
+  itt: number;
+  /** The data segment without padding or digest (RFC 7143 §11.2.3). */
+  data?: readonly Buffer[];
+  /**
+   * The received BHS, set by the parser only: a Reject echoes it as its data (RFC 7143 §11.17).
+   * Nothing reads fields from it.
+   */
+  header?: Buffer;
+}
+
+/** Fields of every target PDU (RFC 7143 §11.2.1: StatSN, ExpCmdSN, MaxCmdSN). */
+interface TargetCommon extends PduCommon {
+  statSN?: number;
+  expCmdSN?: number;
+  maxCmdSN?: number;
+}
+
+/** RFC 7143 §11.3 SCSI Command. */
+export interface ScsiCommandPdu extends PduCommon {
+  opcode: Opcode.ScsiCommand;
+  final?: boolean;
+  read?: boolean;
+  write?: boolean;
+  attribute?: TaskAttributeCode;
+  lun?: Buffer;
+  expectedDataTransferLength?: number;
+  cmdSN: number;
+  expStatSN?: number;
+  /** The CDB: the 16 bytes of the BHS plus any Extended CDB AHS (RFC 7143 §11.2.2.3). */
+  cdb: Buffer;
+}
+
+/** RFC 7143 §11.4 SCSI Response. */
+export interface ScsiResponsePdu extends TargetCommon {
+  opcode: Opcode.ScsiResponse;
+  bidiReadResidualOverflow?: boolean;
+  bidiReadResidualUnderflow?: boolean;
+  residualOverflow?: boolean;
+  residualUnderflow?: boolean;
+  /** §11.4.3: 0 = Command Completed at Target. */
+  response?: number;
+  status?: number;
+  snackTag?: number;
+  expDataSN?: number;
+  bidiReadResidualCount?: number;
+  residualCount?: number;
+  /**
+   * Sense data (SPC-4 4.5, built by src/scsi/sense.ts). On the wire the data segment is SenseLength
+   * (2 bytes) followed by it (§11.4.7.2); when present it replaces `data`.
+   */
+  senseData?: Buffer;
+}
+
+/** RFC 7143 §11.5 Task Management Function Request. */
+export interface TaskMgmtRequestPdu extends PduCommon {
+  opcode: Opcode.TaskMgmtRequest;
+  function: number;
+  lun?: Buffer;
+  referencedTaskTag?: number;
+  cmdSN: number;
+  expStatSN?: number;
+  refCmdSN?: number;
+  expDataSN?: number;
+}
+
+/** RFC 7143 §11.6 Task Management Function Response. */
+export interface TaskMgmtResponsePdu extends TargetCommon {
+  opcode: Opcode.TaskMgmtResponse;
+  response: number;
+}
+
+/** RFC 7143 §11.7.1 SCSI Data-Out. */
+export interface DataOutPdu extends PduCommon {
+  opcode: Opcode.DataOut;
+  final?: boolean;
+  lun?: Buffer;
+  ttt: number;
+  expStatSN?: number;
+  dataSN?: number;
+  bufferOffset?: number;
+}
+
+/** RFC 7143 §11.7.1 SCSI Data-In. */
+export interface DataInPdu extends TargetCommon {
+  opcode: Opcode.DataIn;
+  final?: boolean;
+  acknowledge?: boolean;
+  residualOverflow?: boolean;
+  residualUnderflow?: boolean;
+  /** The S bit (§11.7.3): this PDU carries the command's status. */
+  statusPresent?: boolean;
+  status?: number;
+  lun?: Buffer;
+  ttt?: number;
+  dataSN?: number;
+  bufferOffset?: number;
+  residualCount?: number;
+}
+
+/** RFC 7143 §11.8 Ready To Transfer. */
+export interface R2TPdu extends TargetCommon {
+  opcode: Opcode.R2T;
+  lun?: Buffer;
+  ttt: number;
+  r2tSN: number;
+  bufferOffset: number;
+  desiredDataTransferLength: number;
+}
+
+/** RFC 7143 §11.9 Asynchronous Message. */
+export interface AsyncMessagePdu extends TargetCommon {
+  opcode: Opcode.AsyncMessage;
+  lun?: Buffer;
+  asyncEvent: number;
+  asyncVCode?: number;
+  parameter1?: number;
+  parameter2?: number;
+  parameter3?: number;
+}
+
+/** RFC 7143 §11.10 Text Request. */
+export interface TextRequestPdu extends PduCommon {
+  opcode: Opcode.TextRequest;
+  final?: boolean;
+  continue?: boolean;
+  lun?: Buffer;
+  ttt?: number;
+  cmdSN: number;
+  expStatSN?: number;
+}
+
+/** RFC 7143 §11.11 Text Response. */
+export interface TextResponsePdu extends TargetCommon {
+  opcode: Opcode.TextResponse;
+  final?: boolean;
+  continue?: boolean;
+  lun?: Buffer;
+  ttt?: number;
+}
+
+/** RFC 7143 §11.12 Login Request. */
+export interface LoginRequestPdu extends PduCommon {
+  opcode: Opcode.LoginRequest;
+  transit?: boolean;
+  continue?: boolean;
+  /** CSG and NSG (§11.12.3): 0 security, 1 operational, 3 full feature. */
+  currentStage?: number;
+  nextStage?: number;
+  versionMax?: number;
+  versionMin?: number;
+  /** The 6-byte ISID (§11.12.5). */
+  isid: Buffer;
+  tsih?: number;
+  cid?: number;
+  cmdSN: number;
+  expStatSN?: number;
+}
+
+/** RFC 7143 §11.13 Login Response. */
+export interface LoginResponsePdu extends TargetCommon {
+  opcode: Opcode.LoginResponse;
+  transit?: boolean;
+  continue?: boolean;
+  currentStage?: number;
+  nextStage?: number;
+  versionMax?: number;
+  versionActive?: number;
+  isid: Buffer;
+  tsih?: number;
+  statusClass?: number;
+  statusDetail?: number;
+}
+
+/** RFC 7143 §11.14 Logout Request. */
+export interface LogoutRequestPdu extends PduCommon {
+  opcode: Opcode.LogoutRequest;
+  reasonCode: number;
+  cid?: number;
+  cmdSN: number;
+  expStatSN?: number;
+}
+
+/** RFC 7143 §11.15 Logout Response. */
+export interface LogoutResponsePdu extends TargetCommon {
+  opcode: Opcode.LogoutResponse;
+  response: number;
+  time2Wait?: number;
+  time2Retain?: number;
+}
+
+/** RFC 7143 §11.16 SNACK Request. */
+export interface SnackRequestPdu extends PduCommon {
+  opcode: Opcode.SnackRequest;
+  type?: number;
+  lun?: Buffer;
+  ttt?: number;
+  expStatSN?: number;
+  begRun?: number;
+  runLength?: number;
+}
+
+/** RFC 7143 §11.17 Reject; its data is the rejected PDU's header. */
+export interface RejectPdu extends TargetCommon {
+  opcode: Opcode.Reject;
+  reason: number;
+  dataSN?: number;
+}
+
+/** RFC 7143 §11.18 NOP-Out. */
+export interface NopOutPdu extends PduCommon {
+  opcode: Opcode.NopOut;
+  lun?: Buffer;
+  ttt?: number;
+  cmdSN: number;
+  expStatSN?: number;
+}
+
+/** RFC 7143 §11.19 NOP-In. */
+export interface NopInPdu extends TargetCommon {
+  opcode: Opcode.NopIn;
+  lun?: Buffer;
+  ttt?: number;
+}
+
+/** A PDU with an opcode this target does not know; answered with Reject (RFC 7143 §11.17.1). */
+export interface UnknownPdu extends PduCommon {
+  opcode: "unknown";
+  /** The opcode as received (RFC 7143 §11.2.1.2), not one of `Opcode`. */
+  rawOpcode: number;
+}
+
+/** What an initiator sends. */
+export type InitiatorPdu =
+  | ScsiCommandPdu
+  | TaskMgmtRequestPdu
+  | DataOutPdu
+  | TextRequestPdu
+  | LoginRequestPdu
+  | LogoutRequestPdu
+  | SnackRequestPdu
+  | NopOutPdu;
+
+/** What a target sends. */
+export type TargetPdu =
+  | ScsiResponsePdu
+  | TaskMgmtResponsePdu
+  | DataInPdu
+  | R2TPdu
+  | AsyncMessagePdu
+  | TextResponsePdu
+  | LoginResponsePdu
+  | LogoutResponsePdu
+  | RejectPdu
+  | NopInPdu;
+
+export type AnyPdu = InitiatorPdu | TargetPdu;
+
+/** A message as the parser returns it: every field present. */
+export type Parsed<T> = T extends unknown ? Required<T> : never;
+export type ParsedPdu = Parsed<AnyPdu> | Required<UnknownPdu>;
+
+/** The opcode number of a PDU, for messages and logs. */
+export function opcodeOf(pdu: ParsedPdu): number {
+  return pdu.opcode === "unknown" ? pdu.rawOpcode : pdu.opcode;
+}
+
+/** Total length of a data segment given as buffers. */
+export function dataLength(parts: readonly Buffer[] | undefined): number {
+  let n = 0;
+  if (parts) for (const p of parts) n += p.length;
+  return n;
+}
+
+/** The data segment as one buffer; joins (copies) only when it arrived in pieces. */
+export function joinData(parts: readonly Buffer[] | undefined): Buffer {
+  if (!parts || parts.length === 0) return EMPTY;
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
 
 /** Serial number arithmetic on 32-bit sequence numbers (RFC 1982, as RFC 7143 §4.2.2.1 requires). */
 export function snLess(a: number, b: number): boolean {

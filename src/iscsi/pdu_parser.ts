@@ -1,11 +1,41 @@
 /**
- * Incremental PDU framing (RFC 7143 §11.2): keeps the unconsumed tail of the byte stream and
- * frames every complete PDU. Header and data digests (CRC32C, RFC 7143 §12.1) are checked when
- * negotiated. The data segment is kept as slices of the received bytes, never copied: a PDU that
- * straddled TCP reads carries several slices (Pdu.dataParts).
+ * The one iSCSI PDU parser (RFC 7143 §11): keeps the unconsumed tail of the byte stream, frames
+ * every complete PDU in a loop (BHS, AHS, header digest, data segment, padding, data digest —
+ * CRC32C, RFC 7143 §12.1, little-endian on the wire), refuses a data segment longer than the
+ * MaxRecvDataSegmentLength this side declared, and decodes each PDU into its typed message with
+ * one small method per opcode. The data segment stays slices of the received bytes, never copied:
+ * a PDU that straddled TCP reads carries several slices.
  */
 import { crc32c } from "@node-rs/crc32";
-import { BHS_LENGTH, EMPTY, Pdu, pad4 } from "./pdu.js";
+import {
+  BHS_LENGTH,
+  EMPTY,
+  Opcode,
+  joinData,
+  pad4,
+  type AsyncMessagePdu,
+  type DataInPdu,
+  type DataOutPdu,
+  type LoginRequestPdu,
+  type LoginResponsePdu,
+  type LogoutRequestPdu,
+  type LogoutResponsePdu,
+  type NopInPdu,
+  type NopOutPdu,
+  type Parsed,
+  type ParsedPdu,
+  type R2TPdu,
+  type RejectPdu,
+  type ScsiCommandPdu,
+  type ScsiResponsePdu,
+  type SnackRequestPdu,
+  type TaskAttributeCode,
+  type TaskMgmtRequestPdu,
+  type TaskMgmtResponsePdu,
+  type TextRequestPdu,
+  type TextResponsePdu,
+  type UnknownPdu,
+} from "./pdu.js";
 
 /** A framing error. `fatal` ones leave the stream unsynchronised: the connection must be dropped. */
 export class PduFramingError extends Error {
@@ -13,7 +43,7 @@ export class PduFramingError extends Error {
     message: string,
     readonly kind: "header-digest" | "data-digest" | "too-long" | "bad-ahs",
     /** For data-digest errors: the PDU whose data was corrupt, so it can be rejected (§11.17). */
-    readonly pdu?: Pdu,
+    readonly pdu?: ParsedPdu,
   ) {
     super(message);
   }
@@ -24,6 +54,10 @@ export class PduFramingError extends Error {
 
 /** Largest data segment the 24-bit field can describe; used before MaxRecvDataSegmentLength is known. */
 export const MAX_DATA_SEGMENT = 0xffffff;
+/** The longest CDB accepted via the Extended CDB AHS (RFC 7143 §11.2.2.3). */
+const MAX_CDB = 260;
+/** RFC 7143 §11.2.2.3: AHSType 1 is the Extended CDB. */
+const AHS_EXTENDED_CDB = 1;
 
 export class PduParser {
   headerDigest = false;
@@ -48,12 +82,12 @@ export class PduParser {
    * still consumes the PDU (framing stays intact) so the caller may Reject it and go on, by calling
    * push(EMPTY) again to frame what follows.
    */
-  push(chunk: Buffer): Pdu[] {
+  push(chunk: Buffer): ParsedPdu[] {
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
     }
-    const out: Pdu[] = [];
+    const out: ParsedPdu[] = [];
     while (this.buffered >= BHS_LENGTH) {
       const head = this.peek(BHS_LENGTH);
       const ahsLen = head[4] * 4;
@@ -82,7 +116,7 @@ export class PduParser {
       }
       const data = this.takeParts(dsl);
       const tail = this.takeContiguous(pad4(dsl) + ddLen);
-      const pdu = new Pdu(header.subarray(0, BHS_LENGTH), header.subarray(BHS_LENGTH), data);
+      const pdu = decodePdu(header.subarray(0, BHS_LENGTH), header.subarray(BHS_LENGTH), data);
       if (ddLen) {
         let crc = 0;
         for (const part of data) crc = crc32c(part, crc);
@@ -138,4 +172,429 @@ export class PduParser {
     }
     return out;
   }
+}
+
+/** Decode one framed PDU: its 48-byte BHS, its AHS and its data segment (RFC 7143 §11). */
+export function decodePdu(bhs: Buffer, ahs: Buffer, data: readonly Buffer[]): ParsedPdu {
+  switch ((bhs[0] & 0x3f) as Opcode) {
+    case Opcode.NopOut:
+      return parseNopOut(bhs, data);
+    case Opcode.ScsiCommand:
+      return parseScsiCommand(bhs, ahs, data);
+    case Opcode.TaskMgmtRequest:
+      return parseTaskMgmtRequest(bhs, data);
+    case Opcode.LoginRequest:
+      return parseLoginRequest(bhs, data);
+    case Opcode.TextRequest:
+      return parseTextRequest(bhs, data);
+    case Opcode.DataOut:
+      return parseDataOut(bhs, data);
+    case Opcode.LogoutRequest:
+      return parseLogoutRequest(bhs, data);
+    case Opcode.SnackRequest:
+      return parseSnackRequest(bhs, data);
+    case Opcode.NopIn:
+      return parseNopIn(bhs, data);
+    case Opcode.ScsiResponse:
+      return parseScsiResponse(bhs, data);
+    case Opcode.TaskMgmtResponse:
+      return parseTaskMgmtResponse(bhs, data);
+    case Opcode.LoginResponse:
+      return parseLoginResponse(bhs, data);
+    case Opcode.TextResponse:
+      return parseTextResponse(bhs, data);
+    case Opcode.DataIn:
+      return parseDataIn(bhs, data);
+    case Opcode.LogoutResponse:
+      return parseLogoutResponse(bhs, data);
+    case Opcode.R2T:
+      return parseR2T(bhs, data);
+    case Opcode.AsyncMessage:
+      return parseAsyncMessage(bhs, data);
+    case Opcode.Reject:
+      return parseReject(bhs, data);
+    default:
+      return parseUnknown(bhs, data);
+  }
+}
+
+// Offsets below are those of RFC 7143 §11.2.1 (the BHS layout) and of each opcode's section.
+
+function immediate(b: Buffer): boolean {
+  return (b[0] & 0x40) !== 0;
+}
+function u32(b: Buffer, at: number): number {
+  return b.readUInt32BE(at);
+}
+function u16(b: Buffer, at: number): number {
+  return b.readUInt16BE(at);
+}
+/** Bytes 8..15: the LUN (RFC 7143 §11.2.1.7), a slice of the received header. */
+function lun(b: Buffer): Buffer {
+  return b.subarray(8, 16);
+}
+
+/** RFC 7143 §11.3. */
+function parseScsiCommand(b: Buffer, ahs: Buffer, data: readonly Buffer[]): Parsed<ScsiCommandPdu> {
+  let cdb = b.subarray(32, 48);
+  // RFC 7143 §11.2.2: AHSLength counts the bytes after the AHSType and reserved byte.
+  for (let off = 0; off + 4 <= ahs.length;) {
+    const len = ahs.readUInt16BE(off);
+    if (ahs[off + 2] === AHS_EXTENDED_CDB && len > 1) {
+      const ext = ahs.subarray(off + 4, off + 3 + len);
+      if (16 + ext.length > MAX_CDB) break;
+      cdb = Buffer.concat([cdb, ext]);
+    }
+    off += 4 + ((len - 1 + 3) & ~3);
+  }
+  return {
+    opcode: Opcode.ScsiCommand,
+    immediate: immediate(b),
+    final: (b[1] & 0x80) !== 0,
+    read: (b[1] & 0x40) !== 0,
+    write: (b[1] & 0x20) !== 0,
+    attribute: (b[1] & 0x07) as TaskAttributeCode,
+    lun: lun(b),
+    itt: u32(b, 16),
+    expectedDataTransferLength: u32(b, 20),
+    cmdSN: u32(b, 24),
+    expStatSN: u32(b, 28),
+    cdb,
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.4. */
+function parseScsiResponse(b: Buffer, data: readonly Buffer[]): Parsed<ScsiResponsePdu> {
+  return {
+    opcode: Opcode.ScsiResponse,
+    immediate: false,
+    bidiReadResidualOverflow: (b[1] & 0x10) !== 0,
+    bidiReadResidualUnderflow: (b[1] & 0x08) !== 0,
+    residualOverflow: (b[1] & 0x04) !== 0,
+    residualUnderflow: (b[1] & 0x02) !== 0,
+    response: b[2],
+    status: b[3],
+    itt: u32(b, 16),
+    snackTag: u32(b, 20),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    expDataSN: u32(b, 36),
+    bidiReadResidualCount: u32(b, 40),
+    residualCount: u32(b, 44),
+    senseData: senseData(data),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.4.7.2: SenseLength, then that many bytes of sense data (truncated to what came). */
+function senseData(data: readonly Buffer[]): Buffer {
+  const segment = joinData(data);
+  if (segment.length < 2) return EMPTY;
+  return segment.subarray(2, 2 + segment.readUInt16BE(0));
+}
+
+/** RFC 7143 §11.5. */
+function parseTaskMgmtRequest(b: Buffer, data: readonly Buffer[]): Parsed<TaskMgmtRequestPdu> {
+  return {
+    opcode: Opcode.TaskMgmtRequest,
+    immediate: immediate(b),
+    function: b[1] & 0x7f,
+    lun: lun(b),
+    itt: u32(b, 16),
+    referencedTaskTag: u32(b, 20),
+    cmdSN: u32(b, 24),
+    expStatSN: u32(b, 28),
+    refCmdSN: u32(b, 32),
+    expDataSN: u32(b, 36),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.6. */
+function parseTaskMgmtResponse(b: Buffer, data: readonly Buffer[]): Parsed<TaskMgmtResponsePdu> {
+  return {
+    opcode: Opcode.TaskMgmtResponse,
+    immediate: false,
+    response: b[2],
+    itt: u32(b, 16),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.7.1 (Data-Out). */
+function parseDataOut(b: Buffer, data: readonly Buffer[]): Parsed<DataOutPdu> {
+  return {
+    opcode: Opcode.DataOut,
+    immediate: immediate(b),
+    final: (b[1] & 0x80) !== 0,
+    lun: lun(b),
+    itt: u32(b, 16),
+    ttt: u32(b, 20),
+    expStatSN: u32(b, 28),
+    dataSN: u32(b, 36),
+    bufferOffset: u32(b, 40),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.7.1 (Data-In). */
+function parseDataIn(b: Buffer, data: readonly Buffer[]): Parsed<DataInPdu> {
+  return {
+    opcode: Opcode.DataIn,
+    immediate: false,
+    final: (b[1] & 0x80) !== 0,
+    acknowledge: (b[1] & 0x40) !== 0,
+    residualOverflow: (b[1] & 0x04) !== 0,
+    residualUnderflow: (b[1] & 0x02) !== 0,
+    statusPresent: (b[1] & 0x01) !== 0,
+    status: b[3],
+    lun: lun(b),
+    itt: u32(b, 16),
+    ttt: u32(b, 20),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    dataSN: u32(b, 36),
+    bufferOffset: u32(b, 40),
+    residualCount: u32(b, 44),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.8. */
+function parseR2T(b: Buffer, data: readonly Buffer[]): Parsed<R2TPdu> {
+  return {
+    opcode: Opcode.R2T,
+    immediate: false,
+    lun: lun(b),
+    itt: u32(b, 16),
+    ttt: u32(b, 20),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    r2tSN: u32(b, 36),
+    bufferOffset: u32(b, 40),
+    desiredDataTransferLength: u32(b, 44),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.9. */
+function parseAsyncMessage(b: Buffer, data: readonly Buffer[]): Parsed<AsyncMessagePdu> {
+  return {
+    opcode: Opcode.AsyncMessage,
+    immediate: false,
+    lun: lun(b),
+    itt: u32(b, 16),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    asyncEvent: b[36],
+    asyncVCode: b[37],
+    parameter1: u16(b, 38),
+    parameter2: u16(b, 40),
+    parameter3: u16(b, 42),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.10. */
+function parseTextRequest(b: Buffer, data: readonly Buffer[]): Parsed<TextRequestPdu> {
+  return {
+    opcode: Opcode.TextRequest,
+    immediate: immediate(b),
+    final: (b[1] & 0x80) !== 0,
+    continue: (b[1] & 0x40) !== 0,
+    lun: lun(b),
+    itt: u32(b, 16),
+    ttt: u32(b, 20),
+    cmdSN: u32(b, 24),
+    expStatSN: u32(b, 28),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.11. */
+function parseTextResponse(b: Buffer, data: readonly Buffer[]): Parsed<TextResponsePdu> {
+  return {
+    opcode: Opcode.TextResponse,
+    immediate: false,
+    final: (b[1] & 0x80) !== 0,
+    continue: (b[1] & 0x40) !== 0,
+    lun: lun(b),
+    itt: u32(b, 16),
+    ttt: u32(b, 20),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.12. */
+function parseLoginRequest(b: Buffer, data: readonly Buffer[]): Parsed<LoginRequestPdu> {
+  return {
+    opcode: Opcode.LoginRequest,
+    immediate: immediate(b),
+    transit: (b[1] & 0x80) !== 0,
+    continue: (b[1] & 0x40) !== 0,
+    currentStage: (b[1] >> 2) & 3,
+    nextStage: b[1] & 3,
+    versionMax: b[2],
+    versionMin: b[3],
+    isid: b.subarray(8, 14),
+    tsih: u16(b, 14),
+    itt: u32(b, 16),
+    cid: u16(b, 20),
+    cmdSN: u32(b, 24),
+    expStatSN: u32(b, 28),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.13. */
+function parseLoginResponse(b: Buffer, data: readonly Buffer[]): Parsed<LoginResponsePdu> {
+  return {
+    opcode: Opcode.LoginResponse,
+    immediate: false,
+    transit: (b[1] & 0x80) !== 0,
+    continue: (b[1] & 0x40) !== 0,
+    currentStage: (b[1] >> 2) & 3,
+    nextStage: b[1] & 3,
+    versionMax: b[2],
+    versionActive: b[3],
+    isid: b.subarray(8, 14),
+    tsih: u16(b, 14),
+    itt: u32(b, 16),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    statusClass: b[36],
+    statusDetail: b[37],
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.14. */
+function parseLogoutRequest(b: Buffer, data: readonly Buffer[]): Parsed<LogoutRequestPdu> {
+  return {
+    opcode: Opcode.LogoutRequest,
+    immediate: immediate(b),
+    reasonCode: b[1] & 0x7f,
+    itt: u32(b, 16),
+    cid: u16(b, 20),
+    cmdSN: u32(b, 24),
+    expStatSN: u32(b, 28),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.15. */
+function parseLogoutResponse(b: Buffer, data: readonly Buffer[]): Parsed<LogoutResponsePdu> {
+  return {
+    opcode: Opcode.LogoutResponse,
+    immediate: false,
+    response: b[2],
+    itt: u32(b, 16),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    time2Wait: u16(b, 40),
+    time2Retain: u16(b, 42),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.16. */
+function parseSnackRequest(b: Buffer, data: readonly Buffer[]): Parsed<SnackRequestPdu> {
+  return {
+    opcode: Opcode.SnackRequest,
+    immediate: immediate(b),
+    type: b[1] & 0x0f,
+    lun: lun(b),
+    itt: u32(b, 16),
+    ttt: u32(b, 20),
+    expStatSN: u32(b, 28),
+    begRun: u32(b, 40),
+    runLength: u32(b, 44),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.17. */
+function parseReject(b: Buffer, data: readonly Buffer[]): Parsed<RejectPdu> {
+  return {
+    opcode: Opcode.Reject,
+    immediate: false,
+    reason: b[2],
+    itt: u32(b, 16),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    dataSN: u32(b, 36),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.18. */
+function parseNopOut(b: Buffer, data: readonly Buffer[]): Parsed<NopOutPdu> {
+  return {
+    opcode: Opcode.NopOut,
+    immediate: immediate(b),
+    lun: lun(b),
+    itt: u32(b, 16),
+    ttt: u32(b, 20),
+    cmdSN: u32(b, 24),
+    expStatSN: u32(b, 28),
+    data,
+    header: b,
+  };
+}
+
+/** RFC 7143 §11.19. */
+function parseNopIn(b: Buffer, data: readonly Buffer[]): Parsed<NopInPdu> {
+  return {
+    opcode: Opcode.NopIn,
+    immediate: false,
+    lun: lun(b),
+    itt: u32(b, 16),
+    ttt: u32(b, 20),
+    statSN: u32(b, 24),
+    expCmdSN: u32(b, 28),
+    maxCmdSN: u32(b, 32),
+    data,
+    header: b,
+  };
+}
+
+function parseUnknown(b: Buffer, data: readonly Buffer[]): Required<UnknownPdu> {
+  return {
+    opcode: "unknown",
+    rawOpcode: b[0] & 0x3f,
+    immediate: immediate(b),
+    itt: u32(b, 16),
+    data,
+    header: b,
+  };
 }

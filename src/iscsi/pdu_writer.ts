@@ -1,90 +1,82 @@
 /**
- * PDU emission (RFC 7143 §11.2): BHS, AHS, header digest, data segment, padding, data digest.
- * Data buffers go to the socket as they are (no copy); the writer tells the caller when the socket
- * asks it to wait ('drain'), so bulk senders (Data-In) respect back-pressure.
+ * Sending PDUs on one connection's socket. Every PDU that becomes ready during one event-loop turn
+ * is serialized into one gather list, and the list leaves in one corked write — one writev(2) —
+ * once the turn's I/O callbacks have run (setImmediate). Data buffers go to the socket as they are
+ * (no copy). Back-pressure: the gather list is flushed early when it holds `GATHER_LIMIT` bytes, and
+ * a socket whose send buffer is full makes `blocked` true until 'drain' — bulk senders (Data-In) wait
+ * on `drained()`, and the connection stops reading requests after the read that found it blocked.
  */
 import type { Socket } from "node:net";
-import { crc32c } from "@node-rs/crc32";
-import { Pdu, pad4 } from "./pdu.js";
+import type { AnyPdu } from "./pdu.js";
+import { serializePdu } from "./pdu_serializer.js";
 
-const PAD = Buffer.alloc(4);
-
-/** Encode one PDU into the buffers to write, in order. Exported for tests and the raw initiator. */
-export function encodePdu(
-  pdu: Pdu,
-  headerDigest: boolean,
-  dataDigest: boolean,
-  parts?: readonly Buffer[],
-): Buffer[] {
-  const data = parts ?? pdu.dataParts;
-  let dsl = 0;
-  for (const p of data) dsl += p.length;
-  pdu.bhs[4] = pdu.ahs.length / 4;
-  pdu.bhs.writeUIntBE(dsl, 5, 3);
-  const out: Buffer[] = [];
-  const header = pdu.ahs.length ? Buffer.concat([pdu.bhs, pdu.ahs]) : pdu.bhs;
-  if (headerDigest) {
-    const hd = Buffer.allocUnsafe(4);
-    hd.writeUInt32LE(crc32c(header), 0);
-    out.push(header, hd);
-  } else {
-    out.push(header);
-  }
-  if (dsl === 0) return out;
-  out.push(...data);
-  const pad = pad4(dsl);
-  if (pad) out.push(PAD.subarray(0, pad));
-  if (dataDigest) {
-    let crc = 0;
-    for (const p of data) crc = crc32c(p, crc);
-    if (pad) crc = crc32c(PAD.subarray(0, pad), crc);
-    const dd = Buffer.allocUnsafe(4);
-    dd.writeUInt32LE(crc, 0);
-    out.push(dd);
-  }
-  return out;
-}
+/** Bytes gathered before a flush is forced within the turn (bounds the list, not the socket). */
+export const GATHER_LIMIT = 256 * 1024;
 
 export class PduWriter {
   headerDigest = false;
   dataDigest = false;
+  private gather: Buffer[] = [];
+  private gatherBytes = 0;
+  private flushScheduled = false;
+  private socketFull = false;
   private waiters: (() => void)[] = [];
-  private isBlocked = false;
+  private readonly flushNow = (): void => this.flush();
 
   constructor(private readonly socket: Socket) {
     socket.on("drain", () => this.release());
     socket.on("close", () => this.release());
   }
 
-  /** Queue a PDU on the socket. Returns false when the socket's buffer is full (see drained()). */
-  send(pdu: Pdu, parts?: readonly Buffer[]): boolean {
+  /**
+   * Queue a PDU for this turn's write. Returns false when the socket's buffer is full: a bulk
+   * sender should then wait for drained().
+   */
+  send(pdu: AnyPdu): boolean {
     if (this.socket.destroyed) return false;
-    const bufs = encodePdu(pdu, this.headerDigest, this.dataDigest, parts);
+    const from = this.gather.length;
+    serializePdu(pdu, this.headerDigest, this.dataDigest, this.gather);
+    for (let i = from; i < this.gather.length; i++) this.gatherBytes += this.gather[i].length;
+    if (this.gatherBytes >= GATHER_LIMIT) this.flush();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushNow);
+    }
+    return !this.blocked;
+  }
+
+  /** Write everything gathered, in one corked write (one writev). */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.gather.length === 0) return;
+    const bufs = this.gather;
+    this.gather = [];
+    this.gatherBytes = 0;
+    if (this.socket.destroyed || !this.socket.writable) return;
     let ok = true;
-    if (bufs.length === 1) {
-      ok = this.socket.write(bufs[0]);
-    } else {
+    if (bufs.length === 1) ok = this.socket.write(bufs[0]);
+    else {
       this.socket.cork();
       for (const b of bufs) ok = this.socket.write(b);
       this.socket.uncork();
     }
-    if (!ok) this.isBlocked = true;
-    return ok;
+    if (!ok) this.socketFull = true;
   }
 
   /** True while the socket asks us to wait. */
   get blocked(): boolean {
-    return this.isBlocked && !this.socket.destroyed;
+    return this.socketFull && !this.socket.destroyed;
   }
 
-  /** Resolves once the socket has room again (immediately when it has). */
+  /** Resolves once the socket has room again (immediately when it has); flushes what is gathered. */
   drained(): Promise<void> {
-    if (!this.isBlocked || this.socket.destroyed) return Promise.resolve();
+    this.flush();
+    if (!this.socketFull || this.socket.destroyed) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
   private release(): void {
-    this.isBlocked = false;
+    this.socketFull = false;
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();

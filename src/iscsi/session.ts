@@ -8,13 +8,28 @@ import type { Logger } from "../util/log.js";
 import type { ITNexus, ScsiTask } from "../scsi/task.js";
 import type { DataOutCollector } from "./dataout.js";
 import type { NegotiatedParams } from "./param.js";
-import { type Pdu, snAdd, snLess, snLessEq } from "./pdu.js";
+import {
+  snAdd,
+  snLess,
+  snLessEq,
+  type LogoutRequestPdu,
+  type NopOutPdu,
+  type Parsed,
+  type ScsiCommandPdu,
+  type TaskMgmtRequestPdu,
+  type TextRequestPdu,
+} from "./pdu.js";
 import type { TargetNode } from "./tgt_node.js";
+
+/** The requests numbered by CmdSN (RFC 7143 §4.2.2.1) that a session orders and delivers. */
+export type CommandPdu = Parsed<
+  ScsiCommandPdu | NopOutPdu | TaskMgmtRequestPdu | TextRequestPdu | LogoutRequestPdu
+>;
 
 /** The connection side a session needs: where to deliver commands and how to end it. */
 export interface SessionConnection {
   readonly cid: number;
-  deliverCommand(pdu: Pdu): void;
+  deliverCommand(pdu: CommandPdu): void;
   /** End a task that never reached the SCSI layer, without a response (it was aborted). */
   abandon(task: ActiveTask): void;
   /** Close the connection now (after flushing what is queued). */
@@ -41,7 +56,7 @@ export class ActiveTask {
     readonly cmdSN: number,
     readonly lun: number,
     readonly conn: SessionConnection,
-    readonly command: Pdu,
+    readonly command: Parsed<ScsiCommandPdu>,
   ) {
     this.done = new Promise((resolve) => (this.finish = resolve));
   }
@@ -54,7 +69,7 @@ export class Session {
   private lastMaxCmdSN: number;
   /** Non-immediate SCSI commands accepted but not yet answered; they hold window slots. */
   private running = 0;
-  private readonly pending = new Map<number, { conn: SessionConnection; pdu: Pdu }>();
+  private readonly pending = new Map<number, { conn: SessionConnection; pdu: CommandPdu }>();
   ended = false;
 
   constructor(
@@ -88,7 +103,7 @@ export class Session {
    * are delivered at once; the rest in CmdSN order. Commands outside the window are ignored
    * (RFC 7143 §4.2.2.1). Returns false when the PDU was dropped for being out of window.
    */
-  submit(conn: SessionConnection, pdu: Pdu): boolean {
+  submit(conn: SessionConnection, pdu: CommandPdu): boolean {
     const cmdSN = pdu.cmdSN;
     if (pdu.immediate) {
       conn.deliverCommand(pdu);

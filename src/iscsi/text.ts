@@ -4,9 +4,31 @@
  * than the initiator's MaxRecvDataSegmentLength continued over several PDUs (C bit, TTT).
  * Other keys get NotUnderstood (unknown) or Irrelevant (login-only keys).
  */
-import type { Connection } from "./conn.js";
-import { FLAG_CONTINUE, FLAG_FINAL, Opcode, Pdu, RESERVED_TAG, RejectReason } from "./pdu.js";
+import type { Logger } from "../util/log.js";
 import { LoginFailure, parseTextKeys } from "./param.js";
+import {
+  Opcode,
+  RESERVED_TAG,
+  RejectReason,
+  joinData,
+  type Parsed,
+  type ParsedPdu,
+  type TextRequestPdu,
+  type TextResponsePdu,
+} from "./pdu.js";
+
+/** What a Text exchange needs from its connection. */
+export interface TextConnection {
+  readonly log: Logger;
+  /** The initiator's MaxRecvDataSegmentLength. */
+  readonly maxSendSegment: number;
+  allocateTtt(): number;
+  /** Send a status-carrying PDU (StatSN assigned by the connection). */
+  sendStatus(pdu: TextResponsePdu): boolean;
+  reject(pdu: ParsedPdu, reason: RejectReason): void;
+  /** SendTargets answer lines for this connection's initiator (RFC 7143 Appendix C). */
+  sendTargets(value: string): string[];
+}
 
 /** Limit on a Text Request assembled from several PDUs. */
 const MAX_TEXT_REQUEST = 64 * 1024;
@@ -16,9 +38,9 @@ export class TextExchange {
   private continuation: { ttt: number; rest: Buffer } | undefined;
   private requestParts: Buffer[] | undefined;
 
-  constructor(private readonly conn: Connection) {}
+  constructor(private readonly conn: TextConnection) {}
 
-  handle(pdu: Pdu): void {
+  handle(pdu: Parsed<TextRequestPdu>): void {
     const conn = this.conn;
     const pending = this.continuation;
     if (pdu.ttt !== RESERVED_TAG) {
@@ -32,24 +54,21 @@ export class TextExchange {
       return;
     }
     this.continuation = undefined; // a new request resets any unfinished exchange (RFC 7143 §11.10.4)
-    if (pdu.flags & FLAG_CONTINUE) {
+    if (pdu.continue) {
       const parts = this.requestParts ?? [];
-      parts.push(pdu.data);
+      parts.push(joinData(pdu.data));
       if (parts.reduce((n, b) => n + b.length, 0) > MAX_TEXT_REQUEST) {
         this.requestParts = undefined;
         conn.reject(pdu, RejectReason.ProtocolError);
         return;
       }
       this.requestParts = parts;
-      const rsp = Pdu.create(Opcode.TextResponse);
-      rsp.itt = pdu.itt;
-      rsp.ttt = conn.allocateTtt();
-      conn.sendStatus(rsp);
+      conn.sendStatus({ opcode: Opcode.TextResponse, itt: pdu.itt, ttt: conn.allocateTtt() });
       return;
     }
     const parts = this.requestParts;
     this.requestParts = undefined;
-    const text = parts ? Buffer.concat([...parts, pdu.data]) : pdu.data;
+    const text = parts ? Buffer.concat([...parts, ...pdu.data]) : joinData(pdu.data);
     let pairs;
     try {
       pairs = parseTextKeys(text);
@@ -71,22 +90,22 @@ export class TextExchange {
   private sendPart(itt: number, data: Buffer): void {
     const conn = this.conn;
     const max = conn.maxSendSegment;
-    const rsp = Pdu.create(Opcode.TextResponse);
-    rsp.itt = itt;
     if (data.length > max) {
       // Cut on a key boundary when one exists in the first `max` bytes, so each part stays readable.
       const cut = data.lastIndexOf(0, max - 1);
       const end = cut > 0 ? cut + 1 : max;
-      rsp.flags = FLAG_CONTINUE;
-      rsp.ttt = conn.allocateTtt();
-      rsp.data = data.subarray(0, end);
-      this.continuation = { ttt: rsp.ttt, rest: data.subarray(end) };
+      const ttt = conn.allocateTtt();
+      this.continuation = { ttt, rest: data.subarray(end) };
+      conn.sendStatus({
+        opcode: Opcode.TextResponse,
+        continue: true,
+        itt,
+        ttt,
+        data: [data.subarray(0, end)],
+      });
     } else {
-      rsp.flags = FLAG_FINAL;
-      rsp.ttt = RESERVED_TAG;
-      rsp.data = data;
+      conn.sendStatus({ opcode: Opcode.TextResponse, final: true, itt, ttt: RESERVED_TAG, data: [data] });
     }
-    conn.sendStatus(rsp);
   }
 }
 

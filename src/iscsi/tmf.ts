@@ -7,9 +7,27 @@
  */
 import { decodeLun } from "../scsi/lun_id.js";
 import type { TaskManagementFunction, TaskManagementResult } from "../scsi/task.js";
-import type { Connection } from "./conn.js";
-import { FLAG_FINAL, Opcode, Pdu, snLess, snLessEq } from "./pdu.js";
+import type { Logger } from "../util/log.js";
+import {
+  Opcode,
+  TmfFunction,
+  snLess,
+  snLessEq,
+  type Parsed,
+  type TaskMgmtRequestPdu,
+  type TaskMgmtResponsePdu,
+} from "./pdu.js";
 import type { ActiveTask, Session } from "./session.js";
+
+/** What task management needs from the connection the request came on. */
+export interface TmfConnection {
+  readonly log: Logger;
+  /** Send a status-carrying PDU (StatSN assigned by the connection). */
+  sendStatus(pdu: TaskMgmtResponsePdu): boolean;
+  /** Sessions of a target node (resets act on all of them). */
+  sessionsOfNode(nodeName: string): Session[];
+  endSession(session: Session, reason: string): void;
+}
 
 /** RFC 7143 §11.6.1 response codes. */
 export const enum TmfResponse {
@@ -24,13 +42,13 @@ export const enum TmfResponse {
 }
 
 const FUNCTIONS: Record<number, TaskManagementFunction> = {
-  1: "abort-task",
-  2: "abort-task-set",
-  3: "clear-aca",
-  4: "clear-task-set",
-  5: "logical-unit-reset",
-  6: "target-warm-reset",
-  7: "target-cold-reset",
+  [TmfFunction.AbortTask]: "abort-task",
+  [TmfFunction.AbortTaskSet]: "abort-task-set",
+  [TmfFunction.ClearAca]: "clear-aca",
+  [TmfFunction.ClearTaskSet]: "clear-task-set",
+  [TmfFunction.LogicalUnitReset]: "logical-unit-reset",
+  [TmfFunction.TargetWarmReset]: "target-warm-reset",
+  [TmfFunction.TargetColdReset]: "target-cold-reset",
 };
 
 const RESULT_CODES: Record<TaskManagementResult, TmfResponse> = {
@@ -41,21 +59,21 @@ const RESULT_CODES: Record<TaskManagementResult, TmfResponse> = {
   rejected: TmfResponse.Rejected,
 };
 
-export async function handleTaskManagement(conn: Connection, session: Session, pdu: Pdu): Promise<void> {
-  const code = pdu.flags & 0x7f;
+export async function handleTaskManagement(
+  conn: TmfConnection,
+  session: Session,
+  pdu: Parsed<TaskMgmtRequestPdu>,
+): Promise<void> {
+  const code = pdu.function;
   const fn = FUNCTIONS[code];
   const respond = (response: TmfResponse): void => {
-    const rsp = Pdu.create(Opcode.TaskMgmtResponse);
-    rsp.flags = FLAG_FINAL;
-    rsp.bhs[2] = response;
-    rsp.itt = pdu.itt;
-    conn.sendStatus(rsp);
+    conn.sendStatus({ opcode: Opcode.TaskMgmtResponse, response, itt: pdu.itt });
   };
   const node = session.node;
   const nexus = session.nexus;
   if (!fn || !node || !nexus) {
     respond(
-      code === 8
+      code === TmfFunction.TaskReassign
         ? TmfResponse.NotSupported
         : session.discovery
           ? TmfResponse.Rejected
@@ -64,13 +82,13 @@ export async function handleTaskManagement(conn: Connection, session: Session, p
     return;
   }
   const device = node.config.device;
-  const decoded = decodeLun(pdu.lunField);
+  const decoded = decodeLun(pdu.lun);
   const lun = decoded < 0 ? 0xffff : decoded;
-  conn.log.info({ fn, lun, rtt: pdu.ttt }, "task management");
+  conn.log.info({ fn, lun, rtt: pdu.referencedTaskTag }, "task management");
 
   if (fn === "abort-task") {
-    const rtt = pdu.u32(20);
-    const refCmdSN = pdu.u32(32);
+    const rtt = pdu.referencedTaskTag;
+    const refCmdSN = pdu.refCmdSN;
     const task = session.tasks.get(rtt);
     if (!task) {
       // RFC 7143 §11.5.1: a RefCmdSN inside the window and before this request counts as
@@ -95,7 +113,7 @@ export async function handleTaskManagement(conn: Connection, session: Session, p
     sessions = [session];
     affected = fn === "clear-aca" ? [] : session.inFlight().filter((t) => t.lun === lun);
   } else {
-    sessions = conn.hostSessionsOfNode(node.name);
+    sessions = conn.sessionsOfNode(node.name);
     const all = sessions.flatMap((s) => s.inFlight());
     affected =
       fn === "target-warm-reset" || fn === "target-cold-reset" ? all : all.filter((t) => t.lun === lun);
@@ -104,7 +122,7 @@ export async function handleTaskManagement(conn: Connection, session: Session, p
   respond(RESULT_CODES[result]);
   if (fn === "target-cold-reset" && result === "complete") {
     // SAM-5: a cold reset ends every I_T nexus; RFC 7143 §11.5.1 drops the connections after the response.
-    for (const s of sessions) conn.hostEndSession(s, "target cold reset");
+    for (const s of sessions) conn.endSession(s, "target cold reset");
   }
 }
 

@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { connect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { encodePdu } from "../../src/iscsi/pdu_writer.js";
-import { Opcode, Pdu } from "../../src/iscsi/pdu.js";
+import { Opcode, type AnyPdu } from "../../src/iscsi/pdu.js";
+import { serializePduToBuffer } from "../../src/iscsi/pdu_serializer.js";
 import { encodeTextKeys } from "../../src/iscsi/param.js";
 import { RawInitiator } from "../support/raw_initiator.js";
 import { cleanup, makeTempDir, startServer, stopCleanly, type RunningServer } from "./harness.js";
@@ -40,40 +40,73 @@ function cdb(opcode: number, lba: number, blocks: number): Buffer {
 
 /** Valid PDUs of each kind, to be mutated. */
 function templates(): Buffer[] {
-  const login = Pdu.create(
-    Opcode.LoginRequest,
-    encodeTextKeys([
-      ["InitiatorName", "iqn.2099-01.fuzz:i"],
-      ["TargetName", TARGET],
-      ["SessionType", "Normal"],
-      ["AuthMethod", "None"],
-    ]),
-  );
-  login.flags = 0x87;
-  const nop = Pdu.create(Opcode.NopOut, Buffer.from("ping"));
-  nop.flags = 0x80;
-  nop.ttt = 0xffffffff;
-  const read = Pdu.create(Opcode.ScsiCommand);
-  cdb(0x28, 0, 8).copy(read.bhs, 32);
-  read.flags = 0xc1;
-  read.setU32(20, 4096);
-  const write = Pdu.create(Opcode.ScsiCommand, Buffer.alloc(4096, 0xab));
-  cdb(0x2a, 8, 16).copy(write.bhs, 32);
-  write.flags = 0x21;
-  write.setU32(20, 8192);
-  const dataOut = Pdu.create(Opcode.DataOut, Buffer.alloc(4096, 0xcd));
-  dataOut.flags = 0x80;
-  dataOut.setU32(40, 4096);
-  const text = Pdu.create(Opcode.TextRequest, encodeTextKeys([["SendTargets", "All"]]));
-  text.flags = 0x80;
-  text.ttt = 0xffffffff;
-  const tmf = Pdu.create(Opcode.TaskMgmtRequest);
-  tmf.flags = 0x81;
-  const logout = Pdu.create(Opcode.LogoutRequest);
-  logout.flags = 0x80;
-  return [login, nop, read, write, dataOut, text, tmf, logout].map((p) =>
-    Buffer.concat(encodePdu(p, false, false)),
-  );
+  const pdus: AnyPdu[] = [
+    {
+      opcode: Opcode.LoginRequest,
+      transit: true,
+      currentStage: 1,
+      nextStage: 3,
+      isid: Buffer.from([0x80, 0, 0, 0, 0, 1]),
+      itt: 1,
+      cmdSN: 1,
+      data: [
+        encodeTextKeys([
+          ["InitiatorName", "iqn.2099-01.fuzz:i"],
+          ["TargetName", TARGET],
+          ["SessionType", "Normal"],
+          ["AuthMethod", "None"],
+        ]),
+      ],
+    },
+    {
+      opcode: Opcode.NopOut,
+      immediate: false,
+      itt: 2,
+      ttt: 0xffffffff,
+      cmdSN: 2,
+      data: [Buffer.from("ping")],
+    },
+    {
+      opcode: Opcode.ScsiCommand,
+      final: true,
+      read: true,
+      attribute: 1,
+      itt: 3,
+      expectedDataTransferLength: 4096,
+      cmdSN: 3,
+      cdb: cdb(0x28, 0, 8),
+    },
+    {
+      opcode: Opcode.ScsiCommand,
+      final: false,
+      write: true,
+      attribute: 1,
+      itt: 4,
+      expectedDataTransferLength: 8192,
+      cmdSN: 4,
+      cdb: cdb(0x2a, 8, 16),
+      data: [Buffer.alloc(4096, 0xab)],
+    },
+    {
+      opcode: Opcode.DataOut,
+      final: true,
+      itt: 4,
+      ttt: 0xffffffff,
+      bufferOffset: 4096,
+      data: [Buffer.alloc(4096, 0xcd)],
+    },
+    {
+      opcode: Opcode.TextRequest,
+      final: true,
+      itt: 5,
+      ttt: 0xffffffff,
+      cmdSN: 5,
+      data: [encodeTextKeys([["SendTargets", "All"]])],
+    },
+    { opcode: Opcode.TaskMgmtRequest, function: 1, itt: 6, referencedTaskTag: 3, cmdSN: 6 },
+    { opcode: Opcode.LogoutRequest, reasonCode: 0, itt: 7, cmdSN: 7 },
+  ];
+  return pdus.map((p) => serializePduToBuffer(p));
 }
 
 function mutate(rand: () => number, pdu: Buffer): Buffer {

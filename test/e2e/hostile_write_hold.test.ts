@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Opcode, Pdu } from "../../src/iscsi/pdu.js";
+import { Opcode, type ParsedPdu } from "../../src/iscsi/pdu.js";
 import { RpcClient } from "../../src/rpc/client.js";
 import { RawInitiator } from "../support/raw_initiator.js";
 import { cleanup, makeTempDir, startServer, stopCleanly, type RunningServer } from "./harness.js";
@@ -52,15 +52,18 @@ class Holder {
     assert.equal(r.statusClass, 0);
     const h = new Holder(ini);
     for (let i = 0; i < COMMANDS; i++) {
-      const p = Pdu.create(Opcode.ScsiCommand);
-      cdb(0x2a, 0, WRITE_BYTES / BS).copy(p.bhs, 32);
-      p.flags = 0x80 | 0x20 | 0x01; // F, W, simple
-      p.itt = ini.itt++;
-      p.setU32(20, WRITE_BYTES);
-      p.setU32(24, ini.cmdSN);
+      ini.send({
+        opcode: Opcode.ScsiCommand,
+        final: true,
+        write: true,
+        attribute: 1, // simple
+        itt: ini.itt++,
+        expectedDataTransferLength: WRITE_BYTES,
+        cmdSN: ini.cmdSN,
+        expStatSN: ini.expStatSN,
+        cdb: cdb(0x2a, 0, WRITE_BYTES / BS),
+      });
       ini.cmdSN = (ini.cmdSN + 1) >>> 0;
-      p.setU32(28, ini.expStatSN);
-      ini.send(p);
     }
     void h.answer();
     return h;
@@ -68,7 +71,7 @@ class Holder {
 
   private async answer(): Promise<void> {
     for (;;) {
-      let r: Pdu;
+      let r: ParsedPdu;
       try {
         r = await this.ini.recv(60_000);
       } catch {
@@ -77,8 +80,8 @@ class Holder {
       }
       if (r.opcode !== Opcode.R2T) continue;
       this.r2ts++;
-      const offset = r.u32(40);
-      const want = r.u32(44);
+      const offset = r.bufferOffset;
+      const want = r.desiredDataTransferLength;
       const last = offset + want === WRITE_BYTES;
       let sn = 0;
       for (let o = 0; o < want;) {

@@ -15,7 +15,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { Opcode } from "../../src/iscsi/pdu.js";
-import { RawInitiator } from "../support/raw_initiator.js";
+import { RawInitiator, pduAs } from "../support/raw_initiator.js";
 import { CLI, cleanup, makeTempDir, run, runCli } from "./harness.js";
 
 /** dist/test/e2e → repository root → its sibling shared/. */
@@ -359,7 +359,7 @@ describe("SPDK rpc.py drives a --wait-for-rpc server", () => {
       const deleted = rpcOk(sock, ["iscsi_delete_target_node", `${IQN}:disk2`]);
       const msg = await ini.recv(5000);
       assert.equal(msg.opcode, Opcode.AsyncMessage);
-      assert.equal(msg.bhs[36], 1, "AsyncEvent 1: logout requested");
+      assert.equal(pduAs(msg, Opcode.AsyncMessage).asyncEvent, 1, "AsyncEvent 1: logout requested");
       await deleted;
     } finally {
       ini.close();

@@ -31,7 +31,7 @@ test("login, INQUIRY, write via R2T then read back via Data-In, logout", async (
 
     const lo = await ini.logout();
     assert.equal(lo.opcode, Opcode.LogoutResponse);
-    assert.equal(lo.bhs[2], 0);
+    assert.equal(lo.response, 0);
     await ini.waitClosed();
     assert.equal(h.target.sessionCount(), 0);
     assert.equal(h.devices[0].nexusLosses.length, 1);
@@ -73,11 +73,11 @@ test("residuals: EDTL larger and smaller than the command's transfer length", as
     const under = await ini.scsi(read10(0, 1), { read: 1024 });
     assert.equal(under.status, 0);
     assert.equal(under.data.length, 512);
-    assert.ok(under.flags & 0x02, "U bit");
+    assert.ok(under.residualUnderflow, "U bit");
     assert.equal(under.residual, 512);
     const over = await ini.scsi(read10(0, 2), { read: 512 });
     assert.equal(over.data.length, 512);
-    assert.ok(over.flags & 0x04, "O bit");
+    assert.ok(over.residualOverflow, "O bit");
     assert.equal(over.residual, 512);
     const sense = await ini.scsi(Buffer.from([0xff, 0, 0, 0, 0, 0]), { read: 0 });
     assert.equal(sense.status, 2);

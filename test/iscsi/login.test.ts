@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { RawInitiator } from "../support/raw_initiator.js";
-import { Opcode, Pdu } from "../../src/iscsi/pdu.js";
+import { RawInitiator, pduAs } from "../support/raw_initiator.js";
+import { Opcode, joinData, type LoginRequestPdu } from "../../src/iscsi/pdu.js";
 import { TARGET, read10, startTarget, waitFor } from "./harness.js";
 
 async function loginStatus(port: number, opts: Parameters<RawInitiator["login"]>[0], localAddress?: string) {
@@ -158,7 +158,7 @@ test("MC/S: a second connection joins by TSIH; a third exceeds MaxConnections", 
     // Logging out one connection keeps the session.
     const lo = await b.logout(1, 1);
     assert.equal(lo.opcode, Opcode.LogoutResponse);
-    assert.equal(lo.bhs[2], 0);
+    assert.equal(lo.response, 0);
     await b.waitClosed();
     assert.equal(h.target.sessionCount(), 1);
     assert.equal((await a.scsi(read10(0, 1), { read: 512 })).status, 0);
@@ -193,11 +193,11 @@ test("discovery: SendTargets=All lists the targets this initiator may see, with 
     assert.deepEqual(st.get("TargetName"), [TARGET]);
     assert.deepEqual(st.get("TargetAddress"), [`127.0.0.1:${h.port},1`]);
     // SCSI commands are not allowed in a discovery session.
-    ini.send(ini.command(Opcode.ScsiCommand));
+    ini.send({ opcode: Opcode.ScsiCommand, ...ini.next(), final: true, cdb: Buffer.alloc(16) });
     const rej = await ini.recvResponse();
     assert.equal(rej.opcode, Opcode.Reject);
     const lo = await ini.logout();
-    assert.equal(lo.bhs[2], 0);
+    assert.equal(lo.response, 0);
     // The other initiator sees the second target too.
     const other = await RawInitiator.connect(h.port);
     await other.login({ discovery: true, initiatorName: "iqn.2024-01.test:other" });
@@ -230,25 +230,29 @@ test("login text split over two PDUs (C bit): empty answer first, then the negot
   try {
     const ini = await RawInitiator.connect(h.port);
     const text = Buffer.from(`InitiatorName=iqn.2024-01.test:split\0TargetName=${TARGET}\0AuthMethod=None\0`);
-    const mk = (data: Buffer, flags: number) => {
-      const p = Pdu.create(Opcode.LoginRequest, data);
-      p.immediate = true;
-      p.flags = flags;
-      ini.isid.copy(p.bhs, 8);
-      p.itt = 9;
-      p.setU32(24, 1);
-      return p;
-    };
-    ini.send(mk(text.subarray(0, 20), 0x40 | (0 << 2))); // C, CSG=0
-    const first = await ini.recv();
+    const mk = (data: Buffer, flags: Partial<LoginRequestPdu>): LoginRequestPdu => ({
+      opcode: Opcode.LoginRequest,
+      immediate: true,
+      ...flags,
+      isid: ini.isid,
+      itt: 9,
+      cmdSN: 1,
+      data: [data],
+    });
+    ini.send(mk(text.subarray(0, 20), { continue: true, currentStage: 0 }));
+    const first = pduAs(await ini.recv(), Opcode.LoginResponse);
     assert.equal(first.opcode, Opcode.LoginResponse);
-    assert.equal(first.data.length, 0);
-    assert.equal(first.flags & 0x80, 0, "no transit while the request is incomplete");
-    ini.send(mk(text.subarray(20), 0x80 | (0 << 2) | 1)); // T, CSG=0 -> NSG=1
-    const second = await ini.recv();
-    assert.equal(second.bhs[36], 0);
-    assert.equal(second.flags, 0x80 | 1);
-    assert.match(second.data.toString(), /AuthMethod=None/);
+    assert.equal(joinData(first.data).length, 0);
+    assert.equal(first.transit, false, "no transit while the request is incomplete");
+    ini.send(mk(text.subarray(20), { transit: true, currentStage: 0, nextStage: 1 }));
+    const second = pduAs(await ini.recv(), Opcode.LoginResponse);
+    assert.equal(second.statusClass, 0);
+    // T set, C clear, CSG 0, NSG 1 (flags byte 0x81).
+    assert.deepEqual(
+      [second.transit, second.continue, second.currentStage, second.nextStage],
+      [true, false, 0, 1],
+    );
+    assert.match(joinData(second.data).toString(), /AuthMethod=None/);
     ini.close();
   } finally {
     await h.stop();
@@ -258,19 +262,26 @@ test("login text split over two PDUs (C bit): empty answer first, then the negot
 test("login refuses version-min above 0 (0x0205) and transit to a bad stage (0x0200)", async () => {
   const h = await startTarget();
   try {
-    for (const [flags, versionMin, want] of [
-      [0x80 | (1 << 2) | 3, 1, 0x0205],
-      [0x80 | (1 << 2) | 0, 0, 0x0200],
+    // T, CSG=1 -> NSG=3 with version-min 1; then T, CSG=1 -> NSG=0.
+    for (const [nextStage, versionMin, want] of [
+      [3, 1, 0x0205],
+      [0, 0, 0x0200],
     ] as const) {
       const ini = await RawInitiator.connect(h.port);
-      const p = Pdu.create(Opcode.LoginRequest, Buffer.from(`InitiatorName=iqn.x:y\0TargetName=${TARGET}\0`));
-      p.immediate = true;
-      p.flags = flags;
-      p.bhs[3] = versionMin;
-      ini.isid.copy(p.bhs, 8);
-      ini.send(p);
-      const rsp = await ini.recv();
-      assert.equal((rsp.bhs[36] << 8) | rsp.bhs[37], want);
+      ini.send({
+        opcode: Opcode.LoginRequest,
+        immediate: true,
+        transit: true,
+        currentStage: 1,
+        nextStage,
+        versionMin,
+        isid: ini.isid,
+        itt: 0,
+        cmdSN: 0,
+        data: [Buffer.from(`InitiatorName=iqn.x:y\0TargetName=${TARGET}\0`)],
+      });
+      const rsp = pduAs(await ini.recv(), Opcode.LoginResponse);
+      assert.equal((rsp.statusClass << 8) | rsp.statusDetail, want);
       await ini.waitClosed();
     }
   } finally {

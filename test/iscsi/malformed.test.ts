@@ -4,9 +4,10 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { RawInitiator } from "../support/raw_initiator.js";
-import { Opcode, Pdu, RejectReason } from "../../src/iscsi/pdu.js";
-import { encodePdu } from "../../src/iscsi/pdu_writer.js";
+import { RawInitiator, pduAs } from "../support/raw_initiator.js";
+import { EMPTY, Opcode, RejectReason, TaskAttributeCode, joinData } from "../../src/iscsi/pdu.js";
+import { decodePdu } from "../../src/iscsi/pdu_parser.js";
+import { serializePduToBuffer } from "../../src/iscsi/pdu_serializer.js";
 import { TARGET, pattern, read10, startTarget, write10, type Harness } from "./harness.js";
 
 /** A healthy session doing a write + read-back; returns when the round trip verified. */
@@ -41,14 +42,13 @@ test("unknown opcode in Full Feature Phase is rejected with the BHS echoed", asy
   try {
     await withHealthy(h, async () => {
       const ini = await loggedIn(h);
-      const bad = Pdu.create(0x1c as Opcode);
-      bad.itt = 0x1234;
-      ini.send(bad);
+      ini.send({ opcode: "unknown", rawOpcode: 0x1c, itt: 0x1234 });
       const rej = await ini.recvResponse();
       assert.equal(rej.opcode, Opcode.Reject);
-      assert.equal(rej.bhs[2], RejectReason.CommandNotSupported);
-      assert.equal(rej.data.length, 48);
-      assert.equal(rej.data.readUInt32BE(16), 0x1234);
+      assert.equal(pduAs(rej, Opcode.Reject).reason, RejectReason.CommandNotSupported);
+      const echoed = joinData(rej.data);
+      assert.equal(echoed.length, 48);
+      assert.equal(decodePdu(echoed, EMPTY, []).itt, 0x1234);
       // The connection still works afterwards.
       assert.equal((await ini.scsi(read10(0, 1), { read: 512 })).status, 0);
       ini.close();
@@ -63,9 +63,7 @@ test("data segment over the negotiated MaxRecvDataSegmentLength drops the connec
   try {
     await withHealthy(h, async () => {
       const ini = await loggedIn(h);
-      const nop = ini.command(Opcode.NopOut, { immediate: true, data: Buffer.alloc(16384) });
-      nop.ttt = 0xffffffff;
-      ini.send(nop);
+      ini.send({ opcode: Opcode.NopOut, ...ini.next(true), ttt: 0xffffffff, data: [Buffer.alloc(16384)] });
       await ini.waitClosed();
     });
   } finally {
@@ -78,9 +76,14 @@ test("a length beyond the bytes sent (truncated PDU) leaves the target waiting, 
   try {
     await withHealthy(h, async () => {
       const ini = await RawInitiator.connect(h.port);
-      const login = Pdu.create(Opcode.LoginRequest, Buffer.from("InitiatorName=iqn.x\0"));
-      const bytes = Buffer.concat(encodePdu(login, false, false));
-      bytes.writeUIntBE(4000, 5, 3); // claims 4000 data bytes, sends 20
+      const bytes = serializePduToBuffer({
+        opcode: Opcode.LoginRequest,
+        itt: 0,
+        cmdSN: 0,
+        isid: Buffer.alloc(6),
+        data: [Buffer.from("InitiatorName=iqn.x\0")],
+      });
+      bytes.writeUIntBE(4000, 5, 3); // DataSegmentLength (RFC 7143 §11.2.1): claims 4000 data bytes, sends 20
       ini.sendRaw(bytes);
       await ini.waitClosed(); // the login timer drops it
     });
@@ -98,16 +101,19 @@ test("wrong header digest drops the connection; wrong data digest is rejected", 
         ["DataDigest", "CRC32C"],
       ];
       const a = await loggedIn(h, { keys, isid: Buffer.from([0x80, 0, 0, 0, 0, 1]) });
-      const nop = a.command(Opcode.NopOut, { immediate: true, data: Buffer.from("ping") });
-      nop.ttt = 0xffffffff;
-      const wire = Buffer.concat(encodePdu(nop, true, true));
+      const wire = a.wire({
+        opcode: Opcode.NopOut,
+        ...a.next(true),
+        ttt: 0xffffffff,
+        data: [Buffer.from("ping")],
+      });
       const badData = Buffer.from(wire);
       badData[badData.length - 1] ^= 0xff;
       a.sendRaw(badData);
       const rej = await a.recvResponse();
       assert.equal(rej.opcode, Opcode.Reject);
-      assert.equal(rej.bhs[2], RejectReason.DataDigestError);
-      assert.equal((await a.nop(Buffer.from("again"))).data.toString(), "again");
+      assert.equal(pduAs(rej, Opcode.Reject).reason, RejectReason.DataDigestError);
+      assert.equal(joinData((await a.nop(Buffer.from("again"))).data).toString(), "again");
       const badHeader = Buffer.from(wire);
       badHeader[49] ^= 0xff;
       a.sendRaw(badHeader);
@@ -127,7 +133,7 @@ test("garbage before login is answered with a login reject and the connection cl
       const rsp = await ini.recv().catch(() => undefined);
       if (rsp) {
         assert.equal(rsp.opcode, Opcode.LoginResponse);
-        assert.equal(rsp.bhs[36], 2);
+        assert.equal(pduAs(rsp, Opcode.LoginResponse).statusClass, 2);
       }
       await ini.waitClosed();
       // Random bytes with a huge length field: dropped at once.
@@ -160,19 +166,25 @@ test("Data-Out breaking the sequence (bad DataSN) is rejected and the command fa
     await withHealthy(h, async () => {
       const ini = await loggedIn(h);
       ini.immediateData = false;
-      const cmd = ini.command(Opcode.ScsiCommand, { flags: 0x80 | 0x20 | 0x01 });
-      write10(5, 1).copy(cmd.bhs, 32);
-      cmd.setU32(20, 512);
+      const cmd = {
+        opcode: Opcode.ScsiCommand,
+        ...ini.next(),
+        final: true,
+        write: true,
+        attribute: TaskAttributeCode.Simple,
+        expectedDataTransferLength: 512,
+        cdb: write10(5, 1),
+      } as const;
       ini.send(cmd);
-      const r2t = await ini.recvResponse();
+      const r2t = pduAs(await ini.recvResponse(), Opcode.R2T);
       assert.equal(r2t.opcode, Opcode.R2T);
       ini.send(ini.dataOut(cmd.itt, r2t.ttt, 27, 0, Buffer.alloc(512), true));
       const rej = await ini.recvResponse();
       assert.equal(rej.opcode, Opcode.Reject);
-      assert.equal(rej.bhs[2], RejectReason.ProtocolError);
+      assert.equal(pduAs(rej, Opcode.Reject).reason, RejectReason.ProtocolError);
       const rsp = await ini.recvResponse();
       assert.equal(rsp.opcode, Opcode.ScsiResponse);
-      assert.equal(rsp.bhs[3], 2);
+      assert.equal(pduAs(rsp, Opcode.ScsiResponse).status, 2);
       ini.close();
     });
   } finally {
@@ -184,10 +196,11 @@ test("SNACK at ErrorRecoveryLevel 0 is rejected", async () => {
   const h = await startTarget();
   try {
     const ini = await loggedIn(h);
-    ini.send(ini.command(Opcode.SnackRequest));
+    const { itt, expStatSN } = ini.next();
+    ini.send({ opcode: Opcode.SnackRequest, itt, expStatSN });
     const rej = await ini.recvResponse();
     assert.equal(rej.opcode, Opcode.Reject);
-    assert.equal(rej.bhs[2], RejectReason.SnackReject);
+    assert.equal(pduAs(rej, Opcode.Reject).reason, RejectReason.SnackReject);
     ini.close();
   } finally {
     await h.stop();

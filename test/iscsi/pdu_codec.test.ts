@@ -2,8 +2,9 @@ import { test } from "node:test";
 import { crc32c } from "@node-rs/crc32";
 import assert from "node:assert/strict";
 import { PduFramingError, PduParser } from "../../src/iscsi/pdu_parser.js";
-import { encodePdu } from "../../src/iscsi/pdu_writer.js";
-import { Opcode, Pdu, snLess } from "../../src/iscsi/pdu.js";
+import { serializePdu, serializePduToBuffer } from "../../src/iscsi/pdu_serializer.js";
+import { Opcode, dataLength, joinData, snLess, type ParsedPdu } from "../../src/iscsi/pdu.js";
+import { pduAs } from "../support/raw_initiator.js";
 
 /** A NOP-Out: immediate, F, ITT 0x11223344, TTT all ones, CmdSN 7, ExpStatSN 9, 5 data bytes "hello". */
 const NOP_OUT_HEX =
@@ -19,16 +20,18 @@ const NOP_OUT_HEX =
 
 test("parser frames a PDU from literal bytes: fields, data without padding", () => {
   const p = new PduParser(8192);
-  const [pdu] = p.push(Buffer.from(NOP_OUT_HEX, "hex"));
-  assert.equal(pdu.opcode, Opcode.NopOut);
+  const [parsed] = p.push(Buffer.from(NOP_OUT_HEX, "hex"));
+  assert.equal(parsed.opcode, Opcode.NopOut);
+  const pdu = pduAs(parsed, Opcode.NopOut);
   assert.equal(pdu.immediate, true);
-  assert.equal(pdu.final, true);
   assert.equal(pdu.itt, 0x11223344);
   assert.equal(pdu.ttt, 0xffffffff);
   assert.equal(pdu.cmdSN, 7);
   assert.equal(pdu.expStatSN, 9);
-  assert.equal(pdu.data.toString(), "hello");
+  assert.equal(joinData(pdu.data).toString(), "hello");
   assert.equal(p.pending, 0);
+  // Serialized again, the message gives back the same bytes (F bit, padding and all).
+  assert.equal(serializePduToBuffer(pdu).toString("hex"), NOP_OUT_HEX);
 });
 
 test("parser keeps a tail across reads and frames several PDUs from one read", () => {
@@ -40,7 +43,7 @@ test("parser keeps a tail across reads and frames several PDUs from one read", (
   assert.equal(p.pending, 70 - 56);
   const rest = p.push(two.subarray(70));
   assert.equal(rest.length, 2);
-  assert.equal(rest[1].data.toString(), "hello");
+  assert.equal(joinData(rest[1].data).toString(), "hello");
 });
 
 test("parser refuses a data segment longer than MaxRecvDataSegmentLength", () => {
@@ -53,26 +56,25 @@ test("parser refuses a data segment longer than MaxRecvDataSegmentLength", () =>
 });
 
 test("writer + parser round trip with CRC32C digests; RFC 7143 digest of 32 zero bytes is 0x8a9136aa", () => {
-  const pdu = Pdu.create(Opcode.NopIn, Buffer.from("abcdef"));
-  pdu.flags = 0x80;
-  pdu.itt = 5;
-  const bytes = Buffer.concat(encodePdu(pdu, true, true));
+  const bytes = Buffer.concat(
+    serializePdu({ opcode: Opcode.NopIn, itt: 5, data: [Buffer.from("abcdef")] }, true, true),
+  );
   assert.equal(bytes.length, 48 + 4 + 8 + 4);
   const p = new PduParser(8192);
   p.headerDigest = p.dataDigest = true;
   const [back] = p.push(bytes);
-  assert.equal(back.data.toString(), "abcdef");
+  assert.equal(joinData(back.data).toString(), "abcdef");
   assert.equal(back.itt, 5);
   // RFC 7143 Appendix B.4: CRC32C of 32 zero bytes is 0x8a9136aa, sent as bytes aa 36 91 8a.
   assert.equal(crc32c(Buffer.alloc(32)), 0x8a9136aa);
-  const zeros = Pdu.create(Opcode.NopOut);
-  const enc = encodePdu(zeros, true, false);
-  assert.equal(enc[1].readUInt32LE(0), crc32c(zeros.bhs));
+  const enc = serializePdu({ opcode: Opcode.NopOut, itt: 0, cmdSN: 0 }, true, false);
+  assert.equal(enc[1].readUInt32LE(0), crc32c(enc[0]));
 });
 
 test("a corrupted header digest is fatal; a corrupted data digest is reported with the PDU", () => {
-  const pdu = Pdu.create(Opcode.NopIn, Buffer.from("abcdef"));
-  const bytes = Buffer.concat(encodePdu(pdu, true, true));
+  const bytes = Buffer.concat(
+    serializePdu({ opcode: Opcode.NopIn, itt: 0, data: [Buffer.from("abcdef")] }, true, true),
+  );
   const badHeader = Buffer.from(bytes);
   badHeader[48] ^= 1;
   const p1 = new PduParser(8192);
@@ -99,12 +101,16 @@ test("serial number arithmetic wraps", () => {
 });
 
 test("a PDU fed one byte at a time keeps its data as slices of the reads (no copy), digests checked", () => {
-  const pdu = Pdu.create(Opcode.DataOut, Buffer.from("0123456789abcdefXYZ"));
-  pdu.flags = 0x80;
-  const bytes = Buffer.concat(encodePdu(pdu, true, true));
+  const bytes = Buffer.concat(
+    serializePdu(
+      { opcode: Opcode.DataOut, final: true, itt: 0, ttt: 0, data: [Buffer.from("0123456789abcdefXYZ")] },
+      true,
+      true,
+    ),
+  );
   const p = new PduParser(8192);
   p.headerDigest = p.dataDigest = true;
-  const got: Pdu[] = [];
+  const got: ParsedPdu[] = [];
   const reads: Buffer[] = [];
   for (let i = 0; i < bytes.length; i++) {
     const one = Buffer.alloc(1, bytes[i]); // own ArrayBuffer (not the shared pool)
@@ -112,10 +118,10 @@ test("a PDU fed one byte at a time keeps its data as slices of the reads (no cop
     got.push(...p.push(one));
   }
   assert.equal(got.length, 1);
-  const parts = got[0].dataParts;
+  const parts = got[0].data;
   assert.equal(parts.length, 19);
   // Each part is a view of one received read buffer, not a copy.
   assert.equal(parts[0].buffer, reads[52].buffer);
-  assert.equal(got[0].dataLength, 19);
-  assert.equal(got[0].data.toString(), "0123456789abcdefXYZ");
+  assert.equal(dataLength(got[0].data), 19);
+  assert.equal(joinData(got[0].data).toString(), "0123456789abcdefXYZ");
 });

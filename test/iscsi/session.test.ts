@@ -1,26 +1,54 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { RawInitiator } from "../support/raw_initiator.js";
-import { Opcode, Pdu, RESERVED_TAG } from "../../src/iscsi/pdu.js";
-import { TARGET, read10, startTarget, waitFor } from "./harness.js";
+import { RawInitiator, lunField, pduAs } from "../support/raw_initiator.js";
+import {
+  Opcode,
+  RESERVED_TAG,
+  TaskAttributeCode,
+  joinData,
+  type ScsiCommandPdu,
+  type TaskMgmtRequestPdu,
+} from "../../src/iscsi/pdu.js";
+import { TARGET, read10, startTarget, waitFor, write10 } from "./harness.js";
 
 function tmf(
   ini: RawInitiator,
   fn: number,
   opts: { rtt?: number; refCmdSN?: number; lun?: number } = {},
-): Pdu {
-  const p = ini.command(Opcode.TaskMgmtRequest, { immediate: true, flags: 0x80 | fn });
-  p.bhs[9] = opts.lun ?? 0;
-  p.ttt = opts.rtt ?? RESERVED_TAG; // Referenced Task Tag (bytes 20..23)
-  p.setU32(32, opts.refCmdSN ?? 0);
-  return p;
+): TaskMgmtRequestPdu {
+  return {
+    opcode: Opcode.TaskMgmtRequest,
+    ...ini.next(true),
+    function: fn,
+    lun: lunField(opts.lun ?? 0),
+    referencedTaskTag: opts.rtt ?? RESERVED_TAG,
+    refCmdSN: opts.refCmdSN ?? 0,
+  };
 }
 
-function readCmd(ini: RawInitiator, lba: number): Pdu {
-  const p = ini.command(Opcode.ScsiCommand, { flags: 0x80 | 0x40 | 0x01 });
-  read10(lba, 1).copy(p.bhs, 32);
-  p.setU32(20, 512);
-  return p;
+function readCmd(ini: RawInitiator, lba: number): ScsiCommandPdu {
+  return {
+    opcode: Opcode.ScsiCommand,
+    ...ini.next(),
+    final: true,
+    read: true,
+    attribute: TaskAttributeCode.Simple,
+    expectedDataTransferLength: 512,
+    cdb: read10(lba, 1),
+  };
+}
+
+/** WRITE(10) of one block at LBA 0 without immediate data: the target answers with an R2T. */
+function writeCmd(ini: RawInitiator): ScsiCommandPdu {
+  return {
+    opcode: Opcode.ScsiCommand,
+    ...ini.next(),
+    final: true,
+    write: true,
+    attribute: TaskAttributeCode.Simple,
+    expectedDataTransferLength: 512,
+    cdb: write10(0, 1),
+  };
 }
 
 test("NOP-Out is echoed with its data; the target pings an idle connection and drops it without an answer", async () => {
@@ -30,16 +58,13 @@ test("NOP-Out is echoed with its data; the target pings an idle connection and d
     await ini.login({ targetName: TARGET });
     const echo = await ini.nop(Buffer.from("hello"));
     assert.equal(echo.opcode, Opcode.NopIn);
-    assert.equal(echo.data.toString(), "hello");
+    assert.equal(joinData(echo.data).toString(), "hello");
     // Answering pings (recvResponse does) keeps the connection up past several intervals.
-    const ping = await ini.recv(2000);
+    const ping = pduAs(await ini.recv(2000), Opcode.NopIn);
     assert.equal(ping.opcode, Opcode.NopIn);
     assert.equal(ping.itt, RESERVED_TAG);
     assert.notEqual(ping.ttt, RESERVED_TAG);
-    const reply = ini.command(Opcode.NopOut, { immediate: true });
-    reply.itt = RESERVED_TAG;
-    reply.ttt = ping.ttt;
-    ini.send(reply);
+    ini.send({ opcode: Opcode.NopOut, ...ini.next(true), itt: RESERVED_TAG, ttt: ping.ttt });
     await new Promise((r) => setTimeout(r, 250));
     assert.equal(ini.closed, false);
     // Now stay silent: the next ping goes unanswered and the connection is dropped.
@@ -65,7 +90,7 @@ test("ABORT TASK on a command held by the device: no SCSI response, TMF complete
     release();
     const rsp = await ini.recvResponse();
     assert.equal(rsp.opcode, Opcode.TaskMgmtResponse);
-    assert.equal(rsp.bhs[2], 0);
+    assert.equal(pduAs(rsp, Opcode.TaskMgmtResponse).response, 0);
     assert.equal(h.devices[0].tmfCalls[0].fn, "abort-task");
     // Next PDU is the answer to a fresh NOP, not a late response for the aborted read.
     const echo = await ini.nop(Buffer.from("after"));
@@ -82,13 +107,13 @@ test("ABORT TASK for an unknown tag answers 'task does not exist'; TASK REASSIGN
     const ini = await RawInitiator.connect(h.port);
     await ini.login({ targetName: TARGET });
     ini.send(tmf(ini, 1, { rtt: 0x777, refCmdSN: ini.cmdSN + 1000 }));
-    assert.equal((await ini.recvResponse()).bhs[2], 1);
+    assert.equal(pduAs(await ini.recvResponse(), Opcode.TaskMgmtResponse).response, 1);
     ini.send(tmf(ini, 8, { rtt: 0x777 }));
-    assert.equal((await ini.recvResponse()).bhs[2], 5);
+    assert.equal(pduAs(await ini.recvResponse(), Opcode.TaskMgmtResponse).response, 5);
     ini.send(tmf(ini, 5, { lun: 9 }));
-    assert.equal((await ini.recvResponse()).bhs[2], 2);
+    assert.equal(pduAs(await ini.recvResponse(), Opcode.TaskMgmtResponse).response, 2);
     ini.send(tmf(ini, 5, { lun: 0 }));
-    assert.equal((await ini.recvResponse()).bhs[2], 0);
+    assert.equal(pduAs(await ini.recvResponse(), Opcode.TaskMgmtResponse).response, 0);
     assert.equal(h.devices[0].tmfCalls.at(-1)?.fn, "logical-unit-reset");
     ini.close();
   } finally {
@@ -102,16 +127,13 @@ test("ABORT TASK on a write still waiting for Data-Out ends it in the transport"
     const ini = await RawInitiator.connect(h.port);
     ini.immediateData = false;
     await ini.login({ targetName: TARGET });
-    const cmd = ini.command(Opcode.ScsiCommand, { flags: 0x80 | 0x20 | 0x01 });
-    cmd.bhs[32] = 0x2a;
-    cmd.bhs.writeUInt16BE(1, 39);
-    cmd.setU32(20, 512);
+    const cmd = writeCmd(ini);
     ini.send(cmd);
     assert.equal((await ini.recvResponse()).opcode, Opcode.R2T);
     ini.send(tmf(ini, 1, { rtt: cmd.itt, refCmdSN: cmd.cmdSN }));
     const rsp = await ini.recvResponse();
     assert.equal(rsp.opcode, Opcode.TaskMgmtResponse);
-    assert.equal(rsp.bhs[2], 0);
+    assert.equal(pduAs(rsp, Opcode.TaskMgmtResponse).response, 0);
     assert.equal((await ini.scsi(read10(0, 1), { read: 512 })).status, 0);
     ini.close();
   } finally {
@@ -126,7 +148,7 @@ test("TARGET COLD RESET responds, then drops the sessions of the target", async 
     await ini.login({ targetName: TARGET });
     ini.send(tmf(ini, 7));
     const rsp = await ini.recvResponse();
-    assert.equal(rsp.bhs[2], 0);
+    assert.equal(pduAs(rsp, Opcode.TaskMgmtResponse).response, 0);
     await ini.waitClosed();
     await waitFor(() => h.target.sessionCount() === 0);
   } finally {
@@ -151,12 +173,12 @@ test("commands are executed in CmdSN order; out-of-window CmdSN is ignored", asy
     // A CmdSN far beyond MaxCmdSN is silently ignored (RFC 7143 §4.2.2.1).
     const expected = ini.cmdSN;
     const stray = readCmd(ini, 3);
-    stray.setU32(24, expected + 100000);
+    stray.cmdSN = expected + 100000;
     ini.send(stray);
     ini.cmdSN = expected;
     const echo = await ini.nop(Buffer.from("x"));
     assert.equal(echo.opcode, Opcode.NopIn);
-    assert.equal(echo.u32(28), expected, "ExpCmdSN unchanged by the stray command");
+    assert.equal(echo.expCmdSN, expected, "ExpCmdSN unchanged by the stray command");
     assert.equal((await ini.scsi(read10(4, 1), { read: 512 })).status, 0);
     ini.close();
   } finally {
@@ -170,7 +192,7 @@ test("stop(): sessions get an Async Message, connections close, nexus released",
   await ini.login({ targetName: TARGET });
   await h.stop();
   await ini.waitClosed();
-  assert.equal(ini.events.filter((e) => e.opcode === Opcode.AsyncMessage && e.bhs[36] === 3).length, 1);
+  assert.equal(ini.events.filter((e) => e.opcode === Opcode.AsyncMessage && e.asyncEvent === 3).length, 1);
   await waitFor(() => h.devices[0].nexusLosses.length === 1);
   assert.equal(h.target.sessionCount(), 0);
 });
@@ -181,10 +203,7 @@ test("a connection lost while a write waits for Data-Out ends the session and re
     const ini = await RawInitiator.connect(h.port);
     ini.immediateData = false;
     await ini.login({ targetName: TARGET });
-    const cmd = ini.command(Opcode.ScsiCommand, { flags: 0x80 | 0x20 | 0x01 });
-    cmd.bhs[32] = 0x2a;
-    cmd.bhs.writeUInt16BE(1, 39);
-    cmd.setU32(20, 512);
+    const cmd = writeCmd(ini);
     ini.send(cmd);
     assert.equal((await ini.recvResponse()).opcode, Opcode.R2T);
     ini.close();
@@ -222,9 +241,7 @@ test("back-pressure: an initiator that stops reading makes the target stop readi
     const count = 1000;
     const payload = Buffer.alloc(60000, 0x42);
     for (let i = 0; i < count; i++) {
-      const p = ini.command(Opcode.NopOut, { immediate: true, data: payload });
-      p.ttt = RESERVED_TAG;
-      ini.send(p);
+      ini.send({ opcode: Opcode.NopOut, ...ini.next(true), ttt: RESERVED_TAG, data: [payload] });
     }
     // 60 MB of pings cannot all fit in kernel buffers: if the target keeps reading (and queueing
     // echoes in memory) our side drains; if it holds off, our own write queue stays long.
@@ -237,7 +254,7 @@ test("back-pressure: an initiator that stops reading makes the target stop readi
     for (let i = 0; i < count; i++) {
       const echo = await ini.recvResponse(10000);
       assert.equal(echo.opcode, Opcode.NopIn);
-      assert.equal(echo.data.length, payload.length);
+      assert.equal(joinData(echo.data).length, payload.length);
     }
     ini.close();
   } finally {
@@ -261,14 +278,14 @@ test("ABORT TASK SET and CLEAR TASK SET end every held command of the LU without
       release();
       const rsp = await ini.recvResponse();
       assert.equal(rsp.opcode, Opcode.TaskMgmtResponse, `fn ${fn}: got 0x${rsp.opcode.toString(16)}`);
-      assert.equal(rsp.bhs[2], 0);
+      assert.equal(pduAs(rsp, Opcode.TaskMgmtResponse).response, 0);
     }
     assert.deepEqual(
       h.devices[0].tmfCalls.map((c) => c.fn),
       ["abort-task-set", "clear-task-set"],
     );
     const echo = await ini.nop(Buffer.from("clean"));
-    assert.equal(echo.data.toString(), "clean");
+    assert.equal(joinData(echo.data).toString(), "clean");
     ini.close();
   } finally {
     await h.stop();
@@ -288,15 +305,16 @@ test("the CmdSN window closes at QueueDepth running commands and reopens as they
     ini.send(b);
     await new Promise((r) => setTimeout(r, 50));
     const nop = await ini.nop();
-    const exp = nop.u32(28);
-    const max = nop.u32(32);
+    const exp = nop.expCmdSN;
+    const max = nop.maxCmdSN;
     assert.equal(exp, ini.cmdSN);
     assert.equal(max, (exp - 1) >>> 0, "window closed: MaxCmdSN = ExpCmdSN - 1");
     h.devices[0].hold = undefined;
     release();
     const r1 = await ini.recvResponse();
     const r2 = await ini.recvResponse();
-    assert.equal(r2.u32(32), (exp + 1) >>> 0, "both slots free again");
+    // The status arrives in a Data-In or a SCSI Response; both carry MaxCmdSN.
+    assert.equal("maxCmdSN" in r2 ? r2.maxCmdSN : undefined, (exp + 1) >>> 0, "both slots free again");
     assert.ok([r1.itt, r2.itt].includes(a.itt) && [r1.itt, r2.itt].includes(b.itt));
     ini.close();
   } finally {

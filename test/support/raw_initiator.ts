@@ -1,13 +1,28 @@
 /**
- * A small raw-PDU iSCSI initiator for tests: it frames PDUs with the project's parser and writer,
+ * A small raw-PDU iSCSI initiator for tests: it frames PDUs with the project's parser and serializer,
  * logs in with chosen keys (optionally CHAP), runs SCSI commands with Data-Out / R2T handling,
  * and lets a test send arbitrary bytes to check how the target copes with bad input.
  */
 import { connect, type Socket } from "node:net";
 import { createHash } from "node:crypto";
 import { PduParser } from "../../src/iscsi/pdu_parser.js";
-import { encodePdu } from "../../src/iscsi/pdu_writer.js";
-import { Opcode, Pdu, RESERVED_TAG } from "../../src/iscsi/pdu.js";
+import { serializePdu } from "../../src/iscsi/pdu_serializer.js";
+import {
+  Opcode,
+  RESERVED_TAG,
+  TaskAttributeCode,
+  joinData,
+  opcodeOf,
+  type AnyPdu,
+  type DataOutPdu,
+  type LoginRequestPdu,
+  type Parsed,
+  type ParsedPdu,
+  type LoginResponsePdu,
+  type LogoutResponsePdu,
+  type NopInPdu,
+  type UnknownPdu,
+} from "../../src/iscsi/pdu.js";
 import { encodeTextKeys, parseTextKeys, type KeyValue } from "../../src/iscsi/param.js";
 
 export interface LoginOptions {
@@ -31,12 +46,36 @@ export interface LoginResult {
   keys: Map<string, string>;
 }
 
+/** The received PDU with opcode `op`; throws when it is another one. */
+export function pduAs<O extends Opcode>(p: ParsedPdu, op: O): Extract<ParsedPdu, { opcode: O }> {
+  if (p.opcode !== op) {
+    throw new Error(`expected opcode 0x${op.toString(16)}, got 0x${opcodeOf(p).toString(16)}`);
+  }
+  return p as Extract<ParsedPdu, { opcode: O }>;
+}
+
+/** An 8-byte LUN field for a single-level LUN below 256 (SAM-5 peripheral device addressing). */
+export function lunField(lun: number): Buffer {
+  const b = Buffer.alloc(8);
+  b[1] = lun;
+  return b;
+}
+
+/** The numbering fields of a request: ITT, CmdSN, ExpStatSN (and the I bit). */
+export interface RequestNumbers {
+  immediate: boolean;
+  itt: number;
+  cmdSN: number;
+  expStatSN: number;
+}
+
 export interface ScsiResult {
   status: number;
   data: Buffer;
   sense: Buffer;
   residual: number;
-  flags: number;
+  residualOverflow: boolean;
+  residualUnderflow: boolean;
   dataInPdus: number;
   /** ExpDataSN from the SCSI Response (Data-In + R2T PDUs the target sent); undefined when status came in Data-In. */
   expDataSN?: number;
@@ -46,8 +85,8 @@ export interface ScsiResult {
 export class RawInitiator {
   readonly socket: Socket;
   private readonly parser = new PduParser(0xffffff);
-  private queue: Pdu[] = [];
-  private waiters: ((p: Pdu | Error) => void)[] = [];
+  private queue: ParsedPdu[] = [];
+  private waiters: ((p: ParsedPdu | Error) => void)[] = [];
   private closedFlag = false;
   private closeWaiters: (() => void)[] = [];
   headerDigest = false;
@@ -63,12 +102,12 @@ export class RawInitiator {
   immediateData = true;
   initialR2T = true;
   /** Every Reject and Async Message received, for inspection. */
-  readonly events: Pdu[] = [];
+  readonly events: ParsedPdu[] = [];
 
   private constructor(socket: Socket) {
     this.socket = socket;
     socket.on("data", (chunk: Buffer) => {
-      let pdus: Pdu[];
+      let pdus: ParsedPdu[];
       try {
         pdus = this.parser.push(chunk);
       } catch (err) {
@@ -119,15 +158,20 @@ export class RawInitiator {
     });
   }
 
-  send(pdu: Pdu, parts?: Buffer[]): void {
-    for (const b of encodePdu(pdu, this.headerDigest, this.dataDigest, parts)) this.socket.write(b);
+  send(pdu: AnyPdu | UnknownPdu): void {
+    for (const b of serializePdu(pdu, this.headerDigest, this.dataDigest)) this.socket.write(b);
+  }
+
+  /** The bytes `pdu` would be sent as (to corrupt them on purpose). */
+  wire(pdu: AnyPdu | UnknownPdu): Buffer {
+    return Buffer.concat(serializePdu(pdu, this.headerDigest, this.dataDigest));
   }
 
   sendRaw(bytes: Buffer): void {
     this.socket.write(bytes);
   }
 
-  recv(ms = 5000): Promise<Pdu> {
+  recv(ms = 5000): Promise<ParsedPdu> {
     const q = this.queue.shift();
     if (q) return Promise.resolve(q);
     if (this.closedFlag) return Promise.reject(new Error("connection closed"));
@@ -136,7 +180,7 @@ export class RawInitiator {
         this.waiters = this.waiters.filter((w) => w !== waiter);
         reject(new Error(`no PDU within ${ms}ms`));
       }, ms);
-      const waiter = (p: Pdu | Error) => {
+      const waiter = (p: ParsedPdu | Error) => {
         clearTimeout(t);
         if (p instanceof Error) reject(p);
         else resolve(p);
@@ -146,18 +190,18 @@ export class RawInitiator {
   }
 
   /** Receive, skipping NOP-In pings and async messages (answering pings). */
-  async recvResponse(ms = 5000): Promise<Pdu> {
+  async recvResponse(ms = 5000): Promise<ParsedPdu> {
     for (;;) {
       const p = await this.recv(ms);
       if (p.opcode === Opcode.NopIn && p.itt === RESERVED_TAG) {
-        const out = Pdu.create(Opcode.NopOut);
-        out.immediate = true;
-        out.flags = 0x80;
-        out.itt = RESERVED_TAG;
-        out.ttt = p.ttt;
-        out.bhs.writeUInt32BE(this.cmdSN, 24);
-        out.bhs.writeUInt32BE(this.expStatSN, 28);
-        this.send(out);
+        this.send({
+          opcode: Opcode.NopOut,
+          immediate: true,
+          itt: RESERVED_TAG,
+          ttt: p.ttt,
+          cmdSN: this.cmdSN,
+          expStatSN: this.expStatSN,
+        });
         continue;
       }
       if (p.opcode === Opcode.AsyncMessage) continue;
@@ -165,26 +209,36 @@ export class RawInitiator {
     }
   }
 
-  private loginPdu(csg: number, nsg: number, transit: boolean, pairs: KeyValue[], opts: LoginOptions): Pdu {
-    const p = Pdu.create(Opcode.LoginRequest, encodeTextKeys(pairs));
-    p.immediate = true;
-    p.flags = (transit ? 0x80 : 0) | (csg << 2) | (transit ? nsg : 0);
-    (opts.isid ?? this.isid).copy(p.bhs, 8);
-    p.setU16(14, opts.tsih ?? this.tsih);
-    p.itt = this.itt;
-    p.setU16(20, opts.cid ?? 0);
-    p.setU32(24, this.cmdSN);
-    p.setU32(28, this.expStatSN);
-    return p;
+  private loginPdu(
+    csg: number,
+    nsg: number,
+    transit: boolean,
+    pairs: KeyValue[],
+    opts: LoginOptions,
+  ): LoginRequestPdu {
+    return {
+      opcode: Opcode.LoginRequest,
+      immediate: true,
+      transit,
+      currentStage: csg,
+      nextStage: transit ? nsg : 0,
+      isid: opts.isid ?? this.isid,
+      tsih: opts.tsih ?? this.tsih,
+      itt: this.itt,
+      cid: opts.cid ?? 0,
+      cmdSN: this.cmdSN,
+      expStatSN: this.expStatSN,
+      data: [encodeTextKeys(pairs)],
+    };
   }
 
-  private async loginExchange(p: Pdu): Promise<{ rsp: Pdu; keys: Map<string, string> }> {
+  private async loginExchange(
+    p: LoginRequestPdu,
+  ): Promise<{ rsp: Parsed<LoginResponsePdu>; keys: Map<string, string> }> {
     this.send(p);
-    const rsp = await this.recv();
-    if (rsp.opcode !== Opcode.LoginResponse)
-      throw new Error(`expected Login Response, got 0x${rsp.opcode.toString(16)}`);
+    const rsp = pduAs(await this.recv(), Opcode.LoginResponse);
     this.expStatSN = (rsp.statSN + 1) >>> 0;
-    return { rsp, keys: new Map(parseTextKeys(rsp.data)) };
+    return { rsp, keys: new Map(parseTextKeys(joinData(rsp.data))) };
   }
 
   /** Full login; returns the final (or failing) response's status and all keys the target sent. */
@@ -194,10 +248,10 @@ export class RawInitiator {
     if (opts.discovery) ident.push(["SessionType", "Discovery"]);
     else if (opts.targetName !== undefined) ident.push(["TargetName", opts.targetName]);
     const all = new Map<string, string>();
-    const result = (rsp: Pdu): LoginResult => ({
-      statusClass: rsp.bhs[36],
-      statusDetail: rsp.bhs[37],
-      tsih: rsp.u16(14),
+    const result = (rsp: Parsed<LoginResponsePdu>): LoginResult => ({
+      statusClass: rsp.statusClass,
+      statusDetail: rsp.statusDetail,
+      tsih: rsp.tsih,
       keys: all,
     });
     const merge = (m: Map<string, string>) => m.forEach((v, k) => all.set(k, v));
@@ -205,10 +259,10 @@ export class RawInitiator {
     if (opts.chap) {
       r = await this.loginExchange(this.loginPdu(0, 1, false, [...ident, ["AuthMethod", "CHAP,None"]], opts));
       merge(r.keys);
-      if (r.rsp.bhs[36] !== 0) return result(r.rsp);
+      if (r.rsp.statusClass !== 0) return result(r.rsp);
       r = await this.loginExchange(this.loginPdu(0, 1, false, [["CHAP_A", "5"]], opts));
       merge(r.keys);
-      if (r.rsp.bhs[36] !== 0) return result(r.rsp);
+      if (r.rsp.statusClass !== 0) return result(r.rsp);
       const id = Number(r.keys.get("CHAP_I"));
       const challenge = Buffer.from(r.keys.get("CHAP_C")!.slice(2), "hex");
       const resp = createHash("md5")
@@ -226,7 +280,7 @@ export class RawInitiator {
       if (myChallenge) pairs.push(["CHAP_I", "7"], ["CHAP_C", "0x" + myChallenge.toString("hex")]);
       r = await this.loginExchange(this.loginPdu(0, 1, true, pairs, opts));
       merge(r.keys);
-      if (r.rsp.bhs[36] !== 0) return result(r.rsp);
+      if (r.rsp.statusClass !== 0) return result(r.rsp);
       if (myChallenge && opts.chap.mutual) {
         const want = createHash("md5")
           .update(Buffer.from([7]))
@@ -241,7 +295,7 @@ export class RawInitiator {
         this.loginPdu(0, 1, true, [...ident, ["AuthMethod", opts.authMethod ?? "None"]], opts),
       );
       merge(r.keys);
-      if (r.rsp.bhs[36] !== 0) return result(r.rsp);
+      if (r.rsp.statusClass !== 0) return result(r.rsp);
     }
     const keys: KeyValue[] = opts.keys ?? [
       ["HeaderDigest", "None"],
@@ -267,7 +321,7 @@ export class RawInitiator {
       this.immediateData = all.get("ImmediateData") !== "No";
       this.initialR2T = all.get("InitialR2T") !== "No";
       if (all.has("FirstBurstLength")) this.firstBurstLength = Number(all.get("FirstBurstLength"));
-      this.cmdSN = r.rsp.u32(28);
+      this.cmdSN = r.rsp.expCmdSN;
     }
     return res;
   }
@@ -280,16 +334,8 @@ export class RawInitiator {
     const itt = this.itt++;
     const write = opts.write;
     const edtl = opts.edtl ?? (write ? write.length : (opts.read ?? 0));
-    const p = Pdu.create(Opcode.ScsiCommand);
-    const padded = Buffer.alloc(16);
-    cdb.copy(padded, 0, 0, Math.min(16, cdb.length));
-    padded.copy(p.bhs, 32);
-    p.bhs[9] = opts.lun ?? 0;
-    p.itt = itt;
-    p.setU32(20, edtl);
-    p.setU32(24, this.cmdSN);
+    const cmdSN = this.cmdSN;
     this.cmdSN = (this.cmdSN + 1) >>> 0;
-    p.setU32(28, this.expStatSN);
     let sent = 0;
     let immediate: Buffer | undefined;
     if (write && this.immediateData) {
@@ -297,9 +343,20 @@ export class RawInitiator {
       sent = immediate.length;
     }
     const unsolicited = write && !this.initialR2T ? Math.min(write.length, this.firstBurstLength) : sent;
-    p.flags = 0x01 | (opts.read ? 0x40 : 0) | (write ? 0x20 : 0) | (sent >= unsolicited ? 0x80 : 0);
-    if (immediate) p.data = immediate;
-    this.send(p);
+    this.send({
+      opcode: Opcode.ScsiCommand,
+      final: sent >= unsolicited,
+      read: !!opts.read,
+      write: !!write,
+      attribute: TaskAttributeCode.Simple,
+      lun: lunField(opts.lun ?? 0),
+      itt,
+      expectedDataTransferLength: edtl,
+      cmdSN,
+      expStatSN: this.expStatSN,
+      cdb,
+      data: immediate ? [immediate] : [],
+    });
     let dataSN = 0;
     while (write && sent < unsolicited) {
       const len = Math.min(this.targetMrdsl, unsolicited - sent);
@@ -322,8 +379,8 @@ export class RawInitiator {
       const r = await this.recvResponse();
       if (r.opcode === Opcode.R2T && write) {
         r2ts++;
-        const offset = r.u32(40);
-        const want = r.u32(44);
+        const offset = r.bufferOffset;
+        const want = r.desiredDataTransferLength;
         let sn = 0;
         for (let o = 0; o < want;) {
           const len = Math.min(this.targetMrdsl, want - o);
@@ -335,15 +392,16 @@ export class RawInitiator {
       }
       if (r.opcode === Opcode.DataIn) {
         dataInPdus++;
-        chunks.push(Buffer.from(r.data));
-        if (r.flags & 0x01) {
+        chunks.push(Buffer.from(joinData(r.data)));
+        if (r.statusPresent) {
           this.expStatSN = (r.statSN + 1) >>> 0;
           return {
-            status: r.bhs[3],
+            status: r.status,
             data: Buffer.concat(chunks),
             sense: Buffer.alloc(0),
-            residual: r.u32(44),
-            flags: r.flags,
+            residual: r.residualCount,
+            residualOverflow: r.residualOverflow,
+            residualUnderflow: r.residualUnderflow,
             dataInPdus,
             r2ts,
           };
@@ -352,16 +410,16 @@ export class RawInitiator {
       }
       if (r.opcode === Opcode.ScsiResponse) {
         this.expStatSN = (r.statSN + 1) >>> 0;
-        const sense =
-          r.data.length >= 2 ? Buffer.from(r.data.subarray(2, 2 + r.data.readUInt16BE(0))) : Buffer.alloc(0);
+        const sense = Buffer.from(r.senseData);
         return {
-          status: r.bhs[3],
+          status: r.status,
           data: Buffer.concat(chunks),
           sense,
-          residual: r.u32(44),
-          flags: r.flags,
+          residual: r.residualCount,
+          residualOverflow: r.residualOverflow,
+          residualUnderflow: r.residualUnderflow,
           dataInPdus,
-          expDataSN: r.u32(36),
+          expDataSN: r.expDataSN,
           r2ts,
         };
       }
@@ -369,60 +427,61 @@ export class RawInitiator {
     }
   }
 
-  dataOut(itt: number, ttt: number, dataSN: number, offset: number, data: Buffer, final: boolean): Pdu {
-    const d = Pdu.create(Opcode.DataOut, data);
-    d.flags = final ? 0x80 : 0;
-    d.itt = itt;
-    d.ttt = ttt;
-    d.setU32(28, this.expStatSN);
-    d.setU32(36, dataSN);
-    d.setU32(40, offset);
-    return d;
+  dataOut(
+    itt: number,
+    ttt: number,
+    dataSN: number,
+    offset: number,
+    data: Buffer,
+    final: boolean,
+  ): DataOutPdu {
+    return {
+      opcode: Opcode.DataOut,
+      final,
+      itt,
+      ttt,
+      expStatSN: this.expStatSN,
+      dataSN,
+      bufferOffset: offset,
+      data: [data],
+    };
   }
 
-  /** A request PDU with CmdSN/ExpStatSN filled (not advancing CmdSN when immediate). */
-  command(opcode: Opcode, opts: { immediate?: boolean; flags?: number; data?: Buffer } = {}): Pdu {
-    const p = Pdu.create(opcode, opts.data);
-    p.immediate = opts.immediate ?? false;
-    p.flags = opts.flags ?? 0x80;
-    p.itt = this.itt++;
-    p.setU32(24, this.cmdSN);
-    if (!p.immediate) this.cmdSN = (this.cmdSN + 1) >>> 0;
-    p.setU32(28, this.expStatSN);
-    return p;
+  /** ITT, CmdSN and ExpStatSN for a new request (CmdSN advances unless it is immediate). */
+  next(immediate = false): RequestNumbers {
+    const n = { immediate, itt: this.itt++, cmdSN: this.cmdSN, expStatSN: this.expStatSN };
+    if (!immediate) this.cmdSN = (this.cmdSN + 1) >>> 0;
+    return n;
   }
 
   async text(pairs: KeyValue[]): Promise<Map<string, string[]>> {
-    const p = this.command(Opcode.TextRequest, { data: encodeTextKeys(pairs) });
-    p.ttt = RESERVED_TAG;
-    this.send(p);
+    const first = this.next();
+    this.send({
+      opcode: Opcode.TextRequest,
+      final: true,
+      ...first,
+      ttt: RESERVED_TAG,
+      data: [encodeTextKeys(pairs)],
+    });
     const out = new Map<string, string[]>();
     for (;;) {
-      const r = await this.recvResponse();
-      if (r.opcode !== Opcode.TextResponse)
-        throw new Error(`expected Text Response, got 0x${r.opcode.toString(16)}`);
+      const r = pduAs(await this.recvResponse(), Opcode.TextResponse);
       this.expStatSN = (r.statSN + 1) >>> 0;
-      for (const [k, v] of parseTextKeys(r.data)) out.set(k, [...(out.get(k) ?? []), v]);
+      for (const [k, v] of parseTextKeys(joinData(r.data))) out.set(k, [...(out.get(k) ?? []), v]);
       if (r.final) return out;
-      const more = this.command(Opcode.TextRequest);
-      more.itt = p.itt;
-      more.ttt = r.ttt;
-      this.send(more);
+      this.send({ opcode: Opcode.TextRequest, final: true, ...this.next(), itt: first.itt, ttt: r.ttt });
     }
   }
 
-  async nop(data = Buffer.alloc(0)): Promise<Pdu> {
-    const p = this.command(Opcode.NopOut, { immediate: true, data });
-    p.ttt = RESERVED_TAG;
-    this.send(p);
-    return this.recvResponse();
+  /** NOP-Out with data; resolves with the NOP-In that echoes it. */
+  async nop(data = Buffer.alloc(0)): Promise<Parsed<NopInPdu>> {
+    this.send({ opcode: Opcode.NopOut, ...this.next(true), ttt: RESERVED_TAG, data: [data] });
+    return pduAs(await this.recvResponse(), Opcode.NopIn);
   }
 
-  async logout(reason = 0, cid = 0): Promise<Pdu> {
-    const p = this.command(Opcode.LogoutRequest, { immediate: true, flags: 0x80 | reason });
-    p.setU16(20, cid);
-    this.send(p);
-    return this.recvResponse();
+  async logout(reason = 0, cid = 0): Promise<Parsed<LogoutResponsePdu>> {
+    this.send({ opcode: Opcode.LogoutRequest, ...this.next(true), reasonCode: reason, cid });
+    return pduAs(await this.recvResponse(), Opcode.LogoutResponse);
   }
 
   close(): void {
