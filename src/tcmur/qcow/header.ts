@@ -23,6 +23,7 @@ const enum Extension {
   BackingFormat = 0xe2792aca,
   FullDiskEncryption = 0x0537be77,
   ExternalDataFile = 0x44415441,
+  Bitmaps = 0x23852875,
 }
 
 /** Byte offsets of header fields this implementation rewrites. */
@@ -50,6 +51,8 @@ export interface QcowHeader {
   readonly backingFile?: string;
   /** The backing file format from its header extension ("raw", "qcow2"), when present. */
   readonly backingFormat?: string;
+  /** A bitmaps extension is present: its directory and tables hold clusters no L2 table references. */
+  readonly hasBitmaps: boolean;
 }
 
 /** Read a big-endian u64 that must fit a JavaScript number (offsets and sizes below 2^53). */
@@ -144,6 +147,7 @@ export function parseHeader(buf: Buffer, where: string): QcowHeader {
 
   // Header extensions follow the header up to the end of the first cluster.
   let backingFormat: string | undefined;
+  let hasBitmaps = false;
   let at = headerLength;
   for (;;) {
     if (at + 8 > buf.length) throw new Error(`${where}: header extensions run past the first cluster`);
@@ -154,6 +158,7 @@ export function parseHeader(buf: Buffer, where: string): QcowHeader {
     if (data + len > buf.length)
       throw new Error(`${where}: header extension ${type.toString(16)}h is truncated`);
     if (type === Extension.BackingFormat) backingFormat = buf.toString("utf8", data, data + len);
+    if (type === Extension.Bitmaps) hasBitmaps = true;
     if (type === Extension.FullDiskEncryption)
       throw new Error(`${where}: encrypted images are not supported`);
     if (type === Extension.ExternalDataFile)
@@ -186,5 +191,6 @@ export function parseHeader(buf: Buffer, where: string): QcowHeader {
     headerLength,
     backingFile,
     backingFormat,
+    hasBitmaps,
   };
 }

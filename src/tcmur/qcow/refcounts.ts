@@ -93,7 +93,33 @@ export class Refcounts {
     const c = offset / this.clusterSize;
     if (this.get(c) === 0) throw new Error(`${this.file.label}: freeing cluster at ${offset}, which is free`);
     await this.set(c, this.get(c) - 1);
+    this.noteFree(c);
+  }
+
+  /** Set the refcount of a cluster nothing references to 0 (leak repair; written, not synced). */
+  async drop(c: number): Promise<void> {
+    await this.set(c, 0);
+    this.noteFree(c);
+  }
+
+  private noteFree(c: number): void {
     if (this.get(c) === 0 && c < this.freeHint) this.freeHint = c;
+  }
+
+  /** Host offsets of the refcount blocks, for a reference scan. */
+  blockOffsets(): number[] {
+    return this.table.filter((off) => off !== 0);
+  }
+
+  /** Every host cluster index whose refcount is not 0. */
+  *inUse(): Generator<number> {
+    for (let b = 0; b < this.blocks.length; b++) {
+      if (!this.blocks[b]) continue;
+      for (let i = 0; i < this.perBlock; i++) {
+        const c = b * this.perBlock + i;
+        if (this.get(c) !== 0) yield c;
+      }
+    }
   }
 
   /**
