@@ -39,7 +39,7 @@ stop_daemon() {
 }
 
 start_osd() {
-  ceph-osd "${C[@]}" -i 0
+  ceph-osd "${C[@]}" -i 0 2>>"$dir/log/osd.0.stderr"
   for _ in $(seq 1 120); do
     ceph "${C[@]}" osd dump 2>/dev/null | grep -q '^osd.0 up' && return 0
     sleep 0.5
@@ -87,6 +87,10 @@ mon warn on pool no redundancy = false
 mon pg warn min per osd = 0
 mgr initial modules =
 mon warn on insecure global id reclaim allowed = false
+[client]
+# Gateways and tools: no admin sockets (several clients at once would collide), one log file.
+admin socket =
+log file = $dir/log/client.log
 [mon]
 keyring = $dir/mon/ceph-\$id/keyring
 [mgr]
