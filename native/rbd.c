@@ -202,6 +202,9 @@ static void work_execute(napi_env env, void *data) {
       /* No client-side write-back cache: a write is acknowledged when the cluster has it, so a
        * host that fails over to another gateway (or a gateway killed) loses nothing. */
       rados_conf_set(img->cluster, "rbd_cache", "false");
+      /* UNMAP promises zeroes afterwards (LBPRZ): discards smaller than an object are carried out
+       * as zeroing, not skipped (Ceph 16 skips them by default). */
+      rados_conf_set(img->cluster, "rbd_skip_partial_discard", "false");
       if (img->timeout) {
         /* Every wait on the cluster ends: OSD ops, monitor commands and the initial connect. */
         rados_conf_set(img->cluster, "rados_osd_op_timeout", img->timeout);

@@ -184,14 +184,17 @@ export class TcmurBdev implements BlockDevice {
   }
 }
 
-/** errno names a handler's error may carry when its store is out of reach rather than broken. */
+/**
+ * Codes a handler's error may carry when its store is out of reach rather than broken (ELOCKHELD:
+ * another gateway holds the image's write lock).
+ */
 const UNAVAILABLE = new Set([
   "ETIMEDOUT",
   "ENOTCONN",
   "ESHUTDOWN",
   "ECONNREFUSED",
   "EHOSTUNREACH",
-  "EBLOCKLISTED",
+  "ELOCKHELD",
 ]);
 
 function ioError(name: string, op: string, lba: number, err: unknown): BlockDeviceError {

@@ -106,9 +106,13 @@ class RbdBackend implements TcmurDeviceBackend {
 
   /** librbd's exclusive lock, taken once before the first write (and kept until close). */
   private ensureLock(): Promise<void> {
-    this.locking ??= this.native.lock(this.handle, true).catch((err: Error & { errno?: number }) => {
+    this.locking ??= this.native.lock(this.handle, true).catch((err: Error) => {
       this.locking = undefined;
-      throw this.error("taking the exclusive lock (another gateway holds it?)", 0, -(err.errno ?? -5));
+      // Another gateway holds the lock (EROFS/EBUSY) or the cluster is out of reach: either way the
+      // write cannot be done through this gateway now, which SCSI reports as NOT READY.
+      const e = new Error(`${this.label}: taking the exclusive lock: ${err.message}`);
+      (e as Error & { code: string }).code = "ELOCKHELD";
+      throw e;
     });
     return this.locking;
   }
@@ -192,7 +196,7 @@ export const rbdHandler: TcmurHandler = {
       throw new Error(`${label}: ${(err as Error).message}`, { cause: err });
     }
     const blockSize = req.cfg.blockSize ?? RBD_DEFAULT_BLOCK_SIZE;
-    let backend: RbdBackend | undefined;
+    const device: { backend?: RbdBackend } = {};
     const opened = await native
       .open(
         {
@@ -204,12 +208,13 @@ export const rbdHandler: TcmurHandler = {
           osdOpTimeout: String(target.osdOpTimeout ?? DEFAULT_OSD_OP_TIMEOUT),
           readOnly: req.cfg.readOnly,
         },
-        (tag, ret, mismatch) => backend?.dispatch(tag, ret, mismatch),
+        (tag, ret, mismatch) => device.backend?.dispatch(tag, ret, mismatch),
       )
       .catch((err: Error) => {
         throw new Error(`${label}: ${err.message}`, { cause: err });
       });
-    backend = new RbdBackend(native, opened.handle, label, opened.size, blockSize, req.cfg.readOnly);
+    const backend = new RbdBackend(native, opened.handle, label, opened.size, blockSize, req.cfg.readOnly);
+    device.backend = backend;
     if (req.sizeBytes !== undefined && req.sizeBytes !== backend.sizeBytes) {
       await backend.close();
       throw new Error(
