@@ -3,14 +3,14 @@
  *
  * I/O is librbd's asynchronous API: submit() queues rbd_aio_* and returns at once. librbd completes
  * requests on its own threads; those callbacks only append the request to a mutex-protected list and
- * uv_async_send(), so the event loop wakes once for a batch and calls the JavaScript dispatcher per
- * request (through napi_make_callback, so promise continuations run right after). No thread per I/O.
+ * uv_async_send(), so the event loop wakes once for a batch and calls the JavaScript dispatcher once
+ * with the whole batch (through napi_make_callback, so promise continuations run right after). No thread per I/O.
  * Calls that block inside librbd (connect, open, lock, close, size refresh) run as napi async work on
  * the libuv thread pool.
  *
  *   open({pool, namespace, image, conf, id, osdOpTimeout, readOnly}, dispatcher) -> Promise<handle>
- *       dispatcher(tag, ret, mismatchOffset): one completed request (ret < 0: -errno);
- *       dispatcher(-1, 0, 0): the image header changed (resize, lock owner).
+ *       dispatcher(events: Float64Array): (tag, ret, mismatchOffset) triples, one per completed
+ *       request (ret < 0: -errno); tag -1: the image header changed (resize, lock owner).
  *   submit(handle, tag, op, offset, length, bufs | buf, writeBuf) -> 0 or -errno
  *       op 0 readv(bufs), 1 writev(bufs), 2 flush, 3 discard, 4 writesame(buf), 5 compare-and-write
  *       (buf: compare data, writeBuf: data to write; mismatchOffset set on -EILSEQ).
@@ -112,13 +112,12 @@ static void on_update(void *arg) {
   uv_async_send(&img->async);
 }
 
-static void call_dispatcher(image_t *img, napi_value fn, napi_value recv, double tag, double ret, double mismatch) {
+/* Hand `count` (tag, ret, mismatch) triples to JavaScript in one call, so every promise they settle
+ * runs in one microtask checkpoint (and the responses leave in one event-loop turn). */
+static void call_dispatcher(image_t *img, napi_value fn, napi_value recv, napi_value events) {
   napi_env env = img->env;
-  napi_value argv[3], result;
-  napi_create_double(env, tag, &argv[0]);
-  napi_create_double(env, ret, &argv[1]);
-  napi_create_double(env, mismatch, &argv[2]);
-  if (napi_make_callback(env, img->actx, recv, fn, 3, argv, &result) != napi_ok) {
+  napi_value result;
+  if (napi_make_callback(env, img->actx, recv, fn, 1, &events, &result) != napi_ok) {
     napi_value exc;
     bool pending = false;
     napi_is_exception_pending(env, &pending);
@@ -129,7 +128,7 @@ static void call_dispatcher(image_t *img, napi_value fn, napi_value recv, double
   }
 }
 
-/* On the event loop: hand every completed request (and a header change) to JavaScript. */
+/* On the event loop: hand every completed request (and a header change: tag -1) to JavaScript. */
 static void drain(image_t *img) {
   pthread_mutex_lock(&img->mu);
   req_t *list = img->done_head;
@@ -138,23 +137,35 @@ static void drain(image_t *img) {
   img->updated = 0;
   pthread_mutex_unlock(&img->mu);
   if (!list && !updated) return;
+  size_t count = updated ? 1 : 0;
+  for (req_t *r = list; r; r = r->next) count++;
   napi_env env = img->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value fn, recv;
+  napi_value fn, recv, buffer, events;
+  double *triples;
   napi_get_reference_value(env, img->dispatcher, &fn);
   napi_get_global(env, &recv); /* napi_make_callback needs an object receiver */
+  napi_create_arraybuffer(env, count * 3 * sizeof(double), (void **)&triples, &buffer);
+  napi_create_typedarray(env, napi_float64_array, count * 3, buffer, 0, &events);
+  size_t i = 0;
   while (list) {
     req_t *r = list;
     list = r->next;
-    double tag = r->tag, ret = (double)r->ret, mismatch = (double)r->mismatch;
+    triples[i++] = r->tag;
+    triples[i++] = (double)r->ret;
+    triples[i++] = (double)r->mismatch;
     rbd_aio_release(r->comp);
     if (r->iov != r->inline_iov) free(r->iov);
     free(r);
     if (--img->inflight == 0) uv_unref((uv_handle_t *)&img->async);
-    call_dispatcher(img, fn, recv, tag, ret, mismatch);
   }
-  if (updated) call_dispatcher(img, fn, recv, -1, 0, 0);
+  if (updated) {
+    triples[i++] = -1;
+    triples[i++] = 0;
+    triples[i++] = 0;
+  }
+  call_dispatcher(img, fn, recv, events);
   napi_close_handle_scope(env, scope);
 }
 

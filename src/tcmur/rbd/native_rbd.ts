@@ -28,8 +28,8 @@ export interface RbdOpenOptions {
   readonly readOnly: boolean;
 }
 
-/** dispatcher(tag, ret, mismatch): a completed request; tag -1: the image header changed. */
-export type RbdDispatcher = (tag: number, ret: number, mismatch: number) => void;
+/** (tag, ret, mismatch) triples of completed requests; tag -1: the image header changed. */
+export type RbdDispatcher = (events: Float64Array) => void;
 
 export interface RbdNative {
   open(opts: RbdOpenOptions, dispatcher: RbdDispatcher): Promise<{ handle: RbdHandle; size: number }>;

@@ -208,7 +208,10 @@ export const rbdHandler: TcmurHandler = {
           osdOpTimeout: String(target.osdOpTimeout ?? DEFAULT_OSD_OP_TIMEOUT),
           readOnly: req.cfg.readOnly,
         },
-        (tag, ret, mismatch) => device.backend?.dispatch(tag, ret, mismatch),
+        (events) => {
+          const b = device.backend;
+          for (let i = 0; b && i < events.length; i += 3) b.dispatch(events[i], events[i + 1], events[i + 2]);
+        },
       )
       .catch((err: Error) => {
         throw new Error(`${label}: ${err.message}`, { cause: err });
