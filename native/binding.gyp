@@ -1,6 +1,7 @@
 {
   "variables": {
-    "have_liburing%": "<!(test -e /usr/include/liburing.h && echo 1 || echo 0)"
+    "have_liburing%": "<!(test -e /usr/include/liburing.h && echo 1 || echo 0)",
+    "has_librbd%": "<!(test -f /usr/include/rbd/librbd.h && test -f /usr/include/rados/librados.h && echo 1 || echo 0)"
   },
   "targets": [
     {
@@ -21,6 +22,20 @@
       "target_name": "usertgt_sd_notify",
       "sources": ["sd_notify.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
+    },
+    {
+      "target_name": "usertgt_rbd",
+      "conditions": [
+        [
+          "has_librbd==1",
+          {
+            "sources": ["rbd.c"],
+            "cflags": ["-Wall", "-Wextra", "-O2"],
+            "libraries": ["-lrbd", "-lrados"]
+          },
+          { "type": "none" }
+        ]
+      ]
     }
   ]
 }

@@ -22,6 +22,10 @@ command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 # qemu-img: the qcow2 handler's tests make and check images with it.
 command -v qemu-img >/dev/null 2>&1 || need_pkgs+=(qemu-utils)
+# A one-node Ceph cluster (test/ceph/cluster.sh) for the rbd handler's tests, and librbd-dev for the
+# native addon's librbd binding (native/rbd.c; without it the rbd handler reports itself unavailable).
+command -v ceph-osd >/dev/null 2>&1 || need_pkgs+=(ceph-mon ceph-mgr ceph-osd ceph-common)
+[ -f /usr/include/rbd/librbd.h ] || need_pkgs+=(librbd-dev)
 
 [ ${#need_pkgs[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -32,5 +36,8 @@ echo "test: installing ${need_pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-# A native addon built before liburing-dev was there has no io_uring engine: build it again.
-if [[ " ${need_pkgs[*]} " == *" liburing-dev "* ]] && [ -d node_modules ]; then node native/build.mjs; fi
+# A native addon built before liburing-dev (librbd-dev) was there has no io_uring engine (no librbd
+# binding): build it again.
+if [[ " ${need_pkgs[*]} " == *" liburing-dev "* || " ${need_pkgs[*]} " == *" librbd-dev "* ]] && [ -d node_modules ]; then
+  node native/build.mjs
+fi

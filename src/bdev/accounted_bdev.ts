@@ -164,7 +164,18 @@ export class AccountedBdev implements BlockDevice {
   ioErrors = 0;
   private qos: Qos | undefined;
 
-  constructor(readonly inner: BlockDevice) {}
+  /** The module's own (atomic) COMPARE AND WRITE, when it has one; counted as a write. */
+  readonly compareAndWrite?: (lba: number, compare: Buffer, write: Buffer) => Promise<number>;
+  /** The module's own WRITE SAME, when it has one; counted as a write. */
+  readonly writeSame?: (lba: number, blocks: number, pattern: Buffer) => Promise<void>;
+  /** Resize events of the module's device (e.g. a Ceph image resized while exported). */
+  readonly onResize?: (listener: (blockCount: number) => void) => void;
+
+  constructor(readonly inner: BlockDevice) {
+    if (inner.compareAndWrite) this.compareAndWrite = (lba, c, w) => this.innerCompareAndWrite(lba, c, w);
+    if (inner.writeSame) this.writeSame = (lba, blocks, p) => this.innerWriteSame(lba, blocks, p);
+    if (inner.onResize) this.onResize = (listener) => inner.onResize!(listener);
+  }
 
   get name(): string {
     return this.inner.name;
@@ -270,6 +281,35 @@ export class AccountedBdev implements BlockDevice {
     const start = nowTicks();
     try {
       await this.inner.writeZeroes(lba, blocks);
+    } catch (err) {
+      this.ioErrors++;
+      throw err;
+    }
+    this.write.done(bytes, nowTicks() - start);
+  }
+
+  private async innerCompareAndWrite(lba: number, compare: Buffer, write: Buffer): Promise<number> {
+    const wait = this.qos?.admit("write", write.length);
+    if (wait) await wait;
+    const start = nowTicks();
+    let at: number;
+    try {
+      at = await this.inner.compareAndWrite!(lba, compare, write);
+    } catch (err) {
+      this.ioErrors++;
+      throw err;
+    }
+    this.write.done(write.length, nowTicks() - start);
+    return at;
+  }
+
+  private async innerWriteSame(lba: number, blocks: number, pattern: Buffer): Promise<void> {
+    const bytes = blocks * this.blockSize;
+    const wait = this.qos?.admit("write", bytes);
+    if (wait) await wait;
+    const start = nowTicks();
+    try {
+      await this.inner.writeSame!(lba, blocks, pattern);
     } catch (err) {
       this.ioErrors++;
       throw err;

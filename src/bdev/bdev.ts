@@ -51,13 +51,24 @@ export interface BlockDevice extends BlockDeviceInfo {
   writeZeroes(lba: number, blocks: number): Promise<void>;
   /** Flush and release resources. Further I/O fails. */
   close(): Promise<void>;
+  /**
+   * Optional atomic COMPARE AND WRITE done by the device itself (e.g. Ceph RBD, atomic across every
+   * gateway of the image): writes `write` at `lba` only if the medium equals `compare`. Resolves to
+   * -1 when written, else the byte offset of the first difference (nothing written).
+   */
+  compareAndWrite?(lba: number, compare: Buffer, write: Buffer): Promise<number>;
+  /** Optional WRITE SAME done by the device: the one-block `pattern` repeated over `blocks` blocks. */
+  writeSame?(lba: number, blocks: number, pattern: Buffer): Promise<void>;
+  /** Optional: call `listener` after the device's block count changed underneath (image resized). */
+  onResize?(listener: (blockCount: number) => void): void;
 }
 
 /** An error from a block device, carrying what SCSI needs to build sense data. */
 export class BlockDeviceError extends Error {
   constructor(
     message: string,
-    readonly kind: "medium" | "out-of-range" | "read-only" | "closed" | "io",
+    /** "unavailable": the backing store cannot be reached now (a storage cluster down); may recover. */
+    readonly kind: "medium" | "out-of-range" | "read-only" | "closed" | "io" | "unavailable",
   ) {
     super(message);
     this.name = "BlockDeviceError";

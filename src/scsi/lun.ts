@@ -47,6 +47,10 @@ export class LogicalUnit implements LogicalUnitView {
     this.name = opts.name;
     this.vendor = opts.vendor;
     this.mode = new ModePages(opts.bdev);
+    // SBC-4 4.8 / SPC-4 6.33: a device resized underneath tells every I_T nexus before its next command.
+    opts.bdev.onResize?.(() =>
+      this.unitAttentions.establishForOthers(undefined, ASC.CAPACITY_DATA_HAS_CHANGED),
+    );
     this.logger = log.child({ module: "scsi", lun: opts.name });
     this.reservations = new Reservations({
       lunName: opts.name,
@@ -177,6 +181,7 @@ function senseForBdevError(e: BlockDeviceError, opcode: number): SenseError {
     case "read-only":
       return new SenseError(SenseKey.DataProtect, ASC.WRITE_PROTECTED);
     case "closed":
+    case "unavailable":
       return new SenseError(SenseKey.NotReady, ASC.LUN_NOT_READY_CAUSE_NOT_REPORTABLE);
     case "medium":
       return new SenseError(

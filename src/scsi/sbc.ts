@@ -228,6 +228,13 @@ export async function compareAndWrite(ctx: CommandContext): Promise<void> {
   const release = await lockForWrite(lu, task, lba, blocks);
   if (!release) return;
   try {
+    if (lu.bdev.compareAndWrite) {
+      // Atomic in the device itself (for RBD: in the cluster, whichever gateway a host uses).
+      const at = await lu.bdev.compareAndWrite(lba, data.subarray(0, bytes), data.subarray(bytes));
+      if (at >= 0) throw miscompare(at);
+      if (forceUnitAccess(lu, cdb) && lu.bdev.volatileWriteCache) await lu.bdev.flush();
+      return;
+    }
     const medium = Buffer.allocUnsafe(bytes);
     await lu.bdev.readv(lba, [medium]);
     const at = firstDifference(medium, data.subarray(0, bytes));
@@ -323,11 +330,16 @@ export async function writeSame(ctx: CommandContext): Promise<void> {
       await lu.bdev.writeZeroes(lba, blocks);
       return;
     }
+    const fua = forceUnitAccess(lu, cdb);
+    if (lu.bdev.writeSame) {
+      await lu.bdev.writeSame(lba, blocks, pattern);
+      if (fua && lu.bdev.volatileWriteCache) await lu.bdev.flush();
+      return;
+    }
     // Write in chunks of at most 1 MiB of repeated pattern.
     const perChunk = Math.max(1, Math.min(blocks, Math.floor((1024 * 1024) / bs)));
     const chunk = Buffer.allocUnsafe(perChunk * bs);
     for (let i = 0; i < perChunk; i++) pattern.copy(chunk, i * bs);
-    const fua = forceUnitAccess(lu, cdb);
     for (let done = 0; done < blocks;) {
       const n = Math.min(perChunk, blocks - done);
       await lu.bdev.writev(lba + done, [chunk.subarray(0, n * bs)], { fua });

@@ -23,6 +23,7 @@ export interface TcmurOpenRequest {
 
 /** One open device, as a handler serves it. Offsets and lengths are in bytes, block aligned. */
 export interface TcmurDeviceBackend {
+  /** Fixed, unless the backend reports a resize (onResize). */
   readonly sizeBytes: number;
   readonly blockSize: number;
   readonly readOnly: boolean;
@@ -35,6 +36,17 @@ export interface TcmurDeviceBackend {
   flush(): Promise<void>;
   /** Optional deallocation; afterwards the range reads as zeroes. */
   discard?(offset: number, length: number): Promise<void>;
+  /** Optional WRITE SAME: `pattern` (one block) repeated over `length` bytes at `offset`. */
+  writeSame?(offset: number, length: number, pattern: Buffer): Promise<void>;
+  /**
+   * Optional atomic compare-and-write: resolves -1 when `write` was written at `offset`, else the
+   * byte offset (within `compare`) of the first difference, with nothing written.
+   */
+  compareAndWrite?(offset: number, compare: Buffer, write: Buffer): Promise<number>;
+  /** The longest range compareAndWrite takes; longer ones are compared and written by the caller. */
+  readonly maxCompareAndWriteBytes?: number;
+  /** Optional: `listener` runs after the device's size changed underneath (sizeBytes is then new). */
+  onResize?(listener: () => void): void;
   close(): Promise<void>;
 }
 

@@ -42,8 +42,8 @@ test("registry: options as words after the cfgstring, as on a TCMUR line", async
 
 test("registry: unknown handler and bad minor are clear errors", async () => {
   const reg = new TcmurHandlerRegistry();
-  assert.deepEqual(reg.names().sort(), ["file", "ram"]);
-  await assert.rejects(reg.open({ minor: 0, name: "x", cfgstring: "/qcow/a" }), /no TCMUR handler "qcow"/);
+  assert.deepEqual(reg.names().sort(), ["file", "qcow", "ram", "rbd"]);
+  await assert.rejects(reg.open({ minor: 0, name: "x", cfgstring: "/glfs/a" }), /no TCMUR handler "glfs"/);
   await assert.rejects(reg.open({ minor: 256, name: "x", cfgstring: "/ram/a" }), /minor must be 0\.\.255/);
 });
 

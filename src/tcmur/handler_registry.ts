@@ -11,6 +11,8 @@ import { parseCfgstring } from "./cfgstring.js";
 import { fileHandler } from "./file_handler.js";
 import { DEFAULT_BLOCK_SIZE, type TcmurDeviceBackend, type TcmurHandler } from "./handler.js";
 import { ramHandler } from "./ram_handler.js";
+import { qcowHandler } from "./qcow/qcow_handler.js";
+import { rbdHandler } from "./rbd/rbd_handler.js";
 
 const MODULE_NAME = /^handler_([A-Za-z0-9_][A-Za-z0-9_.-]*)\.m?js$/;
 
@@ -29,8 +31,8 @@ export interface TcmurDeviceConfig {
 export class TcmurHandlerRegistry {
   private readonly handlers = new Map<string, TcmurHandler>();
 
-  /** A registry with the built-in `file` and `ram` handlers. */
-  constructor(builtins: readonly TcmurHandler[] = [fileHandler, ramHandler]) {
+  /** A registry with the built-in `file`, `ram`, `qcow` and `rbd` handlers. */
+  constructor(builtins: readonly TcmurHandler[] = [fileHandler, ramHandler, qcowHandler, rbdHandler]) {
     for (const h of builtins) this.register(h);
   }
 

@@ -30,16 +30,18 @@ function portFree(port: number): Promise<boolean> {
 }
 
 /** `count` ports of 3350-3399 that are free now, starting at a random place (parallel runs collide less). */
-export async function pickPorts(count: number): Promise<number[]> {
-  const span = PORT_LAST - PORT_FIRST + 1;
+export async function pickPorts(
+  count: number,
+  [first, last]: readonly [number, number] = [PORT_FIRST, PORT_LAST],
+): Promise<number[]> {
+  const span = last - first + 1;
   const start = Math.floor(Math.random() * span);
   const out: number[] = [];
   for (let i = 0; i < span && out.length < count; i++) {
-    const port = PORT_FIRST + ((start + i) % span);
+    const port = first + ((start + i) % span);
     if (await portFree(port)) out.push(port);
   }
-  if (out.length < count)
-    throw new Error(`harness: fewer than ${count} free ports in ${PORT_FIRST}-${PORT_LAST}`);
+  if (out.length < count) throw new Error(`harness: fewer than ${count} free ports in ${first}-${last}`);
   return out;
 }
 
@@ -64,6 +66,8 @@ export interface StartOptions {
   readonly args?: readonly string[];
   readonly portCount?: number;
   readonly readyTimeoutMs?: number;
+  /** Ports to pick from (inclusive); default 3350-3399. */
+  readonly portRange?: readonly [number, number];
 }
 
 /**
@@ -76,7 +80,7 @@ export async function startServer(
 ): Promise<RunningServer> {
   const dir = opts.dir ?? (await makeTempDir("e2e"));
   for (let attempt = 0; ; attempt++) {
-    const ports = await pickPorts(opts.portCount ?? 1);
+    const ports = await pickPorts(opts.portCount ?? 1, opts.portRange);
     try {
       return await startOnce(config(ports, dir), dir, ports, opts);
     } catch (err) {

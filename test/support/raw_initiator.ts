@@ -329,7 +329,7 @@ export class RawInitiator {
   /** A SCSI command; `write` is sent as immediate data / unsolicited / R2T-solicited Data-Out. */
   async scsi(
     cdb: Buffer,
-    opts: { read?: number; write?: Buffer; lun?: number; edtl?: number } = {},
+    opts: { read?: number; write?: Buffer; lun?: number; edtl?: number; timeoutMs?: number } = {},
   ): Promise<ScsiResult> {
     const itt = this.itt++;
     const write = opts.write;
@@ -376,7 +376,7 @@ export class RawInitiator {
     let dataInPdus = 0;
     let r2ts = 0;
     for (;;) {
-      const r = await this.recvResponse();
+      const r = await this.recvResponse(opts.timeoutMs);
       if (r.opcode === Opcode.R2T && write) {
         r2ts++;
         const offset = r.bufferOffset;

@@ -22,7 +22,6 @@ export function stableUuid(...parts: string[]): string {
 export class TcmurBdev implements BlockDevice {
   readonly productName: string;
   readonly blockSize: number;
-  readonly blockCount: number;
   readonly uuid: string;
   readonly volatileWriteCache: boolean;
   readonly supportsUnmap: boolean;
@@ -30,6 +29,12 @@ export class TcmurBdev implements BlockDevice {
   readonly readOnly: boolean;
   private backend: TcmurDeviceBackend | undefined;
   private readonly closeListeners: (() => void)[] = [];
+  private readonly resizeListeners: ((blockCount: number) => void)[] = [];
+  private count: number;
+  /** Set when the backend does COMPARE AND WRITE itself (atomically). */
+  readonly compareAndWrite?: (lba: number, compare: Buffer, write: Buffer) => Promise<number>;
+  /** Set when the backend does WRITE SAME itself. */
+  readonly writeSame?: (lba: number, blocks: number, pattern: Buffer) => Promise<void>;
 
   constructor(
     readonly name: string,
@@ -41,12 +46,63 @@ export class TcmurBdev implements BlockDevice {
     this.backend = backend;
     this.productName = (handler.productName ?? `TCMU ${handler.name}`).slice(0, 16);
     this.blockSize = backend.blockSize;
-    this.blockCount = backend.sizeBytes / backend.blockSize;
+    this.count = backend.sizeBytes / backend.blockSize;
     this.uuid = stableUuid("tcmur", name, cfgstring);
     this.volatileWriteCache = backend.volatileWriteCache;
     this.supportsUnmap = typeof backend.discard === "function";
     this.unmapReadsZeroes = this.supportsUnmap;
     this.readOnly = backend.readOnly;
+    if (backend.compareAndWrite) this.compareAndWrite = (lba, c, w) => this.backendCompareAndWrite(lba, c, w);
+    if (backend.writeSame)
+      this.writeSame = (lba, blocks, pattern) => this.backendWriteSame(lba, blocks, pattern);
+    backend.onResize?.(() => {
+      const after = Math.floor(backend.sizeBytes / this.blockSize);
+      if (after === this.count) return;
+      this.count = after;
+      for (const fn of this.resizeListeners) fn(after);
+    });
+  }
+
+  get blockCount(): number {
+    return this.count;
+  }
+
+  /** Listeners for a size change underneath (a Ceph image resized while exported). */
+  onResize(listener: (blockCount: number) => void): void {
+    this.resizeListeners.push(listener);
+  }
+
+  private async backendCompareAndWrite(lba: number, compare: Buffer, write: Buffer): Promise<number> {
+    const b = this.writable();
+    checkRange(this, lba, compare.length);
+    try {
+      if (compare.length > (b.maxCompareAndWriteBytes ?? Infinity)) {
+        // Longer than the backend does atomically: compare and write here, under the caller's
+        // LBA range lock (atomic through this target only).
+        const medium = Buffer.allocUnsafe(compare.length);
+        await b.readv([medium], lba * this.blockSize);
+        if (!medium.equals(compare)) {
+          let at = 0;
+          while (medium[at] === compare[at]) at++;
+          return at;
+        }
+        await b.writev([write], lba * this.blockSize);
+        return -1;
+      }
+      return await b.compareAndWrite!(lba * this.blockSize, compare, write);
+    } catch (err) {
+      throw ioError(this.name, "compare and write", lba, err);
+    }
+  }
+
+  private async backendWriteSame(lba: number, blocks: number, pattern: Buffer): Promise<void> {
+    const b = this.writable();
+    checkRange(this, lba, blocks * this.blockSize);
+    try {
+      await b.writeSame!(lba * this.blockSize, blocks * this.blockSize, pattern);
+    } catch (err) {
+      throw ioError(this.name, "write same", lba, err);
+    }
   }
 
   private open(): TcmurDeviceBackend {
@@ -128,9 +184,24 @@ export class TcmurBdev implements BlockDevice {
   }
 }
 
+/**
+ * Codes a handler's error may carry when its store is out of reach rather than broken (ELOCKHELD:
+ * another gateway holds the image's write lock).
+ */
+const UNAVAILABLE = new Set([
+  "ETIMEDOUT",
+  "ENOTCONN",
+  "ESHUTDOWN",
+  "ECONNREFUSED",
+  "EHOSTUNREACH",
+  "ELOCKHELD",
+]);
+
 function ioError(name: string, op: string, lba: number, err: unknown): BlockDeviceError {
   if (err instanceof BlockDeviceError) return err;
-  const e = new BlockDeviceError(`${name}: ${op} at LBA ${lba} failed: ${(err as Error).message}`, "medium");
+  const code = (err as { code?: unknown }).code;
+  const kind = typeof code === "string" && UNAVAILABLE.has(code) ? "unavailable" : "medium";
+  const e = new BlockDeviceError(`${name}: ${op} at LBA ${lba} failed: ${(err as Error).message}`, kind);
   e.cause = err;
   return e;
 }

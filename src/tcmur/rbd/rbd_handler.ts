@@ -1,0 +1,233 @@
+/**
+ * tcmu-runner's `rbd` handler: a Ceph RBD image through librbd's asynchronous API (native/rbd.c).
+ * Requests complete on librbd's threads and are handed to the event loop in batches; nothing here
+ * blocks. The device size follows the image (an `rbd resize` while exported is a resize event, and
+ * SCSI reports CAPACITY DATA HAS CHANGED); COMPARE AND WRITE is librbd's compare-and-write, atomic
+ * in the cluster whichever gateway a host goes through.
+ *
+ * Exclusive lock: the first write takes librbd's exclusive lock explicitly (rbd_lock_acquire), and a
+ * clean close releases it. A second gateway exporting the same image serves reads, but its writes fail
+ * (NOT READY) while this one holds the lock; see docs/tcmur-handlers.md.
+ */
+import type { TcmurDeviceBackend, TcmurHandler } from "../handler.js";
+import { loadRbdNative, RbdOp, type RbdHandle, type RbdNative } from "./native_rbd.js";
+import { parseRbdPath } from "./rbd_cfgstring.js";
+
+const RBD_DEFAULT_BLOCK_SIZE = 512;
+/** Without osd_op_timeout in the cfgstring a dead cluster would block I/O forever: 30 s, as ceph-iscsi sets. */
+const DEFAULT_OSD_OP_TIMEOUT = 30;
+const EILSEQ = 84; // librbd's compare-and-write miscompare
+
+const ERRNO_NAMES: Readonly<Record<number, string>> = {
+  2: "ENOENT",
+  5: "EIO",
+  16: "EBUSY",
+  22: "EINVAL",
+  28: "ENOSPC",
+  30: "EROFS",
+  107: "ENOTCONN",
+  108: "ESHUTDOWN", // also Ceph's EBLOCKLISTED: this client was fenced
+  110: "ETIMEDOUT",
+  111: "ECONNREFUSED",
+  113: "EHOSTUNREACH",
+  125: "ECANCELED",
+};
+
+interface Pending {
+  readonly op: RbdOp;
+  readonly offset: number;
+  resolve(mismatch: number): void;
+  reject(err: Error): void;
+}
+
+class RbdBackend implements TcmurDeviceBackend {
+  /** rbd_cache is off (native/rbd.c): a completed write is in the cluster. */
+  readonly volatileWriteCache = false;
+  sizeBytes: number;
+  /** librbd (Ceph 16) compares and writes at most one 512-byte sector per request (EINVAL beyond). */
+  readonly maxCompareAndWriteBytes = 512;
+  private readonly pending = new Map<number, Pending>();
+  private nextTag = 1;
+  private locking: Promise<void> | undefined;
+  private readonly resizeListeners: (() => void)[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly native: RbdNative,
+    private readonly handle: RbdHandle,
+    private readonly label: string,
+    sizeBytes: number,
+    readonly blockSize: number,
+    readonly readOnly: boolean,
+  ) {
+    this.sizeBytes = sizeBytes - (sizeBytes % blockSize);
+  }
+
+  /** Called by native/rbd.c on the event loop for each completion (tag -1: header changed). */
+  readonly dispatch = (tag: number, ret: number, mismatch: number): void => {
+    if (tag === -1) {
+      void this.refreshSize();
+      return;
+    }
+    const p = this.pending.get(tag);
+    if (!p) return;
+    this.pending.delete(tag);
+    if (p.op === RbdOp.CompareAndWrite && ret === -EILSEQ) p.resolve(mismatch);
+    else if (ret < 0) p.reject(this.error(opName(p.op), p.offset, -ret));
+    else p.resolve(-1);
+  };
+
+  private error(what: string, offset: number, errno: number): Error {
+    const code = ERRNO_NAMES[errno] ?? `E${errno}`;
+    const err = new Error(`${this.label}: ${what} at byte ${offset}: ${code} (errno ${errno})`);
+    (err as Error & { code: string }).code = code;
+    return err;
+  }
+
+  private submit(
+    op: RbdOp,
+    offset: number,
+    length: number,
+    a?: readonly Buffer[] | Buffer,
+    b?: Buffer,
+  ): Promise<number> {
+    if (this.closed) return Promise.reject(new Error(`${this.label}: device is closed`));
+    return new Promise<number>((resolve, reject) => {
+      const tag = this.nextTag;
+      this.nextTag = tag >= 0x7fffffff ? 1 : tag + 1;
+      this.pending.set(tag, { op, offset, resolve, reject });
+      const rc = this.native.submit(this.handle, tag, op, offset, length, a, b);
+      if (rc < 0) {
+        this.pending.delete(tag);
+        reject(this.error(`submitting ${opName(op)}`, offset, -rc));
+      }
+    });
+  }
+
+  /** librbd's exclusive lock, taken once before the first write (and kept until close). */
+  private ensureLock(): Promise<void> {
+    this.locking ??= this.native.lock(this.handle, true).catch((err: Error) => {
+      this.locking = undefined;
+      // Another gateway holds the lock (EROFS/EBUSY) or the cluster is out of reach: either way the
+      // write cannot be done through this gateway now, which SCSI reports as NOT READY.
+      const e = new Error(`${this.label}: taking the exclusive lock: ${err.message}`);
+      (e as Error & { code: string }).code = "ELOCKHELD";
+      throw e;
+    });
+    return this.locking;
+  }
+
+  private async refreshSize(): Promise<void> {
+    if (this.closed) return;
+    let size: number;
+    try {
+      size = await this.native.size(this.handle);
+    } catch {
+      return; // the next header notification (or I/O) tries again
+    }
+    size -= size % this.blockSize;
+    if (size === this.sizeBytes || this.closed) return;
+    this.sizeBytes = size;
+    for (const fn of this.resizeListeners) fn();
+  }
+
+  onResize(listener: () => void): void {
+    this.resizeListeners.push(listener);
+  }
+
+  async readv(iov: readonly Buffer[], offset: number): Promise<void> {
+    let n = 0;
+    for (const b of iov) n += b.length;
+    await this.submit(RbdOp.Readv, offset, n, iov);
+  }
+
+  async writev(iov: readonly Buffer[], offset: number): Promise<void> {
+    await this.ensureLock();
+    let n = 0;
+    for (const b of iov) n += b.length;
+    await this.submit(RbdOp.Writev, offset, n, iov);
+  }
+
+  async flush(): Promise<void> {
+    await this.submit(RbdOp.Flush, 0, 0);
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    await this.ensureLock();
+    await this.submit(RbdOp.Discard, offset, length);
+  }
+
+  async writeSame(offset: number, length: number, pattern: Buffer): Promise<void> {
+    await this.ensureLock();
+    await this.submit(RbdOp.WriteSame, offset, length, pattern);
+  }
+
+  async compareAndWrite(offset: number, compare: Buffer, write: Buffer): Promise<number> {
+    await this.ensureLock();
+    const mismatch = await this.submit(RbdOp.CompareAndWrite, offset, compare.length, compare, write);
+    return mismatch; // librbd reports it relative to the compared range (-1: written)
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.locking) {
+      // A clean stop hands the lock back, so another gateway takes over without waiting.
+      await this.locking.then(() => this.native.lock(this.handle, false)).catch(() => undefined);
+    }
+    await this.native.close(this.handle);
+  }
+}
+
+function opName(op: RbdOp): string {
+  return ["read", "write", "flush", "discard", "write same", "compare and write"][op] ?? `op ${op}`;
+}
+
+export const rbdHandler: TcmurHandler = {
+  name: "rbd",
+  productName: "TCMU rbd",
+  async open(req) {
+    const label = `TCMUR ${req.name} (${req.cfg.raw})`;
+    const target = parseRbdPath(req.cfg.path, label);
+    let native: RbdNative;
+    try {
+      native = loadRbdNative();
+    } catch (err) {
+      throw new Error(`${label}: ${(err as Error).message}`, { cause: err });
+    }
+    const blockSize = req.cfg.blockSize ?? RBD_DEFAULT_BLOCK_SIZE;
+    const device: { backend?: RbdBackend } = {};
+    const opened = await native
+      .open(
+        {
+          pool: target.pool,
+          namespace: target.namespace,
+          image: target.image,
+          conf: target.conf,
+          id: target.id,
+          osdOpTimeout: String(target.osdOpTimeout ?? DEFAULT_OSD_OP_TIMEOUT),
+          readOnly: req.cfg.readOnly,
+        },
+        (events) => {
+          const b = device.backend;
+          for (let i = 0; b && i < events.length; i += 3) b.dispatch(events[i], events[i + 1], events[i + 2]);
+        },
+      )
+      .catch((err: Error) => {
+        throw new Error(`${label}: ${err.message}`, { cause: err });
+      });
+    const backend = new RbdBackend(native, opened.handle, label, opened.size, blockSize, req.cfg.readOnly);
+    device.backend = backend;
+    if (req.sizeBytes !== undefined && req.sizeBytes !== backend.sizeBytes) {
+      await backend.close();
+      throw new Error(
+        `${label}: size=${req.sizeBytes} differs from the image's size ${opened.size} (use rbd resize)`,
+      );
+    }
+    if (backend.sizeBytes === 0) {
+      await backend.close();
+      throw new Error(`${label}: the image is smaller than one ${blockSize}-byte block`);
+    }
+    return backend;
+  },
+};
