@@ -190,7 +190,7 @@ describe("fuzz: mutated DRBD handshakes from the peer's address", () => {
       blockSize: BS,
       sizeMiB: 8,
       drbdPorts: [7980, 7989],
-      iscsiPorts: [3570, 3579],
+      iscsiPorts: [3590, 3599],
     });
   });
   after(async () => {
