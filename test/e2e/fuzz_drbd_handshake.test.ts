@@ -29,6 +29,7 @@ import {
   PacketFramer,
 } from "../../src/drbd/protocol.js";
 import { DrbdPair, rw10, until } from "./drbd_fixture.js";
+import { prng } from "../support/prng.js";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0xd7bd5eed);
 const ROUNDS = 300;
@@ -38,18 +39,6 @@ const AGREED = 101;
 const BS = 512;
 /** Alpha listens for its peer again (drbd_receiver.c conn_disconnect: NetworkFailure → Unconnected → WFConnection). */
 const WAITING = ["WFConnection"];
-
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function rssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));

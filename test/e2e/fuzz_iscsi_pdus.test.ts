@@ -12,23 +12,12 @@ import { serializePduToBuffer } from "../../src/iscsi/pdu_serializer.js";
 import { encodeTextKeys } from "../../src/iscsi/param.js";
 import { RawInitiator } from "../support/raw_initiator.js";
 import { cleanup, makeTempDir, startServer, stopCleanly, type RunningServer } from "./harness.js";
+import { prng } from "../support/prng.js";
 
 const TARGET = "iqn.2016-06.io.spdk:fuzz";
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed1234);
 const CONNECTIONS = 300;
 const PDUS_PER_CONNECTION = 10;
-
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function cdb(opcode: number, lba: number, blocks: number): Buffer {
   const c = Buffer.alloc(16);
