@@ -230,6 +230,20 @@ export class QcowImage implements BackingImage {
 
   async readv(iov: readonly Buffer[], offset: number): Promise<void> {
     this.checkOpen();
+    await this.perCluster(iov, offset, (piece, cluster, inCluster, guest, n) =>
+      this.readPiece(piece, cluster, inCluster, guest, n),
+    );
+  }
+
+  /**
+   * Split a guest request at cluster boundaries and run `fn` on each piece at once (pieces of one
+   * request touch different clusters, so they need no ordering among themselves).
+   */
+  private async perCluster(
+    iov: readonly Buffer[],
+    offset: number,
+    fn: (piece: Buffer[], cluster: number, inCluster: number, guest: number, n: number) => Promise<void>,
+  ): Promise<void> {
     const pieces: Promise<void>[] = [];
     let total = 0;
     for (const b of iov) total += b.length;
@@ -238,7 +252,7 @@ export class QcowImage implements BackingImage {
       const cluster = Math.floor(guest / this.clusterSize);
       const inCluster = guest % this.clusterSize;
       const n = Math.min(this.clusterSize - inCluster, total - pos);
-      pieces.push(this.readPiece(sliceIov(iov, pos, n), cluster, inCluster, guest, n));
+      pieces.push(fn(sliceIov(iov, pos, n), cluster, inCluster, guest, n));
       pos += n;
     }
     await Promise.all(pieces);
@@ -267,18 +281,9 @@ export class QcowImage implements BackingImage {
 
   async writev(iov: readonly Buffer[], offset: number): Promise<void> {
     this.checkWritable();
-    const pieces: Promise<void>[] = [];
-    let total = 0;
-    for (const b of iov) total += b.length;
-    for (let pos = 0; pos < total;) {
-      const guest = offset + pos;
-      const cluster = Math.floor(guest / this.clusterSize);
-      const inCluster = guest % this.clusterSize;
-      const n = Math.min(this.clusterSize - inCluster, total - pos);
-      pieces.push(this.writePiece(sliceIov(iov, pos, n), cluster, inCluster));
-      pos += n;
-    }
-    await Promise.all(pieces);
+    await this.perCluster(iov, offset, (piece, cluster, inCluster) =>
+      this.writePiece(piece, cluster, inCluster),
+    );
   }
 
   private async writePiece(iov: Buffer[], cluster: number, inCluster: number): Promise<void> {
