@@ -14,18 +14,15 @@ import { once } from "node:events";
 import { connect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import {
-  ConnState,
-  DiskState,
   DrbdCommand,
   encodeConnectionFeatures,
   encodeHeader,
-  encodeState,
   frame,
   PacketFramer,
-  Role,
   type Packet,
 } from "../../src/drbd/protocol.js";
 import { DrbdPair, LoadWriter, until } from "./drbd_fixture.js";
+import { secondaryPeerState } from "../support/drbd_peer.js";
 
 const AGREED = 101;
 /**
@@ -125,19 +122,7 @@ class FakePeer {
       const cmd = p.header.command;
       want.delete(cmd);
       if (cmd === DrbdCommand.State) {
-        const state = encodeState({
-          role: Role.Secondary,
-          peer: Role.Primary,
-          conn: ConnState.WFReportParams,
-          disk: DiskState.UpToDate,
-          pdsk: DiskState.UpToDate,
-          susp: false,
-          aftrIsp: false,
-          peerIsp: false,
-          userIsp: false,
-          suspNod: false,
-          suspFen: false,
-        });
+        const state = secondaryPeerState();
         for (const b of frame(DrbdCommand.State, state, AGREED)) this.data.write(b);
       } else if (
         cmd === DrbdCommand.Protocol ||

@@ -18,11 +18,7 @@ import { readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import {
-  ConnState,
-  DiskState,
   DrbdCommand,
-  encodeState,
-  Role,
   encodeConnectionFeatures,
   encodeHeader,
   frame,
@@ -30,6 +26,7 @@ import {
 } from "../../src/drbd/protocol.js";
 import { DrbdPair, rw10, until } from "./drbd_fixture.js";
 import { prng } from "../support/prng.js";
+import { secondaryPeerState } from "../support/drbd_peer.js";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0xd7bd5eed);
 const ROUNDS = 300;
@@ -51,21 +48,6 @@ async function peerSocket(port: number): Promise<Socket> {
   await once(s, "connect");
   return s;
 }
-
-const peerState = (): Buffer =>
-  encodeState({
-    role: Role.Secondary,
-    peer: Role.Primary,
-    conn: ConnState.WFReportParams,
-    disk: DiskState.UpToDate,
-    pdsk: DiskState.UpToDate,
-    susp: false,
-    aftrIsp: false,
-    peerIsp: false,
-    userIsp: false,
-    suspNod: false,
-    suspFen: false,
-  });
 
 const features = (): Buffer =>
   Buffer.concat(
@@ -97,7 +79,7 @@ async function captureTemplates(port: number): Promise<Buffer[]> {
         framer.setAgreedVersion(AGREED);
       } else if (want.includes(p.header.command) || optional.includes(p.header.command)) {
         // Alpha's parameters and UUIDs echoed (so they compare equal); its state answered as a Secondary's.
-        const payload = p.header.command === DrbdCommand.State ? peerState() : p.payload;
+        const payload = p.header.command === DrbdCommand.State ? secondaryPeerState() : p.payload;
         const packet = Buffer.concat(frame(p.header.command, payload, AGREED));
         got.set(p.header.command, packet);
         data.write(packet);
