@@ -37,6 +37,7 @@ import { PeerWriteReceiver } from "./peer_writes.js";
 import { AheadBehind } from "./ahead_behind.js";
 import { SyncHandshake } from "./sync_handshake.js";
 import { PacketReceiver } from "./receiver.js";
+import { isIntegrityAlg } from "./integrity.js";
 
 export type {
   ConnectionOptions,
@@ -73,6 +74,14 @@ export class DrbdConnection implements PeerLink {
     const protocol = opts.protocol ?? "C";
     if ((opts.cramHmacAlg === undefined) !== (opts.sharedSecret === undefined))
       throw new Error("drbd: cram-hmac-alg and shared-secret go together");
+    if (
+      opts.dataIntegrityAlg !== undefined &&
+      opts.dataIntegrityAlg !== "" &&
+      !isIntegrityAlg(opts.dataIntegrityAlg)
+    )
+      throw new Error(
+        `drbd ${opts.device.name}: data-integrity-alg ${opts.dataIntegrityAlg} is not a known hash`,
+      );
     const congestionError = congestionConfigError(protocol, opts);
     if (congestionError) throw new Error(`drbd ${opts.device.name}: ${congestionError}`);
     const link = (this.link = new Link(opts, (e) => this.connectionLost(e)));

@@ -64,6 +64,11 @@ export interface ConnectionOptions extends CongestionOptions {
   discardMyData?: boolean;
   /** net { verify-alg } (verify.ts VERIFY_ALGS), announced in P_SYNC_PARAM89; needed for online verify. */
   verifyAlg?: string;
+  /**
+   * net { data-integrity-alg } (integrity.ts): crc32c, sha1, md5, …; both nodes must name the same one in
+   * P_PROTOCOL. Every P_DATA, P_DATA_REPLY and P_RS_DATA_REPLY then carries a digest of its data.
+   */
+  dataIntegrityAlg?: string;
 }
 
 /** The connection state names drbdadm status prints. */

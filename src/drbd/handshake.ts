@@ -37,6 +37,7 @@ import {
 import { RESYNC_DEFAULTS } from "./resync_controller.js";
 import { DEFAULT_AFTER_SB } from "./after_sb.js";
 import { PacketStream, type RawSocket } from "./packet_stream.js";
+import { DataIntegrity } from "./integrity.js";
 import type { Link } from "./link.js";
 import type { SyncHandshake } from "./sync_handshake.js";
 
@@ -57,6 +58,7 @@ export async function handshake(
   link.data = data;
   link.meta = meta;
   link.agreedVersion = 0;
+  link.integrity = undefined;
   data.socket.setNoDelay(true);
   meta.socket.setNoDelay(true);
   // drbd_do_features
@@ -100,12 +102,16 @@ export async function handshake(
     afterSb2p: asb.after2p,
     connFlags: link.discardMyData ? CF_DISCARD_MY_DATA : 0,
     twoPrimaries: false,
-    integrityAlg: "",
+    // Sent from protocol 87 on (encodeProtocol); an older peer has none, so none is used.
+    integrityAlg: link.agreedVersion >= 87 ? (opts.dataIntegrityAlg ?? "") : "",
   };
   await link.send(data, DrbdCommand.Protocol, encodeProtocol(params, link.agreedVersion));
   const peerParams = decodeProtocol(await data.expect(DrbdCommand.Protocol, t), link.agreedVersion);
   const mismatch = protocolMismatch(params, peerParams);
   if (mismatch) return link.refuse(`incompatible ${mismatch} settings`);
+  // receive_protocol: both named the same data-integrity-alg; from now on data packets carry its digest.
+  link.integrity = params.integrityAlg ? new DataIntegrity(params.integrityAlg) : undefined;
+  if (link.integrity) link.log.info({ alg: link.integrity.alg }, "data-integrity-alg in use");
   // Per volume: P_SYNC_PARAM89, P_SIZES, P_UUIDS, P_STATE.
   const dev = link.device;
   const sp = encodeSyncParams(

@@ -25,6 +25,7 @@ import type { ConnectionOptions, WireProtocol } from "./connection_options.js";
 import type { PeerDevicePort } from "./peer_device_port.js";
 import { ConnectionStateMachine } from "./conn_state.js";
 import type { PacketStream } from "./packet_stream.js";
+import { carriesDigest, type DataIntegrity } from "./integrity.js";
 
 /** Counters for status and tests. */
 export interface LinkStats {
@@ -74,6 +75,8 @@ export class Link {
   agreedVersion = 0;
   /** DRBD_FF_* both sides offered in P_CONNECTION_FEATURES. */
   agreedFeatures = 0;
+  /** The data-integrity-alg both sides named in P_PROTOCOL (integrity.ts); undefined: none. */
+  integrity: DataIntegrity | undefined;
   /** The peer's last P_UUIDS: its UUIDs, flags, and "bits set" (comm_bm_set, for the split-brain counts). */
   peerUuids: UuidSet | undefined;
   peerUuidFlags = 0;
@@ -111,17 +114,28 @@ export class Link {
     return (this.opts.timeoutDs ?? 60) * 100;
   }
 
+  /**
+   * Queues a packet on a socket; resolves once it is handed to the kernel. While replicating, the packets of
+   * one event-loop turn leave together in one writev (packet_writer.ts).
+   */
   send(stream: PacketStream | undefined, cmd: DrbdCommand, payload: Buffer | Buffer[]): Promise<void> {
     if (!stream || stream.socket.destroyed) return Promise.reject(new DrbdProtocolError("not connected"));
+    // P_DATA_REPLY / P_RS_DATA_REPLY as encodeData builds them get the data-integrity-alg digest here.
+    if (this.integrity && Array.isArray(payload) && carriesDigest(cmd))
+      payload = this.integrity.withDigest(payload);
     const parts = frame(cmd, payload, this.agreedVersion);
-    const sock = stream.socket;
-    return new Promise<void>((resolve, reject) => {
-      sock.cork();
-      parts.forEach((p, i) =>
-        sock.write(p, i === parts.length - 1 ? (e) => (e ? reject(e) : resolve()) : undefined),
-      );
-      sock.uncork();
-    });
+    return new Promise<void>((resolve, reject) =>
+      stream.writer.queue(parts, (e) => (e ? reject(e) : resolve())),
+    );
+  }
+
+  /**
+   * As send() for a packet nobody waits for (acks, barriers, P_DATA of protocols B and C, which complete on
+   * the peer's ack): no promise per packet. A socket that fails drops the connection through its stream.
+   */
+  post(stream: PacketStream | undefined, cmd: DrbdCommand, payload: Buffer | Buffer[]): void {
+    if (!stream || stream.socket.destroyed) return;
+    stream.writer.queue(frame(cmd, payload, this.agreedVersion));
   }
 
   /** P_STATE on the data socket with connection state `conn`. */

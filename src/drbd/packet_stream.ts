@@ -13,6 +13,7 @@ import {
   type DrbdSocket,
   type Packet,
 } from "./protocol.js";
+import { PacketWriter } from "./packet_writer.js";
 
 /**
  * Sequential reader of one socket's packets (handshake) that turns into a dispatcher (replication). Packets
@@ -26,6 +27,8 @@ export class PacketStream {
   private onPacket: ((p: Packet) => void) | undefined;
   private onError: ((e: Error) => void) | undefined;
   readonly socket: Socket;
+  /** The send side: packets of one turn leave in one writev once replication runs (packet_writer.ts). */
+  readonly writer: PacketWriter;
 
   constructor(
     raw: RawSocket,
@@ -33,6 +36,7 @@ export class PacketStream {
   ) {
     this.framer = new PacketFramer({ socket: kind });
     const socket = (this.socket = raw.socket);
+    this.writer = new PacketWriter(socket);
     const early = raw.release();
     for (const c of early) this.framer.push(c);
     socket.on("data", (chunk: Buffer) => {
@@ -111,6 +115,7 @@ export class PacketStream {
   dispatch(handler: (p: Packet) => void, onError: (e: Error) => void): void {
     this.onPacket = handler;
     this.onError = onError;
+    this.writer.batching = true;
     if (this.failure) onError(this.failure);
     else this.pump();
   }

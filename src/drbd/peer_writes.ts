@@ -3,6 +3,14 @@
  * drbd_flush_after_epoch): mirrored writes from the Primary (P_DATA, P_TRIM, P_ZEROES) are written with
  * the ack the sender asked for; P_BARRIER closes an epoch, which is acknowledged with P_BARRIER_ACK once
  * its writes are done and the lower device flushed, in barrier order.
+ *
+ * Epochs are kept as a queue (the kernel's epoch list): the head is the oldest epoch not yet acknowledged.
+ * Only the head's writes run; a later epoch's writes wait, received, until every earlier epoch is written
+ * and flushed — receive_Barrier with write ordering flush or drain (conn_wait_active_ee_empty, drbd_flush)
+ * before the next epoch's writes are submitted: a write the Primary issued after an earlier one completed
+ * must not reach stable storage here before it. Acks are queued on the meta socket, so the acks of every
+ * write that finished in one event-loop turn leave in one writev (packet_writer.ts); a write's completion is
+ * one callback, not a promise chain.
  */
 import {
   commandName,
@@ -23,27 +31,57 @@ import {
 import { SECTOR } from "./metadata.js";
 import type { Deallocation } from "./peer_device_port.js";
 import type { Link } from "./link.js";
+import type { PacketStream } from "./packet_stream.js";
 import type { Resync } from "./resync.js";
 
+/** One epoch as received (struct drbd_epoch). */
+interface PeerEpoch {
+  /** Writes received in it (P_BARRIER_ACK's set_size). */
+  size: number;
+  /** Writes received and not yet finished (started or waiting). */
+  active: number;
+  /** Its number, once P_BARRIER closed it. */
+  barrier: number | undefined;
+  /** Every earlier epoch is stable: its writes may run. */
+  open: boolean;
+  /** Its writes that wait for the earlier epochs. */
+  waiting: (() => void)[];
+  /** The flush after its writes is running. */
+  flushing: boolean;
+  /** Resolves when it opens (made only for a SyncTarget's ordering against resync writes). */
+  opened: Promise<void> | undefined;
+  markOpened: (() => void) | undefined;
+}
+
+function newEpoch(open: boolean): PeerEpoch {
+  return {
+    size: 0,
+    active: 0,
+    barrier: undefined,
+    open,
+    waiting: [],
+    flushing: false,
+    opened: undefined,
+    markOpened: undefined,
+  };
+}
+
 export class PeerWriteReceiver {
-  /** Writes of the epoch being received; P_BARRIER takes them. */
-  private epochWrites = new Set<Promise<void>>();
-  private epochCount = 0;
-  /** Resolves when every epoch closed by a P_BARRIER so far is written and flushed. */
-  private epochGate: Promise<unknown> = Promise.resolve();
-  /** Settles when the last P_BARRIER_ACK queued has gone out (acks keep barrier order). */
-  private barrierAcksSent: Promise<void> = Promise.resolve();
-  private flushRunning: Promise<void> | undefined;
-  private flushQueued: Promise<void> | undefined;
+  /** Epochs not yet acknowledged, oldest first; the last one receives the new writes. */
+  private epochs: PeerEpoch[] = [newEpoch(true)];
+  /** The meta socket the epochs belong to: a new connection starts afresh. */
+  private meta: PacketStream | undefined;
 
   constructor(
     private readonly link: Link,
     private readonly resync: Resync,
   ) {}
 
-  /** /proc/drbd "ua:": peer writes of the current epoch received and not yet written (and acknowledged). */
+  /** /proc/drbd "ua:": peer writes received and not yet written (and acknowledged). */
   get unackedRequests(): number {
-    return this.epochWrites.size;
+    let n = 0;
+    for (const e of this.epochs) n += e.active;
+    return n;
   }
 
   /** receive_Data for P_DATA. */
@@ -70,85 +108,100 @@ export class PeerWriteReceiver {
     this.receiveWrite(t, start, t.size, () => this.link.device.applyPeerDeallocation(start, t.size, kind));
   }
 
+  /** The epoch list of the current connection (a reconnect forgets the old one's unfinished epochs). */
+  private current(): PeerEpoch[] {
+    const meta = this.link.meta;
+    if (meta !== this.meta) {
+      this.meta = meta;
+      this.epochs = [newEpoch(true)];
+    }
+    return this.epochs;
+  }
+
   /**
    * receive_Data for one request of `length` bytes at byte `start`: the ack the sender asked for, epoch
    * membership for P_BARRIER, ordering after resync writes to the same blocks while SyncTarget.
    */
   private receiveWrite(h: DataHeader, start: number, length: number, apply: () => Promise<void>): void {
     const link = this.link;
+    const epochs = this.current();
+    const meta = this.meta;
     const ack = { sector: h.sector, blockId: h.blockId, size: length, seqNum: h.seqNum };
-    if (h.dpFlags & DP_SEND_RECEIVE_ACK)
-      link.send(link.meta, DrbdCommand.RecvAck, encodeBlockAck(ack)).catch(() => {});
-    this.epochCount++;
-    const end = start + length;
-    const before =
-      link.state.name === "SyncTarget"
-        ? this.resync.peerWriteWhileTarget(start, end, this.epochGate)
-        : this.epochGate;
-    const w = before
-      .then(apply)
-      .then(
-        () =>
-          h.dpFlags & DP_SEND_WRITE_ACK
-            ? link.send(link.meta, DrbdCommand.WriteAck, encodeBlockAck(ack))
-            : undefined,
-        (e: Error) => {
-          link.log.error({ err: e.message, sector: h.sector }, "peer write failed");
-          return h.dpFlags & (DP_SEND_WRITE_ACK | DP_SEND_RECEIVE_ACK)
-            ? link.send(link.meta, DrbdCommand.NegAck, encodeBlockAck(ack))
-            : undefined;
-        },
-      )
-      .catch(() => {});
-    this.epochWrites.add(w);
-    void w.then(() => this.epochWrites.delete(w));
+    if (h.dpFlags & DP_SEND_RECEIVE_ACK) link.post(meta, DrbdCommand.RecvAck, encodeBlockAck(ack));
+    const epoch = epochs[epochs.length - 1];
+    epoch.size++;
+    epoch.active++;
+    const finished = (e?: Error) => {
+      if (e) {
+        link.log.error({ err: e.message, sector: h.sector }, "peer write failed");
+        if (h.dpFlags & (DP_SEND_WRITE_ACK | DP_SEND_RECEIVE_ACK))
+          link.post(meta, DrbdCommand.NegAck, encodeBlockAck(ack));
+      } else if (h.dpFlags & DP_SEND_WRITE_ACK) link.post(meta, DrbdCommand.WriteAck, encodeBlockAck(ack));
+      epoch.active--;
+      if (epochs === this.epochs) this.mayFinishEpoch();
+    };
+    const run = () => {
+      apply().then(() => finished(), finished);
+    };
+    if (link.state.name === "SyncTarget") {
+      const end = start + length;
+      this.resync.peerWriteWhileTarget(start, end, this.openedPromise(epoch)).then(run, finished);
+    } else if (epoch.open) run();
+    else epoch.waiting.push(run);
+  }
+
+  /** A promise that resolves when `epoch` opens (settled at once when it is open). */
+  private openedPromise(epoch: PeerEpoch): Promise<void> {
+    if (epoch.open) return Promise.resolve();
+    epoch.opened ??= new Promise<void>((r) => (epoch.markOpened = r));
+    return epoch.opened;
   }
 
   /** receive_Barrier: the epoch closes; its P_BARRIER_ACK goes once its writes are stable. */
   receiveBarrier(payload: Buffer): void {
-    const link = this.link;
     const nr = decodeBarrier(payload);
-    const writes = [...this.epochWrites];
-    const count = this.epochCount;
-    this.epochWrites = new Set();
-    this.epochCount = 0;
-    // The epoch is stable once its writes are done and the lower device flushed (write-ordering flush).
-    // Acks leave in barrier order: the kernel drops the connection on any other ("BAD! BarrierAck #8
-    // received, expected #7!", tl_release), and a short epoch can finish before a longer earlier one.
-    const previous = this.barrierAcksSent;
-    const stable = Promise.all(writes).then(() => this.epochFlush());
-    // receive_Barrier (WO_BDEV_FLUSH): the next epoch's writes start only once this one is on stable
-    // storage — a write the Primary issued after an earlier one completed must not land before it here
-    // (with protocol A or B the Primary does not wait for this node, so they can arrive together).
-    this.epochGate = stable.catch(() => {});
-    const acked = stable
-      .then(() => previous)
-      .then(() => link.send(link.meta, DrbdCommand.BarrierAck, encodeBarrierAck(nr, count)));
-    this.barrierAcksSent = acked.catch((e: Error) => link.lost(e));
+    const epochs = this.current();
+    epochs[epochs.length - 1].barrier = nr;
+    epochs.push(newEpoch(false));
+    this.mayFinishEpoch();
   }
 
   /**
-   * The write-ordering flush of an epoch whose writes are done, as a group commit: a flush that starts
-   * after those writes completed covers the epoch, so while one runs, every epoch that asks meanwhile shares
-   * the next one (protocol A closes an epoch per write; one flush each would serialize the peer on them). A
-   * lower device without a volatile cache needs none (the block layer's flush is a no-op there too).
+   * drbd_may_finish_epoch: the oldest epoch, once closed by its barrier and with every write done, is
+   * flushed (write-ordering flush); then its P_BARRIER_ACK goes (acks leave in barrier order: the kernel
+   * drops the connection on any other, "BAD! BarrierAck #8 received, expected #7!", tl_release) and the next
+   * epoch's writes start.
    */
-  private epochFlush(): Promise<void> {
-    const lower = this.link.device.lower;
-    if (!lower.volatileWriteCache || this.link.opts.diskFlushes === false) return Promise.resolve();
-    if (!this.flushRunning) {
-      const run: Promise<void> = lower.flush().finally(() => {
-        if (this.flushRunning === run) this.flushRunning = undefined;
+  private mayFinishEpoch(): void {
+    const epochs = this.epochs;
+    const head = epochs[0];
+    if (head.barrier === undefined || head.active > 0 || head.flushing) return;
+    head.flushing = true;
+    const meta = this.meta;
+    const stable = () => {
+      if (epochs !== this.epochs) return;
+      this.link.post(meta, DrbdCommand.BarrierAck, encodeBarrierAck(head.barrier as number, head.size));
+      epochs.shift();
+      const next = epochs[0];
+      next.open = true;
+      next.markOpened?.();
+      const waiting = next.waiting;
+      next.waiting = [];
+      for (const run of waiting) run();
+      this.mayFinishEpoch();
+    };
+    if (!this.flushNeeded()) stable();
+    else
+      this.link.device.lower.flush().then(stable, (e: Error) => {
+        if (epochs === this.epochs) this.link.lost(e);
       });
-      this.flushRunning = run;
-      return run;
-    }
-    this.flushQueued ??= this.flushRunning
-      .catch(() => {})
-      .then(() => {
-        this.flushQueued = undefined;
-        return this.epochFlush();
-      });
-    return this.flushQueued;
+  }
+
+  /**
+   * A lower device without a volatile cache needs no flush (the block layer's flush is a no-op there too);
+   * disk { disk-flushes no } turns it off for caches that survive power loss.
+   */
+  private flushNeeded(): boolean {
+    return this.link.device.lower.volatileWriteCache && this.link.opts.diskFlushes !== false;
   }
 }

@@ -39,7 +39,9 @@ export class PacketReceiver {
     const onMeta = (cmd: DrbdCommand, h: Handler) => this.metaHandlers.set(cmd, h);
 
     // drbd_cmd_handler[]: the data socket.
-    onData(DrbdCommand.Data, (p) => peerWrites.receiveData(p));
+    // read_in_block: with a data-integrity-alg the digest is checked (and removed) before anything is written.
+    const verified = (p: Buffer, cmd: DrbdCommand) => (link.integrity ? link.integrity.verified(cmd, p) : p);
+    onData(DrbdCommand.Data, (p, cmd) => peerWrites.receiveData(verified(p, cmd)));
     onData(DrbdCommand.Trim, (p, cmd) => peerWrites.receiveDeallocation(cmd, p));
     onData(DrbdCommand.Zeroes, (p, cmd) => peerWrites.receiveDeallocation(cmd, p));
     onData(DrbdCommand.Barrier, (p) => peerWrites.receiveBarrier(p));
@@ -47,7 +49,7 @@ export class PacketReceiver {
     onData(DrbdCommand.OutOfSync, (p) => aheadBehind.receiveOutOfSync(p));
     onData(DrbdCommand.Uuids, (p) => syncHandshake.receiveUuids(p));
     onData(DrbdCommand.RsDataRequest, (p) => resync.receiveDataRequest(p));
-    onData(DrbdCommand.RsDataReply, (p) => resync.receiveDataReply(p));
+    onData(DrbdCommand.RsDataReply, (p, cmd) => resync.receiveDataReply(verified(p, cmd)));
     onData(DrbdCommand.SyncUuid, (p) => {
       const uuid = decodeSyncUuid(p);
       const state = link.state.name;

@@ -19,10 +19,11 @@ import {
   DrbdCommand,
   DrbdProtocolError,
   encodeBarrier,
-  encodeData,
+  encodeDataParts,
   encodeTrim,
   FF_TRIM,
   FF_WZEROES,
+  frame,
   type DataHeader,
 } from "./protocol.js";
 import { SECTOR } from "./metadata.js";
@@ -42,8 +43,12 @@ let ZERO_CHUNK: Buffer | undefined;
 
 interface PendingWrite {
   resolve: (ok: boolean) => void;
-  sector: number;
+  offset: number;
+  bytes: number;
 }
+
+/** mirror()'s answer when the link is down: not mirrored (one shared, settled promise). */
+const NOT_MIRRORED: Promise<boolean> = Promise.resolve(false);
 
 export class RequestSender {
   private nextBlockId = 1n;
@@ -74,27 +79,22 @@ export class RequestSender {
   }
 
   /** Mirrors a write (or a discard / zeroing) while the connection is up and not Ahead (PeerLink.mirror). */
-  async mirror(
+  mirror(
     offset: number,
     bytes: number,
     data: readonly Buffer[] | Deallocation,
     fua: boolean,
   ): Promise<boolean> {
-    if (!this.link.state.isUp) return false;
+    if (!this.link.state.isUp) return NOT_MIRRORED;
     if (typeof data !== "string") {
       // One P_DATA carries at most DRBD_MAX_BIO_SIZE (the kernel splits bios at max_bio_size).
+      if (bytes <= DRBD_MAX_BIO_SIZE) return this.sendData(offset, bytes, fua, data);
       const parts: Promise<boolean>[] = [];
       for (let off = 0; off < bytes; off += DRBD_MAX_BIO_SIZE) {
         const len = Math.min(DRBD_MAX_BIO_SIZE, bytes - off);
-        const piece = len === bytes ? data : sliceIov(data, off, len);
-        parts.push(
-          this.sendWrite(offset + off, len, fua, DrbdCommand.Data, 0, (h) => [
-            ...encodeData({ ...h, digest: Buffer.alloc(0), data: Buffer.alloc(0) }).slice(0, -1),
-            ...piece,
-          ]),
-        );
+        parts.push(this.sendData(offset + off, len, fua, sliceIov(data, off, len)));
       }
-      return (await Promise.all(parts)).every((ok) => ok);
+      return allOk(parts);
     }
     // drbd_send_dblock: REQ_OP_DISCARD → P_TRIM, REQ_OP_WRITE_ZEROES → P_ZEROES, each only when the peer
     // agreed to the feature. Without it the kernel turns the offload off and the block layer writes zero
@@ -102,7 +102,7 @@ export class RequestSender {
     // the content after it is unspecified and the blocks are marked out of sync).
     const feature = data === "unmap" ? FF_TRIM : FF_WZEROES;
     if (!(this.link.agreedFeatures & feature)) {
-      if (data === "unmap" && !this.link.device.unmapReadsZeroes) return false;
+      if (data === "unmap" && !this.link.device.unmapReadsZeroes) return NOT_MIRRORED;
       return this.sendZeroData(offset, bytes, fua);
     }
     const cmd = data === "unmap" ? DrbdCommand.Trim : DrbdCommand.Zeroes;
@@ -112,30 +112,35 @@ export class RequestSender {
       const len = Math.min(MAX_TRIM_BYTES, bytes - off);
       parts.push(this.sendWrite(offset + off, len, fua, cmd, flags, (h) => [encodeTrim(h, len)]));
     }
-    return (await Promise.all(parts)).every((ok) => ok);
+    return allOk(parts);
+  }
+
+  /** One P_DATA: p_data, the data-integrity-alg digest when one is agreed, the data (not copied). */
+  private sendData(offset: number, bytes: number, fua: boolean, iov: readonly Buffer[]): Promise<boolean> {
+    const integrity = this.link.integrity;
+    return this.sendWrite(offset, bytes, fua, DrbdCommand.Data, 0, (h) =>
+      encodeDataParts(h, integrity ? integrity.digest(iov) : undefined, iov),
+    );
   }
 
   /** Zeroing as P_DATA of zeroes (peer without P_TRIM / P_ZEROES), in DRBD_MAX_BIO_SIZE pieces. */
-  private async sendZeroData(offset: number, bytes: number, fua: boolean): Promise<boolean> {
+  private sendZeroData(offset: number, bytes: number, fua: boolean): Promise<boolean> {
     const zeroes = (ZERO_CHUNK ??= Buffer.alloc(DRBD_MAX_BIO_SIZE));
     const parts: Promise<boolean>[] = [];
     for (let off = 0; off < bytes; off += DRBD_MAX_BIO_SIZE) {
       const len = Math.min(DRBD_MAX_BIO_SIZE, bytes - off);
-      const chunk = zeroes.subarray(0, len);
-      parts.push(
-        this.sendWrite(offset + off, len, fua, DrbdCommand.Data, 0, (h) => [
-          ...encodeData({ ...h, digest: Buffer.alloc(0), data: chunk }),
-        ]),
-      );
+      parts.push(this.sendData(offset + off, len, fua, [zeroes.subarray(0, len)]));
     }
-    return (await Promise.all(parts)).every((ok) => ok);
+    return allOk(parts);
   }
 
   /**
    * One mirrored request (P_DATA, P_TRIM or P_ZEROES) in the current epoch, acknowledged as the wire
-   * protocol asks: C P_WRITE_ACK, B P_RECV_ACK, A none (done once handed to the socket).
+   * protocol asks: C P_WRITE_ACK, B P_RECV_ACK, A none (done once handed to the socket). The packet is
+   * queued for this turn's writev on the data socket; the request completes in the ack's handler (or the
+   * send callback for A), without a promise chain of its own.
    */
-  private async sendWrite(
+  private sendWrite(
     offset: number,
     bytes: number,
     fua: boolean,
@@ -144,6 +149,8 @@ export class RequestSender {
     build: (h: DataHeader) => Buffer[],
   ): Promise<boolean> {
     const link = this.link;
+    const data = link.data;
+    if (!data || data.socket.destroyed) return NOT_MIRRORED;
     const protocol = link.protocol;
     // A write issued after an earlier one completed must not be reordered before it on the peer.
     if (this.epochHadCompletion && this.epochWrites > 0) this.closeEpoch();
@@ -153,24 +160,34 @@ export class RequestSender {
     let dpFlags = extraFlags | (fua ? DP_FUA : 0);
     if (protocol === "C") dpFlags |= DP_SEND_WRITE_ACK;
     if (protocol === "B") dpFlags |= DP_SEND_RECEIVE_ACK;
-    const acked =
-      protocol === "A"
-        ? undefined
-        : new Promise<boolean>((resolve) => this.pending.set(blockId, { resolve, sector: offset / SECTOR }));
-    const sent = link.send(link.data, cmd, build({ sector: offset / SECTOR, blockId, seqNum, dpFlags })).then(
-      () => true,
-      () => false,
+    const parts = frame(
+      cmd,
+      build({ sector: offset / SECTOR, blockId, seqNum, dpFlags }),
+      link.agreedVersion,
     );
     if (cmd === DrbdCommand.Data) link.stats.sentWrites++;
     else link.stats.sentDeallocations++;
     // Protocols A and B complete before the peer's disk write: keep the request until its barrier ack.
     if (protocol !== "C")
       this.transferLog.add(this.epoch, offset, bytes, cmd === DrbdCommand.Data ? bytes / SECTOR : 0);
-    const ok = acked ? await acked : await sent;
+    return new Promise<boolean>((resolve) => {
+      if (protocol === "A")
+        data.writer.queue(parts, (e) => {
+          this.completed(offset, bytes, !e);
+          resolve(!e);
+        });
+      else {
+        this.pending.set(blockId, { resolve, offset, bytes });
+        data.writer.queue(parts);
+      }
+    });
+  }
+
+  /** A request completed (acked, or sent for A): later writes go into a new epoch; a SyncSource's blocks are in sync. */
+  private completed(offset: number, bytes: number, ok: boolean): void {
     this.epochHadCompletion = true;
-    if (protocol !== "C") this.closeEpochWhenIdle();
-    if (ok && link.state.name === "SyncSource") this.resync.mirroredWhileSource(offset, bytes);
-    return ok;
+    if (this.link.protocol !== "C") this.closeEpochWhenIdle();
+    if (ok && this.link.state.name === "SyncSource") this.resync.mirroredWhileSource(offset, bytes);
   }
 
   /** Closes the current epoch if it has writes (P_BARRIER): maybe_pull_ahead before going Ahead. */
@@ -186,7 +203,7 @@ export class RequestSender {
     this.epochWrites = 0;
     this.epochHadCompletion = false;
     link.stats.barriersSent++;
-    link.send(link.data, DrbdCommand.Barrier, encodeBarrier(nr)).catch(() => {});
+    link.post(link.data, DrbdCommand.Barrier, encodeBarrier(nr));
   }
 
   /**
@@ -209,7 +226,9 @@ export class RequestSender {
     const w = this.pending.get(a.blockId);
     if (!w) throw new DrbdProtocolError(`${commandName(cmd)} for unknown block_id ${a.blockId}`);
     this.pending.delete(a.blockId);
-    w.resolve(cmd !== DrbdCommand.NegAck);
+    const ok = cmd !== DrbdCommand.NegAck;
+    this.completed(w.offset, w.bytes, ok);
+    w.resolve(ok);
   }
 
   /** got_BarrierAck: the epoch's requests are on the peer's stable storage (tl_release). */
@@ -253,6 +272,11 @@ export class RequestSender {
         .then(() => dev.persistBitmap())
         .catch((e: Error) => link.log.error({ err: e.message }, "recording the unconfirmed writes failed"));
   }
+}
+
+/** True when every part mirrored. */
+async function allOk(parts: Promise<boolean>[]): Promise<boolean> {
+  return (await Promise.all(parts)).every((ok) => ok);
 }
 
 /** The buffers (views, no copies) covering `len` bytes from byte `off` of an I/O vector. */

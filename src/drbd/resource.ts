@@ -57,6 +57,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
   alwaysAsbp?: boolean;
   /** net { verify-alg }: sha1, md5, sha256 or crc32c. */
   verifyAlg?: string;
+  /** net { data-integrity-alg }: crc32c, sha1, md5, … (integrity.ts). */
+  dataIntegrityAlg?: string;
   /** net { discard-my-data }: every connect is a `connect --discard-my-data`. */
   discardMyData?: boolean;
 }
@@ -92,6 +94,7 @@ export class DrbdResource {
     const cramHmacAlg = str("cram-hmac-alg");
     const sharedSecret = str("shared-secret");
     const verifyAlg = str("verify-alg");
+    const dataIntegrityAlg = str("data-integrity-alg");
     const protocol = String(optionValue(net, "net", "protocol")).toUpperCase() as WireProtocol;
     const congestion: CongestionOptions = {
       onCongestion: String(optionValue(net, "net", "on-congestion")) as OnCongestion,
@@ -140,6 +143,7 @@ export class DrbdResource {
       alwaysAsbp: optionValue(net, "net", "always-asbp") === true,
       discardMyData: optionValue(net, "net", "discard-my-data") === true,
       ...(verifyAlg !== undefined ? { verifyAlg } : {}),
+      ...(dataIntegrityAlg !== undefined ? { dataIntegrityAlg } : {}),
     });
   }
 
@@ -251,6 +255,7 @@ export class DrbdResource {
       ...(o.afterSb !== undefined ? { afterSb: o.afterSb } : {}),
       ...(o.alwaysAsbp !== undefined ? { alwaysAsbp: o.alwaysAsbp } : {}),
       ...(o.verifyAlg !== undefined ? { verifyAlg: o.verifyAlg } : {}),
+      ...(o.dataIntegrityAlg !== undefined ? { dataIntegrityAlg: o.dataIntegrityAlg } : {}),
       ...(o.onCongestion !== undefined ? { onCongestion: o.onCongestion } : {}),
       ...(o.congestionFillSectors !== undefined ? { congestionFillSectors: o.congestionFillSectors } : {}),
       ...(o.congestionExtents !== undefined ? { congestionExtents: o.congestionExtents } : {}),

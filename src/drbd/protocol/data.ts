@@ -58,6 +58,17 @@ export function encodeData(p: DataPacket): Buffer[] {
   return p.digest.length > 0 ? [encodeDataHeader(p), p.digest, p.data] : [encodeDataHeader(p), p.data];
 }
 
+/**
+ * P_DATA's payload as gather parts for a write vector: p_data, the digest when there is one, then the data
+ * buffers as they are (drbd_send_dblock sends the digest between header and data).
+ */
+export function encodeDataParts(h: DataHeader, digest: Buffer | undefined, iov: readonly Buffer[]): Buffer[] {
+  const parts = [encodeDataHeader(h)];
+  if (digest && digest.length > 0) parts.push(digest);
+  for (const b of iov) parts.push(b);
+  return parts;
+}
+
 export function decodeData(b: Buffer, digestSize = 0): DataPacket {
   need(b, 24 + digestSize, "P_DATA");
   const data = b.subarray(24 + digestSize);
