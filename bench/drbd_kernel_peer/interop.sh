@@ -11,12 +11,14 @@ export WORK
 NETNS=${NETNS:-usertgt-kpeer}
 KB=32728 # usable KiB of the 32 MiB disks with internal metadata
 # Variants: PROTO=A|B|C (net { protocol }), SECRET=... (cram-hmac-alg sha1 + shared-secret), VERIFY=1
-# (verify-alg crc32c and an online verify at the end), FORCE_ON=kernel (step 2 forced on the guest).
+# (verify-alg crc32c and an online verify at the end), FORCE_ON=kernel (step 2 forced on the guest),
+# INTEGRITY=ALG (net { data-integrity-alg ALG }: every P_DATA / P_RS_DATA_REPLY both ways carries a digest).
 PROTO=${PROTO:-C}
 mkdir -p "$WORK"
 net="protocol $PROTO;"
 [ -n "${SECRET:-}" ] && net="$net cram-hmac-alg sha1; shared-secret \"$SECRET\";"
 [ -n "${VERIFY:-}" ] && net="$net verify-alg crc32c;"
+[ -n "${INTEGRITY:-}" ] && net="$net data-integrity-alg $INTEGRITY;"
 sed "s|protocol C;|$net|" "$here/r0.res" >"$WORK/r0.res"
 export RES=$WORK/r0.res
 failed=0

@@ -33,7 +33,8 @@ export interface DataPacket extends DataHeader {
 }
 
 function encodeDataHeader(h: DataHeader, extra = 0): Buffer {
-  const b = Buffer.alloc(24 + extra);
+  // Pooled: the 24 bytes are written here, the `extra` ones (P_TRIM's size …) by every caller.
+  const b = Buffer.allocUnsafe(24 + extra);
   b.writeBigUInt64BE(BigInt(h.sector), 0);
   b.writeBigUInt64BE(BigInt.asUintN(64, h.blockId), 8);
   b.writeUInt32BE(h.seqNum >>> 0, 16);
@@ -123,7 +124,7 @@ export const ID_OUT_OF_SYNC = 4712n;
 export const ID_SYNCER = 0xffffffffffffffffn;
 
 export function encodeBlockAck(a: BlockAck): Buffer {
-  const b = Buffer.alloc(24);
+  const b = Buffer.allocUnsafe(24); // every byte written below
   b.writeBigUInt64BE(BigInt(a.sector), 0);
   b.writeBigUInt64BE(BigInt.asUintN(64, a.blockId), 8);
   b.writeUInt32BE(a.size, 16);

@@ -43,15 +43,17 @@ export function headerSize(agreedVersion: number): number {
  * h95 at 95–99 for payloads over 32 KiB; h80 otherwise (also before agreement, version 0).
  */
 export function encodeHeader(command: number, length: number, agreedVersion: number, volume = 0): Buffer {
+  // Every byte is written below, so the pooled allocUnsafe is safe (one header per packet on the data path).
   if (agreedVersion >= 100) {
-    const b = Buffer.alloc(16);
+    const b = Buffer.allocUnsafe(16);
     b.writeUInt32BE(DRBD_MAGIC_100, 0);
     b.writeUInt16BE(volume, 4);
     b.writeUInt16BE(command, 6);
     b.writeUInt32BE(length, 8);
+    b.writeUInt32BE(0, 12);
     return b;
   }
-  const b = Buffer.alloc(8);
+  const b = Buffer.allocUnsafe(8);
   if (agreedVersion >= 95 && length > DRBD_MAX_SIZE_H80_PACKET) {
     b.writeUInt16BE(DRBD_MAGIC_BIG, 0);
     b.writeUInt16BE(command, 2);
