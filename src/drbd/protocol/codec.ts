@@ -10,11 +10,11 @@ export function exactly(b: Buffer, n: number, what: string): void {
   if (b.length !== n) throw new DrbdProtocolError(`${what} must be ${n} bytes, got ${b.length}`);
 }
 
+/** A big-endian u64 that must fit a JavaScript number (≤ 2^53 − 1); read as two u32 (no BigInt per packet). */
 export function readU64(b: Buffer, off: number): number {
-  const v = b.readBigUInt64BE(off);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER))
-    throw new DrbdProtocolError(`u64 at offset ${off} too large: ${v}`);
-  return Number(v);
+  const hi = b.readUInt32BE(off);
+  if (hi > 0x1fffff) throw new DrbdProtocolError(`u64 at offset ${off} too large: ${b.readBigUInt64BE(off)}`);
+  return hi * 0x100000000 + b.readUInt32BE(off + 4);
 }
 
 export function cString(b: Buffer): string {

@@ -78,8 +78,18 @@ export function decodeData(b: Buffer, digestSize = 0): DataPacket {
   // read_in_block: one request carries at most DRBD_MAX_BIO_SIZE.
   if (data.length > DRBD_MAX_BIO_SIZE)
     throw new DrbdProtocolError(`P_DATA data of ${data.length} bytes exceeds ${DRBD_MAX_BIO_SIZE}`);
-  return { ...decodeDataHeader(b), digest: b.subarray(24, 24 + digestSize), data };
+  return {
+    sector: readU64(b, 0),
+    blockId: b.readBigUInt64BE(8),
+    seqNum: b.readUInt32BE(16),
+    dpFlags: b.readUInt32BE(20),
+    digest: digestSize > 0 ? b.subarray(24, 24 + digestSize) : EMPTY,
+    data,
+  };
 }
+
+/** The digest of a packet without one. */
+const EMPTY = Buffer.alloc(0);
 
 /** P_TRIM and P_ZEROES (p_trim): p_data plus the u32 byte count, no data. */
 export function encodeTrim(h: DataHeader, size: number): Buffer {
