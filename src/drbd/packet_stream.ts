@@ -128,6 +128,9 @@ export class PacketStream {
   fail(e: Error): void {
     if (this.failure) return;
     this.failure = e;
+    // What this turn queued still goes to the kernel first (a disconnect right after a P_STATE, as an
+    // unbatched send would have done); then the socket goes.
+    this.writer.flush();
     this.socket.destroy();
     const w = this.waiter;
     this.waiter = undefined;
