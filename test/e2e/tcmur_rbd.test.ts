@@ -34,9 +34,9 @@ function ceph(tool: "rbd" | "ceph", ...args: string[]): string {
   return r.stdout;
 }
 
-function config(image: string, port: number, options = ""): string {
+function config(image: string, port: number, options = "", words = ""): string {
   return `[TCMUR]
-  TCMUR 7 rbd_a /rbd/rbd/${image};conf=${conf}${options}
+  TCMUR 7 rbd_a /rbd/rbd/${image};conf=${conf}${options}${words}
 [PortalGroup1]
   Portal P 127.0.0.1:${port}
 [InitiatorGroup1]
@@ -49,8 +49,8 @@ function config(image: string, port: number, options = ""): string {
 `;
 }
 
-function gateway(image: string, options = ""): Promise<RunningServer> {
-  return startServer((ports) => config(image, ports[0], options), {
+function gateway(image: string, options = "", words = ""): Promise<RunningServer> {
+  return startServer((ports) => config(image, ports[0], options, words), {
     dir,
     portRange: PORTS,
     args: ["--no-fuse"],
@@ -195,6 +195,50 @@ describe("TCMUR rbd handler on a one-node Ceph cluster", () => {
     const out = join(dir, "caw.raw");
     ceph("rbd", "export", "--no-progress", "rbd/caw", out);
     assert.ok((await readFile(out)).subarray(100 * BS, 101 * BS).equals(Buffer.alloc(BS, 0xbb)));
+  });
+
+  it("COMPARE AND WRITE of a 4096-byte block (beyond librbd's 512 bytes): success, miscompare, and not through a gateway without the lock", async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const bs = 4096;
+    ceph("rbd", "create", "rbd/caw4k", "--size", "16M");
+    const a = await gateway("caw4k", "", " bs=4096");
+    const b = await gateway("caw4k", ";osd_op_timeout=10", " bs=4096");
+    const lba = 37;
+    const one = Buffer.alloc(bs, 0x11);
+    const two = Buffer.alloc(bs, 0x22);
+    try {
+      const ia = await session(a.ports[0], "caw4ka");
+      const cap = await ia.scsi(readCapacity16, { read: 32 });
+      assert.equal(cap.data.readUInt32BE(8), bs);
+      assert.equal((await ia.scsi(rw16(0x8a, lba, 1), { write: one })).status, 0);
+      const ok = await ia.scsi(compareAndWrite16(lba, 1), { write: Buffer.concat([one, two]) });
+      assert.equal(ok.status, 0, senseOf(ok));
+      const wrong = Buffer.from(two);
+      wrong[3000] ^= 0xff; // past the first 512-byte sector
+      const miss = await ia.scsi(compareAndWrite16(lba, 1), { write: Buffer.concat([wrong, one]) });
+      assert.equal(senseOf(miss), "e/1d/00", "MISCOMPARE DURING VERIFY OPERATION");
+      assert.equal(miss.sense.readUInt32BE(3), 3000, "INFORMATION: offset of the first difference");
+      const back = await ia.scsi(rw16(0x88, lba, 1), { read: bs });
+      assert.ok(back.data.equals(two), "the miscompare must not have written");
+      // Gateway B does not hold the image's exclusive lock: its COMPARE AND WRITE (with a matching
+      // compare half) must not write behind A's back.
+      const ib = await session(b.ports[0], "caw4kb");
+      const other = await ib.scsi(compareAndWrite16(lba, 1), {
+        write: Buffer.concat([two, Buffer.alloc(bs, 0x33)]),
+        timeoutMs: 60_000,
+      });
+      assert.equal(senseOf(other), "2/04/00", "NOT READY while the other gateway holds the lock");
+      const stillTwo = await ia.scsi(rw16(0x88, lba, 1), { read: bs });
+      assert.ok(stillTwo.data.equals(two));
+      await ia.logout();
+      await ib.logout();
+    } finally {
+      await stopCleanly(a);
+      await stopCleanly(b);
+    }
+    const out = join(dir, "caw4k.raw");
+    ceph("rbd", "export", "--no-progress", "rbd/caw4k", out);
+    assert.ok((await readFile(out)).subarray(lba * bs, (lba + 1) * bs).equals(two));
   });
 
   it(

@@ -17,6 +17,11 @@ const RBD_DEFAULT_BLOCK_SIZE = 512;
 /** Without osd_op_timeout in the cfgstring a dead cluster would block I/O forever: 30 s, as ceph-iscsi sets. */
 const DEFAULT_OSD_OP_TIMEOUT = 30;
 const EILSEQ = 84; // librbd's compare-and-write miscompare
+/**
+ * librbd's compare-and-write takes a range inside one 512-byte sector (and one stripe unit) only:
+ * ImageCompareAndWriteRequest::prune_object_extents returns EINVAL for anything longer (Ceph 16).
+ */
+const RBD_CAW_SECTOR = 512;
 
 const ERRNO_NAMES: Readonly<Record<number, string>> = {
   2: "ENOENT",
@@ -44,8 +49,6 @@ class RbdBackend implements TcmurDeviceBackend {
   /** rbd_cache is off (native/rbd.c): a completed write is in the cluster. */
   readonly volatileWriteCache = false;
   sizeBytes: number;
-  /** librbd (Ceph 16) compares and writes at most one 512-byte sector per request (EINVAL beyond). */
-  readonly maxCompareAndWriteBytes = 512;
   private readonly pending = new Map<number, Pending>();
   private nextTag = 1;
   private locking: Promise<void> | undefined;
@@ -164,8 +167,25 @@ class RbdBackend implements TcmurDeviceBackend {
 
   async compareAndWrite(offset: number, compare: Buffer, write: Buffer): Promise<number> {
     await this.ensureLock();
-    const mismatch = await this.submit(RbdOp.CompareAndWrite, offset, compare.length, compare, write);
-    return mismatch; // librbd reports it relative to the compared range (-1: written)
+    if ((offset % RBD_CAW_SECTOR) + compare.length <= RBD_CAW_SECTOR) {
+      // librbd's compare-and-write: one OSD op (cmpext + write), atomic in the cluster. The mismatch
+      // offset is relative to the compared range (-1: written).
+      return this.submit(RbdOp.CompareAndWrite, offset, compare.length, compare, write);
+    }
+    // Longer than librbd takes (a 4096-byte block): read, compare and write while this gateway holds
+    // the image's exclusive lock. Taken explicitly, librbd hands that lock to no other client (their
+    // writes fail with EROFS), so no other gateway or client writes the image between the read and the
+    // write; a client that breaks the lock first blocklists this one, and then the write fails rather
+    // than lands. This gateway's own writes to the range wait on the SCSI layer's LBA range lock.
+    const medium = Buffer.allocUnsafe(compare.length);
+    await this.submit(RbdOp.Readv, offset, medium.length, [medium]);
+    if (!medium.equals(compare)) {
+      let at = 0;
+      while (medium[at] === compare[at]) at++;
+      return at;
+    }
+    await this.submit(RbdOp.Writev, offset, write.length, [write]);
+    return -1;
   }
 
   async close(): Promise<void> {
