@@ -1,7 +1,7 @@
 /**
  * The qcow2 image header and its extensions (QEMU docs/interop/qcow2.txt, "Header" and "Header
  * extensions"), parsed and checked against what this implementation serves: versions 2 and 3, no
- * encryption, no compression, no external data file, no extended L2 entries.
+ * encryption, zlib compression only (compressed clusters are inflated in image.ts), no external data file, no extended L2 entries.
  */
 
 export const QCOW_MAGIC = 0x514649fb; // "QFI\xfb"
@@ -28,6 +28,8 @@ const enum Extension {
 
 /** Byte offsets of header fields this implementation rewrites. */
 export const HeaderField = {
+  /** refcount_table_offset (u64), followed by refcount_table_clusters (u32) at 56. */
+  refcountTableOffset: 48,
   incompatibleFeatures: 72,
   autoclearFeatures: 88,
 } as const;

@@ -11,6 +11,8 @@
  */
 import { open, type FileHandle } from "node:fs/promises";
 import { constants } from "node:fs";
+import { promisify } from "node:util";
+import { inflateRaw } from "node:zlib";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { HeaderField, parseHeader, QCOW_MAGIC, writeOffset, type QcowHeader } from "./header.js";
 import { Refcounts } from "./refcounts.js";
@@ -25,6 +27,9 @@ const OFFSET_LO_MASK = 0xfffffe00; // bits 9-31
 const ZERO_LO = 1; // version 3: the cluster reads as zeroes
 const MAX_BACKING_DEPTH = 16;
 const ZERO = Buffer.alloc(2 * 1024 * 1024);
+/** Compressed clusters are stored in 512-byte sectors (qcow2.txt, "Compressed Clusters Descriptor"). */
+const COMPRESSED_SECTOR = 512;
+const inflateRawAsync = promisify(inflateRaw);
 
 /** What one guest cluster maps to. */
 const enum Kind {
@@ -42,6 +47,8 @@ interface Mapping {
   host: number;
   /** The COPIED flag: refcount 1, writable in place. */
   copied: boolean;
+  /** Compressed: bytes of deflate data at `host` (which need not be cluster aligned). */
+  compressedBytes?: number;
 }
 
 /** What serves the guest ranges an image does not allocate itself. */
@@ -69,6 +76,8 @@ export class QcowImage implements BackingImage {
   private readonly busy = new Map<number, Promise<void>>();
   /** Serialises cluster allocation and table creation. */
   private metaTail: Promise<unknown> = Promise.resolve();
+  /** The last compressed cluster inflated (by host offset): sequential small reads inflate it once. */
+  private inflated: { host: number; data: Promise<Buffer> } | undefined;
   private closed = false;
 
   private constructor(
@@ -151,7 +160,7 @@ export class QcowImage implements BackingImage {
     };
     mark(0, cs);
     mark(this.header.l1TableOffset, this.header.l1Size * 8);
-    mark(this.header.refcountTableOffset, this.header.refcountTableClusters * cs);
+    mark(rc.tableOffset, rc.tableClusters * cs);
     for (const off of rc.blockOffsets()) mark(off, cs);
     for (let i = 0; i < this.header.l1Size; i++) {
       const tableOffset = this.lookupL1(i);
@@ -160,7 +169,11 @@ export class QcowImage implements BackingImage {
       const table = await this.l2Table(i, tableOffset);
       for (let e = 0; e < this.l2Entries; e++) {
         const hi = table.readUInt32BE(e * 8);
-        if (hi & COMPRESSED_HI) return 0; // compressed clusters' extents are not parsed here: leave it
+        if (hi & COMPRESSED_HI) {
+          const m = this.compressedMapping(hi, table.readUInt32BE(e * 8 + 4));
+          for (const c of this.compressedClusters(m)) mark(c * cs, 1);
+          continue;
+        }
         const host = (hi & OFFSET_HI_MASK) * 0x1_0000_0000 + (table.readUInt32BE(e * 8 + 4) & OFFSET_LO_MASK);
         if (host !== 0) mark(host, cs);
       }
@@ -206,7 +219,7 @@ export class QcowImage implements BackingImage {
     const i = (cluster % this.l2Entries) * 8;
     const hi = table.readUInt32BE(i);
     const lo = table.readUInt32BE(i + 4);
-    if (hi & COMPRESSED_HI) return { kind: Kind.Compressed, host: 0, copied: false };
+    if (hi & COMPRESSED_HI) return this.compressedMapping(hi, lo);
     const host = (hi & OFFSET_HI_MASK) * 0x1_0000_0000 + (lo & OFFSET_LO_MASK);
     const copied = (hi & COPIED_HI) !== 0;
     if (this.header.version === 3 && lo & ZERO_LO) return { kind: Kind.Zero, host, copied };
@@ -214,11 +227,70 @@ export class QcowImage implements BackingImage {
     return { kind: Kind.Data, host, copied };
   }
 
-  private compressedError(cluster: number): Error {
-    return new Error(
-      `${this.file.label}: guest cluster ${cluster} is compressed; compressed clusters are not supported ` +
-        `(qemu-img convert -O qcow2 without -c makes an uncompressed copy)`,
-    );
+  /**
+   * A compressed cluster descriptor (qcow2.txt, "Compressed Clusters Descriptor"): with
+   * x = 62 - (cluster_bits - 8), bits 0..x-1 are the host offset of the deflate data and bits x..61
+   * the number of 512-byte sectors it spans beyond the first; the data ends with that sector.
+   */
+  private compressedMapping(hi: number, lo: number): Mapping {
+    const x = BigInt(62 - (this.header.clusterBits - 8));
+    const entry = (BigInt(hi & 0x3fffffff) << 32n) | BigInt(lo >>> 0);
+    const host = Number(entry & ((1n << x) - 1n));
+    const sectors = Number(entry >> x) + 1;
+    return {
+      kind: Kind.Compressed,
+      host,
+      copied: false,
+      compressedBytes: sectors * COMPRESSED_SECTOR - (host % COMPRESSED_SECTOR),
+    };
+  }
+
+  /** Host cluster indexes a compressed cluster's sectors lie in (each holds a reference for it). */
+  private compressedClusters(m: Mapping): number[] {
+    const from = m.host - (m.host % COMPRESSED_SECTOR);
+    const to = m.host + m.compressedBytes!;
+    const out: number[] = [];
+    for (let c = Math.floor(from / this.clusterSize); c * this.clusterSize < to; c++) out.push(c);
+    return out;
+  }
+
+  /** The guest cluster a compressed mapping holds, inflated (QEMU writes raw deflate, zlib's windowBits -12). */
+  private inflate(m: Mapping, cluster: number): Promise<Buffer> {
+    if (this.inflated?.host === m.host) return this.inflated.data;
+    const data = (async () => {
+      const packed = Buffer.allocUnsafe(m.compressedBytes!);
+      await this.file.readFully([packed], m.host);
+      let out: Buffer;
+      try {
+        out = await inflateRawAsync(packed, { maxOutputLength: this.clusterSize });
+      } catch (err) {
+        throw new Error(
+          `${this.file.label}: compressed guest cluster ${cluster} at host ${m.host}: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      if (out.length !== this.clusterSize) {
+        throw new Error(
+          `${this.file.label}: compressed guest cluster ${cluster} at host ${m.host} inflates to ${out.length} bytes, not ${this.clusterSize}`,
+        );
+      }
+      return out;
+    })();
+    const entry = { host: m.host, data };
+    this.inflated = entry;
+    data.catch(() => {
+      if (this.inflated === entry) this.inflated = undefined;
+    });
+    return data;
+  }
+
+  /** Drop the references a compressed cluster holds (its L2 entry no longer points at it, durably). */
+  private async freeCompressed(m: Mapping): Promise<void> {
+    if (this.inflated?.host === m.host) this.inflated = undefined;
+    const refcounts = this.refcounts!;
+    await this.underMetaLock(async () => {
+      for (const c of this.compressedClusters(m)) await refcounts.free(c * this.clusterSize);
+    });
   }
 
   /** Fill `iov` (the guest bytes at `offset`) from the backing image, zeroes past its end. */
@@ -274,8 +346,12 @@ export class QcowImage implements BackingImage {
         return;
       case Kind.Unallocated:
         return this.readBacking(iov, guest, n);
-      case Kind.Compressed:
-        throw this.compressedError(cluster);
+      case Kind.Compressed: {
+        const data = await this.inflate(m, cluster);
+        let at = inCluster;
+        for (const b of iov) at += data.copy(b, 0, at);
+        return;
+      }
     }
   }
 
@@ -329,7 +405,6 @@ export class QcowImage implements BackingImage {
     iov: Buffer[],
     inCluster: number,
   ): Promise<void> {
-    if (old.kind === Kind.Compressed) throw this.compressedError(cluster);
     const refcounts = this.refcounts!;
     const l1Index = Math.floor(cluster / this.l2Entries);
     const { tableOffset, table } = await this.underMetaLock(() => this.ensureL2(l1Index));
@@ -339,8 +414,8 @@ export class QcowImage implements BackingImage {
     for (const b of iov) n += b.length;
     const tail = this.clusterSize - inCluster - n;
     const guestBase = cluster * this.clusterSize;
-    let head = ZERO.subarray(0, inCluster);
-    let rest = ZERO.subarray(0, tail);
+    let head: Buffer = ZERO.subarray(0, inCluster);
+    let rest: Buffer = ZERO.subarray(0, tail);
     if (old.kind === Kind.Unallocated && this.backing && guestBase < this.backing.sizeBytes) {
       // Copy-on-write from the backing image for the bytes this write does not cover.
       if (inCluster > 0) {
@@ -351,6 +426,11 @@ export class QcowImage implements BackingImage {
         rest = Buffer.allocUnsafe(tail);
         await this.readBacking([rest], guestBase + inCluster + n, tail);
       }
+    } else if (old.kind === Kind.Compressed) {
+      // The guest's data before this write, inflated: its other bytes go into the new cluster.
+      const data = await this.inflate(old, cluster);
+      head = data.subarray(0, inCluster);
+      rest = data.subarray(inCluster + n);
     } else if (old.kind === Kind.Data) {
       // A shared cluster (no COPIED flag): copy its other bytes.
       if (inCluster > 0) {
@@ -365,7 +445,10 @@ export class QcowImage implements BackingImage {
     await this.file.writeFully([head, ...iov, rest], host);
     await this.file.sync(); // data and refcount durable before the L2 entry points at them
     await this.setL2(table, tableOffset, cluster, host, false);
-    if (old.host !== 0 && old.kind !== Kind.Unallocated) {
+    if (old.kind === Kind.Compressed) {
+      await this.file.sync();
+      await this.freeCompressed(old);
+    } else if (old.host !== 0 && old.kind !== Kind.Unallocated) {
       // The old cluster (zero-flagged preallocation or shared) loses this reference only once the
       // new L2 entry is durable.
       await this.file.sync();
@@ -411,7 +494,7 @@ export class QcowImage implements BackingImage {
   async discard(offset: number, length: number): Promise<void> {
     this.checkWritable();
     const end = offset + length;
-    const freed: number[] = [];
+    const freed: Mapping[] = [];
     let pos = offset;
     while (pos < end) {
       const cluster = Math.floor(pos / this.clusterSize);
@@ -429,14 +512,14 @@ export class QcowImage implements BackingImage {
     if (freed.length === 0) return;
     await this.file.sync(); // the cleared L2 entries are durable before the refcounts drop
     const refcounts = this.refcounts!;
-    await this.underMetaLock(async () => {
-      for (const host of freed) await refcounts.free(host);
-    });
+    for (const m of freed) {
+      if (m.kind === Kind.Compressed) await this.freeCompressed(m);
+      else await this.underMetaLock(() => refcounts.free(m.host));
+    }
   }
 
-  private async discardCluster(cluster: number, freed: number[]): Promise<void> {
+  private async discardCluster(cluster: number, freed: Mapping[]): Promise<void> {
     const m = await this.lookup(cluster);
-    if (m.kind === Kind.Compressed) throw this.compressedError(cluster);
     const needZeroFlag = this.backing !== undefined && cluster * this.clusterSize < this.backing.sizeBytes;
     if (m.kind === Kind.Zero && m.host === 0) return;
     if (m.kind === Kind.Unallocated && !needZeroFlag) return;
@@ -448,7 +531,7 @@ export class QcowImage implements BackingImage {
     const l1Index = Math.floor(cluster / this.l2Entries);
     const { tableOffset, table } = await this.underMetaLock(() => this.ensureL2(l1Index));
     await this.setL2(table, tableOffset, cluster, 0, needZeroFlag);
-    if (m.host !== 0) freed.push(m.host);
+    if (m.host !== 0) freed.push(m);
   }
 
   /** Zero a whole cluster from inside exclusively(). */

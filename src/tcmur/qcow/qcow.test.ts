@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { mkdtemp, open, readFile, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { QcowImage } from "./image.js";
@@ -129,6 +129,166 @@ for (const { label, opts, size } of [
   });
 }
 
+/** refcount_table_offset and refcount_table_clusters from the image's header. */
+async function refcountTableOf(path: string): Promise<{ offset: number; clusters: number }> {
+  const fh = await open(path);
+  const h = Buffer.alloc(64);
+  await fh.read(h, 0, 64, 0);
+  await fh.close();
+  return { offset: Number(h.readBigUInt64BE(48)), clusters: h.readUInt32BE(56) };
+}
+
+test("qcow2 with a one-cluster refcount table (512 B clusters, 64-bit refcounts): the table grows, qemu-img check clean, compare equal", async () => {
+  await withDir("grow", async (dir) => {
+    const path = join(dir, "img.qcow2");
+    const rawPath = join(dir, "ref.raw");
+    const size = 16 * MiB;
+    qemuImg("create", "-q", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64", path, String(size));
+    const before = await refcountTableOf(path);
+    // 512-byte clusters and 64-bit refcounts: a refcount block counts 64 clusters (32 KiB) and a
+    // one-cluster table 64 blocks, so the table is full at 2 MiB of image file.
+    assert.equal(before.clusters, 1);
+    await writeFile(rawPath, "");
+    const fh = await open(rawPath, "r+");
+    await fh.truncate(size);
+    await fh.close();
+    const img = await QcowImage.open(path, { readOnly: false });
+    await randomWorkload(img, rawPath, size, 300, 11);
+    await img.close();
+    const after = await refcountTableOf(path);
+    assert.ok(after.clusters >= 3, `the refcount table grew more than once (${after.clusters} clusters)`);
+    assert.notEqual(after.offset, before.offset);
+    const c = check(path);
+    assert.equal(c.status, 0, c.out);
+    assert.equal(c.leaks, 0, c.out);
+    const cmp = compare(rawPath, path);
+    assert.equal(cmp.status, 0, cmp.out);
+  });
+});
+
+test("qcow2 refcount table growth under kill -9: qemu-img check finds no corruption, the next open frees what leaked", async () => {
+  await withDir("growkill", async (dir) => {
+    const path = join(dir, "img.qcow2");
+    const size = 32 * MiB;
+    qemuImg("create", "-q", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64", path, String(size));
+    const imageModule = new URL("./image.js", import.meta.url).href;
+    // A writer that allocates as fast as it can (64 KiB writes, 16 in flight, moving through the image
+    // from a different start each round) until it is killed.
+    const writer = `
+      const { QcowImage } = await import(${JSON.stringify(imageModule)});
+      const img = await QcowImage.open(${JSON.stringify(path)}, { readOnly: false });
+      const start = Number(process.argv[1]);
+      const chunk = 65536;
+      let i = 0;
+      for (;;) {
+        const batch = [];
+        for (let k = 0; k < 16; k++, i++) {
+          const off = ((start + i) * chunk) % ${size};
+          batch.push(img.writev([Buffer.alloc(chunk, i & 0xff)], off));
+        }
+        await Promise.all(batch);
+        process.stdout.write(".");
+      }`;
+    let grewDuringKills = 0;
+    for (let round = 0; round < 8; round++) {
+      const before = await refcountTableOf(path);
+      const child = spawn(process.execPath, ["--input-type=module", "-e", writer, String(round * 37)], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      // Kill after a number of batches that varies per round, so the kill lands at different points.
+      const batches = 2 + ((round * 5) % 9);
+      await new Promise<void>((resolve) => {
+        let seen = 0;
+        child.stdout.on("data", (d: Buffer) => {
+          seen += d.length;
+          if (seen >= batches) resolve();
+        });
+        child.on("exit", () => resolve());
+      });
+      child.kill("SIGKILL");
+      await new Promise((resolve) => child.on("exit", resolve));
+      const k = check(path);
+      assert.ok(
+        k.status === 0 || k.status === 3,
+        `round ${round}: qemu-img check exit ${k.status}: ${k.out}`,
+      );
+      assert.equal(k.corruptions, 0, `round ${round}: ${k.out}`);
+      if ((await refcountTableOf(path)).offset !== before.offset) grewDuringKills++;
+    }
+    assert.ok(grewDuringKills >= 2, `the refcount table grew in only ${grewDuringKills} killed rounds`);
+    // Our next writable open repairs leaks (what qemu-img check -r leaks would do).
+    await (await QcowImage.open(path, { readOnly: false })).close();
+    const clean = check(path);
+    assert.equal(clean.status, 0, clean.out);
+    assert.equal(clean.leaks, 0, clean.out);
+  });
+});
+
+test("qcow2 refcount table growth, crash after every write of it: qemu-img check finds at most leaks", async () => {
+  await withDir("growcrash", async (dir) => {
+    const path = join(dir, "img.qcow2");
+    const size = 8 * MiB;
+    qemuImg("create", "-q", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64", path, String(size));
+    const start = await readFile(path);
+    // Record every write the image makes (in issue order: each waits for the previous where order
+    // matters), so that the file as a crash after any of them would leave it can be rebuilt.
+    const writes: { pos: number; data: Buffer }[] = [];
+    const probe = await open(path);
+    const proto = Object.getPrototypeOf(probe) as { writev: FileHandle["writev"] };
+    await probe.close();
+    const realWritev = proto.writev;
+    proto.writev = async function (
+      this: FileHandle,
+      buffers: readonly NodeJS.ArrayBufferView[],
+      pos?: number,
+    ) {
+      const r = await realWritev.call(this, buffers, pos);
+      const data = Buffer.concat(buffers.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)));
+      writes.push({ pos: pos ?? 0, data: data.subarray(0, r.bytesWritten) });
+      return r;
+    } as FileHandle["writev"];
+    try {
+      const img = await QcowImage.open(path, { readOnly: false });
+      for (let off = 0; off < 4 * MiB; off += 64 * 1024)
+        await img.writev([Buffer.alloc(64 * 1024, 0x5a)], off);
+      await img.close();
+    } finally {
+      proto.writev = realWritev;
+    }
+    // Each growth ends with the 12-byte header write of refcount_table_offset and _clusters.
+    const switches = writes.flatMap((w, i) => (w.pos === 48 && w.data.length === 12 ? [i] : []));
+    assert.ok(switches.length >= 2, `the refcount table grew ${switches.length} times`);
+    const crashPath = join(dir, "crash.qcow2");
+    let checked = 0;
+    for (const at of switches) {
+      // From just before the new refcount blocks and table are written (one write ending where the
+      // new table ends) to a few writes after the header switch, past the old table's release.
+      const tableEnd = Number(writes[at].data.readBigUInt64BE(0)) + writes[at].data.readUInt32BE(8) * 512;
+      let from = at - 1;
+      while (from >= 0 && writes[from].pos + writes[from].data.length !== tableEnd) from--;
+      assert.ok(from >= 0, "the new table's write precedes the header switch");
+      for (let n = Math.max(0, from - 1); n <= Math.min(writes.length, at + 8); n++) {
+        const image = Buffer.alloc(
+          Math.max(start.length, ...writes.slice(0, n).map((w) => w.pos + w.data.length)),
+        );
+        start.copy(image);
+        for (const w of writes.slice(0, n)) w.data.copy(image, w.pos);
+        await writeFile(crashPath, image);
+        const k = check(crashPath);
+        assert.ok(
+          k.status === 0 || k.status === 3,
+          `crash after write ${n}: qemu-img check exit ${k.status}: ${k.out}`,
+        );
+        assert.equal(k.corruptions, 0, `crash after write ${n}: ${k.out}`);
+        checked++;
+      }
+    }
+    process.stderr.write(
+      `refcount table growth: ${switches.length} growths, ${checked} crash points checked\n`,
+    );
+  });
+});
+
 test("qcow2: data written by qemu-io reads back through us, ours through qemu-io", async () => {
   await withDir("io", async (dir) => {
     const path = join(dir, "img.qcow2");
@@ -208,6 +368,50 @@ test("qcow2 with a backing file: unwritten ranges show the backing data, writes 
   });
 });
 
+for (const clusterSize of [65536, 4096]) {
+  test(`qcow2 compressed clusters (qemu-img convert -c, ${clusterSize / 1024} KiB): read back equal; writes and discards over them free their sectors, qemu-img check clean`, async () => {
+    await withDir("compressed", async (dir) => {
+      const size = 4 * MiB;
+      const src = Buffer.alloc(size);
+      const next = rng(3);
+      // Text-like data compresses to varied lengths, so several compressed clusters share host clusters.
+      for (let i = 0; i < size; i++) src[i] = 0x61 + Math.floor(next() * next() * 20);
+      src.fill(0, MiB, MiB + 3 * clusterSize); // all-zero clusters stay unallocated
+      const rawPath = join(dir, "ref.raw");
+      await writeFile(rawPath, src);
+      const path = join(dir, "comp.qcow2");
+      qemuImg(
+        "convert",
+        "-q",
+        "-c",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        `cluster_size=${clusterSize}`,
+        rawPath,
+        path,
+      );
+      const stored = (await stat(path)).size;
+      assert.ok(stored < size * 0.75, `qemu-img compressed the clusters (${stored} bytes for ${size})`);
+      const ro = await QcowImage.open(path, { readOnly: true });
+      const whole = Buffer.alloc(size);
+      await ro.readv([whole.subarray(0, 1000), whole.subarray(1000)], 0);
+      await ro.close();
+      assert.ok(whole.equals(src), "the inflated image differs from the source");
+      const img = await QcowImage.open(path, { readOnly: false });
+      await randomWorkload(img, rawPath, size, 120, 5);
+      await img.close();
+      const c = check(path);
+      assert.equal(c.status, 0, c.out);
+      assert.equal(c.leaks, 0, c.out);
+      const cmp = compare(rawPath, path);
+      assert.equal(cmp.status, 0, cmp.out);
+    });
+  });
+}
+
 test("qcow2: images this handler does not serve are refused with the reason", async () => {
   await withDir("refuse", async (dir) => {
     const enc = join(dir, "enc.qcow2");
@@ -242,22 +446,27 @@ test("qcow2: images this handler does not serve are refused with the reason", as
     const notQcow = join(dir, "raw.img");
     await writeFile(notQcow, Buffer.alloc(65536));
     await assert.rejects(QcowImage.open(notQcow, { readOnly: true }), /not a qcow2 image/);
-    // Compressed clusters: refused when touched, naming the way out.
-    const src = join(dir, "src.raw");
-    await writeFile(src, Buffer.alloc(MiB, 0x61));
-    const comp = join(dir, "comp.qcow2");
-    qemuImg("convert", "-q", "-c", "-f", "raw", "-O", "qcow2", src, comp);
-    const img = await QcowImage.open(comp, { readOnly: true });
-    await assert.rejects(img.readv([Buffer.alloc(512)], 0), /compressed clusters are not supported/);
-    await img.close();
+    // Internal snapshots: served read-only (the active image), refused writable, the snapshot intact.
     const snap = join(dir, "snap.qcow2");
     qemuImg("create", "-q", "-f", "qcow2", snap, "1M");
+    execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x11 0 1M", snap]);
     qemuImg("snapshot", "-c", "s1", snap);
+    execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x22 4096 64k", snap]);
     await assert.rejects(
       QcowImage.open(snap, { readOnly: false }),
       /1 internal snapshot\(s\); it can be served read-only/,
     );
-    await (await QcowImage.open(snap, { readOnly: true })).close();
+    const ro = await QcowImage.open(snap, { readOnly: true });
+    const active = Buffer.alloc(MiB);
+    await ro.readv([active], 0);
+    await ro.close();
+    const wantActive = Buffer.alloc(MiB, 0x11).fill(0x22, 4096, 4096 + 65536);
+    assert.ok(active.equals(wantActive), "read-only serving shows the active image");
+    const k = check(snap);
+    assert.equal(k.status, 0, k.out);
+    const snapRaw = join(dir, "s1.raw");
+    qemuImg("convert", "-q", "-l", "snapshot.name=s1", "-O", "raw", snap, snapRaw);
+    assert.ok((await readFile(snapRaw)).equals(Buffer.alloc(MiB, 0x11)), "the snapshot's data is unchanged");
   });
 });
 

@@ -7,8 +7,15 @@
  * Crash order when a cluster is taken: its refcount is written before anything points at it, and
  * the caller syncs before writing that pointer; a crash in between leaves a leaked cluster, which
  * `qemu-img check` reports as a leak, never as corruption.
+ *
+ * When the image outgrows its refcount table, a larger table is written elsewhere (as QEMU's
+ * qcow2_refcount_area does): new refcount blocks and the new table go past everything counted so far,
+ * counting themselves; they are synced; then one 12-byte header write switches refcount_table_offset
+ * and refcount_table_clusters together, is synced, and only then is the old table freed. A crash
+ * before the header write leaves unreferenced clusters outside every refcount block (which qemu-img
+ * check does not count); after it, at worst the old table's clusters leak.
  */
-import { readOffset, writeOffset, type QcowHeader } from "./header.js";
+import { HeaderField, readOffset, writeOffset, type QcowHeader } from "./header.js";
 import type { SyncedFile } from "./synced_file.js";
 
 /** Bits 9-63 of a refcount table entry hold the block's offset (qcow2.txt, "Refcount table entry"). */
@@ -24,15 +31,20 @@ export class Refcounts {
   private readonly blocks: (Buffer | undefined)[];
   /** No cluster below this index is free. */
   private freeHint = 0;
+  /** Where the refcount table is now (it moves when it grows). */
+  private tableAt: number;
+  private tableClusterCount: number;
 
   private constructor(
     private readonly file: SyncedFile,
-    private readonly header: QcowHeader,
+    header: QcowHeader,
     tableBytes: Buffer,
   ) {
     this.clusterSize = header.clusterSize;
     this.refcountBits = 2 ** header.refcountOrder;
     this.perBlock = (header.clusterSize * 8) / this.refcountBits;
+    this.tableAt = header.refcountTableOffset;
+    this.tableClusterCount = header.refcountTableClusters;
     const entries = tableBytes.length / 8;
     this.table = new Array<number>(entries).fill(0);
     this.blocks = new Array<Buffer | undefined>(entries).fill(undefined);
@@ -62,6 +74,16 @@ export class Refcounts {
     return rc;
   }
 
+  /** Host offset of the refcount table. */
+  get tableOffset(): number {
+    return this.tableAt;
+  }
+
+  /** Size of the refcount table in clusters. */
+  get tableClusters(): number {
+    return this.tableClusterCount;
+  }
+
   /** The refcount of the host cluster at index `cluster`. */
   get(cluster: number): number {
     const block = this.blocks[Math.floor(cluster / this.perBlock)];
@@ -78,6 +100,10 @@ export class Refcounts {
       let c = this.freeHint;
       while (this.get(c) !== 0) c++;
       const blockIndex = Math.floor(c / this.perBlock);
+      if (blockIndex >= this.table.length) {
+        await this.growTable(c);
+        continue; // c now holds the first new refcount block
+      }
       if (!this.blocks[blockIndex]) {
         await this.addBlock(blockIndex, c);
         continue; // c now holds the new refcount block itself
@@ -127,12 +153,6 @@ export class Refcounts {
    * range so that it counts itself. The block is durable before the table points at it.
    */
   private async addBlock(blockIndex: number, c: number): Promise<void> {
-    if (blockIndex >= this.table.length) {
-      throw new Error(
-        `${this.file.label}: the refcount table (${this.header.refcountTableClusters} clusters) is full at ` +
-          `${(blockIndex * this.perBlock * this.clusterSize) / 2 ** 30} GiB of image; growing it is not implemented`,
-      );
-    }
     const block = Buffer.alloc(this.clusterSize);
     writeEntry(block, c % this.perBlock, this.refcountBits, 1);
     const offset = c * this.clusterSize;
@@ -140,9 +160,65 @@ export class Refcounts {
     await this.file.sync();
     const entry = Buffer.alloc(8);
     writeOffset(entry, 0, offset);
-    await this.file.writeFully([entry], this.header.refcountTableOffset + blockIndex * 8);
+    await this.file.writeFully([entry], this.tableAt + blockIndex * 8);
     this.table[blockIndex] = offset;
     this.blocks[blockIndex] = block;
+  }
+
+  /**
+   * A refcount table with room for more blocks, for when cluster `first` (free: every cluster
+   * before it is in use) lies past what the current table can count. The new refcount blocks start
+   * at `first`, the new table follows them, and the blocks count both. Grows by half (at least one
+   * cluster), as QEMU's next_refcount_table_size does, so growth stays rare.
+   */
+  private async growTable(first: number): Promise<void> {
+    const cs = this.clusterSize;
+    const oldEntries = this.table.length;
+    if (first < oldEntries * this.perBlock) {
+      throw new Error(`${this.file.label}: cluster ${first} is counted yet has no refcount block`);
+    }
+    const entriesPerCluster = cs / 8;
+    let tableClusters = Math.max(this.tableClusterCount + 1, Math.ceil((this.tableClusterCount * 3) / 2));
+    let newBlocks = 1;
+    for (;;) {
+      // Enough blocks to count everything up to the end of the new blocks and table.
+      while ((oldEntries + newBlocks) * this.perBlock < first + newBlocks + tableClusters) newBlocks++;
+      if (oldEntries + newBlocks <= tableClusters * entriesPerCluster) break;
+      tableClusters = Math.ceil((oldEntries + newBlocks) / entriesPerCluster);
+    }
+    if (tableClusters * cs > 64 * 1024 * 1024) {
+      throw new Error(`${this.file.label}: the refcount table would exceed 64 MiB`);
+    }
+    const blocks: Buffer[] = [];
+    for (let k = 0; k < newBlocks; k++) blocks.push(Buffer.alloc(cs));
+    for (let c = first; c < first + newBlocks + tableClusters; c++) {
+      const k = Math.floor(c / this.perBlock) - oldEntries;
+      writeEntry(blocks[k], c % this.perBlock, this.refcountBits, 1);
+    }
+    const tableOffset = (first + newBlocks) * cs;
+    const tableBytes = Buffer.alloc(tableClusters * cs);
+    for (let i = 0; i < oldEntries; i++) writeOffset(tableBytes, i * 8, this.table[i]);
+    for (let k = 0; k < newBlocks; k++) writeOffset(tableBytes, (oldEntries + k) * 8, (first + k) * cs);
+    await this.file.writeFully([...blocks, tableBytes], first * cs);
+    await this.file.sync(); // the new table and its blocks are durable before the header names them
+    const fields = Buffer.alloc(12); // refcount_table_offset (u64) and refcount_table_clusters (u32)
+    writeOffset(fields, 0, tableOffset);
+    fields.writeUInt32BE(tableClusters, 8);
+    await this.file.writeFully([fields], HeaderField.refcountTableOffset);
+    await this.file.sync(); // the old table is free only once nothing can point at it
+    const oldOffset = this.tableAt;
+    const oldClusters = this.tableClusterCount;
+    for (let k = 0; k < newBlocks; k++) {
+      this.table.push((first + k) * cs);
+      this.blocks.push(blocks[k]);
+    }
+    for (let i = oldEntries + newBlocks; i < tableClusters * entriesPerCluster; i++) {
+      this.table.push(0);
+      this.blocks.push(undefined);
+    }
+    this.tableAt = tableOffset;
+    this.tableClusterCount = tableClusters;
+    for (let i = 0; i < oldClusters; i++) await this.free(oldOffset + i * cs);
   }
 
   private async set(cluster: number, value: number): Promise<void> {
