@@ -4,13 +4,16 @@
  * I/O is librbd's asynchronous API: submit() queues rbd_aio_* and returns at once. librbd completes
  * requests on its own threads; those callbacks only append the request to a mutex-protected list and
  * uv_async_send(), so the event loop wakes once for a batch and calls the JavaScript dispatcher once
- * with the whole batch (through napi_make_callback, so promise continuations run right after). No thread per I/O.
+ * with the whole batch, in a Float64Array reused for every call (through napi_make_callback, so
+ * promise continuations run right after). Request structs are reused too: no thread and no
+ * allocation of ours per I/O (librbd allocates its own completion).
  * Calls that block inside librbd (connect, open, lock, close, size refresh) run as napi async work on
  * the libuv thread pool.
  *
  *   open({pool, namespace, image, conf, id, osdOpTimeout, readOnly}, dispatcher) -> Promise<handle>
  *       dispatcher(events: Float64Array): (tag, ret, mismatchOffset) triples, one per completed
- *       request (ret < 0: -errno); tag -1: the image header changed (resize, lock owner).
+ *       request (ret < 0: -errno), ended by a tag of 0; tag -1: the image header changed (resize,
+ *       lock owner). The array is reused: it is valid only during the call.
  *   submit(handle, tag, op, offset, length, bufs | buf, writeBuf) -> 0 or -errno
  *       op 0 readv(bufs), 1 writev(bufs), 2 flush, 3 discard, 4 writesame(buf), 5 compare-and-write
  *       (buf: compare data, writeBuf: data to write; mismatchOffset set on -EILSEQ).
@@ -31,6 +34,10 @@
 #include <rbd/librbd.h>
 
 #define INLINE_IOV 8
+/* Completions handed to JavaScript per dispatcher call (the events array is reused). */
+#define EVENTS_MAX 256
+/* Request structs kept for reuse per image (more in flight are allocated and freed). */
+#define FREE_MAX 256
 
 typedef struct image_s image_t;
 
@@ -55,6 +62,10 @@ struct image_s {
   pthread_mutex_t mu;
   req_t *done_head, *done_tail;
   int updated;
+  req_t *free_list;
+  int free_count;
+  napi_ref events_ref;
+  double *events;
   napi_env env;
   napi_ref dispatcher;
   napi_async_context actx;
@@ -91,6 +102,12 @@ static napi_value make_error(napi_env env, const char *step, int ret) {
   return err;
 }
 
+/*
+ * On a librbd thread. uv_async_send() wakes the loop once however many completions arrive before it
+ * runs (they arrive about four per wake at queue depth 32 here). Holding completions back for bigger
+ * batches was measured (docs/benchmarks-ceph.md) and not kept: the timer it needs costs more at low
+ * rates than it saves at high ones.
+ */
 static void on_complete(rbd_completion_t c, void *arg) {
   req_t *r = arg;
   image_t *img = r->img;
@@ -128,7 +145,44 @@ static void call_dispatcher(image_t *img, napi_value fn, napi_value recv, napi_v
   }
 }
 
-/* On the event loop: hand every completed request (and a header change: tag -1) to JavaScript. */
+static void release_req(image_t *img, req_t *r) {
+  if (r->iov != r->inline_iov) free(r->iov);
+  if (img->free_count < FREE_MAX) {
+    r->next = img->free_list;
+    img->free_list = r;
+    img->free_count++;
+  } else {
+    free(r);
+  }
+}
+
+static req_t *take_req(image_t *img) {
+  req_t *r = img->free_list;
+  if (r) {
+    img->free_list = r->next;
+    img->free_count--;
+  } else if (!(r = malloc(sizeof *r))) {
+    return NULL;
+  }
+  r->next = NULL;
+  r->img = img;
+  r->ret = 0;
+  r->mismatch = 0;
+  r->iov = r->inline_iov;
+  return r;
+}
+
+/* One request more or fewer in flight (loop thread): the async handle keeps the loop alive meanwhile. */
+static void inflight_up(image_t *img) {
+  if (img->inflight++ == 0) uv_ref((uv_handle_t *)&img->async);
+}
+
+static void inflight_down(image_t *img) {
+  if (--img->inflight == 0) uv_unref((uv_handle_t *)&img->async);
+}
+
+/* On the event loop: hand every completed request (and a header change: tag -1) to JavaScript,
+ * EVENTS_MAX at a time through one reused Float64Array. */
 static void drain(image_t *img) {
   pthread_mutex_lock(&img->mu);
   req_t *list = img->done_head;
@@ -137,41 +191,46 @@ static void drain(image_t *img) {
   img->updated = 0;
   pthread_mutex_unlock(&img->mu);
   if (!list && !updated) return;
-  size_t count = updated ? 1 : 0;
-  for (req_t *r = list; r; r = r->next) count++;
   napi_env env = img->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value fn, recv, buffer, events;
-  double *triples;
+  napi_value fn, recv, events;
   napi_get_reference_value(env, img->dispatcher, &fn);
+  napi_get_reference_value(env, img->events_ref, &events);
   napi_get_global(env, &recv); /* napi_make_callback needs an object receiver */
-  napi_create_arraybuffer(env, count * 3 * sizeof(double), (void **)&triples, &buffer);
-  napi_create_typedarray(env, napi_float64_array, count * 3, buffer, 0, &events);
-  size_t i = 0;
-  while (list) {
-    req_t *r = list;
-    list = r->next;
-    triples[i++] = r->tag;
-    triples[i++] = (double)r->ret;
-    triples[i++] = (double)r->mismatch;
-    rbd_aio_release(r->comp);
-    if (r->iov != r->inline_iov) free(r->iov);
-    free(r);
-    if (--img->inflight == 0) uv_unref((uv_handle_t *)&img->async);
+  double *triples = img->events;
+  while (list || updated) {
+    size_t i = 0;
+    while (list && i < EVENTS_MAX * 3) {
+      req_t *r = list;
+      list = r->next;
+      triples[i++] = r->tag;
+      triples[i++] = (double)r->ret;
+      triples[i++] = (double)r->mismatch;
+      rbd_aio_release(r->comp);
+      release_req(img, r);
+      inflight_down(img);
+    }
+    if (!list && updated && i < EVENTS_MAX * 3) {
+      triples[i++] = -1;
+      triples[i++] = 0;
+      triples[i++] = 0;
+      updated = 0;
+    }
+    if (i < EVENTS_MAX * 3) triples[i] = 0; /* end marker: tag 0 is never used */
+    call_dispatcher(img, fn, recv, events);
   }
-  if (updated) {
-    triples[i++] = -1;
-    triples[i++] = 0;
-    triples[i++] = 0;
-  }
-  call_dispatcher(img, fn, recv, events);
   napi_close_handle_scope(env, scope);
 }
 
 static void on_async(uv_async_t *a) { drain(a->data); }
 
 static void free_image(image_t *img) {
+  while (img->free_list) {
+    req_t *r = img->free_list;
+    img->free_list = r->next;
+    free(r);
+  }
   free(img->pool);
   free(img->ns);
   free(img->name);
@@ -281,6 +340,7 @@ static void work_complete(napi_env env, napi_status status, void *data) {
   if (w->kind == W_CLOSE || (w->kind == W_OPEN && r < 0)) {
     drain(img);
     napi_delete_reference(env, img->dispatcher);
+    napi_delete_reference(env, img->events_ref);
     napi_async_destroy(env, img->actx);
     uv_close((uv_handle_t *)&img->async, on_async_closed);
   }
@@ -370,9 +430,14 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_async_init(env, NULL, resource_name, &img->actx);
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
+  napi_value events_ab, events;
+  napi_create_arraybuffer(env, EVENTS_MAX * 3 * sizeof(double), (void **)&img->events, &events_ab);
+  napi_create_typedarray(env, napi_float64_array, EVENTS_MAX * 3, events_ab, 0, &events);
+  napi_create_reference(env, events, 1, &img->events_ref);
   uv_async_init(loop, &img->async, on_async);
   img->async.data = img;
   uv_unref((uv_handle_t *)&img->async); /* referenced only while requests are in flight */
+
   return queue_work(env, img, W_OPEN);
 }
 
@@ -427,13 +492,16 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   napi_get_value_double(env, argv[3], &offset_d);
   napi_get_value_double(env, argv[4], &length_d);
   uint64_t off = (uint64_t)offset_d, len = (uint64_t)length_d;
-  req_t *r = calloc(1, sizeof *r);
-  r->img = img;
+  req_t *r = take_req(img);
+  if (!r) {
+    napi_value v;
+    napi_create_int32(env, -ENOMEM, &v);
+    return v;
+  }
   r->tag = tag;
-  r->iov = r->inline_iov;
   int ret = rbd_aio_create_completion(r, on_complete, &r->comp);
   if (ret < 0) {
-    free(r);
+    release_req(img, r);
     napi_value v;
     napi_create_int32(env, ret, &v);
     return v;
@@ -441,6 +509,7 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   void *a = NULL, *b = NULL;
   size_t alen = 0, blen = 0;
   int cnt;
+  inflight_up(img); /* before librbd can complete it on another thread */
   switch (op) {
     case 0:
     case 1:
@@ -476,11 +545,9 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
       ret = -EINVAL;
   }
   if (ret < 0) {
+    inflight_down(img);
     rbd_aio_release(r->comp);
-    if (r->iov != r->inline_iov) free(r->iov);
-    free(r);
-  } else if (img->inflight++ == 0) {
-    uv_ref((uv_handle_t *)&img->async);
+    release_req(img, r);
   }
   napi_value v;
   napi_create_int32(env, ret < 0 ? ret : 0, &v);

@@ -28,7 +28,10 @@ export interface RbdOpenOptions {
   readonly readOnly: boolean;
 }
 
-/** (tag, ret, mismatch) triples of completed requests; tag -1: the image header changed. */
+/**
+ * (tag, ret, mismatch) triples of completed requests, up to a triple whose tag is 0 (the array is
+ * reused between calls: read it before returning); tag -1: the image header changed.
+ */
 export type RbdDispatcher = (events: Float64Array) => void;
 
 export interface RbdNative {

@@ -52,6 +52,8 @@ class RbdBackend implements TcmurDeviceBackend {
   private readonly pending = new Map<number, Pending>();
   private nextTag = 1;
   private locking: Promise<void> | undefined;
+  /** The exclusive lock is ours (kept until close): writes skip waiting on `locking`. */
+  private locked = false;
   private readonly resizeListeners: (() => void)[] = [];
   private closed = false;
 
@@ -109,14 +111,19 @@ class RbdBackend implements TcmurDeviceBackend {
 
   /** librbd's exclusive lock, taken once before the first write (and kept until close). */
   private ensureLock(): Promise<void> {
-    this.locking ??= this.native.lock(this.handle, true).catch((err: Error) => {
-      this.locking = undefined;
-      // Another gateway holds the lock (EROFS/EBUSY) or the cluster is out of reach: either way the
-      // write cannot be done through this gateway now, which SCSI reports as NOT READY.
-      const e = new Error(`${this.label}: taking the exclusive lock: ${err.message}`);
-      (e as Error & { code: string }).code = "ELOCKHELD";
-      throw e;
-    });
+    this.locking ??= this.native.lock(this.handle, true).then(
+      () => {
+        this.locked = true;
+      },
+      (err: Error) => {
+        this.locking = undefined;
+        // Another gateway holds the lock (EROFS/EBUSY) or the cluster is out of reach: either way the
+        // write cannot be done through this gateway now, which SCSI reports as NOT READY.
+        const e = new Error(`${this.label}: taking the exclusive lock: ${err.message}`);
+        (e as Error & { code: string }).code = "ELOCKHELD";
+        throw e;
+      },
+    );
     return this.locking;
   }
 
@@ -145,7 +152,7 @@ class RbdBackend implements TcmurDeviceBackend {
   }
 
   async writev(iov: readonly Buffer[], offset: number): Promise<void> {
-    await this.ensureLock();
+    if (!this.locked) await this.ensureLock();
     let n = 0;
     for (const b of iov) n += b.length;
     await this.submit(RbdOp.Writev, offset, n, iov);
@@ -230,7 +237,10 @@ export const rbdHandler: TcmurHandler = {
         },
         (events) => {
           const b = device.backend;
-          for (let i = 0; b && i < events.length; i += 3) b.dispatch(events[i], events[i + 1], events[i + 2]);
+          // The array is reused: a tag of 0 (never issued) ends this call's events.
+          for (let i = 0; b && i < events.length && events[i] !== 0; i += 3) {
+            b.dispatch(events[i], events[i + 1], events[i + 2]);
+          }
         },
       )
       .catch((err: Error) => {
