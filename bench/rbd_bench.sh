@@ -24,7 +24,11 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "round=$round rbd-bench $t $r" | awk '{
       for (i = 1; i <= NF; i++) { if ($i == "ops:") ops = $(i + 1); if ($i == "ops/sec:") iops = $(i + 1); if ($i ~ /^cpu_s=/) { u = substr($i, 7); s = $(i + 1) } }
       printf "%s %s %s iops=%d cpu_us_per_io=%.1f\n", $1, $2, $3, iops, (u + s) * 1e6 / ops }'
-    for d in $DIRS; do
+    # Alternate the order of the checkouts round by round: the OSD's state after one run (deferred writes
+    # still being flushed) must not always favour the same one.
+    order=$DIRS
+    [ $((round % 2)) -eq 0 ] && order=$(echo $DIRS | tr ' ' '\n' | tac | tr '\n' ' ')
+    for d in $order; do
       (cd "$d" && exec node dist/src/cli/main.js serve -c "$CONF" --no-fuse --no-rpc --log-level warn) >"$log" 2>&1 &
       pid=$!
       for _ in $(seq 1 50); do grep -q "usertgt: ready" "$log" && break; sleep 0.2; done
