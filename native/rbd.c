@@ -437,7 +437,6 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   uv_async_init(loop, &img->async, on_async);
   img->async.data = img;
   uv_unref((uv_handle_t *)&img->async); /* referenced only while requests are in flight */
-
   return queue_work(env, img, W_OPEN);
 }
 
@@ -509,7 +508,7 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   void *a = NULL, *b = NULL;
   size_t alen = 0, blen = 0;
   int cnt;
-  inflight_up(img); /* before librbd can complete it on another thread */
+  inflight_up(img); /* undone below if librbd refuses the request */
   switch (op) {
     case 0:
     case 1:
