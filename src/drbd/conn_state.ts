@@ -17,22 +17,56 @@ import {
   type DrbdDiskState,
 } from "./drbd_states.js";
 import type { PeerDevicePort } from "./peer_device_port.js";
+import { fencePeerVerdict, type FencingPolicy } from "./fencing.js";
+import { NO_HANDLERS, type HandlerRunner } from "./handlers.js";
 
 export type SyncSide = "SyncSource" | "SyncTarget";
 
 /** The states in which the connection ends when the link to the peer goes (conn_disconnect). */
 export type LinkLostState = "Disconnecting" | "NetworkFailure" | "ProtocolError";
 
+/** States from the end of the handshake on (the kernel's conn >= C_CONNECTED). */
+function connectedOrBeyond(s: ConnectionStateName): boolean {
+  return (
+    s !== "StandAlone" &&
+    s !== "Unconnected" &&
+    s !== "WFConnection" &&
+    s !== "WFReportParams" &&
+    s !== "Disconnecting" &&
+    s !== "NetworkFailure" &&
+    s !== "ProtocolError"
+  );
+}
+
+export interface ConnectionStateOptions {
+  /** disk { fencing } (fencing.ts). */
+  fencing?: FencingPolicy;
+  /** handlers { } (handlers.ts): fence-peer here. */
+  handlers?: HandlerRunner;
+}
+
 export class ConnectionStateMachine {
   private current: ConnectionStateName = "StandAlone";
   private peerState: DrbdState | undefined;
+  /** The peer's disk as fence-peer left it while not connected (the kernel's pdsk); undefined: DUnknown. */
+  private fencedPeerDisk: "Outdated" | "Inconsistent" | undefined;
+  /** Connections established so far: a fence-peer result that outlived a reconnect is ignored (connect_cnt). */
+  private connectCount = 0;
+  /** The fence-peer handler running now, if any (tests and shutdown wait for it). */
+  fencing: Promise<void> | undefined;
   /** after_state_ch's follow-up on entering SyncSource / SyncTarget: the resync's bookkeeping starts. */
   onSyncStart: (side: SyncSide) => void = () => {};
+  private readonly fencingPolicy: FencingPolicy;
+  private readonly handlers: HandlerRunner;
 
   constructor(
     private readonly device: PeerDevicePort,
     private readonly log: Logger,
-  ) {}
+    opts: ConnectionStateOptions = {},
+  ) {
+    this.fencingPolicy = opts.fencing ?? "dont-care";
+    this.handlers = opts.handlers ?? NO_HANDLERS;
+  }
 
   get name(): ConnectionStateName {
     return this.current;
@@ -57,7 +91,9 @@ export class ConnectionStateMachine {
 
   /** Sets the connection state; entering SyncSource or SyncTarget starts a resync (drbd_start_resync). */
   change(next: ConnectionStateName): void {
+    const was = this.current;
     this.current = next;
+    if (!connectedOrBeyond(was) && connectedOrBeyond(next)) this.reconnected();
     if (next === "SyncSource" || next === "SyncTarget") this.onSyncStart(next);
   }
 
@@ -69,8 +105,64 @@ export class ConnectionStateMachine {
    */
   linkLost(next: LinkLostState): void {
     const wasUp = this.isUp;
+    const peerDisk = this.peerState?.disk ?? DiskState.DUnknown;
     this.current = next;
-    if (wasUp) this.startGenerationWithoutPeer();
+    if (!wasUp) return;
+    this.startGenerationWithoutPeer();
+    // conn_disconnect: a Primary that did not know its peer Outdated or worse fences it (pdsk >= DUnknown).
+    if (
+      this.fencingPolicy !== "dont-care" &&
+      this.device.role === "Primary" &&
+      peerDisk >= DiskState.DUnknown
+    )
+      this.fencePeer();
+  }
+
+  /**
+   * conn_try_outdate_peer: with resource-and-stonith I/O is frozen first (sanitize_state sets susp_fen as
+   * the Primary loses the peer), then the fence-peer handler decides what the peer's disk is. A result that
+   * comes after the peer reconnected is ignored, as the kernel ignores it ("Ignoring fence-peer exit code").
+   */
+  private fencePeer(): void {
+    const dev = this.device;
+    const policy = this.fencingPolicy;
+    if (policy === "resource-and-stonith") dev.suspendIo("fencing");
+    const attempt = this.connectCount;
+    this.log.info({ fencing: policy }, "fencing the peer: running the fence-peer handler");
+    this.fencing = this.handlers.run("fence-peer").then(async (code) => {
+      const verdict = fencePeerVerdict(code, policy, dev.disk);
+      if (verdict.broken) {
+        this.log.error(
+          { exitCode: code, suspended: dev.ioSuspended ?? "no" },
+          `${verdict.text}${dev.ioSuspended ? "; I/O stays frozen until the peer reconnects or resume-io" : ""}`,
+        );
+        return;
+      }
+      this.log.info({ exitCode: code }, `fence-peer helper returned ${code} (${verdict.text})`);
+      if (this.connectCount !== attempt || connectedOrBeyond(this.current)) {
+        this.log.info("Ignoring fence-peer exit code (the peer reconnected meanwhile)");
+        return;
+      }
+      if (verdict.peerDisk === undefined) return;
+      this.fencedPeerDisk = verdict.peerDisk;
+      // __drbd_set_state: MDF_PEER_OUT_DATED follows pdsk == Outdated.
+      if (verdict.peerDisk === "Outdated")
+        await dev
+          .setPeerOutdated(true)
+          .catch((e: Error) => this.log.error({ err: e.message }, "writing the peer-outdated flag failed"));
+      // after_state_ch case 1: the peer is Outdated or worse, frozen I/O goes on.
+      dev.resumeIo("fencing");
+    });
+  }
+
+  /** after_state_ch case 2: the connection is back, fencing is over (frozen I/O resumes). */
+  private reconnected(): void {
+    this.connectCount++;
+    this.fencedPeerDisk = undefined;
+    if (this.device.ioSuspended === "fencing") {
+      this.log.info("peer reconnected: I/O suspended for fencing resumes");
+      this.device.resumeIo("fencing");
+    }
   }
 
   private startGenerationWithoutPeer(): void {
@@ -106,7 +198,8 @@ export class ConnectionStateMachine {
   }
 
   get peerDiskName(): string {
-    return this.peerState && this.isUp ? peerDiskName(this.peerState.disk) : "DUnknown";
+    if (this.peerState && this.isUp) return peerDiskName(this.peerState.disk);
+    return this.fencedPeerDisk ?? "DUnknown";
   }
 
   /** The connection state a P_STATE carries when the local role or disk changes; none in other states. */
@@ -140,12 +233,12 @@ export class ConnectionStateMachine {
       conn,
       disk: diskStateOnWire(dev.disk),
       pdsk: this.peerState?.disk ?? DiskState.DUnknown,
-      susp: false,
+      susp: dev.ioSuspended === "user",
       aftrIsp: false,
       peerIsp: false,
       userIsp: false,
       suspNod: false,
-      suspFen: false,
+      suspFen: dev.ioSuspended === "fencing",
     };
   }
 }

@@ -5,6 +5,8 @@
 import type { ResyncControllerOptions } from "./resync_controller.js";
 import type { PeerDevicePort } from "./peer_device_port.js";
 import type { AfterSbPolicies } from "./after_sb.js";
+import type { FencingPolicy } from "./fencing.js";
+import type { HandlerRunner } from "./handlers.js";
 
 export type WireProtocol = "A" | "B" | "C";
 
@@ -69,6 +71,10 @@ export interface ConnectionOptions extends CongestionOptions {
    * P_PROTOCOL. Every P_DATA, P_DATA_REPLY and P_RS_DATA_REPLY then carries a digest of its data.
    */
   dataIntegrityAlg?: string;
+  /** disk { fencing } (fencing.ts), default dont-care. */
+  fencing?: FencingPolicy;
+  /** handlers { } (handlers.ts): fence-peer, split-brain, before/after-resync-target, pri-lost-after-sb. */
+  handlers?: HandlerRunner;
 }
 
 /** The connection state names drbdadm status prints. */

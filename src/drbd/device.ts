@@ -47,7 +47,7 @@ import { ActivityLog, initializedActivityLog } from "./activity_log.js";
 import { OutOfSyncBitmap } from "./bitmap.js";
 import { newCurrentUuid, withPrimaryBit, type UuidSet } from "./uuids.js";
 import { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
-import type { Deallocation, PeerDevicePort, PeerLink } from "./peer_device_port.js";
+import type { Deallocation, IoSuspension, PeerDevicePort, PeerLink } from "./peer_device_port.js";
 
 export { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
 export type { Deallocation, PeerLink } from "./peer_device_port.js";
@@ -124,6 +124,8 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   private bitmapWrite: Promise<void> = Promise.resolve();
   private readonly log: Logger;
   private readonly stateListeners = new Set<() => void>();
+  /** Suspended I/O (drbd_suspended): new requests wait on `resumed` until resumeIo. */
+  private suspension: { why: IoSuspension; resumed: Promise<void>; resume: () => void } | undefined;
   /**
    * /proc/drbd's ns, nr, dw, dr in bytes since attach: data mirrored to or resync data read for the peer,
    * peer and resync data received, data written to and read from the lower device.
@@ -485,6 +487,41 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     });
   }
 
+  get ioSuspended(): IoSuspension | undefined {
+    return this.suspension?.why;
+  }
+
+  /**
+   * drbdsetup suspend-io, or susp_fen: new reads and writes wait (inc_ap_bio), and so does a write whose
+   * mirror to the peer failed — it is not completed to the initiator before fencing decided (a Primary
+   * that acknowledged it could otherwise lose it to a peer promoted meanwhile).
+   */
+  suspendIo(why: IoSuspension): void {
+    if (this.suspension) {
+      // "user" and "fencing" at once: the later resume of either lifts it (one reason is kept, the first).
+      return;
+    }
+    let resume = () => {};
+    const resumed = new Promise<void>((r) => (resume = r));
+    this.suspension = { why, resumed, resume };
+    this.log.warn({ why }, "I/O suspended");
+    this.notifyState();
+  }
+
+  resumeIo(why?: IoSuspension): void {
+    const s = this.suspension;
+    if (!s || (why !== undefined && s.why !== why)) return;
+    this.suspension = undefined;
+    this.log.info({ was: s.why }, "I/O resumed");
+    s.resume();
+    this.notifyState();
+  }
+
+  /** Waits while I/O is suspended. */
+  private async whileSuspended(): Promise<void> {
+    while (this.suspension) await this.suspension.resumed;
+  }
+
   /**
    * drbdsetup detach: refused while Primary (no peer to serve I/O); waits for writes in flight, writes the
    * bitmap and the clean superblock (v08 magic, AL_CLEAN), so the next attach needs no log replay.
@@ -509,6 +546,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
 
   async readv(lba: number, iov: readonly Buffer[]): Promise<void> {
     checkRange(this, lba, iovLength(iov));
+    if (this.suspension) await this.whileSuspended();
     if (this.diskValue === "Diskless") throw new BlockDeviceError(`${this.name}: no local disk`, "closed");
     if (this.diskValue === "Inconsistent")
       throw new BlockDeviceError(
@@ -585,6 +623,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     data: readonly Buffer[] | Deallocation,
     fua: boolean,
   ): Promise<void> {
+    if (this.suspension) await this.whileSuspended();
     const offset = lba * this.blockSize;
     const sector = offset / SECTOR;
     const sectors = bytes / SECTOR;
@@ -604,6 +643,8 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
         this.markOutOfSync(offset, bytes);
         // The link broke under this write (not Ahead, which records its blocks within the connection).
         if (!this.peer?.replicating) await this.noteDivergence();
+        // Lost with the peer under a resource-and-stonith Primary: held until fencing decided.
+        if (this.suspension) await this.whileSuspended();
       }
       if (localResult.status === "rejected") throw localResult.reason;
     } finally {

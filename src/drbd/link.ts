@@ -106,7 +106,10 @@ export class Link {
       device: opts.device.name,
       peer: `${opts.peer.host}:${opts.peer.port}`,
     });
-    this.state = new ConnectionStateMachine(opts.device, this.log);
+    this.state = new ConnectionStateMachine(opts.device, this.log, {
+      ...(opts.fencing !== undefined ? { fencing: opts.fencing } : {}),
+      ...(opts.handlers !== undefined ? { handlers: opts.handlers } : {}),
+    });
   }
 
   /** net { timeout }: how long one handshake packet may take, ms. */

@@ -47,6 +47,12 @@ export type PeerBitmap = Pick<
   "bits" | "words" | "outOfSyncBits" | "outOfSyncKiB" | "test" | "nextSet" | "setAll" | "clearAll" | "merge"
 >;
 
+/**
+ * Why new I/O is suspended (drbd_suspended: susp, susp_fen): "user" by `drbdadm suspend-io`, "fencing" by a
+ * resource-and-stonith Primary that lost its peer until fence-peer outdated it.
+ */
+export type IoSuspension = "user" | "fencing";
+
 /** What the connection may ask of the local volume (implemented by DrbdDevice). */
 export interface PeerDevicePort {
   readonly name: string;
@@ -88,6 +94,15 @@ export interface PeerDevicePort {
   applyPeerWrite(offset: number, data: Buffer, fua: boolean): Promise<void>;
   /** receive_Data for P_TRIM / P_ZEROES. */
   applyPeerDeallocation(offset: number, bytes: number, kind: Deallocation): Promise<void>;
+
+  /** Why new I/O waits, if it does. */
+  readonly ioSuspended: IoSuspension | undefined;
+  /** New reads and writes wait (none fails) until resumeIo for the same reason or for any (resume-io). */
+  suspendIo(why: IoSuspension): void;
+  /** Lifts the suspension of that reason (undefined: any, as `drbdadm resume-io`); waiting I/O goes on. */
+  resumeIo(why?: IoSuspension): void;
+  /** Records that the peer's disk is known Outdated (MDF_PEER_OUT_DATED). */
+  setPeerOutdated(outdated: boolean): Promise<void>;
 
   /** Connects or disconnects the link the device mirrors its writes through. */
   setPeer(peer: PeerLink | undefined): void;

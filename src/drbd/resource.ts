@@ -21,6 +21,9 @@ import {
 } from "./connection.js";
 import { afterSbPolicyNumber, type AfterSbPolicies } from "./after_sb.js";
 import { congestionConfigError, type CongestionOptions, type OnCongestion } from "./congestion.js";
+import type { FencingPolicy } from "./fencing.js";
+import { ShellHandlers, type HandlerRunner } from "./handlers.js";
+import { log } from "../util/log.js";
 
 export interface DrbdResourceOptions extends CongestionOptions {
   name: string;
@@ -61,6 +64,10 @@ export interface DrbdResourceOptions extends CongestionOptions {
   dataIntegrityAlg?: string;
   /** net { discard-my-data }: every connect is a `connect --discard-my-data`. */
   discardMyData?: boolean;
+  /** disk { fencing } (fencing.ts). */
+  fencing?: FencingPolicy;
+  /** handlers { } as configured (handlers.ts). */
+  handlers?: HandlerRunner;
 }
 
 export class DrbdResource {
@@ -109,8 +116,24 @@ export class DrbdResource {
       after1p: afterSbPolicyNumber(1, str("after-sb-1pri")),
       after2p: afterSbPolicyNumber(2, str("after-sb-2pri")),
     };
+    const handlerCommands = new Map<string, string>();
+    for (const [name, { value }] of resource.handlers) handlerCommands.set(name, String(value));
+    const handlers = new ShellHandlers(
+      handlerCommands,
+      {
+        resource: resource.name,
+        minor: vol.minor,
+        volume: vol.volume,
+        conf: resource.where.file,
+        backingDev: vol.disk,
+        ...(peer ? { peerNames: peer.names, peerAddress: peer.address.ip, myAddress: local.address.ip } : {}),
+      },
+      { log: log.child({ module: "drbd-handler" }) },
+    );
     return new DrbdResource({
       name: resource.name,
+      handlers,
+      fencing: String(optionValue(disk, "disk", "fencing")) as FencingPolicy,
       tree,
       minor: vol.minor,
       backing: vol.disk,
@@ -259,6 +282,8 @@ export class DrbdResource {
       ...(o.onCongestion !== undefined ? { onCongestion: o.onCongestion } : {}),
       ...(o.congestionFillSectors !== undefined ? { congestionFillSectors: o.congestionFillSectors } : {}),
       ...(o.congestionExtents !== undefined ? { congestionExtents: o.congestionExtents } : {}),
+      ...(o.fencing !== undefined ? { fencing: o.fencing } : {}),
+      ...(o.handlers !== undefined ? { handlers: o.handlers } : {}),
     };
     this.conn = new DrbdConnection(copts);
     await this.conn.connect({ discardMyData });
@@ -292,6 +317,21 @@ export class DrbdResource {
 
   async secondary(): Promise<void> {
     await this.requireDevice().secondary();
+  }
+
+  /** drbdadm suspend-io: new I/O waits until resume-io. */
+  suspendIo(): void {
+    this.requireDevice().suspendIo("user");
+  }
+
+  /**
+   * drbdadm resume-io (drbd_adm_resume_io): lifts any suspension, also a resource-and-stonith freeze whose
+   * fence-peer failed — the administrator then vouches that the peer will not take over with old data.
+   */
+  resumeIo(): void {
+    const dev = this.dev;
+    if (!dev) throw new Error(`${this.deviceName}: no disk attached (run attach or up first)`);
+    dev.resumeIo();
   }
 
   /** With --clear-bitmap on a connected, never-synced pair: both become UpToDate without the initial sync. */
@@ -354,7 +394,9 @@ export class DrbdResource {
   status(): string {
     const dev = this.dev;
     const role = dev && dev.disk !== "Diskless" ? dev.role : "Secondary";
-    const lines = [`${this.opts.name} role:${role}`];
+    // drbdsetup status shows suspended:REASON only while suspended (user, fencing, …).
+    const suspended = dev?.ioSuspended;
+    const lines = [`${this.opts.name} role:${role}${suspended ? ` suspended:${suspended}` : ""}`];
     const disk = dev ? dev.disk : "Diskless";
     lines.push(`  disk:${disk}`);
     if (this.opts.peer) {

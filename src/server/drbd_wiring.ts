@@ -36,6 +36,8 @@ export const DRBD_ADM_COMMANDS = [
   "invalidate",
   "verify",
   "invalidate-remote",
+  "suspend-io",
+  "resume-io",
 ] as const;
 export type DrbdAdmCommand = (typeof DRBD_ADM_COMMANDS)[number];
 
@@ -130,6 +132,8 @@ export class DrbdWiring {
         `drbdadm ${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, dump)`,
       );
     const r = this.get(name);
+    // resume-io must not queue behind a command that waits for the frozen I/O (secondary, down).
+    if (command === "resume-io") return this.run(r, command, opts);
     return this.serial(name, () => this.run(r, command, opts));
   }
 
@@ -179,6 +183,10 @@ export class DrbdWiring {
         return r.verify();
       case "invalidate-remote":
         return r.invalidateRemote();
+      case "suspend-io":
+        return r.suspendIo();
+      case "resume-io":
+        return r.resumeIo();
     }
   }
 
