@@ -28,6 +28,8 @@ export interface PairOptions {
   readonly net?: string;
   /** Extra `disk { }` statements (resync-rate 100M is always there unless given here). */
   readonly disk?: string;
+  /** A `handlers { }` section's statements, e.g. `fence-peer "/bin/sh /tmp/x/fence.sh";`. */
+  readonly handlers?: string;
   readonly sizeMiB?: number;
   readonly blockSize?: number;
   /** Port ranges [first, last]; default this fixture's (DRBD 7810-7839, iSCSI 3440-3469). */
@@ -128,7 +130,12 @@ export class DrbdPair {
         volume 0 { device drbd2 minor 2; disk "/UMCfuse/dev/file_b"; meta-disk internal; }`;
     return `resource r0 {
     net { protocol ${opts.protocol ?? "C"}; ${opts.net ?? ""} }
-    disk { ${opts.disk ?? "resync-rate 100M;"} }
+    disk { ${opts.disk ?? "resync-rate 100M;"} }${
+      opts.handlers !== undefined
+        ? `
+    handlers { ${opts.handlers} }`
+        : ""
+    }
     on alpha {${vol("127.0.0.1", this.nodes.alpha.drbdPort)}
     }
     on beta {${vol("127.0.0.2", this.nodes.beta.drbdPort)}
