@@ -85,6 +85,7 @@ export class DrbdConnection implements PeerLink {
     const congestionError = congestionConfigError(protocol, opts);
     if (congestionError) throw new Error(`drbd ${opts.device.name}: ${congestionError}`);
     const link = (this.link = new Link(opts, (e) => this.connectionLost(e)));
+    link.standAlone = (why) => this.goStandAlone(why);
     this.stateRequests = new StateChangeRequests(link, {
       acceptConnState: (conn) => this.acceptPeerConnState(conn),
       peerRoleChanged: (role) => this.syncHandshake.peerRoleChanged(role),
@@ -94,9 +95,7 @@ export class DrbdConnection implements PeerLink {
     this.verify = new VerifyLink(link, request);
     this.sender = new RequestSender(link, this.resync);
     this.peerWrites = new PeerWriteReceiver(link, this.resync);
-    this.aheadBehind = new AheadBehind(link, this.sender, this.resync, (why) =>
-      this.disconnectForCongestion(why),
-    );
+    this.aheadBehind = new AheadBehind(link, this.sender, this.resync, (why) => this.goStandAlone(why));
     this.syncHandshake = new SyncHandshake(link, this.resync);
     this.receiver = new PacketReceiver({
       link,
@@ -298,6 +297,8 @@ export class DrbdConnection implements PeerLink {
           link.state.change("StandAlone");
           return;
         }
+        // A before-resync handler may have refused the resync the handshake started (StandAlone now).
+        if (link.stopped) return;
         this.startReplication();
         await this.closed;
         // conn_disconnect: NetworkFailure / ProtocolError → Unconnected → WFConnection, waiting for the peer again.
@@ -395,8 +396,11 @@ export class DrbdConnection implements PeerLink {
     this.markClosed?.();
   }
 
-  /** on-congestion disconnect (maybe_pull_ahead): the connection goes StandAlone and stays there. */
-  private disconnectForCongestion(why: string): void {
+  /**
+   * C_DISCONNECTING for good: on-congestion disconnect (maybe_pull_ahead), a before-resync handler that
+   * failed (drbd_start_resync). The connection goes StandAlone and stays there.
+   */
+  private goStandAlone(why: string): void {
     const link = this.link;
     link.stopped = true;
     link.lastError = why;

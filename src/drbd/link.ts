@@ -24,6 +24,7 @@ import type { UuidSet } from "./uuids.js";
 import type { ConnectionOptions, WireProtocol } from "./connection_options.js";
 import type { PeerDevicePort } from "./peer_device_port.js";
 import { ConnectionStateMachine } from "./conn_state.js";
+import { NO_HANDLERS, type HandlerName } from "./handlers.js";
 import type { PacketStream } from "./packet_stream.js";
 import { carriesDigest, type DataIntegrity } from "./integrity.js";
 
@@ -93,6 +94,8 @@ export class Link {
   stopped = true;
   /** The receiver's handler for data-socket packets (receiver.ts). */
   dataHandler: (p: Packet) => void = () => {};
+  /** Drops the connection for good (C_DISCONNECTING → StandAlone), naming why; set by the connection. */
+  standAlone: (why: string) => void = () => {};
 
   constructor(
     readonly opts: ConnectionOptions,
@@ -110,6 +113,16 @@ export class Link {
       ...(opts.fencing !== undefined ? { fencing: opts.fencing } : {}),
       ...(opts.handlers !== undefined ? { handlers: opts.handlers } : {}),
     });
+  }
+
+  /** Runs a `handlers { }` command (handlers.ts); its exit code, 0 when none is configured. */
+  runHandler(name: HandlerName): Promise<number> {
+    return (this.opts.handlers ?? NO_HANDLERS).run(name);
+  }
+
+  /** Whether a `handlers { }` command is configured for the event. */
+  hasHandler(name: HandlerName): boolean {
+    return (this.opts.handlers ?? NO_HANDLERS).configured(name);
   }
 
   /** net { timeout }: how long one handshake packet may take, ms. */

@@ -161,6 +161,7 @@ export class Resync {
   async beginSyncSource(): Promise<void> {
     const link = this.link;
     const dev = link.device;
+    if (!(await this.beforeResyncHandler("before-resync-source"))) return;
     const u = dev.uuids;
     const syncUuid = nextSyncUuid(u);
     await dev.setUuids([u[0], syncUuid, u[2], u[3]]);
@@ -173,11 +174,27 @@ export class Resync {
   /** receive_sync_uuid then drbd_start_resync as SyncTarget: the source's sync UUID becomes my current. */
   async beginSyncTarget(syncUuid: bigint): Promise<void> {
     const dev = this.link.device;
+    if (!(await this.beforeResyncHandler("before-resync-target"))) return;
     const u = dev.uuids;
     const old = u[0] & ~1n;
     await dev.setUuids(old === 4n ? [syncUuid, 0n, u[2], u[3]] : [syncUuid, 0n, old, u[2]]);
     this.enter("SyncTarget");
     await this.link.sendState(ConnState.SyncTarget);
+  }
+
+  /**
+   * drbd_start_resync: the before-resync-target / -source handler runs first; a non-zero exit drops the
+   * connection for good ("dropping connection", C_DISCONNECTING) — except 3 from before-resync-source,
+   * which the kernel ignores ("Old userland tools?"). Returns whether the resync may start.
+   */
+  private async beforeResyncHandler(name: "before-resync-target" | "before-resync-source"): Promise<boolean> {
+    const link = this.link;
+    if (!link.hasHandler(name)) return true;
+    const code = await link.runHandler(name);
+    if (code === 0 || (name === "before-resync-source" && code === 3)) return true;
+    link.log.warn({ exitCode: code }, `${name} handler returned ${code}, dropping connection.`);
+    link.standAlone(`${name} handler returned ${code}`);
+    return false;
   }
 
   private enter(side: SyncSide): void {
@@ -371,6 +388,8 @@ export class Resync {
       const u = dev.uuids;
       await dev.setUuids([peerCurrent, 0n, u[0] & ~1n, u[2]]);
       await link.state.setDisk("UpToDate");
+      // drbd_resync_finished: khelper_cmd "after-resync-target" (e.g. to drop an LVM snapshot).
+      void link.runHandler("after-resync-target");
     } else {
       await dev.setUuids(resyncFinished(dev.uuids));
     }

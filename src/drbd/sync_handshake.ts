@@ -50,11 +50,16 @@ export class SyncHandshake {
     const link = this.link;
     const decision = this.compareWithPeer(peerUuids, "uuid compare");
     if (decision.result === -1000) return link.refuse("Unrelated data, aborting!");
+    // drbd_sync_handshake: the initial-split-brain handler on every split brain, split-brain when unresolved.
+    if (Math.abs(decision.result) === 100) void link.runHandler("initial-split-brain");
     const hg =
       Math.abs(decision.result) === 100 ? await this.resolveSplitBrain(decision.result) : decision.result;
     // discard-my-data is one-shot: the next connect without it is an ordinary one (receive_state).
     link.discardMyData = false;
-    if (hg === -100) return link.refuse("Split-Brain detected but unresolved, dropping connection!");
+    if (hg === -100) {
+      void link.runHandler("split-brain");
+      return link.refuse("Split-Brain detected but unresolved, dropping connection!");
+    }
     if (hg !== 0) {
       const dev = link.device;
       const source = hg > 0;
@@ -202,13 +207,20 @@ export class SyncHandshake {
       if (v.configError) link.log.error({ primaries }, "Configuration error.");
       if (v.fellBack)
         link.log.warn("Discard younger/older primary did not find a decision, using discard-least-changes");
-      if (v.demoteSelf) {
-        // call-pri-lost-after-sb without handler scripts: the losing Primary gives up its role (always
-        // possible here), so its data can be overwritten; nothing is rebooted.
+      let lost = false;
+      if (v.demoteSelf && link.hasHandler("pri-lost-after-sb")) {
+        // drbd_asb_recover_1p/2p: the kernel's demotion fails while the device is open, and then runs the
+        // pri-lost-after-sb handler (which usually reboots the node); the split brain stays unresolved.
+        link.log.warn("call-pri-lost-after-sb: running the pri-lost-after-sb handler");
+        await link.runHandler("pri-lost-after-sb");
+        lost = true;
+      } else if (v.demoteSelf) {
+        // call-pri-lost-after-sb without a handler: the losing Primary gives up its role (always possible
+        // here), so its data can be overwritten; nothing is rebooted.
         await dev.secondary();
         link.log.warn("Successfully gave up primary role.");
       }
-      if (Math.abs(v.result) < 100) {
+      if (!lost && Math.abs(v.result) < 100) {
         link.log.warn(
           `Split-Brain detected, ${primaries} primaries, automatically solved. Sync from ${v.result < 0 ? "peer" : "this"} node`,
         );
