@@ -186,7 +186,31 @@ export class ConnectionStateMachine {
   }
 
   peerReported(state: DrbdState): void {
+    const before = this.peerState?.disk;
     this.peerState = state;
+    // after_state_ch "Lost contact to peer's copy of the data": the Primary peer detached its disk (an I/O
+    // error), so this UpToDate node holds the only copy and starts a new generation, against which the
+    // peer's re-attach resyncs the blocks written meanwhile (they are marked out of sync as they arrive).
+    if (
+      before !== undefined &&
+      before >= DiskState.Inconsistent &&
+      state.disk < DiskState.Inconsistent &&
+      state.role === Role.Primary
+    ) {
+      this.log.warn({ peerDisk: state.disk }, "the Primary peer lost its disk: this node has the only copy");
+      const dev = this.device;
+      if (dev.disk === "UpToDate" && dev.uuids[1] === 0n) {
+        const u = newCurrentUuidAtSplit(dev.uuids);
+        dev
+          .setUuids(u)
+          .catch((e: Error) => this.log.error({ err: e.message }, "writing the new current UUID failed"));
+      }
+    }
+  }
+
+  /** The peer reported a disk state below Inconsistent (Diskless, Failed): its writes are only here. */
+  get peerHasNoDisk(): boolean {
+    return this.peerState !== undefined && this.peerState.disk < DiskState.Inconsistent;
   }
 
   forgetPeer(): void {

@@ -19,7 +19,7 @@
 import type { Server } from "node:net";
 import { createPeerServer } from "./peer_address_filter.js";
 import { once } from "node:events";
-import { ConnState, DrbdCommand, DrbdProtocolError } from "./protocol.js";
+import { ConnState, DiskState, DrbdCommand, DrbdProtocolError } from "./protocol.js";
 import { announceForcedPrimary } from "./consider_resync.js";
 import { congestionConfigError } from "./congestion.js";
 import type { ConnectionOptions, ConnectionStateName } from "./connection_options.js";
@@ -38,6 +38,7 @@ import { AheadBehind } from "./ahead_behind.js";
 import { SyncHandshake } from "./sync_handshake.js";
 import { PacketReceiver } from "./receiver.js";
 import { isIntegrityAlg } from "./integrity.js";
+import { RemoteReads } from "./remote_reads.js";
 
 export type {
   ConnectionOptions,
@@ -60,6 +61,7 @@ export class DrbdConnection implements PeerLink {
   private readonly aheadBehind: AheadBehind;
   private readonly syncHandshake: SyncHandshake;
   private readonly receiver: PacketReceiver;
+  private readonly remoteReads: RemoteReads;
   private server: Server | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
   private pingDeadline: NodeJS.Timeout | undefined;
@@ -97,7 +99,9 @@ export class DrbdConnection implements PeerLink {
     this.peerWrites = new PeerWriteReceiver(link, this.resync);
     this.aheadBehind = new AheadBehind(link, this.sender, this.resync, (why) => this.goStandAlone(why));
     this.syncHandshake = new SyncHandshake(link, this.resync);
+    this.remoteReads = new RemoteReads(link);
     this.receiver = new PacketReceiver({
+      remoteReads: this.remoteReads,
       link,
       peerWrites: this.peerWrites,
       sender: this.sender,
@@ -271,11 +275,33 @@ export class DrbdConnection implements PeerLink {
     return this.sender.mirror(offset, bytes, data, fua);
   }
 
+  /** The peer's disk is UpToDate: it can serve reads this node cannot (drbd_req.c remote reads). */
+  get peerReadable(): boolean {
+    return this.link.state.isUp && this.link.state.peer?.disk === DiskState.UpToDate;
+  }
+
+  /** A read served by the peer (P_DATA_REQUEST, remote_reads.ts). */
+  readRemote(offset: number, into: Buffer): Promise<void> {
+    if (!this.peerReadable)
+      return Promise.reject(new Error("the peer cannot serve reads (not connected or not UpToDate)"));
+    return this.remoteReads.read(offset, into);
+  }
+
   // -------------------------------------------------------------------------------------------------------
 
   private async run(): Promise<void> {
     const link = this.link;
     while (!link.stopped) {
+      if (link.device.disk === "Diskless") {
+        // A node without its disk has no UUIDs or bitmap to offer the handshake (not implemented).
+        link.stopped = true;
+        link.lastError = "the disk is detached: a Diskless node does not connect (attach first)";
+        link.log.warn(link.lastError);
+        this.server?.close();
+        this.server = undefined;
+        link.state.change("StandAlone");
+        return;
+      }
       try {
         const { data, meta } = await this.establish();
         if (link.stopped) {
@@ -438,6 +464,7 @@ export class DrbdConnection implements PeerLink {
     m?.fail(e);
     // Writes the peer will never confirm: the device marks them out of sync.
     this.sender.failPending();
+    this.remoteReads.failPending(e);
     link.state.forgetPeer();
     link.peerUuids = undefined;
     if (link.state.isUp) link.state.change("NetworkFailure");

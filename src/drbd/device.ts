@@ -48,6 +48,10 @@ import { OutOfSyncBitmap } from "./bitmap.js";
 import { newCurrentUuid, withPrimaryBit, type UuidSet } from "./uuids.js";
 import { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
 import type { Deallocation, IoSuspension, PeerDevicePort, PeerLink } from "./peer_device_port.js";
+import { isLowerIoError, type OnIoError } from "./io_error.js";
+import { IoSuspensionGate } from "./io_suspension.js";
+import { readIovFromPeer } from "./remote_reads.js";
+import { NO_HANDLERS, type HandlerRunner } from "./handlers.js";
 
 export { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
 export type { Deallocation, PeerLink } from "./peer_device_port.js";
@@ -67,6 +71,10 @@ export interface DrbdAttachOptions {
   alExtents?: number;
   /** Called after a detach, e.g. to release the device-tree claim on the backing disk. */
   onDetach?: () => void;
+  /** disk { on-io-error } (io_error.ts), default detach. */
+  onIoError?: OnIoError;
+  /** handlers { } for local-io-error. */
+  handlers?: HandlerRunner;
 }
 
 export interface DrbdDeviceStatus {
@@ -124,8 +132,13 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   private bitmapWrite: Promise<void> = Promise.resolve();
   private readonly log: Logger;
   private readonly stateListeners = new Set<() => void>();
-  /** Suspended I/O (drbd_suspended): new requests wait on `resumed` until resumeIo. */
-  private suspension: { why: IoSuspension; resumed: Promise<void>; resume: () => void } | undefined;
+  /** Suspended I/O (drbd_suspended): new requests wait until resumeIo. */
+  private readonly suspension = new IoSuspensionGate();
+  /** disk { on-io-error } and the handlers (local-io-error); set by attach. */
+  private onIoError: OnIoError = "detach";
+  private handlers: HandlerRunner = NO_HANDLERS;
+  /** The detach after a local I/O error, once started (Failed → Diskless). */
+  private diskFailure: Promise<void> | undefined;
   /**
    * /proc/drbd's ns, nr, dw, dr in bytes since attach: data mirrored to or resync data read for the peer,
    * peer and resync data received, data written to and read from the lower device.
@@ -200,6 +213,8 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     };
     await writeSuperBlock(store, layout, sb);
     const dev = (owner.dev = new DrbdDevice(minor, lower, store, layout, sb, bitmap, al, opts.onDetach));
+    dev.onIoError = opts.onIoError ?? "detach";
+    dev.handlers = opts.handlers ?? NO_HANDLERS;
     dev.log.info(
       { disk: dev.diskValue, outOfSyncKiB: bitmap.outOfSyncKiB, unclean: wasUnclean, alBitsMarked: applied },
       "attached",
@@ -488,38 +503,21 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   }
 
   get ioSuspended(): IoSuspension | undefined {
-    return this.suspension?.why;
+    return this.suspension.why;
   }
 
-  /**
-   * drbdsetup suspend-io, or susp_fen: new reads and writes wait (inc_ap_bio), and so does a write whose
-   * mirror to the peer failed — it is not completed to the initiator before fencing decided (a Primary
-   * that acknowledged it could otherwise lose it to a peer promoted meanwhile).
-   */
+  /** suspend-io or susp_fen: new I/O waits (inc_ap_bio), so does a write whose mirror failed (fencing). */
   suspendIo(why: IoSuspension): void {
-    if (this.suspension) {
-      // "user" and "fencing" at once: the later resume of either lifts it (one reason is kept, the first).
-      return;
-    }
-    let resume = () => {};
-    const resumed = new Promise<void>((r) => (resume = r));
-    this.suspension = { why, resumed, resume };
+    if (!this.suspension.suspend(why)) return;
     this.log.warn({ why }, "I/O suspended");
     this.notifyState();
   }
 
   resumeIo(why?: IoSuspension): void {
-    const s = this.suspension;
-    if (!s || (why !== undefined && s.why !== why)) return;
-    this.suspension = undefined;
-    this.log.info({ was: s.why }, "I/O resumed");
-    s.resume();
+    const was = this.suspension.resume(why);
+    if (was === undefined) return;
+    this.log.info({ was }, "I/O resumed");
     this.notifyState();
-  }
-
-  /** Waits while I/O is suspended. */
-  private async whileSuspended(): Promise<void> {
-    while (this.suspension) await this.suspension.resumed;
   }
 
   /**
@@ -544,17 +542,68 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   // -------------------------------------------------------------------------------------------------------
   // BlockDevice
 
+  /**
+   * drbd_req.c: read locally while the disk has good data, else from an UpToDate peer (P_DATA_REQUEST). A
+   * local read error is handled as on-io-error says (__drbd_chk_io_error) and the read retried on the peer;
+   * only when the peer cannot serve it either does the initiator see the error.
+   */
   async readv(lba: number, iov: readonly Buffer[]): Promise<void> {
     checkRange(this, lba, iovLength(iov));
-    if (this.suspension) await this.whileSuspended();
-    if (this.diskValue === "Diskless") throw new BlockDeviceError(`${this.name}: no local disk`, "closed");
-    if (this.diskValue === "Inconsistent")
-      throw new BlockDeviceError(
-        `${this.name}: local disk is Inconsistent and no peer serves reads`,
-        "medium",
-      );
-    await this.lower.readv(lba, iov);
-    this.io.diskReadBytes += iovLength(iov);
+    if (this.suspension.why) await this.suspension.wait();
+    const d = this.diskValue;
+    if (d === "UpToDate" || d === "Consistent" || d === "Outdated") {
+      try {
+        await this.lower.readv(lba, iov);
+        this.io.diskReadBytes += iovLength(iov);
+        return;
+      } catch (e) {
+        if (!isLowerIoError(e)) throw e;
+        this.localIoError("read", e as Error);
+        if (!this.peer?.peerReadable) throw e;
+      }
+    } else if (!this.peer?.peerReadable) {
+      if (d === "Inconsistent")
+        throw new BlockDeviceError(
+          `${this.name}: local disk is Inconsistent and no peer serves reads`,
+          "medium",
+        );
+      throw new BlockDeviceError(`${this.name}: no local disk and no peer serves reads`, "closed");
+    }
+    await readIovFromPeer(this.peer as PeerLink, this.name, lba * this.blockSize, iov);
+  }
+
+  /** __drbd_chk_io_error_: a lower read or write failed; on-io-error decides (io_error.ts). */
+  private localIoError(kind: "read" | "write", e: Error): void {
+    this.log.error({ err: e.message, onIoError: this.onIoError }, `Local IO failed in ${kind}.`);
+    if (this.onIoError === "pass_on") {
+      const d = this.diskValue;
+      if (d === "UpToDate" || d === "Consistent" || d === "Outdated")
+        this.setDiskState("Inconsistent").catch((err: Error) =>
+          this.log.error({ err: err.message }, "writing the Inconsistent disk state failed"),
+        );
+      return;
+    }
+    void this.failDisk();
+  }
+
+  /** Failed → (local-io-error handler) → Diskless: the backing disk is not touched again. */
+  private failDisk(): Promise<void> {
+    if (this.diskFailure || this.diskValue === "Diskless") return this.diskFailure ?? Promise.resolve();
+    this.diskValue = "Failed";
+    this.log.error("Local IO failed. Detaching...");
+    this.notifyState();
+    this.diskFailure = (async () => {
+      if (this.onIoError === "call-local-io-error") await this.handlers.run("local-io-error");
+      // drbd_md_sync, best effort: the failed disk is never trusted as it is again (not Consistent).
+      await this.writeBitmapPages().catch(() => {});
+      const flags = this.sb.flags & ~(MDF_CONSISTENT | MDF_WAS_UP_TO_DATE);
+      await this.updateSuperBlock({ flags }).catch(() => {});
+      this.diskValue = "Diskless";
+      this.log.warn({ role: this.roleValue }, "detached after an I/O error: Diskless, I/O goes to the peer");
+      this.notifyState();
+      this.onDetach?.();
+    })();
+    return this.diskFailure;
   }
 
   async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
@@ -580,7 +629,11 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   }
 
   async flush(): Promise<void> {
-    this.requireDisk();
+    if (this.diskValue === "Diskless" || this.diskValue === "Failed") {
+      // A Diskless Primary's data is on the peer; protocol C has it on the peer's disk already.
+      if (this.roleValue === "Primary" && this.peer?.peerReadable) return;
+      this.requireDisk();
+    }
     await this.lower.flush();
     await this.writeBitmapPages();
   }
@@ -605,15 +658,35 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     data: readonly Buffer[] | Deallocation,
     fua: boolean,
   ): Promise<void> {
-    if (this.diskValue === "Diskless")
-      return Promise.reject(new BlockDeviceError(`${this.name}: no local disk`, "closed"));
     if (this.roleValue !== "Primary")
       return Promise.reject(new BlockDeviceError(`${this.name}: Secondary refuses writes`, "read-only"));
-    const p = this.mirroredWrite(lba, bytes, local, data, fua);
+    const p =
+      this.diskValue === "Diskless" || this.diskValue === "Failed"
+        ? this.peerOnlyWrite(lba, bytes, data, fua)
+        : this.mirroredWrite(lba, bytes, local, data, fua);
     this.inflight.set(p, [lba * this.blockSize, lba * this.blockSize + bytes]);
     const done = () => this.inflight.delete(p);
     p.then(done, done);
     return p;
+  }
+
+  /** A Diskless Primary's write (drbd_req.c): only the peer gets it; without a peer it fails. */
+  private async peerOnlyWrite(
+    lba: number,
+    bytes: number,
+    data: readonly Buffer[] | Deallocation,
+    fua: boolean,
+  ): Promise<void> {
+    if (this.suspension.why) await this.suspension.wait();
+    const peer = this.peer?.replicating ? this.peer : undefined;
+    if (!peer || !peer.peerReadable)
+      throw new BlockDeviceError(`${this.name}: no local disk and no UpToDate peer to write to`, "io");
+    const mirrored = await peer.mirror(lba * this.blockSize, bytes, data, fua).catch(() => false);
+    if (!mirrored) {
+      if (this.suspension.why) await this.suspension.wait();
+      throw new BlockDeviceError(`${this.name}: no local disk and the peer did not take the write`, "io");
+    }
+    if (typeof data !== "string") this.io.netSentBytes += bytes;
   }
 
   private async mirroredWrite(
@@ -623,7 +696,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     data: readonly Buffer[] | Deallocation,
     fua: boolean,
   ): Promise<void> {
-    if (this.suspension) await this.whileSuspended();
+    if (this.suspension.why) await this.suspension.wait();
     const offset = lba * this.blockSize;
     const sector = offset / SECTOR;
     const sectors = bytes / SECTOR;
@@ -644,9 +717,19 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
         // The link broke under this write (not Ahead, which records its blocks within the connection).
         if (!this.peer?.replicating) await this.noteDivergence();
         // Lost with the peer under a resource-and-stonith Primary: held until fencing decided.
-        if (this.suspension) await this.whileSuspended();
+        if (this.suspension.why) await this.suspension.wait();
       }
-      if (localResult.status === "rejected") throw localResult.reason;
+      if (localResult.status === "rejected") {
+        const e = localResult.reason as Error;
+        if (!isLowerIoError(e)) throw e;
+        this.localIoError("write", e);
+        // drbd_req_complete: a write is good when either copy took it; the local copy is out of sync.
+        if (mirrored.status === "fulfilled" && mirrored.value) {
+          this.markOutOfSync(offset, bytes);
+          return;
+        }
+        throw e;
+      }
     } finally {
       this.al.complete(sector, sectors);
     }
@@ -681,6 +764,8 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   /** Writes superblock changes one at a time, in order (each write carries all earlier changes). */
   private updateSuperBlock(change: Partial<SuperBlock>): Promise<void> {
     this.sb = { ...this.sb, ...change };
+    // Detached (cleanly or after an I/O error): the metadata is not written any more.
+    if (this.diskValue === "Diskless") return Promise.resolve();
     const snapshot = this.sb;
     const p = this.sbWrite.then(() => writeSuperBlock(this.store, this.layout, snapshot));
     this.sbWrite = p.catch(() => {});
@@ -689,6 +774,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
 
   /** Writes the dirty bitmap pages, serialized so that a later page image never lands before an earlier one. */
   private writeBitmapPages(): Promise<void> {
+    if (this.diskValue === "Diskless") return Promise.resolve();
     const p = this.bitmapWrite.then(async () => {
       const pages = this.bitmap.takeDirtyPages();
       if (pages.length === 0) return;

@@ -8,10 +8,11 @@ import { DiskState, Role } from "./protocol.js";
 export type DrbdRole = "Primary" | "Secondary";
 
 /**
- * The disk states a local disk takes here (enum drbd_disk_state by name). Attaching, Failed, Negotiating and
- * DUnknown exist only on the wire: a peer may report them (peerDiskName).
+ * The disk states a local disk takes here (enum drbd_disk_state by name). Failed is passed through after a
+ * local I/O error on the way to Diskless (on-io-error). Attaching, Negotiating and DUnknown exist only on
+ * the wire: a peer may report them (peerDiskName).
  */
-export type DrbdDiskState = "Diskless" | "Inconsistent" | "Outdated" | "Consistent" | "UpToDate";
+export type DrbdDiskState = "Diskless" | "Failed" | "Inconsistent" | "Outdated" | "Consistent" | "UpToDate";
 
 /** A refused state change, worded like drbdsetup's "State change failed: (code) text". */
 export class DrbdStateError extends Error {

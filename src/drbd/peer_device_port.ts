@@ -36,6 +36,10 @@ export interface PeerLink {
     data: readonly Buffer[] | Deallocation,
     fua: boolean,
   ): Promise<boolean>;
+  /** The peer is connected with an UpToDate disk: it can serve reads (drbd_req.c remote reads). */
+  readonly peerReadable: boolean;
+  /** Reads `into.length` bytes at byte `offset` from the peer's disk (P_DATA_REQUEST / P_DATA_REPLY). */
+  readRemote(offset: number, into: Buffer): Promise<void>;
 }
 
 /**

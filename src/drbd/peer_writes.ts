@@ -127,6 +127,8 @@ export class PeerWriteReceiver {
     const epochs = this.current();
     const meta = this.meta;
     const ack = { sector: h.sector, blockId: h.blockId, size: length, seqNum: h.seqNum };
+    // receive_Data: a Diskless Primary's writes exist only here; they go out of sync for its re-attach.
+    if (link.state.peerHasNoDisk) link.device.markOutOfSync(start, length);
     if (h.dpFlags & DP_SEND_RECEIVE_ACK) link.post(meta, DrbdCommand.RecvAck, encodeBlockAck(ack));
     const epoch = epochs[epochs.length - 1];
     epoch.size++;

@@ -80,7 +80,7 @@ export function procEntryOf(r: DrbdResource): ProcDrbdEntry {
   const entry: ProcDrbdEntry = {
     minor: r.opts.minor,
     cs: connState,
-    role: attached ? dev.role : "Secondary",
+    role: dev?.role ?? "Secondary",
     peerRole: linked ? conn.peerRole : "Unknown",
     disk: attached ? dev.disk : "Diskless",
     peerDisk: linked ? conn.peerDisk : "DUnknown",

@@ -8,6 +8,7 @@ import { commandName, decodeSyncUuid, DrbdCommand, DrbdProtocolError, type Packe
 import type { AheadBehind } from "./ahead_behind.js";
 import type { Link } from "./link.js";
 import type { PeerWriteReceiver } from "./peer_writes.js";
+import type { RemoteReads } from "./remote_reads.js";
 import type { RequestSender } from "./request_sender.js";
 import type { Resync } from "./resync.js";
 import type { StateChangeRequests } from "./state_change_request.js";
@@ -25,6 +26,7 @@ export interface ConnectionParts {
   aheadBehind: AheadBehind;
   syncHandshake: SyncHandshake;
   stateRequests: StateChangeRequests;
+  remoteReads: RemoteReads;
   /** P_PING_ACK arrived in time. */
   pingAnswered: () => void;
 }
@@ -57,6 +59,8 @@ export class PacketReceiver {
       else if (state === "StartingSyncT" || state === "WFSyncUUID") resync.syncUuidReceived(uuid);
     });
     onData(DrbdCommand.UnplugRemote, () => {});
+    onData(DrbdCommand.DataRequest, (p) => parts.remoteReads.receiveRequest(p));
+    onData(DrbdCommand.DataReply, (p) => parts.remoteReads.receiveReply(p));
     onData(DrbdCommand.OvRequest, (p) => verify.receiveRequest(p));
     onData(DrbdCommand.OvReply, (p) => verify.receiveReply(p));
     onData(DrbdCommand.StateChgReq, (p) => stateRequests.receiveRequest(p));
@@ -78,6 +82,7 @@ export class PacketReceiver {
       throw new DrbdProtocolError("the SyncSource could not read a block (P_NEG_RS_DREPLY)");
     });
     onMeta(DrbdCommand.OvResult, (p) => verify.receiveResult(p));
+    onMeta(DrbdCommand.NegDReply, (p) => parts.remoteReads.receiveNegReply(p));
     onMeta(DrbdCommand.StateChgReply, (p) => stateRequests.receiveReply(p));
     onMeta(DrbdCommand.BarrierAck, (p) => {
       sender.receiveBarrierAck(p);

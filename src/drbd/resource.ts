@@ -22,6 +22,7 @@ import {
 import { afterSbPolicyNumber, type AfterSbPolicies } from "./after_sb.js";
 import { congestionConfigError, type CongestionOptions, type OnCongestion } from "./congestion.js";
 import type { FencingPolicy } from "./fencing.js";
+import type { OnIoError } from "./io_error.js";
 import { ShellHandlers, type HandlerRunner } from "./handlers.js";
 import { log } from "../util/log.js";
 
@@ -66,6 +67,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
   discardMyData?: boolean;
   /** disk { fencing } (fencing.ts). */
   fencing?: FencingPolicy;
+  /** disk { on-io-error } (io_error.ts). */
+  onIoError?: OnIoError;
   /** handlers { } as configured (handlers.ts). */
   handlers?: HandlerRunner;
 }
@@ -134,6 +137,7 @@ export class DrbdResource {
       name: resource.name,
       handlers,
       fencing: String(optionValue(disk, "disk", "fencing")) as FencingPolicy,
+      onIoError: String(optionValue(disk, "disk", "on-io-error")) as OnIoError,
       tree,
       minor: vol.minor,
       backing: vol.disk,
@@ -214,6 +218,17 @@ export class DrbdResource {
 
   async attach(): Promise<void> {
     if (this.dev && this.dev.disk !== "Diskless") return;
+    if (this.dev?.role === "Primary")
+      throw new Error(
+        `${this.deviceName}: re-attaching a disk to a Diskless Primary is not supported; run secondary (or down) first`,
+      );
+    // Detached after an I/O error: the old connection belongs to the old device; reconnect with the new one.
+    const reconnect = this.dev !== undefined && this.conn !== undefined && this.conn.state !== "StandAlone";
+    if (this.dev) {
+      if (this.conn) await this.disconnect();
+      this.conn = undefined;
+      if (this.opts.tree.get(this.deviceName)) this.opts.tree.remove(this.deviceName);
+    }
     const claims = this.claimDisks(`DRBD ${this.deviceName} (${this.opts.name})`);
     const release = () => {
       for (const c of claims) c.release();
@@ -227,6 +242,8 @@ export class DrbdResource {
           ? { placement: this.opts.metaPlacement, metaDevice: claims[1].device }
           : {}),
         ...(this.opts.alExtents !== undefined ? { alExtents: this.opts.alExtents } : {}),
+        ...(this.opts.onIoError !== undefined ? { onIoError: this.opts.onIoError } : {}),
+        ...(this.opts.handlers !== undefined ? { handlers: this.opts.handlers } : {}),
         onDetach: release,
       });
     } catch (e) {
@@ -235,12 +252,19 @@ export class DrbdResource {
     }
     this.dev = dev;
     this.register(dev);
+    if (reconnect) await this.connect();
   }
 
   /** drbdadm detach: the tree refuses while a LUN or mount still uses drbd<minor>. */
   async detach(): Promise<void> {
     const dev = this.dev;
-    if (!dev || dev.disk === "Diskless") return;
+    if (!dev) return;
+    if (dev.disk === "Diskless") {
+      // Detached after an I/O error: drbd<minor> may still be in the tree (served by the peer).
+      if (this.conn) await this.disconnect();
+      if (this.opts.tree.get(this.deviceName)) this.opts.tree.remove(this.deviceName);
+      return;
+    }
     if (this.conn) await this.disconnect();
     if (this.opts.tree.get(this.deviceName)) this.opts.tree.remove(this.deviceName);
     try {
@@ -393,7 +417,8 @@ export class DrbdResource {
    */
   status(): string {
     const dev = this.dev;
-    const role = dev && dev.disk !== "Diskless" ? dev.role : "Secondary";
+    // A Primary whose disk failed stays Primary, Diskless (its I/O goes to the peer).
+    const role = dev?.role ?? "Secondary";
     // drbdsetup status shows suspended:REASON only while suspended (user, fencing, …).
     const suspended = dev?.ioSuspended;
     const lines = [`${this.opts.name} role:${role}${suspended ? ` suspended:${suspended}` : ""}`];

@@ -74,7 +74,8 @@ export function snapshotOf(r: DrbdResource): DrbdSnapshot {
     nodeId: r.opts.localNodeId ?? 0,
     peerNodeId: r.opts.peerNodeId ?? 1,
     hasPeer: r.opts.peer !== undefined,
-    role: attached ? dev.role : "Secondary",
+    // A cleanly detached device is Secondary; one detached by an I/O error may still be Primary.
+    role: dev?.role ?? "Secondary",
     disk: dev ? dev.disk : "Diskless",
     cstate,
     connection,

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { AioBdev } from "../bdev/aio/aio.js";
 import type { BlockDevice } from "../bdev/bdev.js";
 import { createMetadata } from "./metadata.js";
-import { DrbdDevice } from "./device.js";
+import { DrbdDevice, type DrbdAttachOptions } from "./device.js";
 import { DrbdConnection, type ConnectionOptions } from "./connection.js";
 
 export const MiB = 1024 * 1024;
@@ -35,7 +35,12 @@ export interface Pair {
  */
 export async function sharedGenerationPair(
   t: After,
-  opts: { sizeMiB?: number; wrapB?: (lower: BlockDevice) => BlockDevice } = {},
+  opts: {
+    sizeMiB?: number;
+    wrapB?: (lower: BlockDevice) => BlockDevice;
+    /** More attach options of the second device (on-io-error, handlers). */
+    attachB?: Pick<DrbdAttachOptions, "onIoError" | "handlers">;
+  } = {},
 ): Promise<Pair> {
   const dir = await mkdtemp(join(tmpdir(), "drbd-e2-"));
   const pathA = join(dir, "a.img");
@@ -53,7 +58,11 @@ export async function sharedGenerationPair(
   await copyFile(pathA, pathB);
   const lowerB = await AioBdev.open({ name: "lowerB", path: pathB, blockSize: 512 });
   const a = await DrbdDevice.attach({ minor: 0, lower: lowerA });
-  const b = await DrbdDevice.attach({ minor: 1, lower: opts.wrapB ? opts.wrapB(lowerB) : lowerB });
+  const b = await DrbdDevice.attach({
+    minor: 1,
+    lower: opts.wrapB ? opts.wrapB(lowerB) : lowerB,
+    ...opts.attachB,
+  });
   t.after(async () => {
     await a.secondary().catch(() => {});
     await a.close().catch(() => {});

@@ -273,7 +273,8 @@ export class DrbdWiring {
   /** Down every resource that is still attached and whose device nothing in the tree holds. */
   async downUnheld(): Promise<void> {
     for (const r of this.resources.values()) {
-      if (!r.device || r.device.disk === "Diskless") continue;
+      // A Primary detached by an I/O error (Diskless, still serving through the peer) is taken down too.
+      if (!r.device || (r.device.disk === "Diskless" && r.device.role !== "Primary")) continue;
       if (this.opts.tree.get(r.deviceName) && this.opts.tree.holders(r.deviceName).length > 0) continue;
       try {
         await this.serial(r.opts.name, () => r.down());
@@ -356,7 +357,8 @@ function resourceJson(r: DrbdResource): JsonObject {
     name: r.opts.name,
     device: r.deviceName,
     backing: r.opts.backing,
-    role: d && d.disk !== "Diskless" ? d.role : "Secondary",
+    // A cleanly detached device is Secondary; one detached by an I/O error may still be Primary.
+    role: d?.role ?? "Secondary",
     disk: d ? d.disk : "Diskless",
   };
   if (r.opts.peer) {

@@ -32,6 +32,8 @@ export interface PairOptions {
   readonly handlers?: string;
   readonly sizeMiB?: number;
   readonly blockSize?: number;
+  /** The TCMUR handler of the backing files (default "file"; "faulty" needs --handler-dir, see test/support). */
+  readonly tcmurHandler?: string;
   /** Port ranges [first, last]; default this fixture's (DRBD 7810-7839, iSCSI 3440-3469). */
   readonly drbdPorts?: readonly [number, number];
   readonly iscsiPorts?: readonly [number, number];
@@ -90,6 +92,7 @@ export class DrbdPair {
   readonly nodes: Record<NodeName, PairNode>;
   readonly blockSize: number;
   readonly sizeMiB: number;
+  private readonly tcmurHandler: string;
 
   private constructor(
     readonly dir: string,
@@ -100,6 +103,7 @@ export class DrbdPair {
   ) {
     this.blockSize = opts.blockSize ?? 4096;
     this.sizeMiB = opts.sizeMiB ?? 16;
+    this.tcmurHandler = opts.tcmurHandler ?? "file";
     const mk = (name: NodeName, host: string, i: number): PairNode => ({
       name,
       host,
@@ -146,7 +150,7 @@ export class DrbdPair {
 
   private config(n: PairNode, helper: Helper): string {
     return `[TCMUR]
-  TCMUR 2 file_b /file/${n.file} size=${this.sizeMiB}M bs=${this.blockSize}
+  TCMUR 2 file_b /${this.tcmurHandler}/${n.file} size=${this.sizeMiB}M bs=${this.blockSize}
 [BIO]
   BIO bio1 /UMCfuse/dev/drbd2 ${helper} r0 /UMCfuse/dev/file_b
 [PortalGroup1]
