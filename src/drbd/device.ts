@@ -48,7 +48,7 @@ import { OutOfSyncBitmap } from "./bitmap.js";
 import { newCurrentUuid, withPrimaryBit, type UuidSet } from "./uuids.js";
 import { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
 import type { Deallocation, IoSuspension, PeerDevicePort, PeerLink } from "./peer_device_port.js";
-import { isLowerIoError, type OnIoError } from "./io_error.js";
+import { DiskTimeoutError, isLowerIoError, withDiskTimeout, type OnIoError } from "./io_error.js";
 import { IoSuspensionGate } from "./io_suspension.js";
 import { readIovFromPeer } from "./remote_reads.js";
 import { NO_HANDLERS, type HandlerRunner } from "./handlers.js";
@@ -75,6 +75,8 @@ export interface DrbdAttachOptions {
   onIoError?: OnIoError;
   /** handlers { } for local-io-error. */
   handlers?: HandlerRunner;
+  /** disk { disk-timeout } in ms (0: none). */
+  diskTimeoutMs?: number;
 }
 
 export interface DrbdDeviceStatus {
@@ -137,6 +139,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   /** disk { on-io-error } and the handlers (local-io-error); set by attach. */
   private onIoError: OnIoError = "detach";
   private handlers: HandlerRunner = NO_HANDLERS;
+  private diskTimeoutMs = 0;
   /** The detach after a local I/O error, once started (Failed → Diskless). */
   private diskFailure: Promise<void> | undefined;
   /**
@@ -215,6 +218,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     const dev = (owner.dev = new DrbdDevice(minor, lower, store, layout, sb, bitmap, al, opts.onDetach));
     dev.onIoError = opts.onIoError ?? "detach";
     dev.handlers = opts.handlers ?? NO_HANDLERS;
+    dev.diskTimeoutMs = opts.diskTimeoutMs ?? 0;
     dev.log.info(
       { disk: dev.diskValue, outOfSyncKiB: bitmap.outOfSyncKiB, unclean: wasUnclean, alBitsMarked: applied },
       "attached",
@@ -553,7 +557,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     const d = this.diskValue;
     if (d === "UpToDate" || d === "Consistent" || d === "Outdated") {
       try {
-        await this.lower.readv(lba, iov);
+        await withDiskTimeout(this.lower.readv(lba, iov), this.diskTimeoutMs, this.name);
         this.io.diskReadBytes += iovLength(iov);
         return;
       } catch (e) {
@@ -575,7 +579,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   /** __drbd_chk_io_error_: a lower read or write failed; on-io-error decides (io_error.ts). */
   private localIoError(kind: "read" | "write", e: Error): void {
     this.log.error({ err: e.message, onIoError: this.onIoError }, `Local IO failed in ${kind}.`);
-    if (this.onIoError === "pass_on") {
+    if (this.onIoError === "pass_on" && !(e instanceof DiskTimeoutError)) {
       const d = this.diskValue;
       if (d === "UpToDate" || d === "Consistent" || d === "Outdated")
         this.setDiskState("Inconsistent").catch((err: Error) =>
@@ -595,9 +599,10 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     this.diskFailure = (async () => {
       if (this.onIoError === "call-local-io-error") await this.handlers.run("local-io-error");
       // drbd_md_sync, best effort: the failed disk is never trusted as it is again (not Consistent).
-      await this.writeBitmapPages().catch(() => {});
+      const ms = this.diskTimeoutMs;
+      await withDiskTimeout(this.writeBitmapPages(), ms, this.name).catch(() => {});
       const flags = this.sb.flags & ~(MDF_CONSISTENT | MDF_WAS_UP_TO_DATE);
-      await this.updateSuperBlock({ flags }).catch(() => {});
+      await withDiskTimeout(this.updateSuperBlock({ flags }), ms, this.name).catch(() => {});
       this.diskValue = "Diskless";
       this.log.warn({ role: this.roleValue }, "detached after an I/O error: Diskless, I/O goes to the peer");
       this.notifyState();
@@ -705,7 +710,8 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     await this.al.begin(sector, sectors);
     try {
       const remote = peer ? peer.mirror(offset, bytes, data, fua) : Promise.resolve(false);
-      const [localResult, mirrored] = await Promise.allSettled([local(), remote]);
+      const timed = withDiskTimeout(local(), this.diskTimeoutMs, this.name);
+      const [localResult, mirrored] = await Promise.allSettled([timed, remote]);
       if (typeof data !== "string") {
         if (localResult.status === "fulfilled") this.io.diskWrittenBytes += bytes;
         if (mirrored.status === "fulfilled" && mirrored.value) this.io.netSentBytes += bytes;

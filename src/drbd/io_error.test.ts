@@ -14,6 +14,8 @@ import { eventually, link, pattern, sharedGenerationPair } from "./test_support.
 /** A lower device that fails every request with EIO while `failing` (a disk that died). */
 class FailingDisk implements BlockDevice {
   failing = false;
+  /** Requests take this long (a disk that stops answering; they complete late). */
+  stallMs = 0;
   failedRequests = 0;
   readonly name: string;
   readonly productName: string;
@@ -35,30 +37,31 @@ class FailingDisk implements BlockDevice {
     this.unmapReadsZeroes = lower.unmapReadsZeroes;
   }
 
-  private check(): void {
+  private async check(): Promise<void> {
+    if (this.stallMs > 0) await new Promise((r) => setTimeout(r, this.stallMs));
     if (this.failing) {
       this.failedRequests++;
       throw new BlockDeviceError(`${this.name}: Input/output error`, "io");
     }
   }
   async readv(lba: number, iov: readonly Buffer[]): Promise<void> {
-    this.check();
+    await this.check();
     return this.lower.readv(lba, iov);
   }
   async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
-    this.check();
+    await this.check();
     return this.lower.writev(lba, iov, options);
   }
   async flush(): Promise<void> {
-    this.check();
+    await this.check();
     return this.lower.flush();
   }
   async unmap(lba: number, blocks: number): Promise<void> {
-    this.check();
+    await this.check();
     return this.lower.unmap(lba, blocks);
   }
   async writeZeroes(lba: number, blocks: number): Promise<void> {
-    this.check();
+    await this.check();
     return this.lower.writeZeroes(lba, blocks);
   }
   close(): Promise<void> {
@@ -81,13 +84,19 @@ function recordingHandlers(): HandlerRunner & { calls: HandlerName[] } {
 type Testing = Parameters<typeof link>[0];
 
 /** b Primary on a FailingDisk, a its Secondary, connected, 1 MiB of pattern written through b. */
-async function setUp(t: Testing, ports: [number, number], onIoError: OnIoError, connect = true) {
+async function setUp(
+  t: Testing,
+  ports: [number, number],
+  onIoError: OnIoError,
+  connect = true,
+  diskTimeoutMs = 0,
+) {
   let disk: FailingDisk | undefined;
   const handlers = recordingHandlers();
   const { a, b } = await sharedGenerationPair(t, {
     sizeMiB: 8,
     wrapB: (l) => (disk = new FailingDisk(l)),
-    attachB: { onIoError, handlers },
+    attachB: { onIoError, handlers, diskTimeoutMs },
   });
   const ca = link(t, a, ports[0], ports[1]);
   const cb = link(t, b, ports[1], ports[0]);
@@ -180,4 +189,23 @@ test("without a peer the error reaches the caller; detach still takes the disk a
   await assert.rejects(b.readv(0, [Buffer.alloc(4096)]), /Input\/output error/);
   assert.ok(await eventually(() => b.disk === "Diskless"));
   await assert.rejects(b.writev(0, [Buffer.alloc(4096)]), /no local disk/);
+});
+
+test("disk-timeout: a request the disk does not answer in time detaches it, even with pass_on", async (t) => {
+  const { b, disk, data } = await setUp(t, [8128, 8129], "pass_on", true, 300);
+  disk.stallMs = 3000;
+  const started = Date.now();
+  const got = Buffer.alloc(4096);
+  await b.readv(0, [got]);
+  assert.ok(Date.now() - started < 2500, "served by the peer after disk-timeout, not after the disk");
+  assert.ok(got.equals(data.subarray(0, 4096)));
+  assert.ok(await eventually(() => b.disk === "Diskless", 5000));
+  const w = pattern(8192, 11);
+  await b.writev(64, [w]);
+  const back = Buffer.alloc(w.length);
+  await b.readv(64, [back]);
+  assert.ok(back.equals(w));
+  // The stalled request completes late; nothing changes.
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal(b.disk, "Diskless");
 });

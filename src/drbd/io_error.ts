@@ -24,3 +24,27 @@ export function isLowerIoError(e: unknown): boolean {
   if (e instanceof BlockDeviceError) return e.kind !== "out-of-range" && e.kind !== "read-only";
   return e instanceof Error;
 }
+
+/**
+ * disk { disk-timeout } (drbd_req.c request_timer_fn): a lower request that has not completed in time
+ * counts as a failed disk — a forced detach (DRBD_FORCE_DETACH), whatever on-io-error says. The request's
+ * late completion is ignored: the caller already went on with the peer.
+ */
+export class DiskTimeoutError extends Error {
+  constructor(device: string, ms: number) {
+    super(`${device}: backing device did not complete a request within disk-timeout (${ms} ms)`);
+    this.name = "DiskTimeoutError";
+  }
+}
+
+/** `p`, or a DiskTimeoutError after `ms` (0: no limit, `p` itself). */
+export function withDiskTimeout<T>(p: Promise<T>, ms: number, device: string): Promise<T> {
+  if (ms <= 0) return p;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DiskTimeoutError(device, ms)), ms);
+  });
+  // The lower request may still fail after the deadline: that rejection is handled (ignored) here.
+  p.catch(() => {});
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}

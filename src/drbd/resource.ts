@@ -69,6 +69,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
   fencing?: FencingPolicy;
   /** disk { on-io-error } (io_error.ts). */
   onIoError?: OnIoError;
+  /** disk { disk-timeout } in tenths of a second (0: none). */
+  diskTimeoutDs?: number;
   /** handlers { } as configured (handlers.ts). */
   handlers?: HandlerRunner;
 }
@@ -138,6 +140,7 @@ export class DrbdResource {
       handlers,
       fencing: String(optionValue(disk, "disk", "fencing")) as FencingPolicy,
       onIoError: String(optionValue(disk, "disk", "on-io-error")) as OnIoError,
+      diskTimeoutDs: numericOption(disk, "disk", "disk-timeout"),
       tree,
       minor: vol.minor,
       backing: vol.disk,
@@ -243,6 +246,7 @@ export class DrbdResource {
           : {}),
         ...(this.opts.alExtents !== undefined ? { alExtents: this.opts.alExtents } : {}),
         ...(this.opts.onIoError !== undefined ? { onIoError: this.opts.onIoError } : {}),
+        ...(this.opts.diskTimeoutDs ? { diskTimeoutMs: this.opts.diskTimeoutDs * 100 } : {}),
         ...(this.opts.handlers !== undefined ? { handlers: this.opts.handlers } : {}),
         onDetach: release,
       });

@@ -39,7 +39,7 @@ export async function sharedGenerationPair(
     sizeMiB?: number;
     wrapB?: (lower: BlockDevice) => BlockDevice;
     /** More attach options of the second device (on-io-error, handlers). */
-    attachB?: Pick<DrbdAttachOptions, "onIoError" | "handlers">;
+    attachB?: Pick<DrbdAttachOptions, "onIoError" | "handlers" | "diskTimeoutMs">;
   } = {},
 ): Promise<Pair> {
   const dir = await mkdtemp(join(tmpdir(), "drbd-e2-"));
