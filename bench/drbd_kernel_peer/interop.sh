@@ -13,8 +13,14 @@ KB=32728 # usable KiB of the 32 MiB disks with internal metadata
 # Variants: PROTO=A|B|C (net { protocol }), SECRET=... (cram-hmac-alg sha1 + shared-secret), VERIFY=1
 # (verify-alg crc32c and an online verify at the end), FORCE_ON=kernel (step 2 forced on the guest),
 # INTEGRITY=ALG (net { data-integrity-alg ALG }: every P_DATA / P_RS_DATA_REPLY both ways carries a digest).
+# DETACH=1 (after step 3, detach steps D1-D3 instead of 4-10: usertgt's disk fails under its Primary and
+# the kernel serves it; the kernel Primary detaches and usertgt serves it). Several runs at once need their
+# own NETNS, TAP and WORK (e.g. NETNS=usertgt-kpeer-flt TAP=tapkflt WORK=/var/tmp/kpeer-flt).
 PROTO=${PROTO:-C}
 mkdir -p "$WORK"
+# DETACH: usertgt's backing file is served by the test's TCMUR handler "faulty" (utgt.sh), made to fail below.
+[ -n "${DETACH:-}" ] && export TCMUR_HANDLER=faulty
+rm -f "$WORK/udisk.img.fail"
 net="protocol $PROTO;"
 [ -n "${SECRET:-}" ] && net="$net cram-hmac-alg sha1; shared-secret \"$SECRET\";"
 [ -n "${VERIFY:-}" ] && net="$net verify-alg crc32c;"
@@ -94,6 +100,53 @@ want=$(md5sum <"$WORK/pat1.bin" | cut -c1-32)
 got=$(ksh "echo 3 >/proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 skip=2048 count=8192 2>/dev/null | md5sum | cut -c1-32")
 if [ "$want" = "$got" ]; then ok "3 protocol $PROTO write usertgt -> kernel: 4 MiB at LBA 2048 md5 $got"; else bad "3 write: want $want got $got"; fi
 same_data "3"
+
+if [ -n "${DETACH:-}" ]; then
+  # D1. The usertgt Primary's backing file fails (EIO from then on): on-io-error detach makes it Diskless,
+  #     still Primary; the failed request and all later ones are served by the kernel (P_DATA_REQUEST).
+  touch "$WORK/udisk.img.fail"
+  head -c 2M /dev/urandom >"$WORK/patd.bin"
+  if iscsi write 12000 "$WORK/patd.bin" >/dev/null && wait_u 'role:Primary disk:Diskless' 20 &&
+    wait_k 'ro:Secondary/Primary ds:UpToDate/Diskless' 20; then
+    ok "D1 usertgt disk failed under its Primary: usertgt $(ustate | cut -c1-60); kernel $(kstate | cut -c1-60)"
+  else bad "D1 usertgt detach after the I/O error"; fi
+  want=$(md5sum <"$WORK/patd.bin" | cut -c1-32)
+  got=$(ksh "echo 3 >/proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 skip=12000 count=4096 2>/dev/null | md5sum | cut -c1-32")
+  [ "$want" = "$got" ] && ok "D1 the write that hit the failure is on the kernel's disk ($got)" || bad "D1 write: want $want got $got"
+  head -c 1M /dev/urandom >"$WORK/pate.bin"
+  iscsi write 20000 "$WORK/pate.bin" >/dev/null || bad "D1 write while Diskless"
+  ud=$(iscsi read 0 $((KB * 2)) | sed 's/.*md5=//')
+  kd=$(k_md5)
+  if [ "$ud" = "$kd" ]; then ok "D1 Diskless usertgt's LUN reads the kernel's disk: md5 $ud"; else bad "D1 LUN $ud kernel disk $kd"; fi
+  # D2. usertgt restarts with its disk back (marked not Consistent at the failure): resync from the kernel.
+  "$here/utgt.sh" stop
+  rm -f "$WORK/udisk.img.fail"
+  "$here/utgt.sh" start
+  if wait_u 'role:Secondary disk:UpToDate peer role:Secondary replication:Established peer-disk:UpToDate' 120; then
+    ok "D2 usertgt re-attached: $(grep '"resync done"' "$WORK/utgt.log" | tail -1 | grep -o '"was":[^}]*')"
+  else bad "D2 usertgt re-attach"; fi
+  same_data "D2"
+  # D3. The kernel Primary detaches (drbdadm detach): it reads and writes through usertgt; re-attach resyncs.
+  kadm primary r0
+  kadm detach r0
+  wait_k 'ro:Primary/Secondary ds:Diskless/UpToDate' 20 || bad "D3 kernel detach"
+  ksh "dd if=/dev/urandom of=/dev/drbd0 bs=4k seek=3000 count=256 oflag=direct 2>/dev/null"
+  kd=$(ksh "dd if=/dev/drbd0 bs=1k iflag=direct 2>/dev/null | md5sum | cut -c1-32")
+  ud=$(iscsi read 0 $((KB * 2)) | sed 's/.*md5=//')
+  if [ "$kd" = "$ud" ] && wait_u 'peer-disk:Diskless' 5; then
+    ok "D3 Diskless kernel Primary served by usertgt: /dev/drbd0 md5 = usertgt LUN md5 = $kd"
+  else bad "D3 kernel /dev/drbd0 $kd usertgt LUN $ud; usertgt $(ustate)"; fi
+  kadm attach r0
+  if wait_k 'cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate' 60; then
+    ok "D3 kernel re-attached: $(ksh "dmesg | grep -o 'Began resync as SyncTarget.*' | tail -1")"
+  else bad "D3 kernel re-attach"; fi
+  same_data "D3"
+  ksh "dmesg" >"$WORK/dmesg.txt"
+  "$here/utgt.sh" stop
+  [ -n "${KEEP:-}" ] || "$here/vm.sh" stop
+  [ "$failed" = 0 ] && say "done" || say "failed"
+  exit "$failed"
+fi
 
 # 4. Kernel disconnects, usertgt writes, kernel reconnects: bitmap-based resync usertgt -> kernel.
 kadm disconnect r0

@@ -13,10 +13,13 @@ mkdir -p "$WORK/state"
 case ${1:?start, stop or adm} in
   start)
     shift
-    sed "s|@WORK@|$WORK|g" "$here/usertgt.conf" >"$WORK/usertgt.conf"
+    # TCMUR_HANDLER=faulty: the backing file through the test handler that fails while udisk.img.fail exists.
+    sed -e "s|@WORK@|$WORK|g" -e "s|/file/|/${TCMUR_HANDLER:-file}/|" "$here/usertgt.conf" >"$WORK/usertgt.conf"
+    extra=()
+    [ "${TCMUR_HANDLER:-file}" = faulty ] && extra=(--handler-dir "$main/dist/test/support/tcmur_faulty")
     ip netns exec "$NETNS" node "$main/dist/src/cli/main.js" serve -c "$WORK/usertgt.conf" --no-fuse \
       --drbd-config "$RES" --node-name utgt --rpc-socket "$WORK/utgt.sock" --state-dir "$WORK/state" \
-      "$@" >>"$WORK/utgt.log" 2>&1 &
+      "${extra[@]}" "$@" >>"$WORK/utgt.log" 2>&1 &
     echo $! >"$WORK/utgt.pid"
     for _ in $(seq 1 60); do
       grep -q 'usertgt: ready' "$WORK/utgt.log" 2>/dev/null && exit 0

@@ -56,6 +56,8 @@ export class ConnectionStateMachine {
   fencing: Promise<void> | undefined;
   /** after_state_ch's follow-up on entering SyncSource / SyncTarget: the resync's bookkeeping starts. */
   onSyncStart: (side: SyncSide) => void = () => {};
+  /** A new current UUID while connected is sent to the peer (drbd_send_uuids); set by the link. */
+  announceUuids: () => void = () => {};
   private readonly fencingPolicy: FencingPolicy;
   private readonly handlers: HandlerRunner;
 
@@ -201,9 +203,13 @@ export class ConnectionStateMachine {
       const dev = this.device;
       if (dev.disk === "UpToDate" && dev.uuids[1] === 0n) {
         const u = newCurrentUuidAtSplit(dev.uuids);
-        dev
-          .setUuids(u)
-          .catch((e: Error) => this.log.error({ err: e.message }, "writing the new current UUID failed"));
+        // Sent at once: a Diskless Primary takes it as the UUID of the data it exposes (receive_uuids'
+        // drbd_set_ed_uuid) and will only reconnect to data of that UUID.
+        const written = dev.setUuids(u);
+        this.announceUuids();
+        written.catch((e: Error) =>
+          this.log.error({ err: e.message }, "writing the new current UUID failed"),
+        );
       }
     }
   }

@@ -23,6 +23,19 @@ describe("consider resync (receive_state while Connected)", () => {
   const secInc = st(Role.Secondary, DiskState.Inconsistent);
   const priUtd = st(Role.Primary, DiskState.UpToDate);
 
+  it("a peer that attaches its disk while connected (Negotiating) gets the sync handshake", () => {
+    const diskless = st(Role.Primary, DiskState.Diskless);
+    const attaching = st(Role.Primary, DiskState.Negotiating);
+    assert.deepEqual(
+      considerResync({ myDisk: DiskState.UpToDate, before: diskless, after: attaching, flag: false }),
+      { run: true, flag: false },
+    );
+    assert.equal(
+      considerResync({ myDisk: DiskState.UpToDate, before: diskless, after: diskless, flag: false }).run,
+      false,
+    );
+  });
+
   it("a peer forced to Primary sets the flag; the next P_STATE runs the handshake and clears it", () => {
     const first = considerResync({
       myDisk: DiskState.Inconsistent,

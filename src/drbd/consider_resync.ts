@@ -10,6 +10,8 @@
  *    run the sync handshake (it becomes WFBitMapT) and send P_UUIDS and P_STATE back.
  * 3. A Connected node that sees the peer in WFBitMapS or WFBitMapT (or StartingSyncS/T) runs the sync
  *    handshake too, and the bitmap exchange and resync follow as on a new connection.
+ * 4. A peer that attaches its disk while connected (P_SIZES, P_UUIDS, then P_STATE with disk Negotiating)
+ *    gets the sync handshake as on a new connection ("one of the nodes newly attaches a disk").
  *
  * Pure rules here; DrbdConnection does the I/O.
  */
@@ -36,7 +38,9 @@ export interface ConsiderResyncOutput {
 /** For a P_STATE received while Connected. */
 export function considerResync(i: ConsiderResyncInput): ConsiderResyncOutput {
   const peerStartsSync = i.after.conn >= ConnState.StartingSyncS && i.after.conn <= ConnState.WFBitMapT;
-  const run = i.flag || peerStartsSync;
+  // "one of the nodes newly attaches a disk": the peer reports Negotiating while we are Connected.
+  const peerAttaches = i.after.disk === DiskState.Negotiating;
+  const run = i.flag || peerStartsSync || peerAttaches;
   // Judged on the states before this packet, so it takes effect with the next P_STATE.
   const forcedPeer = peerForcedPrimary(i.myDisk, i.before, i.after.role);
   return { run, flag: run ? false : i.flag || forcedPeer };

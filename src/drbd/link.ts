@@ -113,6 +113,7 @@ export class Link {
       ...(opts.fencing !== undefined ? { fencing: opts.fencing } : {}),
       ...(opts.handlers !== undefined ? { handlers: opts.handlers } : {}),
     });
+    this.state.announceUuids = () => void this.sendUuids().catch(() => {});
   }
 
   /** Runs a `handlers { }` command (handlers.ts); its exit code, 0 when none is configured. */

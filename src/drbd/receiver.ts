@@ -4,7 +4,14 @@
  * by its command to the part of the connection that handles it. A command without an entry is a protocol
  * error that drops the connection.
  */
-import { commandName, decodeSyncUuid, DrbdCommand, DrbdProtocolError, type Packet } from "./protocol.js";
+import {
+  commandName,
+  decodeSizes,
+  decodeSyncUuid,
+  DrbdCommand,
+  DrbdProtocolError,
+  type Packet,
+} from "./protocol.js";
 import type { AheadBehind } from "./ahead_behind.js";
 import type { Link } from "./link.js";
 import type { PeerWriteReceiver } from "./peer_writes.js";
@@ -59,6 +66,13 @@ export class PacketReceiver {
       else if (state === "StartingSyncT" || state === "WFSyncUUID") resync.syncUuidReceived(uuid);
     });
     onData(DrbdCommand.UnplugRemote, () => {});
+    // A peer that attaches its disk while connected announces its size again (after_state_ch, then
+    // P_UUIDS and P_STATE Negotiating start a sync handshake); the size was agreed at connect.
+    onData(DrbdCommand.Sizes, (p) => {
+      const peer = decodeSizes(p).diskSize;
+      const mine = link.device.layout.usableSectors;
+      if (peer !== 0 && peer !== mine) link.log.warn({ mine, peer }, "the peer's disk size differs");
+    });
     onData(DrbdCommand.DataRequest, (p) => parts.remoteReads.receiveRequest(p));
     onData(DrbdCommand.DataReply, (p) => parts.remoteReads.receiveReply(p));
     onData(DrbdCommand.OvRequest, (p) => verify.receiveRequest(p));

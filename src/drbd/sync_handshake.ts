@@ -13,6 +13,7 @@ import {
   encodeState,
   DrbdProtocolError,
   ConnState,
+  DiskState,
   Role,
   UUID_FLAG_CRASHED_PRIMARY,
   UUID_FLAG_DISCARD_MY_DATA,
@@ -148,6 +149,13 @@ export class SyncHandshake {
     if (source && dev.disk === "Inconsistent") return;
     if (!source && dev.role === "Primary") return;
     if (Math.abs(hg) >= 2) dev.bitmap.setAll();
+    if (source && link.state.peer?.disk === DiskState.Negotiating) {
+      // A peer attaching its disk runs its own sync handshake on this P_STATE (receive_state, its disk is
+      // Negotiating) and takes a bitmap only once it is WFBitMapT.
+      link.state.change("WFBitMapS");
+      await link.sendUuids();
+      await link.send(data, DrbdCommand.State, encodeStateOf(link, ConnState.WFBitMapS));
+    }
     if (!source) {
       // "we want resync, peer has not yet decided": the source decides alike on seeing WFBitMapT.
       await link.state.setDisk("Inconsistent");
