@@ -81,7 +81,8 @@ export function renderDrbd9Status(s: DrbdSnapshot, o: Drbd9FormatOptions = {}): 
   const v = o.verbose === true;
   const lines: string[] = [];
   lines.push(
-    `${s.name} ${text([...(v ? [["node-id", s.nodeId] as [string, number]] : []), ["role", s.role], ...(v ? [["suspended", "no"] as [string, string]] : [])])}`,
+    // suspended: always with --verbose, else only while suspended (as drbdsetup prints it).
+    `${s.name} ${text([...(v ? [["node-id", s.nodeId] as [string, number]] : []), ["role", s.role], ...(v || s.suspended !== "no" ? [["suspended", s.suspended] as [string, string]] : [])])}`,
   );
   if (o.statistics) lines.push("    write-ordering:flush");
   const volume: Fields = v
@@ -124,7 +125,7 @@ function objects(s: DrbdSnapshot): Map<string, { id: Fields; state: Fields; stat
     id: [["name", s.name]],
     state: [
       ["role", s.role],
-      ["suspended", "no"],
+      ["suspended", s.suspended],
     ],
     stats: [["write-ordering", "flush"]],
   });

@@ -20,6 +20,8 @@ export interface DrbdSnapshot {
   readonly peerNodeId: number;
   readonly hasPeer: boolean;
   readonly role: string;
+  /** drbdsetup's suspended: "no", or why I/O is suspended ("user", "fencing"). */
+  readonly suspended: string;
   readonly disk: string;
   /** The 8.4 connection state (/proc/drbd cs:). */
   readonly cstate: string;
@@ -76,6 +78,7 @@ export function snapshotOf(r: DrbdResource): DrbdSnapshot {
     hasPeer: r.opts.peer !== undefined,
     // A cleanly detached device is Secondary; one detached by an I/O error may still be Primary.
     role: dev?.role ?? "Secondary",
+    suspended: dev?.ioSuspended ?? "no",
     disk: dev ? dev.disk : "Diskless",
     cstate,
     connection,

@@ -116,6 +116,8 @@ describe("DRBD fencing resource-and-stonith with a fence-peer handler", () => {
         20000,
       );
       assert.match(await pair.statusText("alpha"), /^r0 role:Primary suspended:fencing\n/);
+      const verbose = await pair.adm("alpha", "status", "--verbose");
+      assert.match(verbose.stdout, /^r0 node-id:\d+ role:Primary suspended:fencing$/m);
       const bs = pair.blockSize;
       const data = Buffer.concat([0, 1, 2, 3].map((i) => blockPattern(bs, 3000 + i, 9, 1)));
       let settled = false;
