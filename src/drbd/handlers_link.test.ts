@@ -1,7 +1,7 @@
 /**
- * Handlers the connection runs (two devices in one process, ports 8120-8129): before-resync-target (a
+ * Handlers the connection runs (two devices in one process, ports 8120-8125 and 8108-8109): before-resync-target (a
  * non-zero exit drops the connection for good, as drbd_start_resync does), after-resync-target,
- * initial-split-brain and split-brain.
+ * initial-split-brain, split-brain and pri-lost-after-sb.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -75,4 +75,26 @@ test("an unresolved split brain runs initial-split-brain and split-brain", async
   assert.ok(await eventually(() => ca.state === "StandAlone" && cb.state === "StandAlone", 20000));
   for (const h of [ha, hb])
     assert.ok(await eventually(() => h.calls.join() === "initial-split-brain,split-brain"), h.calls.join());
+});
+
+test("call-pri-lost-after-sb with a pri-lost-after-sb handler: it runs, the Primary stays, the split brain stays unresolved", async (t) => {
+  const { a, b } = await sharedGenerationPair(t, { sizeMiB: 8 });
+  // enum drbd_after_sb_p: discard-least-changes 4, call-pri-lost-after-sb 9.
+  const afterSb = { after0p: 4, after1p: 9, after2p: 0 };
+  const hb = recordingHandlers({ "pri-lost-after-sb": 0, "split-brain": 0, "initial-split-brain": 0 });
+  const ca = link(t, a, 8108, 8109, { afterSb });
+  const cb = link(t, b, 8109, 8108, { afterSb, handlers: hb });
+  // a changes more blocks than b while apart; b is Primary when they meet again: b is the Primary that loses.
+  await a.primary({ force: true });
+  for (let i = 0; i < 5; i++) await a.writev(800 + i * 8, [pattern(4096, i)]);
+  await a.secondary();
+  await b.primary({ force: true });
+  await b.writev(0, [pattern(4096, 9)]);
+  await ca.connect();
+  await cb.connect();
+  assert.ok(await eventually(() => cb.state === "StandAlone", 20000), `b ${cb.state}`);
+  assert.ok(await eventually(() => hb.calls.includes("split-brain")), hb.calls.join());
+  assert.deepEqual(hb.calls, ["initial-split-brain", "pri-lost-after-sb", "split-brain"]);
+  assert.equal(b.role, "Primary", "the handler decides what happens to the Primary, not a demotion");
+  assert.equal(cb.lastSplitBrain?.by, "unresolved");
 });
