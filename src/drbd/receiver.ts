@@ -74,7 +74,7 @@ export class PacketReceiver {
       if (peer !== 0 && peer !== mine) link.log.warn({ mine, peer }, "the peer's disk size differs");
     });
     onData(DrbdCommand.DataRequest, (p) => parts.remoteReads.receiveRequest(p));
-    onData(DrbdCommand.DataReply, (p) => parts.remoteReads.receiveReply(p));
+    onData(DrbdCommand.DataReply, (p, cmd) => parts.remoteReads.receiveReply(verified(p, cmd)));
     onData(DrbdCommand.OvRequest, (p) => verify.receiveRequest(p));
     onData(DrbdCommand.OvReply, (p) => verify.receiveReply(p));
     onData(DrbdCommand.StateChgReq, (p) => stateRequests.receiveRequest(p));
