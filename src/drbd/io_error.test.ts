@@ -1,5 +1,5 @@
 /**
- * on-io-error (two devices in one process, ports 8130-8139): b is the Primary on a disk that can be made
+ * on-io-error (two devices in one process, ports 8126-8139): b is the Primary on a disk that can be made
  * to fail every request with EIO; a is its UpToDate Secondary. detach: b goes Diskless, reads come from a
  * (P_DATA_REQUEST / P_DATA_REPLY), writes go to a only, no error reaches the caller, every byte reads back;
  * call-local-io-error runs the handler; pass_on leaves b Inconsistent; without a peer the error surfaces.
@@ -90,6 +90,7 @@ async function setUp(
   onIoError: OnIoError,
   connect = true,
   diskTimeoutMs = 0,
+  linkExtra: Parameters<typeof link>[4] = {},
 ) {
   let disk: FailingDisk | undefined;
   const handlers = recordingHandlers();
@@ -98,8 +99,8 @@ async function setUp(
     wrapB: (l) => (disk = new FailingDisk(l)),
     attachB: { onIoError, handlers, diskTimeoutMs },
   });
-  const ca = link(t, a, ports[0], ports[1]);
-  const cb = link(t, b, ports[1], ports[0]);
+  const ca = link(t, a, ports[0], ports[1], linkExtra);
+  const cb = link(t, b, ports[1], ports[0], linkExtra);
   if (connect) {
     await ca.connect();
     await cb.connect();
@@ -208,4 +209,13 @@ test("disk-timeout: a request the disk does not answer in time detaches it, even
   // The stalled request completes late; nothing changes.
   await new Promise((r) => setTimeout(r, 3000));
   assert.equal(b.disk, "Diskless");
+});
+
+test("reads served by the peer carry the data-integrity-alg digest (P_DATA_REPLY)", async (t) => {
+  const { b, disk, data } = await setUp(t, [8126, 8127], "detach", true, 0, { dataIntegrityAlg: "crc32c" });
+  disk.failing = true;
+  const got = Buffer.alloc(data.length);
+  await b.readv(0, [got]);
+  assert.ok(got.equals(data));
+  assert.ok(await eventually(() => b.disk === "Diskless"));
 });
