@@ -22,7 +22,7 @@ import { once } from "node:events";
 import { ConnState, DrbdCommand, DrbdProtocolError } from "./protocol.js";
 import { announceForcedPrimary } from "./consider_resync.js";
 import { congestionConfigError } from "./congestion.js";
-import type { ConnectionOptions, ConnectionStateName } from "./connection_options.js";
+import type { ConnectionOptions, ConnectionStateName, WireProtocol } from "./connection_options.js";
 import type { Deallocation, PeerLink } from "./peer_device_port.js";
 import type { VerifyCounters } from "./verify.js";
 import { Link, type LinkStats } from "./link.js";
@@ -38,6 +38,7 @@ import { AheadBehind } from "./ahead_behind.js";
 import { SyncHandshake } from "./sync_handshake.js";
 import { PacketReceiver } from "./receiver.js";
 import { isIntegrityAlg } from "./integrity.js";
+import { applyLiveOptions, type LiveOptionChanges } from "./live_settings.js";
 
 export type {
   ConnectionOptions,
@@ -241,6 +242,30 @@ export class DrbdConnection implements PeerLink {
   /** drbdadm invalidate-remote while connected: StartingSyncS, the peer's data is overwritten by a full resync. */
   invalidateRemote(): Promise<void> {
     return this.resync.invalidateRemote();
+  }
+
+  /** The wire protocol in force (net { protocol }, or what the peer's P_PROTOCOL_UPDATE set). */
+  get protocol(): WireProtocol {
+    return this.link.protocol;
+  }
+
+  /** The live net options (the running configuration `drbdadm adjust` compares the file with). */
+  get options(): Readonly<ConnectionOptions> {
+    return this.link.opts;
+  }
+
+  /**
+   * drbdsetup net-options / disk-options on this connection (live_settings.ts): the changed options take
+   * effect without reconnecting; the protocol, after-sb policies and resync settings are sent to the peer.
+   * Returns the names of the options that changed.
+   */
+  async changeOptions(changes: LiveOptionChanges): Promise<string[]> {
+    const changed = await applyLiveOptions(this.link, changes);
+    if (changed.includes("pingIntSec") && this.pingTimer) {
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => this.ping(), (this.link.opts.pingIntSec ?? 10) * 1000);
+    }
+    return changed;
   }
 
   /** drbdadm verify (verify_link.ts): resolves once the run started; `lastVerify` follows it. */

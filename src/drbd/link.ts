@@ -52,7 +52,8 @@ export interface LinkStats {
 export class Link {
   readonly log: Logger;
   readonly device: PeerDevicePort;
-  readonly protocol: WireProtocol;
+  /** net { protocol }: changed on a live connection by net-options or the peer's P_PROTOCOL_UPDATE. */
+  protocol: WireProtocol;
   readonly state: ConnectionStateMachine;
   readonly stats: LinkStats = {
     staleResyncReplies: 0,

@@ -13,6 +13,7 @@ import type { Resync } from "./resync.js";
 import type { StateChangeRequests } from "./state_change_request.js";
 import type { SyncHandshake } from "./sync_handshake.js";
 import type { VerifyLink } from "./verify_link.js";
+import { receiveProtocolUpdate, receiveSyncParams } from "./live_settings.js";
 
 type Handler = (payload: Buffer, cmd: DrbdCommand) => void;
 
@@ -57,6 +58,10 @@ export class PacketReceiver {
       else if (state === "StartingSyncT" || state === "WFSyncUUID") resync.syncUuidReceived(uuid);
     });
     onData(DrbdCommand.UnplugRemote, () => {});
+    // The peer's net-options / disk-options (drbdadm adjust) on the live connection (live_settings.ts).
+    onData(DrbdCommand.ProtocolUpdate, (p) => receiveProtocolUpdate(link, p, link.opts.peerSettingsAdopted));
+    onData(DrbdCommand.SyncParam89, (p) => receiveSyncParams(link, p, link.opts.peerSettingsAdopted));
+    onData(DrbdCommand.SyncParam, (p) => receiveSyncParams(link, p, link.opts.peerSettingsAdopted));
     onData(DrbdCommand.OvRequest, (p) => verify.receiveRequest(p));
     onData(DrbdCommand.OvReply, (p) => verify.receiveReply(p));
     onData(DrbdCommand.StateChgReq, (p) => stateRequests.receiveRequest(p));

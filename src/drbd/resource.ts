@@ -21,6 +21,7 @@ import {
 } from "./connection.js";
 import { afterSbPolicyNumber, type AfterSbPolicies } from "./after_sb.js";
 import { congestionConfigError, type CongestionOptions, type OnCongestion } from "./congestion.js";
+import { sameOption, type LiveOptionChanges } from "./live_settings.js";
 
 export interface DrbdResourceOptions extends CongestionOptions {
   name: string;
@@ -259,9 +260,101 @@ export class DrbdResource {
       ...(o.onCongestion !== undefined ? { onCongestion: o.onCongestion } : {}),
       ...(o.congestionFillSectors !== undefined ? { congestionFillSectors: o.congestionFillSectors } : {}),
       ...(o.congestionExtents !== undefined ? { congestionExtents: o.congestionExtents } : {}),
+      // What the peer changes on the live connection becomes this resource's running configuration.
+      peerSettingsAdopted: (changed) => Object.assign(this.opts, changed),
     };
     this.conn = new DrbdConnection(copts);
     await this.conn.connect({ discardMyData });
+  }
+
+  /**
+   * drbdadm adjust: makes the running resource match `next` (the .res as it is now), changing only what
+   * differs, as drbdadm compares `drbdsetup show` with the file (the running configuration includes what the
+   * peer changed on the live connection, so the second node's adjust after the first finds nothing to do):
+   *
+   * - a resource that is down is brought up (attach, connect); StandAlone is connected again;
+   * - another backing disk or metadata device: disconnect, detach, attach, connect;
+   * - another local or peer address, data-integrity-alg or on-congestion settings: disconnect and connect;
+   * - net and disk options: changed on the live connection (net-options / disk-options, live_settings.ts),
+   *   the protocol and resync settings sent to the peer (P_PROTOCOL_UPDATE, P_SYNC_PARAM89);
+   * - al-extents and net { discard-my-data } take effect at the next attach / connect.
+   *
+   * Returns what it did in drbdsetup's terms ("net-options protocol", "connect" …); empty when nothing differed.
+   */
+  async adjust(next: DrbdResourceOptions): Promise<string[]> {
+    const o = this.opts;
+    const done: string[] = [];
+    if (next.name !== o.name) throw new Error(`adjust: resource ${next.name} is not ${o.name}`);
+    let attached = this.dev !== undefined && this.dev.disk !== "Diskless";
+    if (attached && next.minor !== o.minor)
+      throw new Error(
+        `${this.deviceName}: adjust cannot move an attached volume to minor ${next.minor}; run down, then up`,
+      );
+    const congestionError = congestionConfigError(next.protocol ?? "C", next);
+    if (congestionError) throw new Error(`resource ${o.name}: ${congestionError}`);
+    const diskMoved =
+      next.backing !== o.backing ||
+      next.metaDisk !== o.metaDisk ||
+      !sameOption(next.metaPlacement, o.metaPlacement);
+    const linkMoved =
+      !sameOption(next.local, o.local) ||
+      !sameOption(next.peer, o.peer) ||
+      next.dataIntegrityAlg !== o.dataIntegrityAlg ||
+      next.onCongestion !== o.onCongestion ||
+      next.congestionFillSectors !== o.congestionFillSectors ||
+      next.congestionExtents !== o.congestionExtents;
+    const live: LiveOptionChanges = {
+      protocol: next.protocol ?? "C",
+      afterSb: next.afterSb,
+      alwaysAsbp: next.alwaysAsbp,
+      pingIntSec: next.pingIntSec,
+      pingTimeoutDs: next.pingTimeoutDs,
+      connectIntSec: next.connectIntSec,
+      timeoutDs: next.timeoutDs,
+      resyncRateKiB: next.resyncRateKiB,
+      resyncControl: next.resyncControl,
+      diskFlushes: next.diskFlushes,
+      verifyAlg: next.verifyAlg,
+      cramHmacAlg: next.cramHmacAlg,
+      sharedSecret: next.sharedSecret,
+    };
+    const c = this.conn;
+    const linked = c !== undefined && c.state !== "StandAlone";
+    if (attached && diskMoved) {
+      if (this.dev?.role === "Primary")
+        throw new Error(
+          `${this.deviceName}: adjust would detach a Primary to change its disk; demote it first`,
+        );
+      if (linked) done.push("disconnect");
+      await this.detach();
+      done.push("detach");
+      attached = false;
+    } else if (linked && (linkMoved || !next.peer)) {
+      await this.disconnect();
+      done.push("disconnect");
+    } else if (linked && c) {
+      const changed = await c.changeOptions(live);
+      const diskOptions = ["resyncRateKiB", "resyncControl", "diskFlushes"];
+      const disk = changed.filter((k) => diskOptions.includes(k));
+      const net = changed.filter((k) => !disk.includes(k));
+      if (net.length > 0) done.push(`net-options ${net.join(" ")}`);
+      if (disk.length > 0) done.push(`disk-options ${disk.join(" ")}`);
+    }
+    if (next.alExtents !== o.alExtents && attached)
+      done.push(`disk-options al-extents (${next.alExtents ?? "default"}: at the next attach)`);
+    // The running configuration is now the file's.
+    for (const k of Object.keys(o) as (keyof DrbdResourceOptions)[])
+      if (!(k in next) && k !== "tree") delete o[k];
+    Object.assign(o, next);
+    if (!attached) {
+      await this.attach();
+      done.push("attach");
+    }
+    if (o.peer && (!this.conn || this.conn.state === "StandAlone")) {
+      await this.connect();
+      done.push("connect");
+    }
+    return done;
   }
 
   async disconnect(): Promise<void> {
