@@ -39,6 +39,7 @@ import { SyncHandshake } from "./sync_handshake.js";
 import { PacketReceiver } from "./receiver.js";
 import { isIntegrityAlg } from "./integrity.js";
 import { applyLiveOptions, type LiveOptionChanges } from "./live_settings.js";
+import { ResizeLink } from "./resize_link.js";
 
 export type {
   ConnectionOptions,
@@ -61,6 +62,7 @@ export class DrbdConnection implements PeerLink {
   private readonly aheadBehind: AheadBehind;
   private readonly syncHandshake: SyncHandshake;
   private readonly receiver: PacketReceiver;
+  private readonly resize: ResizeLink;
   private server: Server | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
   private pingDeadline: NodeJS.Timeout | undefined;
@@ -99,6 +101,7 @@ export class DrbdConnection implements PeerLink {
       this.disconnectForCongestion(why),
     );
     this.syncHandshake = new SyncHandshake(link, this.resync);
+    this.resize = new ResizeLink(link, this.resync);
     this.receiver = new PacketReceiver({
       link,
       peerWrites: this.peerWrites,
@@ -108,6 +111,7 @@ export class DrbdConnection implements PeerLink {
       aheadBehind: this.aheadBehind,
       syncHandshake: this.syncHandshake,
       stateRequests: this.stateRequests,
+      resize: this.resize,
       pingAnswered: () => {
         clearTimeout(this.pingDeadline);
         this.pingDeadline = undefined;
@@ -266,6 +270,11 @@ export class DrbdConnection implements PeerLink {
       this.pingTimer = setInterval(() => this.ping(), (this.link.opts.pingIntSec ?? 10) * 1000);
     }
     return changed;
+  }
+
+  /** drbdadm resize while connected (resize_link.ts): both nodes grow to the smaller usable size. */
+  startResize(opts: { assumeClean: boolean }): Promise<void> {
+    return this.resize.start(opts);
   }
 
   /** drbdadm verify (verify_link.ts): resolves once the run started; `lastVerify` follows it. */
@@ -445,6 +454,7 @@ export class DrbdConnection implements PeerLink {
     this.sender.stop();
     this.verify.stop();
     this.stateRequests.cancel();
+    this.resize.stop();
     this.sender.markUnconfirmed();
     this.pingTimer = undefined;
     this.pingDeadline = undefined;

@@ -29,6 +29,7 @@ import {
   DRBD_MD_MAGIC_08,
   DRBD_MD_MAGIC_84_UNCLEAN,
   MDF_AL_CLEAN,
+  MDF_CONNECTED_IND,
   MDF_CONSISTENT,
   MDF_CRASHED_PRIMARY,
   MDF_PEER_OUT_DATED,
@@ -45,6 +46,7 @@ import {
 } from "./metadata.js";
 import { ActivityLog, initializedActivityLog } from "./activity_log.js";
 import { OutOfSyncBitmap } from "./bitmap.js";
+import { grownBitmap, layoutForLower, writeMovedMetadata } from "./online_grow.js";
 import { newCurrentUuid, withPrimaryBit, type UuidSet } from "./uuids.js";
 import { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
 import type { Deallocation, PeerDevicePort, PeerLink } from "./peer_device_port.js";
@@ -94,6 +96,11 @@ function flagsForDisk(flags: number, disk: DrbdDiskState): number {
   return f;
 }
 
+/** The device size: the last agreed size when the metadata records one, never more than the layout holds. */
+function deviceSectors(layout: MetadataLayout, sb: SuperBlock): number {
+  return sb.laSizeSect > 0 ? Math.min(sb.laSizeSect, layout.usableSectors) : layout.usableSectors;
+}
+
 function stableUuid(lowerUuid: string, minor: number): string {
   const h = createHash("sha1").update(`usertgt-drbd\0${lowerUuid}\0${minor}`).digest();
   h[6] = ((h[6] as number) & 0x0f) | 0x50;
@@ -106,7 +113,6 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   readonly name: string;
   readonly productName = "DRBD";
   readonly blockSize: number;
-  readonly blockCount: number;
   readonly uuid: string;
   readonly volatileWriteCache: boolean;
   readonly supportsUnmap: boolean;
@@ -124,6 +130,13 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   private bitmapWrite: Promise<void> = Promise.resolve();
   private readonly log: Logger;
   private readonly stateListeners = new Set<() => void>();
+  private readonly resizeListeners: ((blockCount: number) => void)[] = [];
+  /** The node was a Primary without its peer when it last went away (wait-connect uses degr-wfc-timeout). */
+  degradedAtAttach = false;
+  /** The device size in sectors: the last agreed size (la_size_sect), at most what the metadata layout allows. */
+  private sectors: number;
+  private layoutValue: MetadataLayout;
+  private bitmapValue: OutOfSyncBitmap;
   /**
    * /proc/drbd's ns, nr, dw, dr in bytes since attach: data mirrored to or resync data read for the peer,
    * peer and resync data received, data written to and read from the lower device.
@@ -134,15 +147,17 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     readonly minor: number,
     readonly lower: BlockDevice,
     private readonly store: MetadataStore,
-    readonly layout: MetadataLayout,
+    layout: MetadataLayout,
     sb: SuperBlock,
-    readonly bitmap: OutOfSyncBitmap,
+    bitmap: OutOfSyncBitmap,
     private readonly al: ActivityLog,
     private readonly onDetach: (() => void) | undefined,
   ) {
     this.name = `drbd${minor}`;
     this.blockSize = lower.blockSize;
-    this.blockCount = Math.floor((layout.usableSectors * SECTOR) / lower.blockSize);
+    this.layoutValue = layout;
+    this.bitmapValue = bitmap;
+    this.sectors = deviceSectors(layout, sb);
     this.uuid = stableUuid(lower.uuid, minor);
     this.volatileWriteCache = lower.volatileWriteCache;
     this.supportsUnmap = lower.supportsUnmap;
@@ -175,7 +190,11 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     let applied = 0;
     if (wasUnclean) applied = await applyActivityLog(lowerStore, where);
     const { layout, superBlock } = await readMetadata(lowerStore, where);
-    const bitmap = new OutOfSyncBitmap(layout.bmBits, Buffer.from(await readBitmap(store, layout)));
+    // One bit per 4 KiB of the device (drbd_bm_resize to the capacity), not of the whole bitmap area.
+    const bitmap = new OutOfSyncBitmap(
+      Math.ceil(deviceSectors(layout, superBlock) / 8),
+      Buffer.from(await readBitmap(store, layout)),
+    );
     // A fresh log: transaction numbers restart at 0, so no older transaction may outlive this attach.
     await store.write(
       (layout.mdOffsetSect + layout.alOffset) * SECTOR,
@@ -186,7 +205,10 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     const al = new ActivityLog(store, layout, opts.alExtents ?? DEFAULT_AL_EXTENTS, 0, () =>
       owner.dev ? owner.dev.persistBitmap() : Promise.resolve(),
     );
-    let flags = superBlock.flags & ~MDF_AL_CLEAN;
+    let flags = superBlock.flags & ~(MDF_AL_CLEAN | MDF_CONNECTED_IND);
+    // drbd_nl.c attach: Primary without a peer when it went away → USE_DEGR_WFC_T (degr-wfc-timeout).
+    const degraded =
+      (superBlock.flags & MDF_PRIMARY_IND) !== 0 && (superBlock.flags & MDF_CONNECTED_IND) === 0;
     // Still marked Primary: the node went away while Primary (drbd_nl.c attach sets CRASHED_PRIMARY).
     if (flags & MDF_PRIMARY_IND) flags = (flags | MDF_CRASHED_PRIMARY) & ~MDF_PRIMARY_IND;
     const sb: SuperBlock = {
@@ -198,6 +220,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     };
     await writeSuperBlock(store, layout, sb);
     const dev = (owner.dev = new DrbdDevice(minor, lower, store, layout, sb, bitmap, al, opts.onDetach));
+    dev.degradedAtAttach = degraded;
     dev.log.info(
       { disk: dev.diskValue, outOfSyncKiB: bitmap.outOfSyncKiB, unclean: wasUnclean, alBitsMarked: applied },
       "attached",
@@ -207,6 +230,28 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
 
   get role(): DrbdRole {
     return this.roleValue;
+  }
+
+  get blockCount(): number {
+    return Math.floor((this.sectors * SECTOR) / this.blockSize);
+  }
+
+  /** The device size in 512-byte sectors (the kernel's drbd_get_capacity). */
+  get sizeSectors(): number {
+    return this.sectors;
+  }
+
+  get layout(): MetadataLayout {
+    return this.layoutValue;
+  }
+
+  get bitmap(): OutOfSyncBitmap {
+    return this.bitmapValue;
+  }
+
+  /** Listeners for a change of the device size (drbdadm resize): a LUN over it reports the new capacity. */
+  onResize(listener: (blockCount: number) => void): void {
+    this.resizeListeners.push(listener);
   }
 
   get disk(): DrbdDiskState {
@@ -285,6 +330,64 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     });
     this.log.info("role Secondary");
     this.notifyState();
+  }
+
+  /**
+   * The largest size this device could have now (drbd_get_max_capacity): the backing disk is asked for its
+   * current size first (a grown file or loop device; BlockDevice.rescan), then the metadata layout for that
+   * size says how much of it is usable.
+   */
+  async maxSectors(): Promise<number> {
+    this.requireDisk();
+    await this.lower.rescan?.(false);
+    return this.layoutFor().usableSectors;
+  }
+
+  private layoutFor(): MetadataLayout {
+    return layoutForLower(this.layoutValue, this.lower, this.store);
+  }
+
+  /**
+   * drbd_determine_dev_size growing the device to `sectors` (drbdadm resize): internal metadata moves to
+   * the new end of the backing disk — bitmap, activity log (its active set carried over), then the
+   * superblock with the new offsets and last agreed size, so until that write the old metadata is the
+   * valid one. The bitmap grows with the device; with `setNewBits` the new area is out of sync (the resync
+   * fills it from the peer), without it (--assume-clean) it counts as in sync. Listeners hear the new size.
+   * Returns false when `sectors` is not larger than the device.
+   */
+  async grow(sectors: number, opts: { setNewBits: boolean }): Promise<boolean> {
+    this.requireDisk();
+    const before = this.sectors;
+    if (sectors <= before) return false;
+    const layout = this.layoutFor();
+    if (sectors > layout.usableSectors)
+      throw new Error(
+        `${this.name}: cannot grow to ${sectors} sectors, the backing disk has room for ${layout.usableSectors}`,
+      );
+    const move = Promise.all([this.sbWrite, this.bitmapWrite]).then(async () => {
+      // In one turn: what the old bitmap records is copied, and every later change lands in the new one.
+      this.bitmapValue = grownBitmap(this.bitmapValue, layout, before, sectors, opts.setNewBits);
+      this.layoutValue = layout;
+      this.sb = await writeMovedMetadata(this.store, this.al, layout, this.bitmapValue, {
+        ...this.sb,
+        laSizeSect: sectors,
+      });
+      this.sectors = sectors;
+    });
+    this.sbWrite = move.catch(() => {});
+    this.bitmapWrite = move.catch(() => {});
+    await move;
+    this.log.info(
+      {
+        beforeSectors: before,
+        sectors,
+        newBitsOutOfSync: opts.setNewBits,
+        outOfSyncKiB: this.bitmap.outOfSyncKiB,
+      },
+      "grown (drbdadm resize)",
+    );
+    for (const fn of this.resizeListeners) fn(this.blockCount);
+    return true;
   }
 
   /** drbdsetup new-current-uuid [--clear-bitmap]: the latter skips the initial full sync of fresh pairs. */
@@ -476,6 +579,12 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   setPeer(peer: PeerLink | undefined): void {
     this.peer = peer;
     if (peer) this.generation = undefined;
+    // MDF_CONNECTED_IND follows the connection (__drbd_set_state), for the next attach's degraded check.
+    const flags = peer ? this.sb.flags | MDF_CONNECTED_IND : this.sb.flags & ~MDF_CONNECTED_IND;
+    if (flags !== this.sb.flags)
+      this.updateSuperBlock({ flags }).catch((e: Error) =>
+        this.log.error({ err: e.message }, "writing the connected flag failed"),
+      );
   }
 
   /** The peer's disk is known to be Outdated (recorded so an attach can promote Consistent to UpToDate). */
@@ -641,7 +750,16 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   private updateSuperBlock(change: Partial<SuperBlock>): Promise<void> {
     this.sb = { ...this.sb, ...change };
     const snapshot = this.sb;
-    const p = this.sbWrite.then(() => writeSuperBlock(this.store, this.layout, snapshot));
+    // The size and offsets as they are when the write runs: a resize may have moved the metadata meanwhile.
+    const p = this.sbWrite.then(() =>
+      writeSuperBlock(this.store, this.layout, {
+        ...snapshot,
+        laSizeSect: this.sectors,
+        mdSizeSect: this.layout.mdSizeSect,
+        alOffset: this.layout.alOffset,
+        bmOffset: this.layout.bmOffset,
+      }),
+    );
     this.sbWrite = p.catch(() => {});
     return p;
   }

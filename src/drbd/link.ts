@@ -82,6 +82,8 @@ export class Link {
   peerUuids: UuidSet | undefined;
   peerUuidFlags = 0;
   peerBitsSet = 0;
+  /** The peer's usable backing size (P_SIZES d_size), sectors; 0 before its first P_SIZES. */
+  peerDiskSectors = 0;
   /** My bitmap's bits set when I sent P_UUIDS. */
   myBitsSent = 0;
   /** This node accepted the meta socket (RESOLVE_CONFLICTS). */

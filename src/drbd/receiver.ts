@@ -13,6 +13,7 @@ import type { Resync } from "./resync.js";
 import type { StateChangeRequests } from "./state_change_request.js";
 import type { SyncHandshake } from "./sync_handshake.js";
 import type { VerifyLink } from "./verify_link.js";
+import type { ResizeLink } from "./resize_link.js";
 import { receiveProtocolUpdate, receiveSyncParams } from "./live_settings.js";
 
 type Handler = (payload: Buffer, cmd: DrbdCommand) => void;
@@ -26,6 +27,7 @@ export interface ConnectionParts {
   aheadBehind: AheadBehind;
   syncHandshake: SyncHandshake;
   stateRequests: StateChangeRequests;
+  resize: ResizeLink;
   /** P_PING_ACK arrived in time. */
   pingAnswered: () => void;
 }
@@ -62,6 +64,8 @@ export class PacketReceiver {
     onData(DrbdCommand.ProtocolUpdate, (p) => receiveProtocolUpdate(link, p, link.opts.peerSettingsAdopted));
     onData(DrbdCommand.SyncParam89, (p) => receiveSyncParams(link, p, link.opts.peerSettingsAdopted));
     onData(DrbdCommand.SyncParam, (p) => receiveSyncParams(link, p, link.opts.peerSettingsAdopted));
+    // The peer's drbdadm resize, or its answer to ours (resize_link.ts).
+    onData(DrbdCommand.Sizes, (p) => parts.resize.receive(p));
     onData(DrbdCommand.OvRequest, (p) => verify.receiveRequest(p));
     onData(DrbdCommand.OvReply, (p) => verify.receiveReply(p));
     onData(DrbdCommand.StateChgReq, (p) => stateRequests.receiveRequest(p));

@@ -9,7 +9,7 @@ import { ResyncProgress } from "./resync_progress.js";
 import type { DeviceClaim, DeviceTree } from "../devtree/device_tree.js";
 import { numericOption, optionValue } from "./config/model.js";
 import type { LocalView } from "./config/res_parser.js";
-import { createMetadata, type MetaDiskPlacement } from "./metadata.js";
+import { createMetadata, MDF_PEER_OUT_DATED, type MetaDiskPlacement } from "./metadata.js";
 import type { BlockDevice } from "../bdev/bdev.js";
 import { DrbdDevice } from "./device.js";
 import {
@@ -62,7 +62,14 @@ export interface DrbdResourceOptions extends CongestionOptions {
   dataIntegrityAlg?: string;
   /** net { discard-my-data }: every connect is a `connect --discard-my-data`. */
   discardMyData?: boolean;
+  /** startup { wfc-timeout, degr-wfc-timeout, outdated-wfc-timeout }, seconds (0: wait forever). */
+  wfcTimeoutSec?: number;
+  degrWfcTimeoutSec?: number;
+  outdatedWfcTimeoutSec?: number;
 }
+
+/** Which startup timeout `drbdadm wait-connect` uses (drbd_adm_get_timeout_type). */
+export type WaitTimeoutType = "default" | "degraded" | "peer-outdated";
 
 export class DrbdResource {
   /** Resync speed and ETA, sampled by whoever reads the resource's snapshot. */
@@ -145,7 +152,21 @@ export class DrbdResource {
       discardMyData: optionValue(net, "net", "discard-my-data") === true,
       ...(verifyAlg !== undefined ? { verifyAlg } : {}),
       ...(dataIntegrityAlg !== undefined ? { dataIntegrityAlg } : {}),
+      wfcTimeoutSec: numericOption(resource.startup, "startup", "wfc-timeout"),
+      degrWfcTimeoutSec: numericOption(resource.startup, "startup", "degr-wfc-timeout"),
+      outdatedWfcTimeoutSec: numericOption(resource.startup, "startup", "outdated-wfc-timeout"),
     });
+  }
+
+  /**
+   * drbd_adm_get_timeout_type: peer-outdated when the metadata says the peer's disk is Outdated, degraded
+   * when this node was a Primary without its peer when it last went away, else default.
+   */
+  get waitTimeoutType(): WaitTimeoutType {
+    const dev = this.dev;
+    if (!dev || dev.disk === "Diskless") return "default";
+    if (dev.superBlock.flags & MDF_PEER_OUT_DATED) return "peer-outdated";
+    return dev.degradedAtAttach ? "degraded" : "default";
   }
 
   get deviceName(): string {
@@ -403,6 +424,24 @@ export class DrbdResource {
         `${this.deviceName}: State change failed: (-15) Need a connection to start verify or resync`,
       );
     await c.startVerify();
+  }
+
+  /**
+   * drbdadm resize (grow only) after the backing disks grew: connected, both nodes agree on the smaller of
+   * their usable sizes over P_SIZES, the metadata moves to the new end and the new area is resynced
+   * (resize_link.ts; not with --assume-clean). A one-node resource just grows. A two-node resource that is
+   * not connected is refused: the peer's size is unknown, and growing it at the next handshake (what the
+   * kernel's --assume-peer-has-space relies on) is not done here. Resolves once this node has its new size.
+   */
+  async resize(opts: { assumeClean?: boolean; assumePeerHasSpace?: boolean } = {}): Promise<void> {
+    const dev = this.requireDevice();
+    const c = this.conn;
+    if (c?.replicating) return c.startResize({ assumeClean: opts.assumeClean === true });
+    if (this.opts.peer)
+      throw new Error(
+        `${this.deviceName}: resize needs the peer connected (its size is unknown; --assume-peer-has-space is not supported); the device keeps ${dev.sizeSectors} sectors`,
+      );
+    await dev.grow(await dev.maxSectors(), { setNewBits: false });
   }
 
   /**

@@ -37,6 +37,7 @@ export const DRBD_ADM_COMMANDS = [
   "verify",
   "invalidate-remote",
   "adjust",
+  "resize",
 ] as const;
 export type DrbdAdmCommand = (typeof DRBD_ADM_COMMANDS)[number];
 
@@ -53,6 +54,9 @@ export interface DrbdAdmOptions {
   readonly clearBitmap?: boolean;
   /** connect --discard-my-data: lose an unresolved split brain (refused on a Primary). */
   readonly discardMyData?: boolean;
+  /** resize --assume-clean / --assume-peer-has-space. */
+  readonly assumeClean?: boolean;
+  readonly assumePeerHasSpace?: boolean;
 }
 
 export interface DrbdWiringOptions {
@@ -219,6 +223,11 @@ export class DrbdWiring {
       case "adjust":
         await this.adjust(r.opts.name);
         return;
+      case "resize":
+        return r.resize({
+          assumeClean: opts.assumeClean === true,
+          assumePeerHasSpace: opts.assumePeerHasSpace === true,
+        });
     }
   }
 
@@ -336,6 +345,8 @@ export class DrbdWiring {
         force: { type: "boolean" },
         clear_bitmap: { type: "boolean" },
         discard_my_data: { type: "boolean" },
+        assume_clean: { type: "boolean" },
+        assume_peer_has_space: { type: "boolean" },
       },
       handler: async (p): Promise<JsonObject> => {
         const command = p.command as string;
@@ -359,6 +370,8 @@ export class DrbdWiring {
             force: p.force === true,
             clearBitmap: p.clear_bitmap === true,
             discardMyData: p.discard_my_data === true,
+            assumeClean: p.assume_clean === true,
+            assumePeerHasSpace: p.assume_peer_has_space === true,
           });
         } catch (err) {
           throw asRpcError(err);
@@ -409,6 +422,13 @@ function resourceJson(r: DrbdResource): JsonObject {
     out.connection = c?.state ?? "StandAlone";
     // The wire protocol in force: the file's, or what the peer's net-options changed it to.
     out.protocol = c?.protocol ?? r.opts.protocol ?? "C";
+    // startup { } and which of its timeouts applies now (drbdadm wait-connect).
+    out.startup = {
+      wfc_timeout: r.opts.wfcTimeoutSec ?? 0,
+      degr_wfc_timeout: r.opts.degrWfcTimeoutSec ?? 0,
+      outdated_wfc_timeout: r.opts.outdatedWfcTimeoutSec ?? 0,
+      timeout_type: r.waitTimeoutType,
+    };
     if (c?.peerRole !== undefined) out.peer_role = c.peerRole;
     if (c?.peerDisk !== undefined) out.peer_disk = c.peerDisk;
     if (c?.resyncDone !== undefined) out.done = c.resyncDone;

@@ -30,6 +30,11 @@ export interface PairOptions {
   readonly disk?: string;
   readonly sizeMiB?: number;
   readonly blockSize?: number;
+  /**
+   * The backing files are created at sizeMiB and the TCMUR lines carry no `size=`: the devices are as big
+   * as their files, also after they grew (`drbdadm resize` rescans them).
+   */
+  readonly sizeFromFile?: boolean;
   /** Port ranges [first, last]; default this fixture's (DRBD 7810-7839, iSCSI 3440-3469). */
   readonly drbdPorts?: readonly [number, number];
   readonly iscsiPorts?: readonly [number, number];
@@ -88,6 +93,7 @@ export class DrbdPair {
   readonly nodes: Record<NodeName, PairNode>;
   readonly blockSize: number;
   readonly sizeMiB: number;
+  private readonly sizeFromFile: boolean;
 
   private constructor(
     readonly dir: string,
@@ -98,6 +104,7 @@ export class DrbdPair {
   ) {
     this.blockSize = opts.blockSize ?? 4096;
     this.sizeMiB = opts.sizeMiB ?? 16;
+    this.sizeFromFile = opts.sizeFromFile === true;
     const mk = (name: NodeName, host: string, i: number): PairNode => ({
       name,
       host,
@@ -119,6 +126,12 @@ export class DrbdPair {
     const resPath = join(dir, "r0.res");
     const pair = new DrbdPair(dir, resPath, drbd, iscsi, opts);
     await writeFile(resPath, pair.res(opts));
+    if (pair.sizeFromFile)
+      for (const n of Object.values(pair.nodes)) {
+        const fh = await open(n.file, "w");
+        await fh.truncate(pair.sizeMiB * 1024 * 1024);
+        await fh.close();
+      }
     return pair;
   }
 
@@ -139,7 +152,7 @@ export class DrbdPair {
 
   private config(n: PairNode, helper: Helper): string {
     return `[TCMUR]
-  TCMUR 2 file_b /file/${n.file} size=${this.sizeMiB}M bs=${this.blockSize}
+  TCMUR 2 file_b /file/${n.file}${this.sizeFromFile ? "" : ` size=${this.sizeMiB}M`} bs=${this.blockSize}
 [BIO]
   BIO bio1 /UMCfuse/dev/drbd2 ${helper} r0 /UMCfuse/dev/file_b
 [PortalGroup1]
