@@ -13,7 +13,9 @@ mkdir -p "$WORK/state"
 case ${1:?start, stop or adm} in
   start)
     shift
-    sed "s|@WORK@|$WORK|g" "$here/usertgt.conf" >"$WORK/usertgt.conf"
+    # GROWABLE=1: no size= on the TCMUR line, so the device follows its file when it grows (drbdadm resize).
+    sed -e "s|@WORK@|$WORK|g" ${GROWABLE:+-e "s| size=32M||"} "$here/usertgt.conf" >"$WORK/usertgt.conf"
+    [ -z "${GROWABLE:-}" ] || [ -f "$WORK/udisk.img" ] || truncate -s 32M "$WORK/udisk.img"
     ip netns exec "$NETNS" node "$main/dist/src/cli/main.js" serve -c "$WORK/usertgt.conf" --no-fuse \
       --drbd-config "$RES" --node-name utgt --rpc-socket "$WORK/utgt.sock" --state-dir "$WORK/state" \
       "$@" >>"$WORK/utgt.log" 2>&1 &
