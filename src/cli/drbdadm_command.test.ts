@@ -38,6 +38,31 @@ test("usertgt drbdadm: dump runs locally from -c; usage and unsupported commands
   assert.equal(pauseSync.code, 1);
   assert.match(pauseSync.stderr, /usertgt drbdadm: pause-sync: not supported \(supported: up, down/);
 
+  const badWfc = await cli([
+    "drbdadm",
+    "-s",
+    join(dir, "none.sock"),
+    "wait-connect",
+    "r5",
+    "--wfc-timeout",
+    "soon",
+  ]);
+  assert.equal(badWfc.code, 2);
+  assert.match(badWfc.stderr, /--wfc-timeout soon: expected whole seconds 0\.\.300000/);
+  const noWfcRes = await cli(["drbdadm", "-s", join(dir, "none.sock"), "wait-connect"]);
+  assert.equal(noWfcRes.code, 2);
+  assert.match(noWfcRes.stderr, /wait-connect needs a resource name/);
+  const resizeNoServer = await cli([
+    "drbdadm",
+    "-s",
+    join(dir, "none.sock"),
+    "resize",
+    "r5",
+    "--assume-clean",
+  ]);
+  assert.equal(resizeNoServer.code, 1);
+  assert.match(resizeNoServer.stderr, /is `usertgt serve --drbd-config FILE/);
+
   const noRes = await cli(["drbdadm", "-s", join(dir, "none.sock"), "up"]);
   assert.equal(noRes.code, 2);
   assert.match(noRes.stderr, /up needs a resource name/);

@@ -84,6 +84,11 @@ export class DrbdResource {
     const { resource, local, peer } = view;
     const vol = local.volumes[0];
     if (!vol) throw new Error(`resource ${resource.name}: 'on ${local.names[0] ?? "?"}' has no volume`);
+    // Refused rather than ignored: a second volume that silently does not replicate would lose data.
+    if (local.volumes.length > 1)
+      throw new Error(
+        `resource ${resource.name}: ${local.volumes.length} volumes in 'on ${local.names[0] ?? "?"}'; usertgt replicates one volume per resource (use one resource per volume)`,
+      );
     // meta-disk internal | DEV (flexible) | DEV [IDX] (indexed 128 MiB slots); DEV is a device-tree device.
     const meta: Pick<DrbdResourceOptions, "metaDisk" | "metaPlacement"> =
       vol.metaIndex === "internal"
