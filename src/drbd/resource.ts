@@ -1,6 +1,7 @@
 /**
  * A DRBD resource (one volume) driven by drbdadm-like commands: create-md, attach, detach, connect,
- * disconnect, up, down, primary [--force], secondary, new-current-uuid [--clear-bitmap], invalidate, status.
+ * disconnect, up, down, primary [--force], secondary, new-current-uuid [--clear-bitmap], invalidate,
+ * invalidate-remote, verify, adjust, resize [--assume-clean], status.
  *
  * The backing disk is a device of the device tree, claimed "exclusive" while attached; the DRBD device is
  * registered in the tree as drbd<minor> (kind "drbd") so that LUNs and the FUSE view can use it.
