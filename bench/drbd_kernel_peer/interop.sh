@@ -12,11 +12,15 @@ NETNS=${NETNS:-usertgt-kpeer}
 KB=32728 # usable KiB of the 32 MiB disks with internal metadata
 # Variants: PROTO=A|B|C (net { protocol }), SECRET=... (cram-hmac-alg sha1 + shared-secret), VERIFY=1
 # (verify-alg crc32c and an online verify at the end), FORCE_ON=kernel (step 2 forced on the guest),
-# INTEGRITY=ALG (net { data-integrity-alg ALG }: every P_DATA / P_RS_DATA_REPLY both ways carries a digest).
+# INTEGRITY=ALG (net { data-integrity-alg ALG }: every P_DATA / P_RS_DATA_REPLY both ways carries a digest),
 # DETACH=1 (after step 3, detach steps D1-D3 instead of 4-10: usertgt's disk fails under its Primary and
-# the kernel serves it; the kernel Primary detaches and usertgt serves it). Several runs at once need their
-# own NETNS, TAP and WORK (e.g. NETNS=usertgt-kpeer-flt TAP=tapkflt WORK=/var/tmp/kpeer-flt).
+# the kernel serves it; the kernel Primary detaches and usertgt serves it),
+# ADJUST=1 (step 11: drbdadm adjust of the protocol and resync-rate on a connected pair, both directions).
+# RESIZE=1 (step 12: online grow of both disks, `drbdadm resize` on usertgt, then on the kernel).
+# Several runs at once need their own NETNS=..., TAP=... and WORK=... (vm.sh and utgt.sh honour them).
 PROTO=${PROTO:-C}
+# usertgt's device must follow its file for RESIZE (utgt.sh drops size= from its TCMUR line).
+[ -n "${RESIZE:-}" ] && export GROWABLE=1
 mkdir -p "$WORK"
 # DETACH: usertgt's backing file is served by the test's TCMUR handler "faulty" (utgt.sh), made to fail below.
 [ -n "${DETACH:-}" ] && export TCMUR_HANDLER=faulty
@@ -240,6 +244,76 @@ if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Establishe
   ok "10 usertgt Primary killed, rejoins: $(grep '"attached"' "$WORK/utgt.log" | tail -1 | grep -o '"unclean":[^,]*,"alBitsMarked":[0-9]*'); kernel $(ksh "dmesg | grep -o 'peer [0-9A-F:]* bits:[0-9]* flags:[0-9]*\|uuid_compare.*\|Began resync as SyncSource.*' | tail -3" | paste -sd' ')"
 else bad "10 usertgt crash and rejoin"; fi
 same_data "10"
+
+if [ -n "${ADJUST:-}" ]; then
+  # 11. drbdadm adjust while Connected (kernel Primary, usertgt Secondary), writes in between, no resync:
+  #     the protocol changed in both files, adjusted on the kernel first (its P_PROTOCOL_UPDATE reaches
+  #     usertgt, whose own adjust then has nothing to do); back, adjusted on usertgt first (usertgt's
+  #     P_PROTOCOL_UPDATE, and a new resync-rate as P_SYNC_PARAM89, reach the kernel: `drbdadm-84 -d adjust`
+  #     there then plans nothing).
+  other=A
+  [ "$PROTO" = A ] && other=C
+  resyncs=$(ksh "dmesg | grep -c 'Began resync'")
+  edit() { # from-protocol to-protocol from-rate to-rate
+    sed -i "s|protocol $1;|protocol $2;|; s|resync-rate $3;|resync-rate $4;|" "$RES"
+    ksh "sed -i 's|protocol $1;|protocol $2;|; s|resync-rate $3;|resync-rate $4;|' /etc/drbd.d/r0.res"
+  }
+  edit "$PROTO" "$other" 40M 40M
+  kadm adjust r0
+  if wait_k "cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate $other " 10 &&
+    grep -q 'the peer changed the net options (P_PROTOCOL_UPDATE)' "$WORK/utgt.log"; then
+    ok "11 kernel adjust -> protocol $other on both: $(kstate | grep -o 'UpToDate/UpToDate [ABC]')"
+  else bad "11 kernel adjust to protocol $other: $(kstate)"; fi
+  n=$(grep -c 'adjust: nothing to do' "$WORK/utgt.log")
+  uadm adjust r0
+  if [ "$(grep -c 'adjust: nothing to do' "$WORK/utgt.log")" -gt "$n" ]; then ok "11 usertgt adjust after the kernel's: nothing to do"
+  else bad "11 usertgt adjust after the kernel's did something: $(grep '"adjusted"' "$WORK/utgt.log" | tail -1)"; fi
+  ksh "dd if=/dev/urandom of=/dev/drbd0 bs=4k seek=6000 count=256 oflag=direct 2>/dev/null"
+  edit "$other" "$PROTO" 40M 20M
+  uadm adjust r0
+  sleep 1
+  plan=$(ksh "drbdadm-84 -d adjust r0 2>&1 | grep -v -e 'version: ' -e 'mixing different'")
+  if wait_k "cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate $PROTO " 10 && [ -z "$plan" ]; then
+    ok "11 usertgt adjust -> protocol $PROTO and resync-rate 20M on both (kernel's adjust plans nothing)"
+  else bad "11 usertgt adjust back to $PROTO: $(kstate); kernel would still run: $plan"; fi
+  ksh "drbdsetup-84 show r0 2>/dev/null | grep -E 'protocol|resync-rate'" | sed 's/^/  guest: /'
+  ksh "dd if=/dev/urandom of=/dev/drbd0 bs=4k seek=7000 count=256 oflag=direct 2>/dev/null"
+  if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Established peer-disk:UpToDate' 10 &&
+    [ "$(ksh "dmesg | grep -c 'Began resync'")" = "$resyncs" ]; then
+    ok "11 still Connected, no resync during the adjusts"
+  else bad "11 connection or resync changed: $(ustate); $(ksh "dmesg | tail -5" | paste -sd' ')"; fi
+  same_data "11"
+fi
+
+if [ -n "${RESIZE:-}" ]; then
+  # 12. Online grow (kernel Primary, usertgt Secondary): the guest's /dev/vda grown through QMP and usertgt's
+  #     file with truncate; `drbdadm resize` on usertgt (its P_SIZES; the kernel grows, answers, and as
+  #     Primary resyncs the new area), then once more, 64 MiB, started on the kernel. Each time: both at the
+  #     new size, Connected UpToDate/UpToDate, the kernel writes into the new area, both disks equal.
+  usable_kb() { # usable KiB of a backing disk of $1 MiB with internal metadata (metadata_layout.ts)
+    local cap=$(($1 * 2048)) bm
+    bm=$(((((cap + 32767) / 32768) + 7) / 8 * 8))
+    echo $(((cap / 8 * 8 - 8 - (bm + 8 + 64) + 8) / 2))
+  }
+  grow() { # MiB, who runs drbdadm resize
+    local mb=$1 who=$2 kb
+    "$here/vm.sh" resize "$mb" || bad "12 QMP block_resize to $mb MiB"
+    truncate -s "${mb}M" "$WORK/udisk.img"
+    if [ "$who" = kernel ]; then kadm resize r0; else uadm resize r0; fi
+    kb=$(usable_kb "$mb")
+    if wait_k 'cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate' 120 &&
+      wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Established peer-disk:UpToDate' 30 &&
+      [ "$(ksh "blockdev --getsize64 /dev/drbd0")" = "$((kb * 1024))" ]; then
+      ok "12 resize on $who to $mb MiB: /dev/drbd0 $kb KiB; $(ksh "dmesg | grep -o 'new size.*\|drbd_bm_resize called.*\|Began resync as SyncSource.*\|Resync done.*' | tail -4" | paste -sd' ')"
+    else bad "12 resize on $who to $mb MiB: $(kstate); $(ustate); size $(ksh "blockdev --getsize64 /dev/drbd0")"; fi
+    grep '"grown (drbdadm resize)"' "$WORK/utgt.log" | tail -1 | grep -o '"beforeSectors":[0-9]*,"sectors":[0-9]*' | sed 's/^/  usertgt: /'
+    ksh "dd if=/dev/urandom of=/dev/drbd0 bs=4k seek=$(((kb - 64) / 4)) count=16 oflag=direct 2>/dev/null"
+    KB=$kb
+    same_data "12 ($mb MiB)"
+  }
+  grow 48 usertgt
+  grow 64 kernel
+fi
 
 "$here/utgt.sh" stop
 [ -n "${KEEP:-}" ] || "$here/vm.sh" stop

@@ -14,7 +14,10 @@ case ${1:?start, stop or adm} in
   start)
     shift
     # TCMUR_HANDLER=faulty: the backing file through the test handler that fails while udisk.img.fail exists.
-    sed -e "s|@WORK@|$WORK|g" -e "s|/file/|/${TCMUR_HANDLER:-file}/|" "$here/usertgt.conf" >"$WORK/usertgt.conf"
+    # GROWABLE=1: no size= on the TCMUR line, so the device follows its file when it grows (drbdadm resize).
+    sed -e "s|@WORK@|$WORK|g" -e "s|/file/|/${TCMUR_HANDLER:-file}/|" ${GROWABLE:+-e "s| size=32M||"} \
+      "$here/usertgt.conf" >"$WORK/usertgt.conf"
+    [ -z "${GROWABLE:-}" ] || [ -f "$WORK/udisk.img" ] || truncate -s 32M "$WORK/udisk.img"
     extra=()
     [ "${TCMUR_HANDLER:-file}" = faulty ] && extra=(--handler-dir "$main/dist/test/support/tcmur_faulty")
     ip netns exec "$NETNS" node "$main/dist/src/cli/main.js" serve -c "$WORK/usertgt.conf" --no-fuse \

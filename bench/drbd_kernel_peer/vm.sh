@@ -4,10 +4,11 @@
 #   bench/drbd_kernel_peer/vm.sh start     # netns $NETNS (10.77.0.1/24 on tap $TAP), guest 10.77.0.2, disk $DISK
 #   bench/drbd_kernel_peer/vm.sh stop      # power the guest off, delete the netns
 #   bench/drbd_kernel_peer/vm.sh sh 'cmd'  # run a shell command in the guest (vmsh.py)
+#   bench/drbd_kernel_peer/vm.sh resize MB # grow the guest's /dev/vda online (QMP block_resize)
 #
 # usertgt runs in the same namespace: `ip netns exec $NETNS node dist/src/cli/main.js serve ...`.
 # Files under $WORK (default /var/tmp/usertgt-kpeer): console.log (kernel console, drbd's messages),
-# qemu.pid, kdisk.img (the guest's /dev/vda, $DISK_MB MiB, created if missing).
+# qemu.pid, qmp.sock, kdisk.img (the guest's /dev/vda, $DISK_MB MiB, created if missing).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 WORK=${WORK:-/var/tmp/usertgt-kpeer}
@@ -31,12 +32,12 @@ case ${1:?start, stop or sh} in
     [ -f "$DISK" ] || truncate -s "${DISK_MB}M" "$DISK"
     rm -f "$WORK/console.log"
     ip netns exec "$NETNS" qemu-system-x86_64 -accel tcg,thread=multi -m "$VM_MEM" -smp 1 -nodefaults -no-reboot \
-      -display none -daemonize -pidfile "$WORK/qemu.pid" \
+      -display none -daemonize -pidfile "$WORK/qemu.pid" -qmp "unix:$WORK/qmp.sock,server=on,wait=off" \
       -serial "file:$WORK/console.log" \
       -kernel "$vmlinuz" -initrd "$initrd" \
       -append "console=ttyS0 loglevel=7 panic=-1 kpeer_addr=10.77.0.2/24 kpeer_host=kpeer" \
       -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device virtio-net-pci,netdev=n0 \
-      -drive "file=$DISK,format=raw,if=virtio,cache=none,discard=unmap"
+      -drive "file=$DISK,format=raw,if=virtio,cache=none,discard=unmap,id=kdisk"
     for _ in $(seq 1 120); do
       grep -q '^KPEER ready' "$WORK/console.log" 2>/dev/null && break
       sleep 1
@@ -57,5 +58,25 @@ case ${1:?start, stop or sh} in
   sh)
     shift
     exec ip netns exec "$NETNS" "$here/vmsh.py" "$@"
+    ;;
+  resize)
+    # The disk file grows and the guest's virtio-blk sees the new capacity at once.
+    python3 - "$WORK/qmp.sock" "$((${2:?size in MiB} * 1024 * 1024))" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+json.loads(f.readline())
+for cmd in ({"execute": "qmp_capabilities"},
+            {"execute": "block_resize", "arguments": {"device": "kdisk", "size": int(sys.argv[2])}}):
+    f.write(json.dumps(cmd) + "\n")
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "error" in r:
+            sys.exit("qmp: " + r["error"]["desc"])
+        if "return" in r:
+            break
+PY
     ;;
 esac

@@ -61,6 +61,12 @@ export interface BlockDevice extends BlockDeviceInfo {
   writeSame?(lba: number, blocks: number, pattern: Buffer): Promise<void>;
   /** Optional: call `listener` after the device's block count changed underneath (image resized). */
   onResize?(listener: (blockCount: number) => void): void;
+  /**
+   * Optional: take the current size of what backs the device (a file grown with truncate, a loop device
+   * after losetup -c), as SPDK's bdev_aio_rescan; shrinking is refused unless `mayShrink`. Returns the old
+   * and new block counts (a DRBD device's `drbdadm resize` asks its backing disk this way).
+   */
+  rescan?(mayShrink: boolean): Promise<{ before: number; after: number }>;
 }
 
 /** An error from a block device, carrying what SCSI needs to build sense data. */

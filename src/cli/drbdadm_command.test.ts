@@ -34,9 +34,34 @@ test("usertgt drbdadm: dump runs locally from -c; usage and unsupported commands
   assert.equal(noFile.code, 2);
   assert.match(noFile.stderr, /dump needs the config file: -c FILE/);
 
-  const resize = await cli(["drbdadm", "-s", join(dir, "none.sock"), "resize", "r5"]);
-  assert.equal(resize.code, 1);
-  assert.match(resize.stderr, /usertgt drbdadm: resize: not supported \(supported: up, down/);
+  const pauseSync = await cli(["drbdadm", "-s", join(dir, "none.sock"), "pause-sync", "r5"]);
+  assert.equal(pauseSync.code, 1);
+  assert.match(pauseSync.stderr, /usertgt drbdadm: pause-sync: not supported \(supported: up, down/);
+
+  const badWfc = await cli([
+    "drbdadm",
+    "-s",
+    join(dir, "none.sock"),
+    "wait-connect",
+    "r5",
+    "--wfc-timeout",
+    "soon",
+  ]);
+  assert.equal(badWfc.code, 2);
+  assert.match(badWfc.stderr, /--wfc-timeout soon: expected whole seconds 0\.\.300000/);
+  const noWfcRes = await cli(["drbdadm", "-s", join(dir, "none.sock"), "wait-connect"]);
+  assert.equal(noWfcRes.code, 2);
+  assert.match(noWfcRes.stderr, /wait-connect needs a resource name/);
+  const resizeNoServer = await cli([
+    "drbdadm",
+    "-s",
+    join(dir, "none.sock"),
+    "resize",
+    "r5",
+    "--assume-clean",
+  ]);
+  assert.equal(resizeNoServer.code, 1);
+  assert.match(resizeNoServer.stderr, /is `usertgt serve --drbd-config FILE/);
 
   const noRes = await cli(["drbdadm", "-s", join(dir, "none.sock"), "up"]);
   assert.equal(noRes.code, 2);

@@ -1,5 +1,6 @@
 /**
- * `usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND RESOURCE [--force] [--clear-bitmap] [--discard-my-data]`: drbdadm(8) for the
+ * `usertgt drbdadm [-s SOCKET] [-c FILE] COMMAND RESOURCE [--force] [--clear-bitmap] [--discard-my-data]
+ * [--assume-clean] [--assume-peer-has-space]`: drbdadm(8) for the
  * DRBD resources of a running server (JSON-RPC `drbd_adm` / `drbd_status`, docs/rpc.md). `status [RES]`
  * prints drbdadm's status text; `dump RES` reads the config file locally (-c) and needs no server.
  * Exit codes: 0 success, 1 the command failed (or no server), 2 bad usage — as `usertgt rpc` — and 11
@@ -17,13 +18,16 @@ import {
 import { isJsonObject, RpcError, type JsonObject } from "../rpc/jsonrpc.js";
 import { DRBD_ADM_COMMANDS, DRBD_STATE_CHANGE_FAILED } from "../server/drbd_wiring.js";
 import { EXIT_RPC_FAILED, EXIT_RPC_USAGE } from "./rpc_command.js";
+import { runWaitConnect, type WaitConnectOptions } from "./drbd_wait_connect.js";
 
-export interface DrbdadmCommandOptions extends DrbdMonitorOptions {
+export interface DrbdadmCommandOptions extends DrbdMonitorOptions, WaitConnectOptions {
   readonly socket?: string;
   readonly config?: string;
   readonly force?: boolean;
   readonly clearBitmap?: boolean;
   readonly discardMyData?: boolean;
+  readonly assumeClean?: boolean;
+  readonly assumePeerHasSpace?: boolean;
   readonly timeout?: string;
 }
 
@@ -50,6 +54,7 @@ export async function runDrbdadmCommand(
       return fail((err as Error).message, EXIT_RPC_FAILED);
     }
   }
+  if (command === "wait-connect") return runWaitConnect(resource, opts);
   if (
     (command === "status" && (opts.verbose === true || opts.statistics === true)) ||
     (DRBDADM_MONITOR_COMMANDS as readonly string[]).includes(command)
@@ -57,7 +62,7 @@ export async function runDrbdadmCommand(
     return runDrbdadmMonitor(command, resource, opts);
   if (command !== "status" && !(DRBD_ADM_COMMANDS as readonly string[]).includes(command))
     return fail(
-      `${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, ${DRBDADM_MONITOR_COMMANDS.join(", ")}, dump)`,
+      `${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, ${DRBDADM_MONITOR_COMMANDS.join(", ")}, wait-connect, dump)`,
       EXIT_RPC_FAILED,
     );
   if (command !== "status" && resource === undefined)
@@ -89,6 +94,8 @@ export async function runDrbdadmCommand(
             ...(opts.force ? { force: true } : {}),
             ...(opts.clearBitmap ? { clear_bitmap: true } : {}),
             ...(opts.discardMyData ? { discard_my_data: true } : {}),
+            ...(opts.assumeClean ? { assume_clean: true } : {}),
+            ...(opts.assumePeerHasSpace ? { assume_peer_has_space: true } : {}),
           };
     const result = await Promise.race([
       client.call(command === "status" ? "drbd_status" : "drbd_adm", params),

@@ -451,11 +451,17 @@ program
   .option("--force", "primary --force: declare this node's data UpToDate")
   .option("--clear-bitmap", "new-current-uuid --clear-bitmap: skip the initial sync")
   .option("--discard-my-data", "connect --discard-my-data: this node loses an unresolved split brain")
+  .option("--assume-clean", "resize --assume-clean: the new area counts as in sync (no resync)")
+  .option("--assume-peer-has-space", "resize --assume-peer-has-space: grow while the peer is not connected")
   .option("-t, --timeout <seconds>", "how long to wait for the answer", "120")
   .option("-v, --verbose", "status: drbd-utils 9's verbose layout (node ids, volume, minor, ...)")
   .option("--statistics", "status: the counters (size, read, written, sent, out-of-sync, ...)")
   .option("--wait-timeout <seconds>", "wait-sync: give up after this long (default: as long as it syncs)")
   .option("--interval <seconds>", "wait-sync: poll interval", "1")
+  .option("--wfc-timeout <seconds>", "wait-connect: instead of startup { wfc-timeout } (0: forever)")
+  .option("--degr-wfc-timeout <seconds>", "wait-connect: instead of startup { degr-wfc-timeout }")
+  .option("--outdated-wfc-timeout <seconds>", "wait-connect: instead of startup { outdated-wfc-timeout }")
+  .option("--wait-after-sb", "wait-connect: wait also when the resource is StandAlone")
   .action(async (command: string, resource: string | undefined, opts: DrbdadmCommandOptions) => {
     process.exitCode = await runDrbdadmCommand(command, resource, opts);
   });

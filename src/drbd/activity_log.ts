@@ -222,7 +222,7 @@ export class ActivityLog {
 
   constructor(
     private readonly store: MetadataStore,
-    private readonly layout: MetadataLayout,
+    private layout: MetadataLayout,
     readonly nrElements: number,
     firstTrNumber = 0,
     /**
@@ -265,6 +265,34 @@ export class ActivityLog {
       // All slots were pinned; wait for a completion unless one came in since that check.
       if (this.completions === result) await new Promise<void>((r) => this.waiters.push(r));
     }
+  }
+
+  /**
+   * The metadata moved (drbdadm resize of internal metadata): after every earlier transaction, a fresh ring
+   * at the new place, then transactions without updates whose context windows carry every slot, so the ring
+   * there alone gives the whole active set (as drbd_al_initialize does). Later transactions go there.
+   */
+  relocate(layout: MetadataLayout): Promise<void> {
+    return this.serialized(async () => {
+      this.layout = layout;
+      await this.store.write(
+        (layout.mdOffsetSect + layout.alOffset) * SECTOR,
+        initializedActivityLog(layout.alStripes, layout.alStripeSize4k),
+      );
+      for (let start = 0; start < this.nrElements; start += AL_CONTEXT_PER_TRANSACTION) {
+        await writeAlTransaction(this.store, layout, {
+          trNumber: this.trNumber,
+          type: AL_TR_UPDATE,
+          updates: [],
+          contextSize: this.nrElements,
+          contextStartSlot: start,
+          context: this.slots.slice(start, start + AL_CONTEXT_PER_TRANSACTION),
+        });
+        this.trNumber = (this.trNumber + 1) >>> 0;
+      }
+      this.cycle = 0;
+      await this.store.flush();
+    });
   }
 
   complete(sector: number, sectors: number): void {

@@ -22,7 +22,7 @@ import { once } from "node:events";
 import { ConnState, DiskState, DrbdCommand, DrbdProtocolError } from "./protocol.js";
 import { announceForcedPrimary } from "./consider_resync.js";
 import { congestionConfigError } from "./congestion.js";
-import type { ConnectionOptions, ConnectionStateName } from "./connection_options.js";
+import type { ConnectionOptions, ConnectionStateName, WireProtocol } from "./connection_options.js";
 import type { Deallocation, PeerLink } from "./peer_device_port.js";
 import type { VerifyCounters } from "./verify.js";
 import { Link, type LinkStats } from "./link.js";
@@ -39,6 +39,8 @@ import { SyncHandshake } from "./sync_handshake.js";
 import { PacketReceiver } from "./receiver.js";
 import { isIntegrityAlg } from "./integrity.js";
 import { RemoteReads } from "./remote_reads.js";
+import { applyLiveOptions, type LiveOptionChanges } from "./live_settings.js";
+import { ResizeLink } from "./resize_link.js";
 
 export type {
   ConnectionOptions,
@@ -62,6 +64,7 @@ export class DrbdConnection implements PeerLink {
   private readonly syncHandshake: SyncHandshake;
   private readonly receiver: PacketReceiver;
   private readonly remoteReads: RemoteReads;
+  private readonly resize: ResizeLink;
   private server: Server | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
   private pingDeadline: NodeJS.Timeout | undefined;
@@ -100,6 +103,7 @@ export class DrbdConnection implements PeerLink {
     this.aheadBehind = new AheadBehind(link, this.sender, this.resync, (why) => this.goStandAlone(why));
     this.syncHandshake = new SyncHandshake(link, this.resync);
     this.remoteReads = new RemoteReads(link);
+    this.resize = new ResizeLink(link, this.resync);
     this.receiver = new PacketReceiver({
       remoteReads: this.remoteReads,
       link,
@@ -110,6 +114,7 @@ export class DrbdConnection implements PeerLink {
       aheadBehind: this.aheadBehind,
       syncHandshake: this.syncHandshake,
       stateRequests: this.stateRequests,
+      resize: this.resize,
       pingAnswered: () => {
         clearTimeout(this.pingDeadline);
         this.pingDeadline = undefined;
@@ -244,6 +249,35 @@ export class DrbdConnection implements PeerLink {
   /** drbdadm invalidate-remote while connected: StartingSyncS, the peer's data is overwritten by a full resync. */
   invalidateRemote(): Promise<void> {
     return this.resync.invalidateRemote();
+  }
+
+  /** The wire protocol in force (net { protocol }, or what the peer's P_PROTOCOL_UPDATE set). */
+  get protocol(): WireProtocol {
+    return this.link.protocol;
+  }
+
+  /** The live net options (the running configuration `drbdadm adjust` compares the file with). */
+  get options(): Readonly<ConnectionOptions> {
+    return this.link.opts;
+  }
+
+  /**
+   * drbdsetup net-options / disk-options on this connection (live_settings.ts): the changed options take
+   * effect without reconnecting; the protocol, after-sb policies and resync settings are sent to the peer.
+   * Returns the names of the options that changed.
+   */
+  async changeOptions(changes: LiveOptionChanges): Promise<string[]> {
+    const changed = await applyLiveOptions(this.link, changes);
+    if (changed.includes("pingIntSec") && this.pingTimer) {
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => this.ping(), (this.link.opts.pingIntSec ?? 10) * 1000);
+    }
+    return changed;
+  }
+
+  /** drbdadm resize while connected (resize_link.ts): both nodes grow to the smaller usable size. */
+  startResize(opts: { assumeClean: boolean }): Promise<void> {
+    return this.resize.start(opts);
   }
 
   /** drbdadm verify (verify_link.ts): resolves once the run started; `lastVerify` follows it. */
@@ -450,6 +484,7 @@ export class DrbdConnection implements PeerLink {
     this.sender.stop();
     this.verify.stop();
     this.stateRequests.cancel();
+    this.resize.stop();
     this.sender.markUnconfirmed();
     this.pingTimer = undefined;
     this.pingDeadline = undefined;

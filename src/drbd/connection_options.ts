@@ -75,7 +75,17 @@ export interface ConnectionOptions extends CongestionOptions {
   fencing?: FencingPolicy;
   /** handlers { } (handlers.ts): fence-peer, split-brain, before/after-resync-target, pri-lost-after-sb. */
   handlers?: HandlerRunner;
+  /**
+   * The peer changed settings on the live connection (P_PROTOCOL_UPDATE, P_SYNC_PARAM89 while connected) and
+   * this node took them as its own, as the kernel does: the running configuration `drbdadm adjust` compares.
+   */
+  peerSettingsAdopted?: (s: PeerSettings) => void;
 }
+
+/** What a peer may change on a live connection (live_settings.ts). */
+export type PeerSettings = Partial<
+  Pick<ConnectionOptions, "protocol" | "afterSb" | "resyncRateKiB" | "resyncControl" | "verifyAlg">
+>;
 
 /** The connection state names drbdadm status prints. */
 export type ConnectionStateName =

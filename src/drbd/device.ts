@@ -14,7 +14,6 @@
  * log is applied), CONSISTENT and WAS_UP_TO_DATE after the disk state. A clean detach writes the bitmap and
  * the v08 magic with AL_CLEAN, so a clean restart needs no resync.
  */
-import { createHash } from "node:crypto";
 import { log, type Logger } from "../util/log.js";
 import {
   BlockDeviceError,
@@ -24,27 +23,22 @@ import {
   type WriteOptions,
 } from "../bdev/bdev.js";
 import {
-  applyActivityLog,
-  blockDeviceStore,
   DRBD_MD_MAGIC_08,
-  DRBD_MD_MAGIC_84_UNCLEAN,
   MDF_AL_CLEAN,
+  MDF_CONNECTED_IND,
   MDF_CONSISTENT,
-  MDF_CRASHED_PRIMARY,
   MDF_PEER_OUT_DATED,
   MDF_PRIMARY_IND,
   MDF_WAS_UP_TO_DATE,
-  readBitmap,
-  readMetadata,
   SECTOR,
   writeSuperBlock,
-  type MetaDiskPlacement,
   type MetadataLayout,
   type MetadataStore,
   type SuperBlock,
 } from "./metadata.js";
-import { ActivityLog, initializedActivityLog } from "./activity_log.js";
+import type { ActivityLog } from "./activity_log.js";
 import { OutOfSyncBitmap } from "./bitmap.js";
+import { grownBitmap, layoutForLower, writeMovedMetadata } from "./online_grow.js";
 import { newCurrentUuid, withPrimaryBit, type UuidSet } from "./uuids.js";
 import { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
 import type { Deallocation, IoSuspension, PeerDevicePort, PeerLink } from "./peer_device_port.js";
@@ -52,71 +46,26 @@ import { DiskTimeoutError, isLowerIoError, withDiskTimeout, type OnIoError } fro
 import { IoSuspensionGate } from "./io_suspension.js";
 import { readIovFromPeer } from "./remote_reads.js";
 import { NO_HANDLERS, type HandlerRunner } from "./handlers.js";
+import { applyPeerDeallocation, applyPeerWrite, type PeerRequestVolume } from "./peer_requests.js";
+import {
+  deviceSectors,
+  diskStateFromFlags,
+  flagsForDisk,
+  prepareAttach,
+  stableUuid,
+  type DrbdAttachOptions,
+  type DrbdDeviceStatus,
+} from "./device_attach.js";
 
 export { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states.js";
 export type { Deallocation, PeerLink } from "./peer_device_port.js";
 
-/** drbd-utils' default al-extents for 8.4. */
-export const DEFAULT_AL_EXTENTS = 1237;
-
-export interface DrbdAttachOptions {
-  /** The minor number; the device is named drbd<minor>. */
-  minor: number;
-  /** The backing disk (run createMetadata first), holding the metadata too unless `placement` is external. */
-  lower: BlockDevice;
-  /** Where the metadata is: internal (default), or flexible / indexed on `metaDevice` (meta-disk DEV [IDX]). */
-  placement?: MetaDiskPlacement;
-  metaDevice?: BlockDevice;
-  /** Activity log size in 4 MiB extents (disk { al-extents }). */
-  alExtents?: number;
-  /** Called after a detach, e.g. to release the device-tree claim on the backing disk. */
-  onDetach?: () => void;
-  /** disk { on-io-error } (io_error.ts), default detach. */
-  onIoError?: OnIoError;
-  /** handlers { } for local-io-error. */
-  handlers?: HandlerRunner;
-  /** disk { disk-timeout } in ms (0: none). */
-  diskTimeoutMs?: number;
-}
-
-export interface DrbdDeviceStatus {
-  name: string;
-  minor: number;
-  role: DrbdRole;
-  disk: DrbdDiskState;
-  /** Out-of-sync data, KiB. */
-  outOfSyncKiB: number;
-  uuids: UuidSet;
-  flags: number;
-}
-
-function diskStateFromFlags(flags: number): DrbdDiskState {
-  if (!(flags & MDF_CONSISTENT)) return "Inconsistent";
-  if (!(flags & MDF_WAS_UP_TO_DATE)) return "Outdated";
-  // Consistent data that was UpToDate: without fencing the kernel promotes it to UpToDate at attach.
-  return "UpToDate";
-}
-
-function flagsForDisk(flags: number, disk: DrbdDiskState): number {
-  let f = flags & ~(MDF_CONSISTENT | MDF_WAS_UP_TO_DATE);
-  if (disk === "UpToDate" || disk === "Consistent") f |= MDF_CONSISTENT | MDF_WAS_UP_TO_DATE;
-  if (disk === "Outdated") f |= MDF_CONSISTENT;
-  return f;
-}
-
-function stableUuid(lowerUuid: string, minor: number): string {
-  const h = createHash("sha1").update(`usertgt-drbd\0${lowerUuid}\0${minor}`).digest();
-  h[6] = ((h[6] as number) & 0x0f) | 0x50;
-  h[8] = ((h[8] as number) & 0x3f) | 0x80;
-  const x = h.subarray(0, 16).toString("hex");
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
-}
+export { DEFAULT_AL_EXTENTS, type DrbdAttachOptions, type DrbdDeviceStatus } from "./device_attach.js";
 
 export class DrbdDevice implements BlockDevice, PeerDevicePort {
   readonly name: string;
   readonly productName = "DRBD";
   readonly blockSize: number;
-  readonly blockCount: number;
   readonly uuid: string;
   readonly volatileWriteCache: boolean;
   readonly supportsUnmap: boolean;
@@ -142,25 +91,35 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   private diskTimeoutMs = 0;
   /** The detach after a local I/O error, once started (Failed → Diskless). */
   private diskFailure: Promise<void> | undefined;
+  private readonly resizeListeners: ((blockCount: number) => void)[] = [];
+  /** The node was a Primary without its peer when it last went away (wait-connect uses degr-wfc-timeout). */
+  degradedAtAttach = false;
+  /** The device size in sectors: the last agreed size (la_size_sect), at most what the metadata layout allows. */
+  private sectors: number;
+  private layoutValue: MetadataLayout;
+  private bitmapValue: OutOfSyncBitmap;
   /**
    * /proc/drbd's ns, nr, dw, dr in bytes since attach: data mirrored to or resync data read for the peer,
    * peer and resync data received, data written to and read from the lower device.
    */
   readonly io = { netSentBytes: 0, netReceivedBytes: 0, diskWrittenBytes: 0, diskReadBytes: 0 };
+  private readonly peerRequestView: PeerRequestVolume;
 
   private constructor(
     readonly minor: number,
     readonly lower: BlockDevice,
     private readonly store: MetadataStore,
-    readonly layout: MetadataLayout,
+    layout: MetadataLayout,
     sb: SuperBlock,
-    readonly bitmap: OutOfSyncBitmap,
+    bitmap: OutOfSyncBitmap,
     private readonly al: ActivityLog,
     private readonly onDetach: (() => void) | undefined,
   ) {
     this.name = `drbd${minor}`;
     this.blockSize = lower.blockSize;
-    this.blockCount = Math.floor((layout.usableSectors * SECTOR) / lower.blockSize);
+    this.layoutValue = layout;
+    this.bitmapValue = bitmap;
+    this.sectors = deviceSectors(layout, sb);
     this.uuid = stableUuid(lower.uuid, minor);
     this.volatileWriteCache = lower.volatileWriteCache;
     this.supportsUnmap = lower.supportsUnmap;
@@ -168,6 +127,11 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     this.sb = sb;
     this.diskValue = diskStateFromFlags(sb.flags);
     this.log = log.child({ module: "drbd", device: this.name });
+    this.peerRequestView = {
+      device: this,
+      requireDisk: () => this.requireDisk(),
+      activityLog: al,
+    };
   }
 
   /**
@@ -175,50 +139,16 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
    * end cleanly, and mark the metadata in use. The device starts Secondary, StandAlone.
    */
   static async attach(opts: DrbdAttachOptions): Promise<DrbdDevice> {
-    const { lower, minor } = opts;
-    if (!Number.isInteger(minor) || minor < 0 || minor > 1048575)
-      throw new Error(`drbd: minor ${minor} outside 0..1048575`);
-    const lowerStore = blockDeviceStore(lower);
-    const placement: MetaDiskPlacement = opts.placement ?? { kind: "internal" };
-    const external = placement.kind !== "internal";
-    if (external && !opts.metaDevice)
-      throw new Error(`drbd${minor}: meta-disk ${placement.kind} needs a metadata device`);
-    const metaStore = external && opts.metaDevice ? blockDeviceStore(opts.metaDevice) : undefined;
-    const where = { placement, ...(metaStore ? { metaStore } : {}) };
-    // Superblock, activity log and bitmap all live on `store`: the lower device, or the metadata device.
-    const store = metaStore ?? lowerStore;
-    const probe = await readMetadata(lowerStore, { ...where, allowUnclean: true });
-    const wasUnclean =
-      probe.superBlock.magic === DRBD_MD_MAGIC_84_UNCLEAN || !(probe.superBlock.flags & MDF_AL_CLEAN);
-    let applied = 0;
-    if (wasUnclean) applied = await applyActivityLog(lowerStore, where);
-    const { layout, superBlock } = await readMetadata(lowerStore, where);
-    const bitmap = new OutOfSyncBitmap(layout.bmBits, Buffer.from(await readBitmap(store, layout)));
-    // A fresh log: transaction numbers restart at 0, so no older transaction may outlive this attach.
-    await store.write(
-      (layout.mdOffsetSect + layout.alOffset) * SECTOR,
-      initializedActivityLog(layout.alStripes, layout.alStripeSize4k),
-    );
-    // The bitmap bits of an extent leaving the log must be on disk first; `dev` exists by the first write.
+    const { minor, lower } = opts;
     const owner: { dev?: DrbdDevice } = {};
-    const al = new ActivityLog(store, layout, opts.alExtents ?? DEFAULT_AL_EXTENTS, 0, () =>
-      owner.dev ? owner.dev.persistBitmap() : Promise.resolve(),
-    );
-    let flags = superBlock.flags & ~MDF_AL_CLEAN;
-    // Still marked Primary: the node went away while Primary (drbd_nl.c attach sets CRASHED_PRIMARY).
-    if (flags & MDF_PRIMARY_IND) flags = (flags | MDF_CRASHED_PRIMARY) & ~MDF_PRIMARY_IND;
-    const sb: SuperBlock = {
-      ...superBlock,
-      magic: DRBD_MD_MAGIC_84_UNCLEAN,
-      flags,
-      laSizeSect: superBlock.laSizeSect || layout.usableSectors,
-      uuids: withPrimaryBit(superBlock.uuids, false),
-    };
-    await writeSuperBlock(store, layout, sb);
+    // The bitmap bits of an extent leaving the log must be on disk first; `dev` exists by the first write.
+    const m = await prepareAttach(opts, () => (owner.dev ? owner.dev.persistBitmap() : Promise.resolve()));
+    const { store, layout, sb, bitmap, al, degraded, wasUnclean, applied } = m;
     const dev = (owner.dev = new DrbdDevice(minor, lower, store, layout, sb, bitmap, al, opts.onDetach));
     dev.onIoError = opts.onIoError ?? "detach";
     dev.handlers = opts.handlers ?? NO_HANDLERS;
     dev.diskTimeoutMs = opts.diskTimeoutMs ?? 0;
+    dev.degradedAtAttach = degraded;
     dev.log.info(
       { disk: dev.diskValue, outOfSyncKiB: bitmap.outOfSyncKiB, unclean: wasUnclean, alBitsMarked: applied },
       "attached",
@@ -228,6 +158,28 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
 
   get role(): DrbdRole {
     return this.roleValue;
+  }
+
+  get blockCount(): number {
+    return Math.floor((this.sectors * SECTOR) / this.blockSize);
+  }
+
+  /** The device size in 512-byte sectors (the kernel's drbd_get_capacity). */
+  get sizeSectors(): number {
+    return this.sectors;
+  }
+
+  get layout(): MetadataLayout {
+    return this.layoutValue;
+  }
+
+  get bitmap(): OutOfSyncBitmap {
+    return this.bitmapValue;
+  }
+
+  /** Listeners for a change of the device size (drbdadm resize): a LUN over it reports the new capacity. */
+  onResize(listener: (blockCount: number) => void): void {
+    this.resizeListeners.push(listener);
   }
 
   get disk(): DrbdDiskState {
@@ -308,6 +260,64 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     this.notifyState();
   }
 
+  /**
+   * The largest size this device could have now (drbd_get_max_capacity): the backing disk is asked for its
+   * current size first (a grown file or loop device; BlockDevice.rescan), then the metadata layout for that
+   * size says how much of it is usable.
+   */
+  async maxSectors(): Promise<number> {
+    this.requireDisk();
+    await this.lower.rescan?.(false);
+    return this.layoutFor().usableSectors;
+  }
+
+  private layoutFor(): MetadataLayout {
+    return layoutForLower(this.layoutValue, this.lower, this.store);
+  }
+
+  /**
+   * drbd_determine_dev_size growing the device to `sectors` (drbdadm resize): internal metadata moves to
+   * the new end of the backing disk — bitmap, activity log (its active set carried over), then the
+   * superblock with the new offsets and last agreed size, so until that write the old metadata is the
+   * valid one. The bitmap grows with the device; with `setNewBits` the new area is out of sync (the resync
+   * fills it from the peer), without it (--assume-clean) it counts as in sync. Listeners hear the new size.
+   * Returns false when `sectors` is not larger than the device.
+   */
+  async grow(sectors: number, opts: { setNewBits: boolean }): Promise<boolean> {
+    this.requireDisk();
+    const before = this.sectors;
+    if (sectors <= before) return false;
+    const layout = this.layoutFor();
+    if (sectors > layout.usableSectors)
+      throw new Error(
+        `${this.name}: cannot grow to ${sectors} sectors, the backing disk has room for ${layout.usableSectors}`,
+      );
+    const move = Promise.all([this.sbWrite, this.bitmapWrite]).then(async () => {
+      // In one turn: what the old bitmap records is copied, and every later change lands in the new one.
+      this.bitmapValue = grownBitmap(this.bitmapValue, layout, before, sectors, opts.setNewBits);
+      this.layoutValue = layout;
+      this.sb = await writeMovedMetadata(this.store, this.al, layout, this.bitmapValue, {
+        ...this.sb,
+        laSizeSect: sectors,
+      });
+      this.sectors = sectors;
+    });
+    this.sbWrite = move.catch(() => {});
+    this.bitmapWrite = move.catch(() => {});
+    await move;
+    this.log.info(
+      {
+        beforeSectors: before,
+        sectors,
+        newBitsOutOfSync: opts.setNewBits,
+        outOfSyncKiB: this.bitmap.outOfSyncKiB,
+      },
+      "grown (drbdadm resize)",
+    );
+    for (const fn of this.resizeListeners) fn(this.blockCount);
+    return true;
+  }
+
   /** drbdsetup new-current-uuid [--clear-bitmap]: the latter skips the initial full sync of fresh pairs. */
   async newCurrentUuid(opts: { clearBitmap?: boolean } = {}): Promise<void> {
     this.requireDisk();
@@ -367,58 +377,14 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     for (const fn of this.stateListeners) fn();
   }
 
-  /**
-   * A write received from the Primary peer (receive_Data): under the activity log like a local write,
-   * straight to the lower device. Only a Secondary accepts them (no allow-two-primaries).
-   */
-  async applyPeerWrite(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    this.requireDisk();
-    if (this.roleValue === "Primary")
-      throw new BlockDeviceError(`${this.name}: a Primary does not take peer writes`, "read-only");
-    if (offset % this.blockSize !== 0)
-      throw new BlockDeviceError(`${this.name}: peer write at byte ${offset} is not block aligned`, "io");
-    const lba = offset / this.blockSize;
-    checkRange(this, lba, data.length);
-    const sector = offset / SECTOR;
-    const sectors = data.length / SECTOR;
-    this.io.netReceivedBytes += data.length;
-    await this.al.begin(sector, sectors);
-    try {
-      await this.lower.writev(lba, [data], fua ? { fua } : undefined);
-      this.io.diskWrittenBytes += data.length;
-    } finally {
-      this.al.complete(sector, sectors);
-    }
+  /** A write received from the Primary peer (receive_Data; peer_requests.ts). */
+  applyPeerWrite(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    return applyPeerWrite(this.peerRequestView, offset, data, fua);
   }
 
-  /**
-   * A discard or zeroing received from the Primary peer (receive_Data for P_TRIM / P_ZEROES), under the
-   * activity log like a peer write. The blocks must read as zeroes afterwards, as they do on a Primary
-   * whose lower device zeroes on unmap: "unmap" deallocates only when this lower device's unmap reads
-   * zeroes, else it writes zeroes (the kernel's zero-out fallback, drbd_issue_discard_or_zero_out).
-   */
-  async applyPeerDeallocation(offset: number, bytes: number, kind: Deallocation): Promise<void> {
-    this.requireDisk();
-    if (this.roleValue === "Primary")
-      throw new BlockDeviceError(`${this.name}: a Primary does not take peer writes`, "read-only");
-    if (offset % this.blockSize !== 0 || bytes % this.blockSize !== 0 || bytes === 0)
-      throw new BlockDeviceError(
-        `${this.name}: peer ${kind} of ${bytes} bytes at byte ${offset} is not whole blocks`,
-        "io",
-      );
-    const lba = offset / this.blockSize;
-    checkRange(this, lba, bytes);
-    const sector = offset / SECTOR;
-    const sectors = bytes / SECTOR;
-    await this.al.begin(sector, sectors);
-    try {
-      const blocks = bytes / this.blockSize;
-      if (kind === "unmap" && this.lower.supportsUnmap && this.lower.unmapReadsZeroes)
-        await this.lower.unmap(lba, blocks);
-      else await this.lower.writeZeroes(lba, blocks);
-    } finally {
-      this.al.complete(sector, sectors);
-    }
+  /** A discard or zeroing received from the Primary peer (P_TRIM / P_ZEROES; peer_requests.ts). */
+  applyPeerDeallocation(offset: number, bytes: number, kind: Deallocation): Promise<void> {
+    return applyPeerDeallocation(this.peerRequestView, offset, bytes, kind);
   }
 
   /** Activity-log transactions written since attach (the kernel's al_writ_cnt, /proc/drbd "al:"). */
@@ -497,6 +463,12 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   setPeer(peer: PeerLink | undefined): void {
     this.peer = peer;
     if (peer) this.generation = undefined;
+    // MDF_CONNECTED_IND follows the connection (__drbd_set_state), for the next attach's degraded check.
+    const flags = peer ? this.sb.flags | MDF_CONNECTED_IND : this.sb.flags & ~MDF_CONNECTED_IND;
+    if (flags !== this.sb.flags)
+      this.updateSuperBlock({ flags }).catch((e: Error) =>
+        this.log.error({ err: e.message }, "writing the connected flag failed"),
+      );
   }
 
   /** The peer's disk is known to be Outdated (recorded so an attach can promote Consistent to UpToDate). */
@@ -773,7 +745,16 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     // Detached (cleanly or after an I/O error): the metadata is not written any more.
     if (this.diskValue === "Diskless") return Promise.resolve();
     const snapshot = this.sb;
-    const p = this.sbWrite.then(() => writeSuperBlock(this.store, this.layout, snapshot));
+    // The size and offsets as they are when the write runs: a resize may have moved the metadata meanwhile.
+    const p = this.sbWrite.then(() =>
+      writeSuperBlock(this.store, this.layout, {
+        ...snapshot,
+        laSizeSect: this.sectors,
+        mdSizeSect: this.layout.mdSizeSect,
+        alOffset: this.layout.alOffset,
+        bmOffset: this.layout.bmOffset,
+      }),
+    );
     this.sbWrite = p.catch(() => {});
     return p;
   }

@@ -161,7 +161,7 @@ export async function handshake(
         break;
       }
       case DrbdCommand.Sizes:
-        peerSizes = decodeSizes(p.payload).diskSize;
+        peerSizes = link.peerDiskSectors = decodeSizes(p.payload).diskSize;
         break;
       case DrbdCommand.Uuids: {
         const u = decodeUuids(p.payload);

@@ -53,7 +53,8 @@ export interface LinkStats {
 export class Link {
   readonly log: Logger;
   readonly device: PeerDevicePort;
-  readonly protocol: WireProtocol;
+  /** net { protocol }: changed on a live connection by net-options or the peer's P_PROTOCOL_UPDATE. */
+  protocol: WireProtocol;
   readonly state: ConnectionStateMachine;
   readonly stats: LinkStats = {
     staleResyncReplies: 0,
@@ -82,6 +83,8 @@ export class Link {
   peerUuids: UuidSet | undefined;
   peerUuidFlags = 0;
   peerBitsSet = 0;
+  /** The peer's usable backing size (P_SIZES d_size), sectors; 0 before its first P_SIZES. */
+  peerDiskSectors = 0;
   /** My bitmap's bits set when I sent P_UUIDS. */
   myBitsSent = 0;
   /** This node accepted the meta socket (RESOLVE_CONFLICTS). */

@@ -76,6 +76,10 @@ export interface PeerDevicePort {
   /** Activity-log extents held by application writes in flight (net { congestion-extents }). */
   readonly activityLogExtentsInUse: number;
 
+  /** The device size in sectors (drbd_get_capacity) and online growth (resize_link.ts). */
+  readonly sizeSectors: number;
+  maxSectors(): Promise<number>;
+  grow(sectors: number, opts: { setNewBits: boolean }): Promise<boolean>;
   setDiskState(disk: DrbdDiskState): Promise<void>;
   setUuids(uuids: UuidSet): Promise<void>;
   /** Gives up the Primary role (after-sb's call-pri-lost-after-sb without handler scripts). */

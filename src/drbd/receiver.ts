@@ -4,14 +4,7 @@
  * by its command to the part of the connection that handles it. A command without an entry is a protocol
  * error that drops the connection.
  */
-import {
-  commandName,
-  decodeSizes,
-  decodeSyncUuid,
-  DrbdCommand,
-  DrbdProtocolError,
-  type Packet,
-} from "./protocol.js";
+import { commandName, decodeSyncUuid, DrbdCommand, DrbdProtocolError, type Packet } from "./protocol.js";
 import type { AheadBehind } from "./ahead_behind.js";
 import type { Link } from "./link.js";
 import type { PeerWriteReceiver } from "./peer_writes.js";
@@ -21,6 +14,8 @@ import type { Resync } from "./resync.js";
 import type { StateChangeRequests } from "./state_change_request.js";
 import type { SyncHandshake } from "./sync_handshake.js";
 import type { VerifyLink } from "./verify_link.js";
+import type { ResizeLink } from "./resize_link.js";
+import { receiveProtocolUpdate, receiveSyncParams } from "./live_settings.js";
 
 type Handler = (payload: Buffer, cmd: DrbdCommand) => void;
 
@@ -34,6 +29,7 @@ export interface ConnectionParts {
   syncHandshake: SyncHandshake;
   stateRequests: StateChangeRequests;
   remoteReads: RemoteReads;
+  resize: ResizeLink;
   /** P_PING_ACK arrived in time. */
   pingAnswered: () => void;
 }
@@ -66,13 +62,13 @@ export class PacketReceiver {
       else if (state === "StartingSyncT" || state === "WFSyncUUID") resync.syncUuidReceived(uuid);
     });
     onData(DrbdCommand.UnplugRemote, () => {});
-    // A peer that attaches its disk while connected announces its size again (after_state_ch, then
-    // P_UUIDS and P_STATE Negotiating start a sync handshake); the size was agreed at connect.
-    onData(DrbdCommand.Sizes, (p) => {
-      const peer = decodeSizes(p).diskSize;
-      const mine = link.device.layout.usableSectors;
-      if (peer !== 0 && peer !== mine) link.log.warn({ mine, peer }, "the peer's disk size differs");
-    });
+    // The peer's net-options / disk-options (drbdadm adjust) on the live connection (live_settings.ts).
+    onData(DrbdCommand.ProtocolUpdate, (p) => receiveProtocolUpdate(link, p, link.opts.peerSettingsAdopted));
+    onData(DrbdCommand.SyncParam89, (p) => receiveSyncParams(link, p, link.opts.peerSettingsAdopted));
+    onData(DrbdCommand.SyncParam, (p) => receiveSyncParams(link, p, link.opts.peerSettingsAdopted));
+    // The peer's drbdadm resize, or its answer to ours, or a peer that attached its disk while connected
+    // (after_state_ch sends P_SIZES, then P_UUIDS and P_STATE Negotiating start a sync handshake).
+    onData(DrbdCommand.Sizes, (p) => parts.resize.receive(p));
     onData(DrbdCommand.DataRequest, (p) => parts.remoteReads.receiveRequest(p));
     onData(DrbdCommand.DataReply, (p, cmd) => parts.remoteReads.receiveReply(verified(p, cmd)));
     onData(DrbdCommand.OvRequest, (p) => verify.receiveRequest(p));

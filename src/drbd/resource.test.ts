@@ -209,3 +209,28 @@ test("external metadata: meta-disk on its own tree device (flexible), the whole 
   assert.equal(res.device!.bitmap.outOfSyncBits, 1, "bitmap persisted on the metadata device");
   assert.equal(res.device!.disk, "UpToDate");
 });
+
+test("a resource with two volumes is refused, not half replicated", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "drbd-res-vol-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const resFile = join(dir, "r9.res");
+  await writeFile(
+    resFile,
+    `resource r9 {
+  on solo {
+    address 127.0.0.1:7999;
+    volume 0 { device drbd9 minor 9; disk "/UMCfuse/dev/a"; meta-disk internal; }
+    volume 1 { device drbd10 minor 10; disk "/UMCfuse/dev/b"; meta-disk internal; }
+  }
+}
+`,
+  );
+  assert.throws(
+    () =>
+      DrbdResource.fromConfig(
+        selectLocalHost(findResource(parseDrbdConfig(resFile), "r9"), "solo"),
+        new DeviceTree(),
+      ),
+    /resource r9: 2 volumes in 'on solo'; usertgt replicates one volume per resource/,
+  );
+});

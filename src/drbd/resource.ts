@@ -1,6 +1,7 @@
 /**
  * A DRBD resource (one volume) driven by drbdadm-like commands: create-md, attach, detach, connect,
- * disconnect, up, down, primary [--force], secondary, new-current-uuid [--clear-bitmap], invalidate, status.
+ * disconnect, up, down, primary [--force], secondary, new-current-uuid [--clear-bitmap], invalidate,
+ * invalidate-remote, verify, adjust, resize [--assume-clean], status.
  *
  * The backing disk is a device of the device tree, claimed "exclusive" while attached; the DRBD device is
  * registered in the tree as drbd<minor> (kind "drbd") so that LUNs and the FUSE view can use it.
@@ -9,7 +10,7 @@ import { ResyncProgress } from "./resync_progress.js";
 import type { DeviceClaim, DeviceTree } from "../devtree/device_tree.js";
 import { numericOption, optionValue } from "./config/model.js";
 import type { LocalView } from "./config/res_parser.js";
-import { createMetadata, type MetaDiskPlacement } from "./metadata.js";
+import { createMetadata, MDF_PEER_OUT_DATED, type MetaDiskPlacement } from "./metadata.js";
 import type { BlockDevice } from "../bdev/bdev.js";
 import { DrbdDevice } from "./device.js";
 import {
@@ -25,6 +26,7 @@ import type { FencingPolicy } from "./fencing.js";
 import type { OnIoError } from "./io_error.js";
 import { ShellHandlers, type HandlerRunner } from "./handlers.js";
 import { log } from "../util/log.js";
+import { sameOption, type LiveOptionChanges } from "./live_settings.js";
 
 export interface DrbdResourceOptions extends CongestionOptions {
   name: string;
@@ -73,7 +75,14 @@ export interface DrbdResourceOptions extends CongestionOptions {
   diskTimeoutDs?: number;
   /** handlers { } as configured (handlers.ts). */
   handlers?: HandlerRunner;
+  /** startup { wfc-timeout, degr-wfc-timeout, outdated-wfc-timeout }, seconds (0: wait forever). */
+  wfcTimeoutSec?: number;
+  degrWfcTimeoutSec?: number;
+  outdatedWfcTimeoutSec?: number;
 }
+
+/** Which startup timeout `drbdadm wait-connect` uses (drbd_adm_get_timeout_type). */
+export type WaitTimeoutType = "default" | "degraded" | "peer-outdated";
 
 export class DrbdResource {
   /** Resync speed and ETA, sampled by whoever reads the resource's snapshot. */
@@ -88,6 +97,11 @@ export class DrbdResource {
     const { resource, local, peer } = view;
     const vol = local.volumes[0];
     if (!vol) throw new Error(`resource ${resource.name}: 'on ${local.names[0] ?? "?"}' has no volume`);
+    // Refused rather than ignored: a second volume that silently does not replicate would lose data.
+    if (local.volumes.length > 1)
+      throw new Error(
+        `resource ${resource.name}: ${local.volumes.length} volumes in 'on ${local.names[0] ?? "?"}'; usertgt replicates one volume per resource (use one resource per volume)`,
+      );
     // meta-disk internal | DEV (flexible) | DEV [IDX] (indexed 128 MiB slots); DEV is a device-tree device.
     const meta: Pick<DrbdResourceOptions, "metaDisk" | "metaPlacement"> =
       vol.metaIndex === "internal"
@@ -174,7 +188,21 @@ export class DrbdResource {
       discardMyData: optionValue(net, "net", "discard-my-data") === true,
       ...(verifyAlg !== undefined ? { verifyAlg } : {}),
       ...(dataIntegrityAlg !== undefined ? { dataIntegrityAlg } : {}),
+      wfcTimeoutSec: numericOption(resource.startup, "startup", "wfc-timeout"),
+      degrWfcTimeoutSec: numericOption(resource.startup, "startup", "degr-wfc-timeout"),
+      outdatedWfcTimeoutSec: numericOption(resource.startup, "startup", "outdated-wfc-timeout"),
     });
+  }
+
+  /**
+   * drbd_adm_get_timeout_type: peer-outdated when the metadata says the peer's disk is Outdated, degraded
+   * when this node was a Primary without its peer when it last went away, else default.
+   */
+  get waitTimeoutType(): WaitTimeoutType {
+    const dev = this.dev;
+    if (!dev || dev.disk === "Diskless") return "default";
+    if (dev.superBlock.flags & MDF_PEER_OUT_DATED) return "peer-outdated";
+    return dev.degradedAtAttach ? "degraded" : "default";
   }
 
   get deviceName(): string {
@@ -312,9 +340,101 @@ export class DrbdResource {
       ...(o.congestionExtents !== undefined ? { congestionExtents: o.congestionExtents } : {}),
       ...(o.fencing !== undefined ? { fencing: o.fencing } : {}),
       ...(o.handlers !== undefined ? { handlers: o.handlers } : {}),
+      // What the peer changes on the live connection becomes this resource's running configuration.
+      peerSettingsAdopted: (changed) => Object.assign(this.opts, changed),
     };
     this.conn = new DrbdConnection(copts);
     await this.conn.connect({ discardMyData });
+  }
+
+  /**
+   * drbdadm adjust: makes the running resource match `next` (the .res as it is now), changing only what
+   * differs, as drbdadm compares `drbdsetup show` with the file (the running configuration includes what the
+   * peer changed on the live connection, so the second node's adjust after the first finds nothing to do):
+   *
+   * - a resource that is down is brought up (attach, connect); StandAlone is connected again;
+   * - another backing disk or metadata device: disconnect, detach, attach, connect;
+   * - another local or peer address, data-integrity-alg or on-congestion settings: disconnect and connect;
+   * - net and disk options: changed on the live connection (net-options / disk-options, live_settings.ts),
+   *   the protocol and resync settings sent to the peer (P_PROTOCOL_UPDATE, P_SYNC_PARAM89);
+   * - al-extents and net { discard-my-data } take effect at the next attach / connect.
+   *
+   * Returns what it did in drbdsetup's terms ("net-options protocol", "connect" …); empty when nothing differed.
+   */
+  async adjust(next: DrbdResourceOptions): Promise<string[]> {
+    const o = this.opts;
+    const done: string[] = [];
+    if (next.name !== o.name) throw new Error(`adjust: resource ${next.name} is not ${o.name}`);
+    let attached = this.dev !== undefined && this.dev.disk !== "Diskless";
+    if (attached && next.minor !== o.minor)
+      throw new Error(
+        `${this.deviceName}: adjust cannot move an attached volume to minor ${next.minor}; run down, then up`,
+      );
+    const congestionError = congestionConfigError(next.protocol ?? "C", next);
+    if (congestionError) throw new Error(`resource ${o.name}: ${congestionError}`);
+    const diskMoved =
+      next.backing !== o.backing ||
+      next.metaDisk !== o.metaDisk ||
+      !sameOption(next.metaPlacement, o.metaPlacement);
+    const linkMoved =
+      !sameOption(next.local, o.local) ||
+      !sameOption(next.peer, o.peer) ||
+      next.dataIntegrityAlg !== o.dataIntegrityAlg ||
+      next.onCongestion !== o.onCongestion ||
+      next.congestionFillSectors !== o.congestionFillSectors ||
+      next.congestionExtents !== o.congestionExtents;
+    const live: LiveOptionChanges = {
+      protocol: next.protocol ?? "C",
+      afterSb: next.afterSb,
+      alwaysAsbp: next.alwaysAsbp,
+      pingIntSec: next.pingIntSec,
+      pingTimeoutDs: next.pingTimeoutDs,
+      connectIntSec: next.connectIntSec,
+      timeoutDs: next.timeoutDs,
+      resyncRateKiB: next.resyncRateKiB,
+      resyncControl: next.resyncControl,
+      diskFlushes: next.diskFlushes,
+      verifyAlg: next.verifyAlg,
+      cramHmacAlg: next.cramHmacAlg,
+      sharedSecret: next.sharedSecret,
+    };
+    const c = this.conn;
+    const linked = c !== undefined && c.state !== "StandAlone";
+    if (attached && diskMoved) {
+      if (this.dev?.role === "Primary")
+        throw new Error(
+          `${this.deviceName}: adjust would detach a Primary to change its disk; demote it first`,
+        );
+      if (linked) done.push("disconnect");
+      await this.detach();
+      done.push("detach");
+      attached = false;
+    } else if (linked && (linkMoved || !next.peer)) {
+      await this.disconnect();
+      done.push("disconnect");
+    } else if (linked && c) {
+      const changed = await c.changeOptions(live);
+      const diskOptions = ["resyncRateKiB", "resyncControl", "diskFlushes"];
+      const disk = changed.filter((k) => diskOptions.includes(k));
+      const net = changed.filter((k) => !disk.includes(k));
+      if (net.length > 0) done.push(`net-options ${net.join(" ")}`);
+      if (disk.length > 0) done.push(`disk-options ${disk.join(" ")}`);
+    }
+    if (next.alExtents !== o.alExtents && attached)
+      done.push(`disk-options al-extents (${next.alExtents ?? "default"}: at the next attach)`);
+    // The running configuration is now the file's.
+    for (const k of Object.keys(o) as (keyof DrbdResourceOptions)[])
+      if (!(k in next) && k !== "tree") delete o[k];
+    Object.assign(o, next);
+    if (!attached) {
+      await this.attach();
+      done.push("attach");
+    }
+    if (o.peer && (!this.conn || this.conn.state === "StandAlone")) {
+      await this.connect();
+      done.push("connect");
+    }
+    return done;
   }
 
   async disconnect(): Promise<void> {
@@ -378,6 +498,24 @@ export class DrbdResource {
         `${this.deviceName}: State change failed: (-15) Need a connection to start verify or resync`,
       );
     await c.startVerify();
+  }
+
+  /**
+   * drbdadm resize (grow only) after the backing disks grew: connected, both nodes agree on the smaller of
+   * their usable sizes over P_SIZES, the metadata moves to the new end and the new area is resynced
+   * (resize_link.ts; not with --assume-clean). A one-node resource just grows. A two-node resource that is
+   * not connected is refused: the peer's size is unknown, and growing it at the next handshake (what the
+   * kernel's --assume-peer-has-space relies on) is not done here. Resolves once this node has its new size.
+   */
+  async resize(opts: { assumeClean?: boolean; assumePeerHasSpace?: boolean } = {}): Promise<void> {
+    const dev = this.requireDevice();
+    const c = this.conn;
+    if (c?.replicating) return c.startResize({ assumeClean: opts.assumeClean === true });
+    if (this.opts.peer)
+      throw new Error(
+        `${this.deviceName}: resize needs the peer connected (its size is unknown; --assume-peer-has-space is not supported); the device keeps ${dev.sizeSectors} sectors`,
+      );
+    await dev.grow(await dev.maxSectors(), { setNewBits: false });
   }
 
   /**

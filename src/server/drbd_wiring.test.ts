@@ -64,9 +64,9 @@ test("only this node's resources are built; drbd_adm runs commands; errors carry
   const notMine = await rpcError(registry.call("drbd_adm", { command: "up", resource: "r4" }));
   assert.equal(notMine.code, -19);
   assert.match(notMine.message, /'r4' not defined in your config \(for this host here\)/);
-  const unsupported = await rpcError(registry.call("drbd_adm", { command: "resize", resource: "r3" }));
+  const unsupported = await rpcError(registry.call("drbd_adm", { command: "pause-sync", resource: "r3" }));
   assert.equal(unsupported.code, -32602);
-  assert.match(unsupported.message, /resize: not supported/);
+  assert.match(unsupported.message, /pause-sync: not supported/);
 
   // No metadata yet: up fails with the engine's hint.
   const noMd = await rpcError(registry.call("drbd_adm", { command: "up", resource: "r3" }));

@@ -38,6 +38,8 @@ export const DRBD_ADM_COMMANDS = [
   "invalidate-remote",
   "suspend-io",
   "resume-io",
+  "adjust",
+  "resize",
 ] as const;
 export type DrbdAdmCommand = (typeof DRBD_ADM_COMMANDS)[number];
 
@@ -54,6 +56,9 @@ export interface DrbdAdmOptions {
   readonly clearBitmap?: boolean;
   /** connect --discard-my-data: lose an unresolved split brain (refused on a Primary). */
   readonly discardMyData?: boolean;
+  /** resize --assume-clean / --assume-peer-has-space. */
+  readonly assumeClean?: boolean;
+  readonly assumePeerHasSpace?: boolean;
 }
 
 export interface DrbdWiringOptions {
@@ -126,6 +131,7 @@ export class DrbdWiring {
 
   /** Run one drbdadm command on a resource, serialised with the resource's other commands. */
   adm(command: string, name: string, opts: DrbdAdmOptions = {}): Promise<void> {
+    if (command === "adjust") return this.adjust(name).then(() => undefined);
     if (!isDrbdAdmCommand(command))
       throw new RpcError(
         RpcErrorCode.InvalidParams,
@@ -135,6 +141,41 @@ export class DrbdWiring {
     // resume-io must not queue behind a command that waits for the frozen I/O (secondary, down).
     if (command === "resume-io") return this.run(r, command, opts);
     return this.serial(name, () => this.run(r, command, opts));
+  }
+
+  /**
+   * drbdadm adjust RES (or `all`): reads the config file again and makes each named resource of this node
+   * match it (DrbdResource.adjust). A resource new in the file is added and brought up. Returns, per
+   * resource, what was done (empty: nothing differed).
+   */
+  async adjust(name: string): Promise<Record<string, string[]>> {
+    const config = parseDrbdConfig(this.opts.configFile);
+    const mine = config.resources.filter((res) => res.hosts.some((h) => h.names.includes(this.nodeName)));
+    const wanted = name === "all" ? mine : mine.filter((res) => res.name === name);
+    if (wanted.length === 0) {
+      // Not (or no longer) in the file for this node: the same error as for any unknown resource.
+      if (!this.resources.has(name) || name === "all") this.get(name);
+      throw new Error(
+        `'${name}' is no longer defined for this host ${this.nodeName} in ${this.opts.configFile}; run drbdadm down first`,
+      );
+    }
+    const out: Record<string, string[]> = {};
+    for (const res of wanted) {
+      const next = DrbdResource.fromConfig(selectLocalHost(res, this.nodeName), this.opts.tree);
+      let r = this.resources.get(res.name);
+      if (!r) {
+        r = next;
+        this.resources.set(res.name, r);
+      }
+      const target = r;
+      out[res.name] = await this.serial(res.name, async () => {
+        this.log.info({ resource: res.name }, "drbdadm adjust");
+        const done = await target.adjust(next.opts);
+        this.log.info({ resource: res.name, done }, done.length > 0 ? "adjusted" : "adjust: nothing to do");
+        return done;
+      });
+    }
+    return out;
   }
 
   private async run(r: DrbdResource, command: DrbdAdmCommand, opts: DrbdAdmOptions): Promise<void> {
@@ -187,6 +228,14 @@ export class DrbdWiring {
         return r.suspendIo();
       case "resume-io":
         return r.resumeIo();
+      case "adjust":
+        await this.adjust(r.opts.name);
+        return;
+      case "resize":
+        return r.resize({
+          assumeClean: opts.assumeClean === true,
+          assumePeerHasSpace: opts.assumePeerHasSpace === true,
+        });
     }
   }
 
@@ -305,15 +354,33 @@ export class DrbdWiring {
         force: { type: "boolean" },
         clear_bitmap: { type: "boolean" },
         discard_my_data: { type: "boolean" },
+        assume_clean: { type: "boolean" },
+        assume_peer_has_space: { type: "boolean" },
       },
-      handler: async (p) => {
+      handler: async (p): Promise<JsonObject> => {
         const command = p.command as string;
         const resource = p.resource as string;
+        if (command === "adjust") {
+          let adjusted: Record<string, string[]>;
+          try {
+            adjusted = await this.adjust(resource);
+          } catch (err) {
+            throw asRpcError(err);
+          }
+          return {
+            resource,
+            command,
+            adjusted,
+            status: this.status(resource === "all" ? undefined : resource),
+          };
+        }
         try {
           await this.adm(command, resource, {
             force: p.force === true,
             clearBitmap: p.clear_bitmap === true,
             discardMyData: p.discard_my_data === true,
+            assumeClean: p.assume_clean === true,
+            assumePeerHasSpace: p.assume_peer_has_space === true,
           });
         } catch (err) {
           throw asRpcError(err);
@@ -363,6 +430,15 @@ function resourceJson(r: DrbdResource): JsonObject {
   };
   if (r.opts.peer) {
     out.connection = c?.state ?? "StandAlone";
+    // The wire protocol in force: the file's, or what the peer's net-options changed it to.
+    out.protocol = c?.protocol ?? r.opts.protocol ?? "C";
+    // startup { } and which of its timeouts applies now (drbdadm wait-connect).
+    out.startup = {
+      wfc_timeout: r.opts.wfcTimeoutSec ?? 0,
+      degr_wfc_timeout: r.opts.degrWfcTimeoutSec ?? 0,
+      outdated_wfc_timeout: r.opts.outdatedWfcTimeoutSec ?? 0,
+      timeout_type: r.waitTimeoutType,
+    };
     if (c?.peerRole !== undefined) out.peer_role = c.peerRole;
     if (c?.peerDisk !== undefined) out.peer_disk = c.peerDisk;
     if (c?.resyncDone !== undefined) out.done = c.resyncDone;

@@ -17,13 +17,22 @@ const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 class FileBackend implements TcmurDeviceBackend {
   readonly volatileWriteCache = true; // writes land in the page cache (or the disk's cache) until a sync
   readonly discard?: (offset: number, length: number) => Promise<void>;
+  /** Without `size=` the device is as big as the file or block device, also after it grew (rescan). */
+  readonly rescan?: () => Promise<number>;
 
   constructor(
     private readonly store: BackingStore,
-    readonly sizeBytes: number,
+    public sizeBytes: number,
     readonly blockSize: number,
     readonly readOnly: boolean,
+    sizeFollowsStore = false,
   ) {
+    if (sizeFollowsStore)
+      this.rescan = async () => {
+        const now = await this.store.currentSize();
+        this.sizeBytes = now - (now % this.blockSize);
+        return this.sizeBytes;
+      };
     const bd = store.blockDevice;
     const native = nativeAddon();
     if (bd?.discard && native?.blockZeroOut) {
@@ -98,7 +107,7 @@ export const fileHandler: TcmurHandler = {
         }
         size -= size % blockSize;
         if (size < blockSize) throw new Error(`${label}: device ${req.cfg.path} is smaller than one block`);
-        return new FileBackend(store, size, blockSize, req.cfg.readOnly);
+        return new FileBackend(store, size, blockSize, req.cfg.readOnly, req.sizeBytes === undefined);
       }
       const blockSize = req.blockSize;
       const fileSize = store.sizeBytes;
@@ -110,7 +119,7 @@ export const fileHandler: TcmurHandler = {
           throw new Error(`${label}: read-only file is shorter (${fileSize}) than size ${size}`);
         await store.truncate(size);
       }
-      return new FileBackend(store, size, blockSize, req.cfg.readOnly);
+      return new FileBackend(store, size, blockSize, req.cfg.readOnly, req.sizeBytes === undefined);
     } catch (err) {
       await store.close(false);
       throw err;

@@ -47,6 +47,8 @@ export interface TcmurDeviceBackend {
   readonly maxCompareAndWriteBytes?: number;
   /** Optional: `listener` runs after the device's size changed underneath (sizeBytes is then new). */
   onResize?(listener: () => void): void;
+  /** Optional: re-read the size of the backing store (grown outside); resolves the new sizeBytes. */
+  rescan?(): Promise<number>;
   close(): Promise<void>;
 }
 

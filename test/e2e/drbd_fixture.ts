@@ -34,6 +34,11 @@ export interface PairOptions {
   readonly blockSize?: number;
   /** The TCMUR handler of the backing files (default "file"; "faulty" needs --handler-dir, see test/support). */
   readonly tcmurHandler?: string;
+  /**
+   * The backing files are created at sizeMiB and the TCMUR lines carry no `size=`: the devices are as big
+   * as their files, also after they grew (`drbdadm resize` rescans them).
+   */
+  readonly sizeFromFile?: boolean;
   /** Port ranges [first, last]; default this fixture's (DRBD 7810-7839, iSCSI 3440-3469). */
   readonly drbdPorts?: readonly [number, number];
   readonly iscsiPorts?: readonly [number, number];
@@ -93,6 +98,7 @@ export class DrbdPair {
   readonly blockSize: number;
   readonly sizeMiB: number;
   private readonly tcmurHandler: string;
+  private readonly sizeFromFile: boolean;
 
   private constructor(
     readonly dir: string,
@@ -104,6 +110,7 @@ export class DrbdPair {
     this.blockSize = opts.blockSize ?? 4096;
     this.sizeMiB = opts.sizeMiB ?? 16;
     this.tcmurHandler = opts.tcmurHandler ?? "file";
+    this.sizeFromFile = opts.sizeFromFile === true;
     const mk = (name: NodeName, host: string, i: number): PairNode => ({
       name,
       host,
@@ -125,6 +132,12 @@ export class DrbdPair {
     const resPath = join(dir, "r0.res");
     const pair = new DrbdPair(dir, resPath, drbd, iscsi, opts);
     await writeFile(resPath, pair.res(opts));
+    if (pair.sizeFromFile)
+      for (const n of Object.values(pair.nodes)) {
+        const fh = await open(n.file, "w");
+        await fh.truncate(pair.sizeMiB * 1024 * 1024);
+        await fh.close();
+      }
     return pair;
   }
 
@@ -150,7 +163,7 @@ export class DrbdPair {
 
   private config(n: PairNode, helper: Helper): string {
     return `[TCMUR]
-  TCMUR 2 file_b /${this.tcmurHandler}/${n.file} size=${this.sizeMiB}M bs=${this.blockSize}
+  TCMUR 2 file_b /${this.tcmurHandler}/${n.file}${this.sizeFromFile ? "" : ` size=${this.sizeMiB}M`} bs=${this.blockSize}
 [BIO]
   BIO bio1 /UMCfuse/dev/drbd2 ${helper} r0 /UMCfuse/dev/file_b
 [PortalGroup1]

@@ -22,12 +22,12 @@ export interface BioConfig {
 export class BioBdev implements BlockDevice {
   readonly productName = "BIO disk";
   readonly blockSize: number;
-  readonly blockCount: number;
   readonly uuid: string;
   readonly volatileWriteCache: boolean;
   readonly supportsUnmap: boolean;
   readonly unmapReadsZeroes: boolean;
   private claim: DeviceClaim | undefined;
+  private lastBlockCount: number;
 
   private constructor(
     readonly name: string,
@@ -37,7 +37,7 @@ export class BioBdev implements BlockDevice {
     const dev = claim.device;
     this.claim = claim;
     this.blockSize = dev.blockSize;
-    this.blockCount = dev.blockCount;
+    this.lastBlockCount = dev.blockCount;
     this.uuid = stableUuid("bio", name, path);
     this.volatileWriteCache = dev.volatileWriteCache;
     this.supportsUnmap = dev.supportsUnmap;
@@ -57,6 +57,17 @@ export class BioBdev implements BlockDevice {
     }
     const claim = tree.claim(cfg.path, `BIO ${cfg.name}`, "write");
     return new BioBdev(cfg.name, cfg.path, claim);
+  }
+
+  /** The tree device's size now: a DRBD device grows with `drbdadm resize`. */
+  get blockCount(): number {
+    if (this.claim) this.lastBlockCount = this.claim.device.blockCount;
+    return this.lastBlockCount;
+  }
+
+  /** The tree device's resize events (a LUN over it reports CAPACITY DATA HAS CHANGED). */
+  onResize(listener: (blockCount: number) => void): void {
+    this.claim?.device.onResize?.(listener);
   }
 
   private dev(): BlockDevice {

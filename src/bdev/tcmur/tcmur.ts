@@ -67,6 +67,26 @@ export class TcmurBdev implements BlockDevice {
     return this.count;
   }
 
+  /**
+   * Takes the backend's current size (a `file` device without `size=` whose file or block device grew);
+   * listeners hear of a change. Refuses to shrink unless `mayShrink` (blocks in use would vanish).
+   */
+  async rescan(mayShrink: boolean): Promise<{ before: number; after: number }> {
+    const before = this.count;
+    const backend = this.backend;
+    if (!backend?.rescan) return { before, after: before };
+    const after = Math.floor((await backend.rescan()) / this.blockSize);
+    if (after < before && !mayShrink)
+      throw new Error(
+        `TCMUR ${this.name}: backing store shrank from ${before} to ${after} blocks while in use`,
+      );
+    if (after !== before) {
+      this.count = after;
+      for (const fn of this.resizeListeners) fn(after);
+    }
+    return { before, after };
+  }
+
   /** Listeners for a size change underneath (a Ceph image resized while exported). */
   onResize(listener: (blockCount: number) => void): void {
     this.resizeListeners.push(listener);
