@@ -6,16 +6,20 @@
  */
 import { ScsiStatus, type ScsiTask } from "../scsi/task.js";
 import { Opcode, RESERVED_TAG, type TargetPdu } from "./pdu.js";
+import type { DataInHolder } from "./pdu_writer.js";
 
 /** What sending needs from a connection. */
 export interface ResultSink {
   /** The initiator's MaxRecvDataSegmentLength. */
   readonly maxSendSegment: number;
   readonly maxBurstLength: number;
-  /** Send a PDU that carries status: assigns StatSN (and advances it), ExpCmdSN, MaxCmdSN. */
-  sendStatus(pdu: TargetPdu): boolean;
+  /**
+   * Send a PDU that carries status: assigns StatSN (and advances it), ExpCmdSN, MaxCmdSN.
+   * `holder` is told once the socket has taken the PDU (pdu_writer.ts).
+   */
+  sendStatus(pdu: TargetPdu, holder?: DataInHolder): boolean;
   /** Send a PDU that does not carry status (ExpCmdSN / MaxCmdSN only). */
-  sendData(pdu: TargetPdu): boolean;
+  sendData(pdu: TargetPdu, holder?: DataInHolder): boolean;
   drained(): Promise<void>;
 }
 
@@ -53,7 +57,11 @@ function slice(bufs: readonly Buffer[], offset: number, length: number): Buffer[
   return out;
 }
 
-/** `r2tCount`: R2Ts sent for a write, reported as its ExpDataSN. */
+/**
+ * `r2tCount`: R2Ts sent for a write, reported as its ExpDataSN. The task's data-in buffer is
+ * released (ScsiTask.releaseDataIn) once the socket has taken the last Data-In, or at once when
+ * there is none; if the connection goes away first it is never released (left to the GC).
+ */
 export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount = 0): Promise<void> {
   const edtl = task.expectedDataLength;
   const wanted = task.transferLength > 0 ? task.transferLength : task.dataInLength;
@@ -61,6 +69,7 @@ export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount 
   const available = task.readDirection ? Math.min(task.dataInLength, edtl) : 0;
   const statusInData = available > 0 && task.status === ScsiStatus.Good && !task.sense;
   let dataSN = 0;
+  if (available === 0) task.releaseDataIn();
   for (let offset = 0; offset < available;) {
     const burstEnd = (Math.floor(offset / sink.maxBurstLength) + 1) * sink.maxBurstLength;
     const len = Math.min(sink.maxSendSegment, available - offset, burstEnd - offset);
@@ -68,28 +77,34 @@ export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount 
     const data = slice(task.dataIn, offset, len);
     let ok: boolean;
     if (last && statusInData) {
-      ok = sink.sendStatus({
-        opcode: Opcode.DataIn,
-        final: true,
-        statusPresent: true,
-        ...res,
-        status: task.status,
-        itt: task.tag,
-        ttt: RESERVED_TAG,
-        dataSN: dataSN++,
-        bufferOffset: offset,
-        data,
-      });
+      ok = sink.sendStatus(
+        {
+          opcode: Opcode.DataIn,
+          final: true,
+          statusPresent: true,
+          ...res,
+          status: task.status,
+          itt: task.tag,
+          ttt: RESERVED_TAG,
+          dataSN: dataSN++,
+          bufferOffset: offset,
+          data,
+        },
+        task,
+      );
     } else {
-      ok = sink.sendData({
-        opcode: Opcode.DataIn,
-        final: last || offset + len === burstEnd,
-        itt: task.tag,
-        ttt: RESERVED_TAG,
-        dataSN: dataSN++,
-        bufferOffset: offset,
-        data,
-      });
+      ok = sink.sendData(
+        {
+          opcode: Opcode.DataIn,
+          final: last || offset + len === burstEnd,
+          itt: task.tag,
+          ttt: RESERVED_TAG,
+          dataSN: dataSN++,
+          bufferOffset: offset,
+          data,
+        },
+        last ? task : undefined,
+      );
     }
     offset += len;
     if (!ok) await sink.drained();

@@ -87,10 +87,13 @@ export async function read(ctx: CommandContext): Promise<void> {
   const { lba, blocks } = blockRange(cdb);
   checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
   if (blocks === 0) return;
-  const buf = Buffer.allocUnsafe(blocks * lu.bdev.blockSize);
+  const buf = task.dataInBuffer(blocks * lu.bdev.blockSize);
   const release = await lu.rangeLock.acquire(lba, blocks, false);
   try {
     await lu.bdev.readv(lba, [buf]);
+  } catch (err) {
+    task.forgetDataInBuffer();
+    throw err;
   } finally {
     release();
   }
