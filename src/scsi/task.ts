@@ -31,6 +31,8 @@ export class ITNexus {
   readonly initiatorPort: string;
   /** "<target name>,t,0x<tpgt in 4 hex digits>" */
   readonly targetPort: string;
+  /** Stable key for maps: one entry per I_T nexus (built once: every command looks it up). */
+  readonly key: string;
 
   constructor(
     readonly initiatorName: string,
@@ -42,11 +44,7 @@ export class ITNexus {
   ) {
     this.initiatorPort = `${initiatorName},i,0x${isid}`;
     this.targetPort = `${targetName},t,0x${portalGroupTag.toString(16).padStart(4, "0")}`;
-  }
-
-  /** Stable key for maps: one entry per I_T nexus. */
-  get key(): string {
-    return `${this.initiatorPort}|${this.targetPort}`;
+    this.key = `${this.initiatorPort}|${this.targetPort}`;
   }
 
   /**
