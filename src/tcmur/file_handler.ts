@@ -17,6 +17,10 @@ const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 class FileBackend implements TcmurDeviceBackend {
   readonly volatileWriteCache = true; // writes land in the page cache (or the disk's cache) until a sync
   readonly discard?: (offset: number, length: number) => Promise<void>;
+  readonly physicalBlockSize?: number;
+  readonly optimalTransferBytes?: number;
+  readonly maxRequestBytes?: number;
+  readonly rotational?: boolean;
 
   constructor(
     private readonly store: BackingStore,
@@ -25,6 +29,13 @@ class FileBackend implements TcmurDeviceBackend {
     readonly readOnly: boolean,
   ) {
     const bd = store.blockDevice;
+    if (bd) {
+      // As the AIO module reports them (src/bdev/aio/aio.ts): SBC-4 6.6.2 / 6.6.3, READ CAPACITY(16).
+      if (bd.physicalBlockSize > blockSize) this.physicalBlockSize = bd.physicalBlockSize;
+      if (bd.optimalIoSize > 0) this.optimalTransferBytes = bd.optimalIoSize;
+      if (bd.maxRequestBytes > 0) this.maxRequestBytes = bd.maxRequestBytes;
+      this.rotational = bd.rotational;
+    }
     const native = nativeAddon();
     if (bd?.discard && native?.blockZeroOut) {
       // The backend's discard must leave zeroes: BLKDISCARD does not promise them, BLKZEROOUT does
