@@ -106,7 +106,7 @@ export class IscsiTarget implements ConnectionHost {
     );
     // Idle READ buffers kept for reuse: one session's full queue of MaxBurstLength reads.
     const depth = options.targets.reduce((d, t) => Math.max(d, t.queueDepth), 0) || DEFAULT_QUEUE_DEPTH;
-    this.readBuffers = new ReadBufferPool(depth * g.maxBurstLength);
+    this.readBuffers = new ReadBufferPool(depth * g.maxBurstLength, options.readBufferAllocator);
     this.logLimiter = new LogRateLimiter(
       undefined,
       undefined,

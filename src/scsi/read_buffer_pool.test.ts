@@ -35,3 +35,16 @@ test("ReadBufferPool: small, huge and foreign buffers are not kept; idle bytes s
   assert.equal(pool.idle, 65536, "the third is dropped: capacity 64 KiB");
   assert.equal(pool.dropped, 1);
 });
+
+test("ReadBufferPool: class buffers come from the given allocator (e.g. page-aligned memory)", () => {
+  const made: number[] = [];
+  const pool = new ReadBufferPool(1 << 20, (bytes) => {
+    made.push(bytes);
+    return Buffer.allocUnsafeSlow(bytes);
+  });
+  const a = pool.take(6000);
+  pool.take(100); // below the smallest class: not the allocator's
+  pool.give(a);
+  assert.equal(pool.take(8192), a);
+  assert.deepEqual(made, [8192]);
+});

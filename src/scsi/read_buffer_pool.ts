@@ -27,6 +27,11 @@ export class ReadBufferPool {
   constructor(
     /** The most bytes kept while idle (e.g. QueueDepth × MaxBurstLength). */
     readonly capacityBytes: number,
+    /**
+     * Makes a class's buffer (a Buffer of exactly `bytes`, over memory of its own): e.g. page-aligned
+     * memory, so that an O_DIRECT read fills it without a bounce copy. Default Buffer.allocUnsafeSlow.
+     */
+    private readonly allocate: (bytes: number) => Buffer = Buffer.allocUnsafeSlow,
   ) {
     for (let s = MIN_CLASS_SHIFT; s <= MAX_CLASS_SHIFT; s++) this.free.push([]);
   }
@@ -47,7 +52,7 @@ export class ReadBufferPool {
     }
     this.allocated++;
     // Its own ArrayBuffer (not a slice of Node's shared slab), so give() can recognise it.
-    return Buffer.allocUnsafeSlow(1 << (cls + MIN_CLASS_SHIFT));
+    return this.allocate(1 << (cls + MIN_CLASS_SHIFT));
   }
 
   /**

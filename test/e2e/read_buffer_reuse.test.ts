@@ -4,14 +4,17 @@
  * earlier Data-In still waits to be written would send another read's bytes: this test keeps many
  * reads of distinct block patterns in flight, stops reading its socket now and then so that Data-In
  * piles up behind a full send buffer while later reads complete, and checks every byte it gets.
- * A Malloc LUN and an AIO LUN (io_uring or thread pool filling the buffer), one session with
- * 256 KiB Data-In segments and one with 8 KiB (several Data-In per read).
+ * A Malloc LUN, an AIO LUN on a file (io_uring or thread pool filling the buffer) and, where loop
+ * devices can be made, an AIO LUN on a loop device (O_DIRECT under io_uring: the kernel writes into
+ * the pooled, page-aligned buffer itself); one session with 256 KiB Data-In segments and one with
+ * 8 KiB (several Data-In per read).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Opcode, TaskAttributeCode, joinData } from "../../src/iscsi/pdu.js";
 import { RawInitiator, lunField } from "../support/raw_initiator.js";
+import { attachLoop, canUseLoopDevices, type LoopDevice } from "../support/loop_device.js";
 import { prng } from "../support/prng.js";
 import { cleanup, makeTempDir, startServer, stopCleanly, type RunningServer } from "./harness.js";
 
@@ -21,14 +24,18 @@ const LUN_MB = 16;
 const BLOCKS = (LUN_MB * 1048576) / BLOCK;
 const PORTS: readonly [number, number] = [3600, 3609];
 
-function config(dir: string, port: number): string {
+/** Without loop devices (not root) the block-device LUN is left out. */
+const withLoop = (await canUseLoopDevices()) === undefined;
+const LUNS = withLoop ? [0, 1, 2] : [0, 1];
+
+function config(dir: string, port: number, loop: LoopDevice | undefined): string {
   return `[Malloc]
   NumberOfLuns 1
   LunSizeInMB ${LUN_MB}
   BlockSize ${BLOCK}
 [AIO]
   AIO ${join(dir, "aio.img")} AIO0 ${BLOCK} ${LUN_MB}
-[PortalGroup1]
+${loop ? `  AIO ${loop.device} AIO1\n` : ""}[PortalGroup1]
   Portal P 127.0.0.1:${port}
 [InitiatorGroup1]
   InitiatorName ANY
@@ -39,7 +46,7 @@ function config(dir: string, port: number): string {
   QueueDepth 64
   LUN0 Malloc0
   LUN1 AIO0
-`;
+${loop ? "  LUN2 AIO1\n" : ""}`;
 }
 
 /** Blocks from `lba`: every 32-bit word names its LUN, block and place, so a stray byte shows. */
@@ -68,9 +75,9 @@ async function session(port: number, mrdsl: number, isidTail: number): Promise<R
   const login = await ini.login({ targetName: IQN, initiatorName: `iqn.2024-01.test:readreuse${isidTail}` });
   assert.equal(login.statusClass, 0, `login status ${login.statusClass}/${login.statusDetail}`);
   for (let i = 0; i < 4; i++) {
-    const tur = await ini.scsi(Buffer.alloc(6), { lun: 0 });
-    const tur1 = await ini.scsi(Buffer.alloc(6), { lun: 1 });
-    if (tur.status === 0 && tur1.status === 0) return ini;
+    let ready = true;
+    for (const lun of LUNS) if ((await ini.scsi(Buffer.alloc(6), { lun })).status !== 0) ready = false;
+    if (ready) return ini;
   }
   assert.fail("unit attentions did not clear after 4 TEST UNIT READY");
 }
@@ -106,7 +113,7 @@ async function pipelinedReads(
   let done = 0;
   const issue = (): void => {
     while (issued < count && inFlight.size < depth && ((maxCmdSN - ini.cmdSN) | 0) >= 0) {
-      const lun = issued % 2;
+      const lun = LUNS[issued % LUNS.length]!;
       const blocks = sizes[Math.floor(rand() * sizes.length)]!;
       const lba = Math.floor(rand() * (BLOCKS - blocks));
       const n = ini.next();
@@ -168,13 +175,15 @@ async function pipelinedReads(
 describe("pooled READ buffers are reused only after the socket took them", () => {
   let dir: string;
   let server: RunningServer;
+  let loop: LoopDevice | undefined;
   before(async () => {
     dir = await makeTempDir("readreuse");
-    server = await startServer((ports, d) => config(d, ports[0]), { dir, portRange: PORTS });
+    if (withLoop) loop = await attachLoop(join(dir, "loop.img"), LUN_MB * 1048576, BLOCK);
+    server = await startServer((ports, d) => config(d, ports[0], loop), { dir, portRange: PORTS });
     const ini = await session(server.ports[0], 262144, 1);
     // Every block of both LUNs gets its pattern, 1 MiB per WRITE(16).
     const step = 1048576 / BLOCK;
-    for (const lun of [0, 1]) {
+    for (const lun of LUNS) {
       for (let lba = 0; lba < BLOCKS; lba += step) {
         const w = await ini.scsi(rw16(0x8a, lba, step), { lun, write: expected(lun, lba, step) });
         assert.equal(w.status, 0, `WRITE LUN ${lun} LBA ${lba}: status ${w.status}`);
@@ -185,6 +194,7 @@ describe("pooled READ buffers are reused only after the socket took them", () =>
   });
   after(async () => {
     if (server) await stopCleanly(server);
+    await loop?.detach();
     await cleanup(dir);
   });
 
