@@ -4,15 +4,16 @@
  * under io_uring) lands in them directly; an ordinary Buffer is only 16-byte aligned and would go
  * through the engine's bounce chunk (a copy, and a bounded number of chunks).
  */
-#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include "usertgt_native.h"
 
 #define PAGE 4096
 
+/* The size rides in `hint`, so the collector's view of external memory shrinks with the free. */
 static void free_aligned(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
+  int64_t ignored;
+  napi_adjust_external_memory(env, -(int64_t)(uintptr_t)hint, &ignored);
   free(data);
 }
 
@@ -31,11 +32,14 @@ static napi_value aligned_buffer(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value buf;
-  if (napi_create_external_buffer(env, bytes, p, free_aligned, NULL, &buf) != napi_ok) {
+  if (napi_create_external_buffer(env, bytes, p, free_aligned, (void *)(uintptr_t)bytes, &buf) != napi_ok) {
     free(p);
     napi_throw_error(env, NULL, "alignedBuffer: cannot wrap the memory in a Buffer");
     return NULL;
   }
+  /* Tell V8 what the Buffer holds, as for its own ArrayBuffers: a dropped one is then collected in time. */
+  int64_t ignored;
+  napi_adjust_external_memory(env, (int64_t)bytes, &ignored);
   return buf;
 }
 
