@@ -12,5 +12,6 @@ NAPI_MODULE_INIT() {
   usertgt_init_block_device(env, exports);
   usertgt_init_uring(env, exports);
   usertgt_init_malloc_trim(env, exports);
+  usertgt_init_aligned_buffer(env, exports);
   return exports;
 }

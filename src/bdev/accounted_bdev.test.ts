@@ -5,6 +5,26 @@ import { AccountedBdev } from "./accounted_bdev.js";
 import { MallocBdev } from "./malloc/malloc.js";
 
 describe("AccountedBdev", () => {
+  it("passes on the device's geometry (physical block, optimal and largest request, rotation)", () => {
+    const inner = new MallocBdev({ name: "M", blockSize: 512, blockCount: 16 });
+    const disk = Object.assign(inner, {
+      physicalBlockSize: 4096,
+      optimalTransferBytes: 65536,
+      maxRequestBytes: 1310720,
+      rotational: true,
+    });
+    const dev = new AccountedBdev(disk);
+    assert.deepEqual(
+      [dev.physicalBlockSize, dev.optimalTransferBytes, dev.maxRequestBytes, dev.rotational],
+      [4096, 65536, 1310720, true],
+    );
+    const plain = new AccountedBdev(new MallocBdev({ name: "P", blockSize: 512, blockCount: 16 }));
+    assert.deepEqual(
+      [plain.physicalBlockSize, plain.optimalTransferBytes, plain.maxRequestBytes, plain.rotational],
+      [undefined, undefined, undefined, undefined],
+    );
+  });
+
   it("counts bytes, operations, latencies and errors per kind", async () => {
     const dev = new AccountedBdev(new MallocBdev({ name: "M", blockSize: 512, blockCount: 16 }));
     const buf = Buffer.alloc(1024, 1);

@@ -201,6 +201,19 @@ export class AccountedBdev implements BlockDevice {
   get unmapReadsZeroes(): boolean {
     return this.inner.unmapReadsZeroes;
   }
+  // The geometry a block device reports (VPD B0h/B1h, READ CAPACITY(16)) passes through unchanged.
+  get physicalBlockSize(): number | undefined {
+    return this.inner.physicalBlockSize;
+  }
+  get optimalTransferBytes(): number | undefined {
+    return this.inner.optimalTransferBytes;
+  }
+  get maxRequestBytes(): number | undefined {
+    return this.inner.maxRequestBytes;
+  }
+  get rotational(): boolean | undefined {
+    return this.inner.rotational;
+  }
 
   /** bdev_reset_iostat / bdev_get_iostat reset_mode (SPDK's spdk_bdev_reset_io_stat modes). */
   resetStats(mode: "all" | "maxmin" | "error"): void {

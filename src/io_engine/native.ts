@@ -20,6 +20,8 @@ export interface NativeAddon {
   blockDiscard(fd: number, offset: number, length: number): Promise<void>;
   blockZeroOut(fd: number, offset: number, length: number): Promise<void>;
   blockDeviceInfo(fd: number): BlockDeviceGeometry;
+  /** A Buffer over page-aligned memory (O_DIRECT reads land in it without a bounce). */
+  alignedBuffer(bytes: number): Buffer;
   uringAvailable(): boolean;
   uringInit(
     slots: number,
@@ -54,4 +56,13 @@ export function nativeAddon(): Partial<NativeAddon> | null {
     addon = null;
   }
   return addon;
+}
+
+/**
+ * An allocator of page-aligned Buffers for data an O_DIRECT read fills (READ data buffers), or
+ * undefined when the addon lacks it (ordinary Buffers then, bounced by the engine).
+ */
+export function alignedBufferAllocator(): ((bytes: number) => Buffer) | undefined {
+  const a = nativeAddon();
+  return typeof a?.alignedBuffer === "function" ? a.alignedBuffer : undefined;
 }

@@ -7,6 +7,7 @@
 import type { Socket } from "node:net";
 import type { Logger } from "../util/log.js";
 import { decodeLun } from "../scsi/lun_id.js";
+import type { ReadBufferPool } from "../scsi/read_buffer_pool.js";
 import { ASC, SenseKey, fixedSense } from "../scsi/sense.js";
 import { ScsiStatus, ScsiTask, type TaskAttribute } from "../scsi/task.js";
 import { DataOutCollector } from "./dataout.js";
@@ -31,7 +32,7 @@ import {
   type TargetPdu,
 } from "./pdu.js";
 import { PduFramingError, PduParser } from "./pdu_parser.js";
-import { PduWriter } from "./pdu_writer.js";
+import { PduWriter, type DataInHolder } from "./pdu_writer.js";
 import { ActiveTask, type CommandPdu, type Session, type SessionConnection } from "./session.js";
 import type { ConnectionWriteBudget, WriteDataBudget } from "./data_budget.js";
 import type { LoginThrottle } from "./login_throttle.js";
@@ -58,6 +59,8 @@ export interface ConnectionHost extends LoginEnvironment {
   readonly logLimiter: LogRateLimiter;
   /** Bounds WRITE data held for commands still receiving Data-Out. */
   readonly writeBudget: WriteDataBudget;
+  /** READ data buffers, handed back once the socket has taken a command's Data-In. */
+  readonly readBuffers: ReadBufferPool;
 }
 
 /** Login Requests held while the throttle delays a CHAP answer; an initiator sends one at a time. */
@@ -326,20 +329,20 @@ export class Connection implements SessionConnection, ResultSink, TextConnection
   // ---- sending -------------------------------------------------------------------------------
 
   /** A PDU carrying status: StatSN assigned and advanced, ExpCmdSN/MaxCmdSN current. */
-  sendStatus(pdu: TargetPdu): boolean {
+  sendStatus(pdu: TargetPdu, holder?: DataInHolder): boolean {
     pdu.statSN = this.statSN;
     this.statSN = snAdd(this.statSN, 1);
-    return this.sendData(pdu);
+    return this.sendData(pdu, holder);
   }
 
-  sendData(pdu: TargetPdu): boolean {
+  sendData(pdu: TargetPdu, holder?: DataInHolder): boolean {
     if (this.state === "closed") return false;
     const s = this.session;
     if (s) {
       pdu.expCmdSN = s.expCmdSN;
       pdu.maxCmdSN = s.maxCmdSN;
     }
-    return this.writer.send(pdu);
+    return this.writer.send(pdu, holder);
   }
 
   /** StatSN the next status will carry (R2T and NOP-In pings report it without advancing it). */
@@ -532,6 +535,7 @@ export class Connection implements SessionConnection, ResultSink, TextConnection
     task.r2tCount = task.collector?.r2tCount ?? 0;
     task.collector = undefined;
     const st = task.build!(data);
+    if (st.readDirection) st.readBuffers = this.host.readBuffers;
     task.scsiTask = st;
     try {
       await session.node!.config.device.execute(st);
@@ -553,6 +557,7 @@ export class Connection implements SessionConnection, ResultSink, TextConnection
     try {
       if (!task.aborted && !st.aborted && this.state !== "closed")
         await sendScsiResult(this, st, task.r2tCount);
+      else st.releaseDataIn(); // nothing of it was sent
     } finally {
       this.writeBudget.release(task);
       task.finish();

@@ -2,40 +2,30 @@
  * Returning a command's result (RFC 7143 §11.4, §11.7): Data-In PDUs no longer than the
  * initiator's MaxRecvDataSegmentLength, the status folded into the last Data-In (S bit) when there
  * is no sense data, else a SCSI Response; residual overflow/underflow from EDTL versus the length
- * the command wanted (§11.4.5). Waits for the socket to drain between PDUs.
+ * the command wanted (§11.4.5.1). Waits for the socket to drain between PDUs.
  */
 import { ScsiStatus, type ScsiTask } from "../scsi/task.js";
 import { Opcode, RESERVED_TAG, type TargetPdu } from "./pdu.js";
+import type { DataInHolder } from "./pdu_writer.js";
 
 /** What sending needs from a connection. */
 export interface ResultSink {
   /** The initiator's MaxRecvDataSegmentLength. */
   readonly maxSendSegment: number;
   readonly maxBurstLength: number;
-  /** Send a PDU that carries status: assigns StatSN (and advances it), ExpCmdSN, MaxCmdSN. */
-  sendStatus(pdu: TargetPdu): boolean;
+  /**
+   * Send a PDU that carries status: assigns StatSN (and advances it), ExpCmdSN, MaxCmdSN.
+   * `holder` is told once the socket has taken the PDU (pdu_writer.ts).
+   */
+  sendStatus(pdu: TargetPdu, holder?: DataInHolder): boolean;
   /** Send a PDU that does not carry status (ExpCmdSN / MaxCmdSN only). */
-  sendData(pdu: TargetPdu): boolean;
+  sendData(pdu: TargetPdu, holder?: DataInHolder): boolean;
   drained(): Promise<void>;
 }
 
-/** Residual overflow / underflow and count for one direction (RFC 7143 §11.4.5.1). */
-export interface Residual {
-  readonly residualOverflow: boolean;
-  readonly residualUnderflow: boolean;
-  readonly residualCount: number;
-}
-
-export function residual(edtl: number, wanted: number): Residual {
-  return {
-    residualOverflow: wanted > edtl,
-    residualUnderflow: wanted < edtl,
-    residualCount: wanted > edtl ? wanted - edtl : edtl - wanted,
-  };
-}
-
-/** Gather `length` bytes starting at `offset` across buffers, as slices. */
-function slice(bufs: readonly Buffer[], offset: number, length: number): Buffer[] {
+/** Gather `length` bytes starting at `offset` across buffers, as slices (`bufs` itself when that is all). */
+function slice(bufs: readonly Buffer[], offset: number, length: number): readonly Buffer[] {
+  if (offset === 0 && bufs.length === 1 && bufs[0]!.length === length) return bufs;
   const out: Buffer[] = [];
   let pos = 0;
   for (const b of bufs) {
@@ -53,43 +43,60 @@ function slice(bufs: readonly Buffer[], offset: number, length: number): Buffer[
   return out;
 }
 
-/** `r2tCount`: R2Ts sent for a write, reported as its ExpDataSN. */
+/**
+ * `r2tCount`: R2Ts sent for a write, reported as its ExpDataSN. The task's data-in buffer is
+ * released (ScsiTask.releaseDataIn) once the socket has taken the last Data-In, or at once when
+ * there is none; if the connection goes away first it is never released (left to the GC).
+ */
 export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount = 0): Promise<void> {
   const edtl = task.expectedDataLength;
   const wanted = task.transferLength > 0 ? task.transferLength : task.dataInLength;
-  const res = residual(edtl, wanted);
+  const residualOverflow = wanted > edtl;
+  const residualUnderflow = wanted < edtl;
+  const residualCount = residualOverflow ? wanted - edtl : edtl - wanted;
   const available = task.readDirection ? Math.min(task.dataInLength, edtl) : 0;
   const statusInData = available > 0 && task.status === ScsiStatus.Good && !task.sense;
+  const maxSegment = sink.maxSendSegment;
+  const maxBurst = sink.maxBurstLength;
   let dataSN = 0;
+  if (available === 0) task.releaseDataIn();
   for (let offset = 0; offset < available;) {
-    const burstEnd = (Math.floor(offset / sink.maxBurstLength) + 1) * sink.maxBurstLength;
-    const len = Math.min(sink.maxSendSegment, available - offset, burstEnd - offset);
+    const burstEnd = (Math.floor(offset / maxBurst) + 1) * maxBurst;
+    const len = Math.min(maxSegment, available - offset, burstEnd - offset);
     const last = offset + len === available;
     const data = slice(task.dataIn, offset, len);
     let ok: boolean;
     if (last && statusInData) {
-      ok = sink.sendStatus({
-        opcode: Opcode.DataIn,
-        final: true,
-        statusPresent: true,
-        ...res,
-        status: task.status,
-        itt: task.tag,
-        ttt: RESERVED_TAG,
-        dataSN: dataSN++,
-        bufferOffset: offset,
-        data,
-      });
+      ok = sink.sendStatus(
+        {
+          opcode: Opcode.DataIn,
+          final: true,
+          statusPresent: true,
+          residualOverflow,
+          residualUnderflow,
+          residualCount,
+          status: task.status,
+          itt: task.tag,
+          ttt: RESERVED_TAG,
+          dataSN: dataSN++,
+          bufferOffset: offset,
+          data,
+        },
+        task,
+      );
     } else {
-      ok = sink.sendData({
-        opcode: Opcode.DataIn,
-        final: last || offset + len === burstEnd,
-        itt: task.tag,
-        ttt: RESERVED_TAG,
-        dataSN: dataSN++,
-        bufferOffset: offset,
-        data,
-      });
+      ok = sink.sendData(
+        {
+          opcode: Opcode.DataIn,
+          final: last || offset + len === burstEnd,
+          itt: task.tag,
+          ttt: RESERVED_TAG,
+          dataSN: dataSN++,
+          bufferOffset: offset,
+          data,
+        },
+        last ? task : undefined,
+      );
     }
     offset += len;
     if (!ok) await sink.drained();
@@ -97,7 +104,9 @@ export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount 
   if (statusInData) return;
   const ok = sink.sendStatus({
     opcode: Opcode.ScsiResponse,
-    ...res,
+    residualOverflow,
+    residualUnderflow,
+    residualCount,
     response: 0, // Command Completed at Target
     status: task.status,
     itt: task.tag,

@@ -151,4 +151,9 @@ export interface IscsiTargetOptions {
   readonly portalGroups: readonly PortalGroupConfig[];
   readonly initiatorGroups: readonly InitiatorGroupConfig[];
   readonly targets: readonly TargetNodeConfig[];
+  /**
+   * Makes READ data buffers (ReadBufferPool): page-aligned ones let an O_DIRECT read fill them
+   * without a bounce copy. Default: ordinary Buffers.
+   */
+  readonly readBufferAllocator?: (bytes: number) => Buffer;
 }

@@ -48,8 +48,9 @@ export class ActiveTask {
   holdsSlot = false;
   /** Ended by a task management function or by the connection going away: send nothing. */
   aborted = false;
-  readonly done: Promise<void>;
-  finish!: () => void;
+  private ended = false;
+  private donePromise: Promise<void> | undefined = undefined;
+  private resolveDone: (() => void) | undefined = undefined;
 
   constructor(
     readonly itt: number,
@@ -57,8 +58,21 @@ export class ActiveTask {
     readonly lun: number,
     readonly conn: SessionConnection,
     readonly command: Parsed<ScsiCommandPdu>,
-  ) {
-    this.done = new Promise((resolve) => (this.finish = resolve));
+  ) {}
+
+  /** Settles once the task has ended (made only when a logout or TMF waits for it). */
+  get done(): Promise<void> {
+    if (!this.donePromise) {
+      this.donePromise = this.ended
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => (this.resolveDone = resolve));
+    }
+    return this.donePromise;
+  }
+
+  finish(): void {
+    this.ended = true;
+    this.resolveDone?.();
   }
 }
 

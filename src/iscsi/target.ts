@@ -5,6 +5,7 @@
  */
 import { isIPv6, type Socket } from "node:net";
 import { log as rootLog, type Logger } from "../util/log.js";
+import { ReadBufferPool } from "../scsi/read_buffer_pool.js";
 import { ITNexus } from "../scsi/task.js";
 import { LogRateLimiter } from "../util/log_rate_limit.js";
 import { Connection, type ConnectionHost } from "./conn.js";
@@ -34,6 +35,8 @@ const ASYNC_REQUEST_LOGOUT = 1;
 const ASYNC_DROP_ALL = 3;
 /** How long stop() waits for tasks in flight before closing anyway. */
 const STOP_GRACE_MS = 5000;
+/** QueueDepth assumed for the read-buffer pool when no target node is configured yet (SPDK's default). */
+const DEFAULT_QUEUE_DEPTH = 64;
 
 /** One connection as the control plane shows it; tsih 0 and empty names while still logging in. */
 export interface IscsiConnectionInfo {
@@ -69,6 +72,7 @@ export class IscsiTarget implements ConnectionHost {
   readonly loginThrottle: LoginThrottle;
   readonly logLimiter: LogRateLimiter;
   readonly writeBudget: WriteDataBudget;
+  readonly readBuffers: ReadBufferPool;
 
   constructor(options: IscsiTargetOptions, logger?: Logger) {
     this.globals = options.globals;
@@ -100,6 +104,9 @@ export class IscsiTarget implements ConnectionHost {
       },
       this.stats,
     );
+    // Idle READ buffers kept for reuse: one session's full queue of MaxBurstLength reads.
+    const depth = options.targets.reduce((d, t) => Math.max(d, t.queueDepth), 0) || DEFAULT_QUEUE_DEPTH;
+    this.readBuffers = new ReadBufferPool(depth * g.maxBurstLength, options.readBufferAllocator);
     this.logLimiter = new LogRateLimiter(
       undefined,
       undefined,

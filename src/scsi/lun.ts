@@ -78,17 +78,17 @@ export class LogicalUnit implements LogicalUnitView {
 
   /** Execute one task through the task set; never throws. */
   async execute(task: ScsiTask, target: TargetInfo): Promise<void> {
-    let leave: (() => void) | undefined;
     const started = performance.now();
     this.stats.inFlight++;
+    const member = this.taskSet.enter(task);
     try {
-      leave = await this.taskSet.enter(task);
+      if (member.ready) await member.ready;
       if (task.aborted) return;
       await this.run(task, target);
     } catch (e) {
       this.fail(task, e);
     } finally {
-      leave?.();
+      this.taskSet.leave(member);
       this.stats.inFlight--;
       this.count(task, started);
     }

@@ -14,6 +14,7 @@ import {
   type LogicalUnitView,
 } from "./command.js";
 import { blockLimits } from "./inquiry.js";
+import type { RangeHold } from "./lba_range_lock.js";
 import { ASC, SenseError, SenseKey, invalidCdbField, invalidParameterField } from "./sense.js";
 import type { ScsiTask } from "./task.js";
 
@@ -67,10 +68,11 @@ async function lockForWrite(
   task: ScsiTask,
   lba: number,
   blocks: number,
-): Promise<(() => void) | undefined> {
-  const release = await lu.rangeLock.acquire(lba, blocks, true);
-  if (!task.aborted) return release;
-  release();
+): Promise<RangeHold | undefined> {
+  const hold = lu.rangeLock.hold(lba, blocks, true);
+  if (hold.ready) await hold.ready;
+  if (!task.aborted) return hold;
+  lu.rangeLock.release(hold);
   return undefined;
 }
 
@@ -87,12 +89,16 @@ export async function read(ctx: CommandContext): Promise<void> {
   const { lba, blocks } = blockRange(cdb);
   checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
   if (blocks === 0) return;
-  const buf = Buffer.allocUnsafe(blocks * lu.bdev.blockSize);
-  const release = await lu.rangeLock.acquire(lba, blocks, false);
+  const buf = task.dataInBuffer(blocks * lu.bdev.blockSize);
+  const hold = lu.rangeLock.hold(lba, blocks, false);
   try {
+    if (hold.ready) await hold.ready;
     await lu.bdev.readv(lba, [buf]);
+  } catch (err) {
+    task.forgetDataInBuffer();
+    throw err;
   } finally {
-    release();
+    lu.rangeLock.release(hold);
   }
   task.dataIn = [buf];
   task.transferLength = buf.length;
@@ -125,13 +131,13 @@ export async function write(ctx: CommandContext): Promise<void> {
   const whole = Math.min(blocks, Math.floor(got / bs));
   if (whole === 0) return;
   const iov = dataOutVector(task, whole * bs);
-  const release = await lockForWrite(lu, task, lba, whole);
-  if (!release) return;
+  const hold = await lockForWrite(lu, task, lba, whole);
+  if (!hold) return;
   try {
     await lu.bdev.writev(lba, iov, { fua: forceUnitAccess(lu, cdb) });
     if (WRITE_AND_VERIFY.has(cdb[0])) await verifyWritten(lu, lba, iov, (cdb[1] & 0x02) !== 0);
   } finally {
-    release();
+    lu.rangeLock.release(hold);
   }
 }
 
@@ -225,8 +231,8 @@ export async function compareAndWrite(ctx: CommandContext): Promise<void> {
   if (!hasExactDataOut(task, 2 * bytes)) throw invalidCdbField(13);
   if (blocks === 0) return;
   const data = dataOutBuffer(task, 2 * bytes);
-  const release = await lockForWrite(lu, task, lba, blocks);
-  if (!release) return;
+  const hold = await lockForWrite(lu, task, lba, blocks);
+  if (!hold) return;
   try {
     if (lu.bdev.compareAndWrite) {
       // Atomic in the device itself (for RBD: in the cluster, whichever gateway a host uses).
@@ -241,7 +247,7 @@ export async function compareAndWrite(ctx: CommandContext): Promise<void> {
     if (at >= 0) throw miscompare(at);
     await lu.bdev.writev(lba, [data.subarray(bytes)], { fua: forceUnitAccess(lu, cdb) });
   } finally {
-    release();
+    lu.rangeLock.release(hold);
   }
 }
 
@@ -258,15 +264,15 @@ export async function orWrite(ctx: CommandContext): Promise<void> {
   if (blocks === 0) return;
   const data = dataOutBuffer(task, bytes);
   if (data.length < bytes) throw new SenseError(SenseKey.IllegalRequest, ASC.PARAMETER_LIST_LENGTH_ERROR);
-  const release = await lockForWrite(lu, task, lba, blocks);
-  if (!release) return;
+  const hold = await lockForWrite(lu, task, lba, blocks);
+  if (!hold) return;
   try {
     const medium = Buffer.allocUnsafe(bytes);
     await lu.bdev.readv(lba, [medium]);
     for (let i = 0; i < bytes; i++) medium[i] |= data[i];
     await lu.bdev.writev(lba, [medium], { fua: forceUnitAccess(lu, cdb) });
   } finally {
-    release();
+    lu.rangeLock.release(hold);
   }
 }
 
@@ -317,8 +323,8 @@ export async function writeSame(ctx: CommandContext): Promise<void> {
     }
     pattern = dataOutBuffer(task, bs);
   }
-  const release = await lockForWrite(lu, task, lba, blocks);
-  if (!release) return;
+  const hold = await lockForWrite(lu, task, lba, blocks);
+  if (!hold) return;
   try {
     // UNMAP=1 asks for deallocation (SBC-3 4.7.3.4); like other targets, and as libiscsi's
     // WriteSame*.UnmapUntilEnd expects, the blocks are deallocated whatever the data block holds.
@@ -346,7 +352,7 @@ export async function writeSame(ctx: CommandContext): Promise<void> {
       done += n;
     }
   } finally {
-    release();
+    lu.rangeLock.release(hold);
   }
 }
 
@@ -378,12 +384,12 @@ export async function unmap(ctx: CommandContext): Promise<void> {
     if (blocks > 0) ranges.push([lba, blocks]);
   }
   for (const [lba, blocks] of ranges) {
-    const release = await lockForWrite(lu, task, lba, blocks);
-    if (!release) return;
+    const hold = await lockForWrite(lu, task, lba, blocks);
+    if (!hold) return;
     try {
       await lu.bdev.unmap(lba, blocks);
     } finally {
-      release();
+      lu.rangeLock.release(hold);
     }
   }
 }

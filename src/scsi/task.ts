@@ -1,3 +1,5 @@
+import type { ReadBufferPool } from "./read_buffer_pool.js";
+
 /**
  * The contract between a transport (iSCSI) and the SCSI layer, after SAM-5's model:
  * a transport delivers tasks (a CDB plus its data-out) on an I_T nexus to a logical unit
@@ -29,6 +31,8 @@ export class ITNexus {
   readonly initiatorPort: string;
   /** "<target name>,t,0x<tpgt in 4 hex digits>" */
   readonly targetPort: string;
+  /** Stable key for maps: one entry per I_T nexus (built once: every command looks it up). */
+  readonly key: string;
 
   constructor(
     readonly initiatorName: string,
@@ -40,11 +44,7 @@ export class ITNexus {
   ) {
     this.initiatorPort = `${initiatorName},i,0x${isid}`;
     this.targetPort = `${targetName},t,0x${portalGroupTag.toString(16).padStart(4, "0")}`;
-  }
-
-  /** Stable key for maps: one entry per I_T nexus. */
-  get key(): string {
-    return `${this.initiatorPort}|${this.targetPort}`;
+    this.key = `${this.initiatorPort}|${this.targetPort}`;
   }
 
   /**
@@ -82,6 +82,13 @@ export class ScsiTask {
   transferLength = 0;
   /** Set when a task management function aborted the task; the transport sends no response. */
   aborted = false;
+  /**
+   * Where READ takes its data-in buffer from; set by a transport that calls releaseDataIn() once
+   * its socket has taken the data. Without one, every read allocates.
+   */
+  readBuffers: ReadBufferPool | undefined = undefined;
+  /** The pooled buffer dataIn was cut from, until released. */
+  private leased: Buffer | undefined = undefined;
 
   constructor(
     readonly cdb: Buffer,
@@ -99,6 +106,38 @@ export class ScsiTask {
     /** The collected data-out, at most expectedDataLength bytes in all. */
     readonly dataOut: readonly Buffer[],
   ) {}
+
+  /**
+   * A buffer for `bytes` of data-in (READ): from the transport's pool when it gave one. A task
+   * holds at most one; asking again forgets the earlier one (it is not reused).
+   */
+  dataInBuffer(bytes: number): Buffer {
+    const pool = this.readBuffers;
+    if (!pool) return Buffer.allocUnsafe(bytes);
+    const buf = pool.take(bytes);
+    this.leased = buf;
+    return buf.length === bytes ? buf : buf.subarray(0, bytes);
+  }
+
+  /**
+   * The device I/O meant to fill the data-in buffer failed: whatever it did to the buffer, it is
+   * not handed out again (a module that failed may not have stopped touching it).
+   */
+  forgetDataInBuffer(): void {
+    this.leased = undefined;
+  }
+
+  /**
+   * The transport is done with dataIn — its socket took the bytes, or they will never be sent —
+   * so the pooled buffer may serve another read. Idempotent; dataIn is empty afterwards.
+   */
+  releaseDataIn(): void {
+    const buf = this.leased;
+    this.dataIn = [];
+    if (!buf) return;
+    this.leased = undefined;
+    this.readBuffers?.give(buf);
+  }
 
   get dataInLength(): number {
     let n = 0;

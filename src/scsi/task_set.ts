@@ -2,6 +2,9 @@
  * The task set of one logical unit (SAM-5 8.6 / 8.7): the tasks that have entered it, in order,
  * with the task attribute rules — SIMPLE tasks wait for earlier ORDERED tasks, ORDERED tasks wait for
  * every earlier task, HEAD OF QUEUE tasks start at once — and the bookkeeping task management needs.
+ *
+ * Every command passes through here, so the common case (SIMPLE tasks, no ORDERED one present)
+ * copies no list and makes no promise: an entry's `done` promise exists only once someone waits.
  */
 import type { ScsiTask } from "./task.js";
 
@@ -12,12 +15,37 @@ export interface TaskSetEntry {
   readonly done: Promise<void>;
 }
 
-interface Entry extends TaskSetEntry {
-  finish(): void;
+/** One task in the set; `ready` (when set) resolves once the task may start. */
+export class TaskSetMember implements TaskSetEntry {
+  ready: Promise<void> | undefined = undefined;
+  readonly nexusKey: string;
+  private ended = false;
+  private donePromise: Promise<void> | undefined = undefined;
+  private resolveDone: (() => void) | undefined = undefined;
+
+  constructor(readonly task: ScsiTask) {
+    this.nexusKey = task.nexus.key;
+  }
+
+  get done(): Promise<void> {
+    if (!this.donePromise) {
+      this.donePromise = this.ended
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => (this.resolveDone = resolve));
+    }
+    return this.donePromise;
+  }
+
+  finish(): void {
+    this.ended = true;
+    this.resolveDone?.();
+  }
 }
 
 export class TaskSet {
-  private readonly entries: Entry[] = [];
+  private readonly entries: TaskSetMember[] = [];
+  /** ORDERED tasks in the set: while none is, a SIMPLE task waits for nothing. */
+  private ordered = 0;
 
   /** Tasks currently in the task set, in arrival order. */
   get size(): number {
@@ -25,33 +53,31 @@ export class TaskSet {
   }
 
   /**
-   * Enter the task set and wait until the task may start. Returns the function that removes it
-   * again; call it exactly once when the task ends.
+   * Enter the task set. The task may start once the member's `ready` (if set) resolves; call
+   * leave() exactly once when the task ends, whether it started or not.
    */
-  async enter(task: ScsiTask): Promise<() => void> {
-    const prior = this.entries.slice();
-    let finish!: () => void;
-    const done = new Promise<void>((resolve) => (finish = resolve));
-    const entry: Entry = { task, nexusKey: task.nexus.key, done, finish };
-    this.entries.push(entry);
-    const leave = (): void => {
-      const i = this.entries.indexOf(entry);
-      if (i >= 0) this.entries.splice(i, 1);
-      entry.finish();
-    };
-    let waitFor: Entry[];
-    switch (task.attribute) {
-      case "head-of-queue":
-        waitFor = [];
-        break;
-      case "ordered":
-        waitFor = prior;
-        break;
-      default:
-        waitFor = prior.filter((e) => e.task.attribute === "ordered");
+  enter(task: ScsiTask): TaskSetMember {
+    const member = new TaskSetMember(task);
+    let waitFor: TaskSetMember[] | undefined;
+    if (task.attribute === "ordered") {
+      if (this.entries.length > 0) waitFor = this.entries.slice();
+    } else if (task.attribute !== "head-of-queue" && this.ordered > 0) {
+      waitFor = this.entries.filter((e) => e.task.attribute === "ordered");
     }
-    if (waitFor.length > 0) await Promise.all(waitFor.map((e) => e.done));
-    return leave;
+    this.entries.push(member);
+    if (task.attribute === "ordered") this.ordered++;
+    if (waitFor && waitFor.length > 0)
+      member.ready = Promise.all(waitFor.map((e) => e.done)).then(() => undefined);
+    return member;
+  }
+
+  leave(member: TaskSetMember): void {
+    const i = this.entries.indexOf(member);
+    if (i >= 0) {
+      this.entries.splice(i, 1);
+      if (member.task.attribute === "ordered") this.ordered--;
+    }
+    member.finish();
   }
 
   /** Entries matching `pred` (e.g. one nexus, one tag). */

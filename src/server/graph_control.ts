@@ -20,6 +20,7 @@ import type { BdevSpec } from "../config/spdk_config.js";
 import { parseNetmask } from "../iscsi/init_grp.js";
 import type { AuthPolicy, ChapSecret, InitiatorGroupConfig, IscsiGlobalOptions } from "../iscsi/options.js";
 import { IscsiTarget } from "../iscsi/target.js";
+import { alignedBufferAllocator } from "../io_engine/native.js";
 import { RpcError, RpcErrorCode } from "../rpc/jsonrpc.js";
 import { ScsiDevice } from "../scsi/device.js";
 import { MAX_LUN } from "../scsi/lun_id.js";
@@ -102,6 +103,7 @@ export class ServerGraph {
         portalGroups: [],
         initiatorGroups: [],
         targets: [],
+        readBufferAllocator: alignedBufferAllocator(),
       },
       this.ctx.rootLogger,
     );

@@ -19,6 +19,10 @@ class FileBackend implements TcmurDeviceBackend {
   readonly discard?: (offset: number, length: number) => Promise<void>;
   /** Without `size=` the device is as big as the file or block device, also after it grew (rescan). */
   readonly rescan?: () => Promise<number>;
+  readonly physicalBlockSize?: number;
+  readonly optimalTransferBytes?: number;
+  readonly maxRequestBytes?: number;
+  readonly rotational?: boolean;
 
   constructor(
     private readonly store: BackingStore,
@@ -34,6 +38,13 @@ class FileBackend implements TcmurDeviceBackend {
         return this.sizeBytes;
       };
     const bd = store.blockDevice;
+    if (bd) {
+      // As the AIO module reports them (src/bdev/aio/aio.ts): SBC-4 6.6.2 / 6.6.3, READ CAPACITY(16).
+      if (bd.physicalBlockSize > blockSize) this.physicalBlockSize = bd.physicalBlockSize;
+      if (bd.optimalIoSize > 0) this.optimalTransferBytes = bd.optimalIoSize;
+      if (bd.maxRequestBytes > 0) this.maxRequestBytes = bd.maxRequestBytes;
+      this.rotational = bd.rotational;
+    }
     const native = nativeAddon();
     if (bd?.discard && native?.blockZeroOut) {
       // The backend's discard must leave zeroes: BLKDISCARD does not promise them, BLKZEROOUT does

@@ -29,6 +29,14 @@ export interface TcmurDeviceBackend {
   readonly readOnly: boolean;
   /** True when completed writes may be lost before flush() (reported to SCSI as WCE=1). */
   readonly volatileWriteCache: boolean;
+  /** A block device's physical block size in bytes, when larger than blockSize. */
+  readonly physicalBlockSize?: number;
+  /** A block device's optimal I/O size in bytes. */
+  readonly optimalTransferBytes?: number;
+  /** The largest request a block device's queue takes whole, bytes. */
+  readonly maxRequestBytes?: number;
+  /** A block device's rotational flag (VPD B1h MEDIUM ROTATION RATE). */
+  readonly rotational?: boolean;
   /** Fill every buffer of `iov` from `offset` on; bytes never written read as zeroes. */
   readv(iov: readonly Buffer[], offset: number): Promise<void>;
   writev(iov: readonly Buffer[], offset: number): Promise<void>;

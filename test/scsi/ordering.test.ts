@@ -16,7 +16,10 @@ describe("TaskSet", () => {
   it("SIMPLE tasks start together, ORDERED waits for all earlier, HEAD OF QUEUE starts at once", async () => {
     const set = new TaskSet();
     const started: number[] = [];
-    const enter = (t: ScsiTask) => set.enter(t).then((leave) => (started.push(t.tag), leave));
+    const enter = (t: ScsiTask) => {
+      const member = set.enter(t);
+      return Promise.resolve(member.ready).then(() => (started.push(t.tag), () => set.leave(member)));
+    };
     const s1 = enter(task(1, "simple"));
     const s2 = enter(task(2, "simple"));
     const o3 = enter(task(3, "ordered"));

@@ -27,6 +27,10 @@ export class TcmurBdev implements BlockDevice {
   readonly supportsUnmap: boolean;
   readonly unmapReadsZeroes: boolean;
   readonly readOnly: boolean;
+  readonly physicalBlockSize?: number;
+  readonly optimalTransferBytes?: number;
+  readonly maxRequestBytes?: number;
+  readonly rotational?: boolean;
   private backend: TcmurDeviceBackend | undefined;
   private readonly closeListeners: (() => void)[] = [];
   private readonly resizeListeners: ((blockCount: number) => void)[] = [];
@@ -52,6 +56,11 @@ export class TcmurBdev implements BlockDevice {
     this.supportsUnmap = typeof backend.discard === "function";
     this.unmapReadsZeroes = this.supportsUnmap;
     this.readOnly = backend.readOnly;
+    // A block device's geometry (the file handler on a disk), for READ CAPACITY(16) and VPD B0h/B1h.
+    this.physicalBlockSize = backend.physicalBlockSize;
+    this.optimalTransferBytes = backend.optimalTransferBytes;
+    this.maxRequestBytes = backend.maxRequestBytes;
+    this.rotational = backend.rotational;
     if (backend.compareAndWrite) this.compareAndWrite = (lba, c, w) => this.backendCompareAndWrite(lba, c, w);
     if (backend.writeSame)
       this.writeSame = (lba, blocks, pattern) => this.backendWriteSame(lba, blocks, pattern);
