@@ -30,7 +30,7 @@ import type { PacketStream } from "./packet_stream.js";
 import { closeGently, establishSocketPair, sleep, type SocketPair } from "./sockets.js";
 import { handshake } from "./handshake.js";
 import { StateChangeRequests } from "./state_change_request.js";
-import { Resync } from "./resync.js";
+import { Resync, type ResyncStats } from "./resync.js";
 import { VerifyLink } from "./verify_link.js";
 import { RequestSender } from "./request_sender.js";
 import { PeerWriteReceiver } from "./peer_writes.js";
@@ -164,7 +164,7 @@ export class DrbdConnection implements PeerLink {
   }
 
   /** Resync counters for status and tests. */
-  get resyncStats(): { total: number; requested: number; requestedBlocks: number } {
+  get resyncStats(): ResyncStats {
     return this.resync.stats;
   }
 

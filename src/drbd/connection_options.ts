@@ -80,6 +80,13 @@ export interface ConnectionOptions extends CongestionOptions {
    * this node took them as its own, as the kernel does: the running configuration `drbdadm adjust` compares.
    */
   peerSettingsAdopted?: (s: PeerSettings) => void;
+  /**
+   * net { csums-alg } (verify.ts VERIFY_ALGS), announced in P_SYNC_PARAM89: checksum-based resync, the
+   * SyncTarget sends a digest of each block and the SyncSource sends only blocks whose digest differs.
+   */
+  csumsAlg?: string;
+  /** net { csums-after-crash-only }: checksum-based resync only when this node's Primary crashed. */
+  csumsAfterCrashOnly?: boolean;
 }
 
 /** What a peer may change on a live connection (live_settings.ts). */

@@ -118,7 +118,7 @@ export async function handshake(
     {
       resyncRate: opts.resyncRateKiB ?? 250,
       verifyAlg: opts.verifyAlg ?? "",
-      csumsAlg: "",
+      csumsAlg: opts.csumsAlg ?? "",
       cPlanAhead: opts.resyncControl?.cPlanAhead ?? 0,
       cDelayTarget: opts.resyncControl?.cDelayTarget ?? RESYNC_DEFAULTS.cDelayTarget,
       cFillTarget: opts.resyncControl?.cFillTarget ?? RESYNC_DEFAULTS.cFillTarget,
@@ -154,10 +154,10 @@ export async function handshake(
         const mineAlg = opts.verifyAlg ?? "";
         if (peerAlg !== undefined && peerAlg !== mineAlg)
           return link.refuse(`Different verify-alg settings. me="${mineAlg}" peer="${peerAlg}"`);
-        // And the same csums-alg; usertgt has no checksum-based resync, so it announces none (a kernel
-        // peer with csums-alg set refuses alike: docs/drbd-kernel-interop.md).
-        if (sp.csumsAlg !== undefined && sp.csumsAlg !== "")
-          return link.refuse(`Different csums-alg settings. me="" peer="${sp.csumsAlg}"`);
+        // And the same csums-alg (receive_SyncParam, protocol >= 89).
+        const mineCsums = opts.csumsAlg ?? "";
+        if (sp.csumsAlg !== undefined && sp.csumsAlg !== mineCsums)
+          return link.refuse(`Different csums-alg settings. me="${mineCsums}" peer="${sp.csumsAlg}"`);
         break;
       }
       case DrbdCommand.Sizes:

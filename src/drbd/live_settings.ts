@@ -74,7 +74,8 @@ function sendSyncParams(link: Link): Promise<void> {
     {
       resyncRate: opts.resyncRateKiB ?? RESYNC_DEFAULTS.resyncRateKiB,
       verifyAlg: opts.verifyAlg ?? "",
-      csumsAlg: "",
+      // Ours as in the handshake: an empty one would turn a kernel peer's checksum-based resync off.
+      csumsAlg: opts.csumsAlg ?? "",
       cPlanAhead: opts.resyncControl?.cPlanAhead ?? 0,
       cDelayTarget: opts.resyncControl?.cDelayTarget ?? RESYNC_DEFAULTS.cDelayTarget,
       cFillTarget: opts.resyncControl?.cFillTarget ?? RESYNC_DEFAULTS.cFillTarget,
@@ -163,8 +164,9 @@ export function receiveProtocolUpdate(
 
 /**
  * receive_SyncParam while connected: the peer's resync-rate, c-plan-ahead … c-max-rate and verify-alg
- * become mine (a resync already running keeps its controller; the next one uses them). A csums-alg is
- * not taken: this node resyncs without checksums, which a kernel SyncSource serves all the same.
+ * become mine (a resync already running keeps its controller; the next one uses them). A new csums-alg is
+ * not taken on the live connection (this node keeps its own until it reconnects); a kernel SyncSource
+ * serves plain requests all the same.
  */
 export function receiveSyncParams(
   link: Link,
@@ -184,8 +186,11 @@ export function receiveSyncParams(
       // Not on the wire: c-min-rate stays this node's own.
       cMinRateKiB: opts.resyncControl?.cMinRateKiB ?? RESYNC_DEFAULTS.cMinRateKiB,
     };
-  if (sp.csumsAlg)
-    link.log.warn({ csumsAlg: sp.csumsAlg }, "the peer set csums-alg: resyncs stay without checksums here");
+  if (sp.csumsAlg !== undefined && sp.csumsAlg !== (opts.csumsAlg ?? ""))
+    link.log.warn(
+      { csumsAlg: sp.csumsAlg, mine: opts.csumsAlg ?? "" },
+      "the peer changed csums-alg: this node keeps its own until it reconnects",
+    );
   const changed = (Object.keys(next) as (keyof PeerSettings)[]).filter((k) => !sameOption(next[k], opts[k]));
   if (changed.length === 0) return;
   Object.assign(opts, next);

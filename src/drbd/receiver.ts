@@ -55,6 +55,7 @@ export class PacketReceiver {
     onData(DrbdCommand.Uuids, (p) => syncHandshake.receiveUuids(p));
     onData(DrbdCommand.RsDataRequest, (p) => resync.receiveDataRequest(p));
     onData(DrbdCommand.RsDataReply, (p, cmd) => resync.receiveDataReply(verified(p, cmd)));
+    onData(DrbdCommand.CsumRsRequest, (p) => resync.receiveCsumRequest(p));
     onData(DrbdCommand.SyncUuid, (p) => {
       const uuid = decodeSyncUuid(p);
       const state = link.state.name;
@@ -88,6 +89,7 @@ export class PacketReceiver {
     onMeta(DrbdCommand.NegAck, (p, cmd) => sender.receiveAck(cmd, p));
     // The target has the block: the source marks it in sync; the last one ends the resync.
     onMeta(DrbdCommand.RsWriteAck, (p) => resync.receiveWriteAck(p));
+    onMeta(DrbdCommand.RsIsInSync, (p) => resync.receiveIsInSync(p));
     onMeta(DrbdCommand.NegRsDReply, () => {
       throw new DrbdProtocolError("the SyncSource could not read a block (P_NEG_RS_DREPLY)");
     });

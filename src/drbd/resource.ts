@@ -65,6 +65,9 @@ export interface DrbdResourceOptions extends CongestionOptions {
   verifyAlg?: string;
   /** net { data-integrity-alg }: crc32c, sha1, md5, … (integrity.ts). */
   dataIntegrityAlg?: string;
+  /** net { csums-alg } and { csums-after-crash-only }: checksum-based resync. */
+  csumsAlg?: string;
+  csumsAfterCrashOnly?: boolean;
   /** net { discard-my-data }: every connect is a `connect --discard-my-data`. */
   discardMyData?: boolean;
   /** disk { fencing } (fencing.ts). */
@@ -121,6 +124,7 @@ export class DrbdResource {
     const sharedSecret = str("shared-secret");
     const verifyAlg = str("verify-alg");
     const dataIntegrityAlg = str("data-integrity-alg");
+    const csumsAlg = str("csums-alg");
     const protocol = String(optionValue(net, "net", "protocol")).toUpperCase() as WireProtocol;
     const congestion: CongestionOptions = {
       onCongestion: String(optionValue(net, "net", "on-congestion")) as OnCongestion,
@@ -191,6 +195,8 @@ export class DrbdResource {
       wfcTimeoutSec: numericOption(resource.startup, "startup", "wfc-timeout"),
       degrWfcTimeoutSec: numericOption(resource.startup, "startup", "degr-wfc-timeout"),
       outdatedWfcTimeoutSec: numericOption(resource.startup, "startup", "outdated-wfc-timeout"),
+      ...(csumsAlg !== undefined ? { csumsAlg } : {}),
+      csumsAfterCrashOnly: optionValue(net, "net", "csums-after-crash-only") === true,
     });
   }
 
@@ -335,6 +341,8 @@ export class DrbdResource {
       ...(o.alwaysAsbp !== undefined ? { alwaysAsbp: o.alwaysAsbp } : {}),
       ...(o.verifyAlg !== undefined ? { verifyAlg: o.verifyAlg } : {}),
       ...(o.dataIntegrityAlg !== undefined ? { dataIntegrityAlg: o.dataIntegrityAlg } : {}),
+      ...(o.csumsAlg !== undefined ? { csumsAlg: o.csumsAlg } : {}),
+      ...(o.csumsAfterCrashOnly !== undefined ? { csumsAfterCrashOnly: o.csumsAfterCrashOnly } : {}),
       ...(o.onCongestion !== undefined ? { onCongestion: o.onCongestion } : {}),
       ...(o.congestionFillSectors !== undefined ? { congestionFillSectors: o.congestionFillSectors } : {}),
       ...(o.congestionExtents !== undefined ? { congestionExtents: o.congestionExtents } : {}),

@@ -3,6 +3,11 @@
  * receive_RSDataReply; drbd_worker.c drbd_start_resync, make_resync_request, drbd_resync_finished;
  * drbd_state.c abw_start_sync): the bitmap exchange, the sync UUID, the target's paced requests, the
  * source's replies, the end of a resync, and the full resyncs invalidate / invalidate-remote start.
+ *
+ * Checksum-based resync (net { csums-alg }; drbd_worker.c read_for_csum, w_e_send_csum,
+ * w_e_end_csum_rs_req; drbd_receiver.c got_IsInSync): the SyncTarget reads its own copy of each range it
+ * asks for and sends P_CSUM_RS_REQUEST with the digest; the SyncSource digests its copy and answers
+ * P_RS_IS_IN_SYNC when they match (no data on the wire) or P_RS_DATA_REPLY when they differ.
  */
 import {
   ConnState,
@@ -27,10 +32,10 @@ import {
   SS_SUCCESS,
   stateMask,
 } from "./protocol.js";
-import { newUuid, SECTOR } from "./metadata.js";
+import { MDF_CRASHED_PRIMARY, newUuid, SECTOR } from "./metadata.js";
 import { resyncFinished, type UuidSet } from "./uuids.js";
 import { RESYNC_DEFAULTS, RESYNC_TURN_MS, ResyncController } from "./resync_controller.js";
-import { STATE_ERROR_TEXT } from "./verify.js";
+import { isVerifyAlg, STATE_ERROR_TEXT, verifyDigest, type VerifyAlg } from "./verify.js";
 import { DrbdStateError } from "./drbd_states.js";
 import type { SyncSide } from "./conn_state.js";
 import type { Link } from "./link.js";
@@ -49,9 +54,39 @@ export function nextSyncUuid(u: UuidSet): bigint {
   return bm !== 0n && bm !== 4n ? BigInt.asUintN(64, bm + (1n << 48n)) : newUuid();
 }
 
+/** Counters of the running or last resync, for status and tests. */
+export interface ResyncStats {
+  /** Out-of-sync 4 KiB blocks when the resync started. */
+  total: number;
+  /** SyncTarget: requests sent and their 4 KiB blocks. */
+  requested: number;
+  requestedBlocks: number;
+  /** Checksum-based: 4 KiB blocks found equal (rs_same_csum), P_RS_IS_IN_SYNC sent or received. */
+  sameCsumBlocks: number;
+  /** 4 KiB blocks carried in P_RS_DATA_REPLY, sent (SyncSource) or received (SyncTarget). */
+  transferredBlocks: number;
+  /** The resync is checksum-based (use_checksum_based_resync; the SyncTarget decides). */
+  csums: boolean;
+}
+
+/** 4 KiB blocks a request of `bytes` covers (the last block of a device may be short). */
+const blocksOf = (bytes: number) => Math.ceil(bytes / 4096);
+
 export class Resync {
-  /** Resync bookkeeping: bits at the start, requests sent, their 4 KiB blocks, requests outstanding. */
-  private run = { total: 0, requested: 0, requestedBlocks: 0, inflight: 0, cursor: 0 };
+  /** Resync bookkeeping: the counters, requests outstanding, the next bit to look at. */
+  private run = {
+    total: 0,
+    requested: 0,
+    requestedBlocks: 0,
+    sameCsumBlocks: 0,
+    transferredBlocks: 0,
+    csums: false,
+    inflight: 0,
+    cursor: 0,
+    startedAt: 0,
+  };
+  /** SyncTarget: the digest its requests carry (P_CSUM_RS_REQUEST), or none (P_RS_DATA_REQUEST). */
+  private csumsAlg: VerifyAlg | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** drbd_rs_number_requests: how much each 100 ms turn asks for, and what is left of this turn. */
   private controller = new ResyncController({ cPlanAhead: 0 });
@@ -81,9 +116,9 @@ export class Resync {
   }
 
   /** Resync counters for status and tests. */
-  get stats(): { total: number; requested: number; requestedBlocks: number } {
-    const { total, requested, requestedBlocks } = this.run;
-    return { total, requested, requestedBlocks };
+  get stats(): ResyncStats {
+    const { total, requested, requestedBlocks, sameCsumBlocks, transferredBlocks, csums } = this.run;
+    return { total, requested, requestedBlocks, sameCsumBlocks, transferredBlocks, csums };
   }
 
   /** Resync progress for status: percent done (SyncSource / SyncTarget). */
@@ -101,14 +136,30 @@ export class Resync {
   /** after_state_ch on entering SyncSource / SyncTarget: a new resync starts counting, with a fresh controller. */
   private startBookkeeping(): void {
     const dev = this.link.device;
+    this.csumsAlg = this.link.state.name === "SyncTarget" ? this.checksumAlg() : undefined;
     this.run = {
       total: dev.bitmap.outOfSyncBits,
       requested: 0,
       requestedBlocks: 0,
+      sameCsumBlocks: 0,
+      transferredBlocks: 0,
+      csums: this.csumsAlg !== undefined,
       inflight: 0,
       cursor: 0,
+      startedAt: Date.now(),
     };
     this.resetController();
+  }
+
+  /**
+   * use_checksum_based_resync: protocol >= 89, csums-alg set, and — with csums-after-crash-only — only
+   * when this node's metadata says its Primary crashed (CRASHED_PRIMARY).
+   */
+  private checksumAlg(): VerifyAlg | undefined {
+    const { csumsAlg, csumsAfterCrashOnly } = this.link.opts;
+    if (!csumsAlg || !isVerifyAlg(csumsAlg) || this.link.agreedVersion < 89) return undefined;
+    if (csumsAfterCrashOnly && !(this.link.device.superBlock.flags & MDF_CRASHED_PRIMARY)) return undefined;
+    return csumsAlg;
   }
 
   /**
@@ -312,8 +363,10 @@ export class Resync {
       // One controller turn; application writes from the peer since the last one count for c-min-rate.
       const appActive = this.peerDataSeq !== this.appSeq;
       this.appSeq = this.peerDataSeq;
-      // Less than a 4 KiB request carries over, so that low rates still move.
-      this.budget = (this.budget % 8) + this.controller.turn(this.sectIn, now, appActive);
+      // The dynamic controller's turn is whole 4 KiB requests, the rest dropped (drbd_rs_number_requests:
+      // `>> (BM_BLOCK_SHIFT - 9)`); at a fixed rate less than a request carries over, so low rates move.
+      const carry = this.controller.dynamic ? 0 : this.budget % 8;
+      this.budget = carry + this.controller.turn(this.sectIn, now, appActive);
       this.sectIn = 0;
       this.nextTurn = now + RESYNC_TURN_MS;
     }
@@ -339,9 +392,7 @@ export class Resync {
       this.controller.requested(size / SECTOR);
       this.outstanding += size / SECTOR;
       this.requestSeq.set(sector, this.peerDataSeq);
-      link
-        .send(link.data, DrbdCommand.RsDataRequest, encodeBlockRequest({ sector, blockId: ID_SYNCER, size }))
-        .catch(() => {});
+      this.sendRequest(sector, size);
     }
     if (this.run.inflight === 0 && dev.bitmap.nextSet(0) < 0) {
       void this.finish();
@@ -351,6 +402,37 @@ export class Resync {
     if (this.run.inflight === 0 && dev.bitmap.nextSet(this.run.cursor) < 0) this.run.cursor = 0;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.pump(), Math.max(1, this.nextTurn - Date.now()));
+  }
+
+  /**
+   * SyncTarget: P_RS_DATA_REQUEST, or with csums-alg (read_for_csum, w_e_send_csum) P_CSUM_RS_REQUEST with
+   * the digest of this node's copy. A local read that fails asks for the data plainly.
+   */
+  private sendRequest(sector: number, size: number): void {
+    const link = this.link;
+    const plain = () =>
+      link
+        .send(link.data, DrbdCommand.RsDataRequest, encodeBlockRequest({ sector, blockId: ID_SYNCER, size }))
+        .catch(() => {});
+    const alg = this.csumsAlg;
+    if (!alg) {
+      void plain();
+      return;
+    }
+    link.device.readForPeer(sector * SECTOR, size).then(
+      (block) =>
+        link
+          .send(
+            link.data,
+            DrbdCommand.CsumRsRequest,
+            encodeBlockRequest({ sector, blockId: ID_SYNCER, size, digest: verifyDigest(alg, block) }),
+          )
+          .catch(() => {}),
+      (e: Error) => {
+        link.log.warn({ err: e.message, sector }, "csums: local read failed, requesting the data");
+        return plain();
+      },
+    );
   }
 
   /** A new resync starts with a fresh controller (its plan and in-flight count belong to one resync). */
@@ -394,7 +476,29 @@ export class Resync {
       await dev.setUuids(resyncFinished(dev.uuids));
     }
     if (link.state.name === was) link.state.change("Connected");
-    link.log.info({ was, requests: this.run.requested, blocks: this.run.requestedBlocks }, "resync done");
+    const { requested, requestedBlocks, sameCsumBlocks, transferredBlocks, csums, startedAt } = this.run;
+    const seconds = Math.max(0.001, (Date.now() - startedAt) / 1000);
+    link.log.info(
+      {
+        was,
+        requests: requested,
+        blocks: requestedBlocks,
+        ...(csums ? { sameCsumBlocks } : {}),
+        transferredBlocks,
+        seconds,
+        // drbd_resync_finished's "K/sec": the bits at the start over the time taken.
+        kibPerSecond: Math.round((this.run.total * 4) / seconds),
+      },
+      "resync done",
+    );
+    if (csums && this.run.total > 0) {
+      // drbd_resync_finished's report of a checksum-based resync (in its terms: of the bits at the start).
+      const total = this.run.total;
+      const percent = Math.floor((100 * sameCsumBlocks) / total);
+      link.log.info(
+        `${percent} % had equal checksums, eliminated: ${sameCsumBlocks * 4}K; transferred ${(total - sameCsumBlocks) * 4}K total ${total * 4}K`,
+      );
+    }
     await link.sendState(ConnState.Connected).catch(() => {});
   }
 
@@ -432,10 +536,44 @@ export class Resync {
   receiveDataRequest(payload: Buffer): void {
     const link = this.link;
     const r = link.checkedRequest(payload, "P_RS_DATA_REQUEST", link.state.name === "SyncSource", 1 << 20);
+    this.answerRequest(r, undefined);
+  }
+
+  /**
+   * receive_DataRequest (P_CSUM_RS_REQUEST) as SyncSource, w_e_end_csum_rs_req: the same digest of my copy
+   * marks the range in sync here and answers P_RS_IS_IN_SYNC; a different one sends the data.
+   */
+  receiveCsumRequest(payload: Buffer): void {
+    const link = this.link;
+    const alg = link.opts.csumsAlg;
+    const ok = link.state.name === "SyncSource" && alg !== undefined && isVerifyAlg(alg);
+    const r = link.checkedRequest(payload, "P_CSUM_RS_REQUEST", ok, 1 << 20);
+    if (!alg || !isVerifyAlg(alg)) return; // (checked above; narrows the type)
+    this.run.csums = true;
+    this.answerRequest(r, { alg, digest: Buffer.from(r.digest) });
+  }
+
+  private answerRequest(
+    r: { sector: number; blockId: bigint; size: number },
+    csum: { alg: VerifyAlg; digest: Buffer } | undefined,
+  ): void {
+    const link = this.link;
     link.device
       .readForPeer(r.sector * SECTOR, r.size)
-      .then((block) =>
-        link.send(
+      .then(async (block) => {
+        if (csum && verifyDigest(csum.alg, block).equals(csum.digest)) {
+          link.device.markInSync(r.sector * SECTOR, r.size);
+          this.run.sameCsumBlocks += blocksOf(r.size);
+          await link.send(
+            link.meta,
+            DrbdCommand.RsIsInSync,
+            encodeBlockAck({ sector: r.sector, blockId: r.blockId, size: r.size, seqNum: 0 }),
+          );
+          this.finishIfSourceDone();
+          return;
+        }
+        this.run.transferredBlocks += blocksOf(r.size);
+        await link.send(
           link.data,
           DrbdCommand.RsDataReply,
           encodeData({
@@ -446,8 +584,8 @@ export class Resync {
             digest: Buffer.alloc(0),
             data: block,
           }),
-        ),
-      )
+        );
+      })
       .catch((e: Error) => {
         link.log.error({ err: e.message, sector: r.sector }, "resync read failed");
         link
@@ -471,6 +609,7 @@ export class Resync {
     const end = start + d.data.length;
     this.sectIn += d.data.length / SECTOR;
     this.outstanding = Math.max(0, this.outstanding - d.data.length / SECTOR);
+    this.run.transferredBlocks += blocksOf(d.data.length);
     const askedAt = this.requestSeq.get(d.sector) ?? -1;
     this.requestSeq.delete(d.sector);
     // Newer application data for this range came in after the request: the reply may be older. Drop it
@@ -500,6 +639,21 @@ export class Resync {
         this.run.inflight--;
         this.pump();
       });
+  }
+
+  /** got_IsInSync as SyncTarget: the source has the same data, the range is in sync without a transfer. */
+  receiveIsInSync(payload: Buffer): void {
+    const link = this.link;
+    if (link.state.name !== "SyncTarget")
+      throw new DrbdProtocolError(`P_RS_IS_IN_SYNC while ${link.state.name}`);
+    const a = decodeBlockAck(payload);
+    this.sectIn += a.size / SECTOR;
+    this.outstanding = Math.max(0, this.outstanding - a.size / SECTOR);
+    this.requestSeq.delete(a.sector);
+    this.run.inflight--;
+    this.run.sameCsumBlocks += blocksOf(a.size);
+    link.device.markInSync(a.sector * SECTOR, a.size);
+    this.pump();
   }
 
   /** got_BlockAck for P_RS_WRITE_ACK: the target has the block, the source marks it in sync. */

@@ -445,7 +445,15 @@ function resourceJson(r: DrbdResource): JsonObject {
     if (c?.error !== undefined) out.last_error = c.error;
     if (c) {
       const rs = c.resyncStats;
-      out.resync = { total_bits: rs.total, requests: rs.requested, requested_blocks: rs.requestedBlocks };
+      out.resync = {
+        total_bits: rs.total,
+        requests: rs.requested,
+        requested_blocks: rs.requestedBlocks,
+        // Checksum-based resync (csums-alg): blocks found equal, and blocks whose data went over the wire.
+        csums: rs.csums,
+        same_csum_blocks: rs.sameCsumBlocks,
+        transferred_blocks: rs.transferredBlocks,
+      };
       if (c.lastDecision) out.sync_decision = { result: c.lastDecision.result, rule: c.lastDecision.rule };
       const v = c.lastVerify;
       out.verify = v

@@ -657,6 +657,13 @@ function checkAlgorithms(res: ResourceConfig): void {
     if (opt && !hashes.has(bare(String(opt.value))))
       throw new DrbdConfigError(opt.where, `${key} ${String(opt.value)} is not a known hash`);
   }
+  // A known hash, but csums-alg digests are computed here (verify.ts): the same choice as verify-alg.
+  const csums = res.net.get("csums-alg");
+  if (csums && !(VERIFY_ALGS as readonly string[]).includes(String(csums.value)))
+    throw new DrbdConfigError(
+      csums.where,
+      `csums-alg ${String(csums.value)} is not one of ${VERIFY_ALGS.join(", ")}`,
+    );
 }
 
 /** Minors, devices, disks and addresses are unique per host across all resources (drbdadm check_uniq). */
