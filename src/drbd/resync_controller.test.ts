@@ -73,3 +73,47 @@ test("c-min-rate: with application I/O a resync faster than c-min-rate backs off
   for (t = 0; t < 10; t++) never.turn(2000, t * RESYNC_TURN_MS);
   assert.equal(never.turn(2000, t * RESYNC_TURN_MS, true), 2000);
 });
+
+/**
+ * drbd_rs_number_requests' caller on a link that answers every request before the next turn: whole 4 KiB
+ * requests (`>> 3`), the rest of a turn dropped. Returns the sectors each turn's controller gave.
+ */
+function fastLinkTurns(c: ResyncController, turns: number): number[] {
+  const out: number[] = [];
+  let answered = 0;
+  for (let t = 0; t < turns; t++) {
+    const n = c.turn(answered, t * RESYNC_TURN_MS);
+    out.push(n);
+    const sectors = Math.floor(n / 8) * 8;
+    c.requested(sectors);
+    answered = sectors;
+  }
+  return out;
+}
+
+test("8.4 defaults on a fast link: the kernel's figures, a ramp of one 4 KiB block per turn", () => {
+  // drbd_rs_controller by hand for resync-rate 250, c-plan-ahead 20, c-fill-target 100: the first turn
+  // asks for resync-rate's worth (50 sectors), the plan then adds 8-9 sectors a turn.
+  const c = new ResyncController();
+  assert.equal(c.dynamic, true, "c-plan-ahead 20 by default");
+  const turns = fastLinkTurns(c, 600);
+  assert.deepEqual(turns.slice(0, 12), [50, 56, 64, 72, 80, 89, 97, 106, 114, 123, 131, 140]);
+  const kibPerSecond = (n: number) => (Math.floor(n / 8) * 4 * 1000) / RESYNC_TURN_MS;
+  assert.equal(kibPerSecond(turns[9] as number), 600, "after 1 s");
+  assert.equal(kibPerSecond(turns[99] as number), 4080, "after 10 s");
+  assert.equal(kibPerSecond(turns[599] as number), 24080, "after 60 s: still far below c-max-rate");
+  // 256 MiB takes some 36 s (measured with the kernel's algorithm; docs/benchmarks-drbd.md: 35 s, 7.7 MB/s).
+  let kib = 0;
+  let t = 0;
+  while (kib < 256 * 1024) kib += kibPerSecond(turns[t++] as number) / 10;
+  assert.equal(Math.round(t / 10), 36);
+});
+
+test("a large c-fill-target on a fast link reaches c-max-rate within a second and stays there", () => {
+  // c-max-rate 20 MiB/s = 4096 sectors per turn.
+  const c = new ResyncController({ cFillTarget: 1 << 20, cMaxRateKiB: 20480 });
+  const turns = fastLinkTurns(c, 100);
+  const first = turns.findIndex((n) => n === 4096);
+  assert.ok(first >= 0 && first < 10, `c-max-rate reached at turn ${first}`);
+  assert.ok(turns.slice(first).every((n) => n === 4096));
+});

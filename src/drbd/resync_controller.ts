@@ -9,6 +9,13 @@
  *   `resync-rate`, so `resync-rate` is only the initial guess (drbd.conf(5)).
  * - `c-min-rate`: while application I/O hits the device, the resync backs off once it runs faster than
  *   c-min-rate KiB/s (0: never back off), so applications keep their bandwidth.
+ *
+ * With the 8.4 defaults (c-fill-target 100 sectors) on a fast link every reply is in before the next turn,
+ * so nothing is in flight when the controller looks: each turn asks for what came in plus one plan entry
+ * (about c-fill-target / c-plan-ahead sectors), and the rate climbs by about one 4 KiB block per turn —
+ * 400 KiB/s per second, c-max-rate's 100 MiB/s after some four minutes. A full resync of 256 MiB takes
+ * about 36 s. That is the kernel's behaviour, not a fault of this port; a larger c-fill-target (or
+ * c-plan-ahead 0 and a resync-rate) is what a fast link wants, as LINBIT's tuning advice says.
  */
 
 /** SLEEP_TIME: one controller turn. */
@@ -98,13 +105,14 @@ export class ResyncController {
   private controller(sectIn: number): number {
     const o = this.opts;
     const steps = this.plan.length;
-    const perTurn = (kib: number) => (kib * 2 * RESYNC_TURN_MS) / 1000;
+    // The kernel's integer arithmetic (HZ / SLEEP_TIME = 10 turns per second), so the figures are its own.
+    const perTurn = (kib: number) => Math.trunc((kib * 2 * RESYNC_TURN_MS) / 1000);
     const want =
       this.inFlight + sectIn === 0
         ? perTurn(o.resyncRateKiB) * steps
         : o.cFillTarget > 0
           ? o.cFillTarget
-          : (sectIn * o.cDelayTarget * 1000) / (RESYNC_TURN_MS * 10);
+          : Math.trunc((sectIn * o.cDelayTarget * 1000) / (RESYNC_TURN_MS * 10));
     const correction = want - this.inFlight - this.planned;
     const cps = Math.trunc(correction / steps);
     for (let i = 0; i < steps; i++) this.plan[i] = (this.plan[i] as number) + cps;
