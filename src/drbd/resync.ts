@@ -368,7 +368,10 @@ export class Resync {
       const carry = this.controller.dynamic ? 0 : this.budget % 8;
       this.budget = carry + this.controller.turn(this.sectIn, now, appActive);
       this.sectIn = 0;
-      this.nextTurn = now + RESYNC_TURN_MS;
+      // Turns keep to a 100 ms grid (the kernel's resync timer): a late timer on a loaded machine does not
+      // stretch every later turn, so the rate holds. Late by more than a turn: start a new grid, no burst.
+      const next = this.nextTurn + RESYNC_TURN_MS;
+      this.nextTurn = next > now ? next : now + RESYNC_TURN_MS;
     }
     while (this.outstanding < MAX_RS_IN_FLIGHT_SECTORS && this.budget >= 8) {
       const first = dev.bitmap.nextSet(this.run.cursor);

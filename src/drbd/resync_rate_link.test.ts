@@ -1,0 +1,87 @@
+/**
+ * Resync speed on a real link (ports 8030-8033): with a c-fill-target large enough for the link, the
+ * dynamic controller runs a full resync at c-max-rate; application writes during a resync complete promptly
+ * while the resync backs off (c-min-rate), and the resync finishes afterwards with both copies equal.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { dataEqual, link, pattern, sharedGenerationPair, until } from "./pair_fixture.js";
+import type { ConnectionOptions } from "./connection.js";
+
+const KiB = 1024;
+
+async function invalidatedPair(
+  t: { after: (fn: () => Promise<void>) => void },
+  port: number,
+  sizeMiB: number,
+  opts: Partial<ConnectionOptions>,
+) {
+  const pair = await sharedGenerationPair(t, sizeMiB);
+  const ca = link(t, pair.a.dev, port, port + 1, opts);
+  const cb = link(t, pair.b.dev, port + 1, port, opts);
+  await Promise.all([ca.connect(), cb.connect()]);
+  await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
+  await pair.a.dev.primary();
+  await until(() => cb.peerRole === "Primary", 2000, "peer role");
+  return { pair, ca, cb };
+}
+
+test("dynamic controller, c-fill-target for a fast link: a full resync runs at c-max-rate (20 MiB/s ±25 %)", async (t) => {
+  const cMaxRateKiB = 20 * KiB;
+  const { pair, ca, cb } = await invalidatedPair(t, 8030, 48, {
+    resyncRateKiB: 250,
+    resyncControl: { cPlanAhead: 20, cFillTarget: 1 << 20, cDelayTarget: 10, cMaxRateKiB, cMinRateKiB: 250 },
+  });
+  await cb.invalidate();
+  await cb.waitFor("SyncTarget", 5000);
+  const started = Date.now();
+  await Promise.all([ca.waitFor("Connected", 30000), cb.waitFor("Connected", 30000)]);
+  const seconds = (Date.now() - started) / 1000;
+  const kib = cb.resyncStats.total * 4;
+  const rate = kib / seconds;
+  process.stderr.write(
+    `resync_rate_link: ${kib} KiB in ${seconds.toFixed(2)} s = ${Math.round(rate)} KiB/s\n`,
+  );
+  assert.ok(
+    rate >= cMaxRateKiB * 0.75 && rate <= cMaxRateKiB * 1.25,
+    `${Math.round(rate)} KiB/s, want c-max-rate ${cMaxRateKiB} KiB/s ±25 %`,
+  );
+  assert.ok(await dataEqual(pair));
+});
+
+test("c-min-rate: application writes during a resync complete promptly; the resync backs off, then finishes", async (t) => {
+  const cMinRateKiB = 1024;
+  const { pair, ca, cb } = await invalidatedPair(t, 8032, 48, {
+    resyncRateKiB: 8 * KiB,
+    resyncControl: { cPlanAhead: 0, cFillTarget: 100, cDelayTarget: 10, cMaxRateKiB: 100 * KiB, cMinRateKiB },
+  });
+  const dev = pair.a.dev;
+  await cb.invalidate();
+  await cb.waitFor("SyncTarget", 5000);
+  // Unthrottled first: 1 s at resync-rate 8 MiB/s.
+  await new Promise((r) => setTimeout(r, 1000));
+  const bits0 = dev.bitmap.outOfSyncBits;
+  // Application writes for 2 s, one 4 KiB write every 20 ms, each timed.
+  const latencies: number[] = [];
+  const windowStart = Date.now();
+  let i = 0;
+  while (Date.now() - windowStart < 2000) {
+    const at = Date.now();
+    await dev.writev(((i * 997) % 10000) * 8, [pattern(4096, i)]);
+    latencies.push(Date.now() - at);
+    i++;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const windowSeconds = (Date.now() - windowStart) / 1000;
+  const duringKiB = ((bits0 - dev.bitmap.outOfSyncBits) * 4) / windowSeconds;
+  const max = Math.max(...latencies);
+  process.stderr.write(
+    `resync_rate_link: ${latencies.length} writes, max ${max} ms; resync ${Math.round(duringKiB)} KiB/s during them\n`,
+  );
+  assert.equal(cb.state, "SyncTarget", "still resyncing");
+  assert.ok(max < 1000, `an application write took ${max} ms during the resync`);
+  // Backed off: far below resync-rate while the writes ran (it resumes once its recent rate is under c-min-rate).
+  assert.ok(duringKiB < 4 * KiB, `resync ran at ${Math.round(duringKiB)} KiB/s during application writes`);
+  await Promise.all([ca.waitFor("Connected", 60000), cb.waitFor("Connected", 60000)]);
+  assert.ok(await dataEqual(pair), "both copies equal after the resync");
+});
