@@ -9,10 +9,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 WORK=${WORK:-/var/tmp/usertgt-kpeer}
 export WORK
 NETNS=${NETNS:-usertgt-kpeer}
+export NETNS # vm.sh and utgt.sh read NETNS, TAP and WORK: set them to run beside another pair
 KB=32728 # usable KiB of the 32 MiB disks with internal metadata
 # Variants: PROTO=A|B|C (net { protocol }), SECRET=... (cram-hmac-alg sha1 + shared-secret), VERIFY=1
 # (verify-alg crc32c and an online verify at the end), FORCE_ON=kernel (step 2 forced on the guest),
 # INTEGRITY=ALG (net { data-integrity-alg ALG }: every P_DATA / P_RS_DATA_REPLY both ways carries a digest),
+# CSUMS=crc32c|md5|sha1 (csums-alg: every resync checksum-based; step 13 counts the blocks it sends, both
+# directions), RS_DEFAULTS=1 (no disk options: DRBD 8.4's resync controller defaults on both sides),
 # DETACH=1 (after step 3, detach steps D1-D3 instead of 4-10: usertgt's disk fails under its Primary and
 # the kernel serves it; the kernel Primary detaches and usertgt serves it),
 # ADJUST=1 (step 11: drbdadm adjust of the protocol and resync-rate on a connected pair, both directions).
@@ -29,7 +32,10 @@ net="protocol $PROTO;"
 [ -n "${SECRET:-}" ] && net="$net cram-hmac-alg sha1; shared-secret \"$SECRET\";"
 [ -n "${VERIFY:-}" ] && net="$net verify-alg crc32c;"
 [ -n "${INTEGRITY:-}" ] && net="$net data-integrity-alg $INTEGRITY;"
-sed "s|protocol C;|$net|" "$here/r0.res" >"$WORK/r0.res"
+[ -n "${CSUMS:-}" ] && net="$net csums-alg $CSUMS;"
+disk="resync-rate 40M;"
+[ -n "${RS_DEFAULTS:-}" ] && disk=""
+sed -e "s|protocol C;|$net|" -e "s|resync-rate 40M;|$disk|" "$here/r0.res" >"$WORK/r0.res"
 export RES=$WORK/r0.res
 failed=0
 
@@ -68,7 +74,7 @@ same_data() {
 "$here/vm.sh" stop
 rm -f "$WORK/kdisk.img" "$WORK/udisk.img" "$WORK/utgt.log"
 "$here/vm.sh" start >/dev/null || { bad "guest did not boot"; exit 1; }
-ok "guest: $(ksh 'uname -r; head -1 /proc/drbd' | paste -sd' '); net { $net }"
+ok "guest: $(ksh 'uname -r; head -1 /proc/drbd' | paste -sd' '); net { $net } disk { $disk }"
 
 # 1. Handshake: both fresh (create-md), both Secondary/Inconsistent, uuid_compare rule 10.
 ksh "mkdir -p /etc/drbd.d && cat >/etc/drbd.d/r0.res <<'RES'
@@ -313,6 +319,42 @@ if [ -n "${RESIZE:-}" ]; then
   }
   grow 48 usertgt
   grow 64 kernel
+fi
+
+if [ -n "${CSUMS:-}" ]; then
+  # 13. Checksum-based resync after a short disconnect, both directions: 3 blocks rewritten with the data
+  #     they hold and 2 blocks changed; only the 2 travel (P_RS_DATA_REPLY), the 3 are P_RS_IS_IN_SYNC.
+  #     The blocks lie apart, so each is one request of its own.
+  #  a. The kernel Primary is SyncSource, usertgt SyncTarget sends P_CSUM_RS_REQUEST.
+  uadm disconnect r0
+  ksh "for n in 100 300 500; do dd if=/dev/drbd0 of=/tmp/b bs=4k skip=\$n count=1 iflag=direct 2>/dev/null; dd if=/tmp/b of=/dev/drbd0 bs=4k seek=\$n count=1 oflag=direct 2>/dev/null; done; for n in 700 900; do dd if=/dev/urandom of=/dev/drbd0 bs=4k seek=\$n count=1 oflag=direct 2>/dev/null; done"
+  uadm connect r0
+  if wait_u 'role:Secondary disk:UpToDate peer role:Primary replication:Established peer-disk:UpToDate' 60 &&
+    grep '"resync done"' "$WORK/utgt.log" | tail -1 | grep -q '"was":"SyncTarget".*"sameCsumBlocks":3,"transferredBlocks":2'; then
+    ok "13a csums resync kernel -> usertgt: usertgt $(grep '"resync done"' "$WORK/utgt.log" | tail -1 | grep -o '"sameCsumBlocks":[0-9]*,"transferredBlocks":[0-9]*'); kernel $(ksh "dmesg | grep -o '[0-9]* % had equal checksums.*' | tail -1")"
+  else bad "13a csums resync kernel -> usertgt: $(grep '"resync done"' "$WORK/utgt.log" | tail -1)"; fi
+  same_data "13a"
+  #  b. usertgt Primary is SyncSource, the kernel SyncTarget sends P_CSUM_RS_REQUEST.
+  kadm secondary r0
+  uadm primary r0
+  kadm disconnect r0
+  reports=$(ksh "dmesg | grep -c 'had equal checksums'")
+  for n in 1100 1300 1500; do
+    dd if="$WORK/udisk.img" of="$WORK/same.bin" bs=4k skip=$n count=1 2>/dev/null
+    iscsi write $((n * 8)) "$WORK/same.bin" >/dev/null
+  done
+  for n in 1700 1900; do
+    head -c 4k /dev/urandom >"$WORK/diff.bin"
+    iscsi write $((n * 8)) "$WORK/diff.bin" >/dev/null
+  done
+  kadm connect r0
+  # A new report (13a's, from the kernel as SyncSource, reads the same) with the figures wanted.
+  if wait_k 'cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate' 60 &&
+    [ "$(ksh "dmesg | grep -c 'had equal checksums'")" -gt "$reports" ] &&
+    ksh "dmesg | grep -o '[0-9]* % had equal checksums.*' | tail -1" | grep -q 'eliminated: 12K; transferred 8K total 20K'; then
+    ok "13b csums resync usertgt -> kernel: kernel $(ksh "dmesg | grep -o '[0-9]* % had equal checksums.*' | tail -1"); usertgt $(grep '"resync done"' "$WORK/utgt.log" | tail -1 | grep -o '"was":"SyncSource".*"transferredBlocks":[0-9]*')"
+  else bad "13b csums resync usertgt -> kernel: $(ksh "dmesg | grep -i 'checksums\|resync' | tail -3" | paste -sd' ')"; fi
+  same_data "13b"
 fi
 
 "$here/utgt.sh" stop
