@@ -44,6 +44,9 @@ export interface DrbdSnapshot {
   readonly done: number | undefined;
   readonly resyncBytesPerSecond: number;
   readonly resyncEtaSeconds: number | undefined;
+  /** The last resync (running or done): KiB sent as P_RS_DATA_REPLY, and found equal by csums-alg. */
+  readonly resyncTransferredKiB: number;
+  readonly resyncSameCsumKiB: number;
 }
 
 const SYNCING = /^(SyncSource|SyncTarget|PausedSyncS|PausedSyncT)$/;
@@ -97,5 +100,7 @@ export function snapshotOf(r: DrbdResource): DrbdSnapshot {
     done: linked ? conn.resyncDone : undefined,
     resyncBytesPerSecond: rate.bytesPerSecond,
     resyncEtaSeconds: rate.etaSeconds,
+    resyncTransferredKiB: conn ? conn.resyncStats.transferredBlocks * 4 : 0,
+    resyncSameCsumKiB: conn ? conn.resyncStats.sameCsumBlocks * 4 : 0,
   };
 }

@@ -296,6 +296,22 @@ export function buildRegistry(src: MetricsSources): Registry {
   );
   add(
     new ScrapeMetric(
+      "usertgt_drbd_resync_transferred_bytes",
+      "the last resync: bytes sent as P_RS_DATA_REPLY (by the SyncSource) or received (by the SyncTarget)",
+      "gauge",
+      drbd((s, l) => [{ labels: l, value: s.resyncTransferredKiB * B }]),
+    ),
+  );
+  add(
+    new ScrapeMetric(
+      "usertgt_drbd_resync_same_csum_bytes",
+      "the last resync with csums-alg: bytes found equal by checksum and not sent (P_RS_IS_IN_SYNC)",
+      "gauge",
+      drbd((s, l) => [{ labels: l, value: s.resyncSameCsumKiB * B }]),
+    ),
+  );
+  add(
+    new ScrapeMetric(
       "usertgt_drbd_al_writes_total",
       "activity log transactions written since attach (al)",
       "counter",

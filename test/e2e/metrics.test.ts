@@ -88,6 +88,10 @@ describe("metrics endpoint", () => {
       const synced = await scrape(METRICS.alpha);
       assert.equal(value(synced, "usertgt_drbd_peer_disk_state", { resource: "r0", state: "UpToDate" }), 1);
       assert.equal(value(synced, "usertgt_drbd_resync_eta_seconds", { resource: "r0" }), undefined);
+      // The full sync sent every block as P_RS_DATA_REPLY; without csums-alg none was found equal.
+      const resyncSent = value(synced, "usertgt_drbd_resync_transferred_bytes", { resource: "r0" }) ?? 0;
+      assert.ok(resyncSent >= 60 * 1024 * 1024, `resync transferred ${resyncSent} bytes`);
+      assert.equal(value(synced, "usertgt_drbd_resync_same_csum_bytes", { resource: "r0" }), 0);
       const betaText = await scrape(METRICS.beta);
       assert.ok(
         (value(betaText, "usertgt_drbd_received_bytes_total", { resource: "r0" }) ?? 0) >= 60 * 1024 * 1024,
