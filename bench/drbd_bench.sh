@@ -14,6 +14,8 @@
 # resync-rate with `c-plan-ahead 0` (the fixed-rate controller; 4G is the largest rate the grammar allows, i.e.
 # unlimited) or `dynamic`: the .res sets nothing, so DRBD 8.4's defaults apply (c-plan-ahead 20: the dynamic
 # controller toward c-fill-target, capped by c-max-rate 100M; resync-rate is then only its starting point).
+# `dynamic:FILL` is the same with `c-fill-target FILL` (e.g. dynamic:10M): what a fast link wants, since the
+# default 100 sectors ramps up by only ~400 KiB/s per second on a link that answers within a turn.
 # The first entry must be a rate: it is also the .res of the write runs.
 #
 #   bench/drbd_bench.sh
@@ -85,7 +87,10 @@ start_node() {
 
 write_res() {
   local protocol=$1 rate=$2 disk="resync-rate $2; c-plan-ahead 0;"
-  [ "$rate" = dynamic ] && disk=""
+  case $rate in
+    dynamic) disk="" ;;
+    dynamic:*) disk="c-fill-target ${rate#dynamic:};" ;;
+  esac
   cat >"$work/r0.res" <<EOF
 resource r0 {
     net { protocol $protocol; }
