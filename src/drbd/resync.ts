@@ -44,6 +44,10 @@ import type { PeerStateChangeRequest } from "./state_change_request.js";
 
 /** Resync data requested and not yet received, at most (max-buffers 2048 pages / 2, in sectors). */
 const MAX_RS_IN_FLIGHT_SECTORS = 8192;
+/** 4 KiB blocks per resync request, at most (128 KiB). */
+const MAX_RS_REQUEST_BLOCKS = 32;
+/** Bitmap bits per resync extent (BM_BLOCKS_PER_BM_EXT: 4 MiB), which a request does not cross. */
+const BM_BLOCKS_PER_EXTENT = 1024;
 
 /**
  * drbd_gen_and_send_sync_uuid's UUID: the bitmap UUID + 2^48, or a new one when there is no bitmap UUID
@@ -376,14 +380,21 @@ export class Resync {
     while (this.outstanding < MAX_RS_IN_FLIGHT_SECTORS && this.budget >= 8) {
       const first = dev.bitmap.nextSet(this.run.cursor);
       if (first < 0) break;
+      // make_resync_request's merging: adjacent set bits, a request only as large as its start is aligned
+      // (so runs line up with power-of-two stripes), never across a 4 MiB resync extent.
       let last = first;
+      let align = 1;
       while (
         last + 1 < dev.bitmap.bits &&
-        last - first < 31 &&
+        last - first < MAX_RS_REQUEST_BLOCKS - 1 &&
+        first % (1 << align) === 0 &&
+        (last + 1) % BM_BLOCKS_PER_EXTENT !== 0 &&
         dev.bitmap.test(last + 1) &&
         (last - first + 2) * 8 <= this.budget
-      )
+      ) {
         last++;
+        if (1 << align <= last - first + 1) align++;
+      }
       this.run.cursor = last + 1;
       const blocks = last - first + 1;
       this.budget -= blocks * 8;
