@@ -26,9 +26,10 @@ async function invalidatedPair(
   return { pair, ca, cb };
 }
 
-test("dynamic controller, c-fill-target for a fast link: a full resync runs at c-max-rate (20 MiB/s ±25 %)", async (t) => {
-  const cMaxRateKiB = 20 * KiB;
-  const { pair, ca, cb } = await invalidatedPair(t, 8030, 48, {
+test("dynamic controller, c-fill-target for a fast link: a full resync runs at c-max-rate (8 MiB/s ±25 %)", async (t) => {
+  // Low enough that a machine loaded by other work still has the CPU for it (20 MiB/s was not always).
+  const cMaxRateKiB = 8 * KiB;
+  const { pair, ca, cb } = await invalidatedPair(t, 8030, 32, {
     resyncRateKiB: 250,
     resyncControl: { cPlanAhead: 20, cFillTarget: 1 << 20, cDelayTarget: 10, cMaxRateKiB, cMinRateKiB: 250 },
   });
@@ -61,17 +62,18 @@ test("c-min-rate: application writes during a resync complete promptly; the resy
   // Unthrottled first: 1 s at resync-rate 8 MiB/s.
   await new Promise((r) => setTimeout(r, 1000));
   const bits0 = dev.bitmap.outOfSyncBits;
-  // Application writes for 2 s, one 4 KiB write every 20 ms, each timed.
+  // Application writes for 2 s: two writers, each a 4 KiB write every 5 ms, each write timed.
   const latencies: number[] = [];
   const windowStart = Date.now();
-  let i = 0;
-  while (Date.now() - windowStart < 2000) {
-    const at = Date.now();
-    await dev.writev(((i * 997) % 10000) * 8, [pattern(4096, i)]);
-    latencies.push(Date.now() - at);
-    i++;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  const writer = async (w: number) => {
+    for (let i = 0; Date.now() - windowStart < 2000; i++) {
+      const at = Date.now();
+      await dev.writev((((i * 2 + w) * 997) % 10000) * 8, [pattern(4096, i)]);
+      latencies.push(Date.now() - at);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  await Promise.all([writer(0), writer(1)]);
   const windowSeconds = (Date.now() - windowStart) / 1000;
   const duringKiB = ((bits0 - dev.bitmap.outOfSyncBits) * 4) / windowSeconds;
   const max = Math.max(...latencies);
