@@ -221,6 +221,10 @@ test("res: syntax and validation errors name the file, the line and what was exp
     "/etc/drbd.d/test.res:5: csums-alg rot13 is not a known hash",
   );
   assert.equal(
+    parseError(TWO_NODES("net { csums-alg sha512; }")),
+    "/etc/drbd.d/test.res:5: csums-alg sha512 is not one of sha1, md5, sha256, crc32c",
+  );
+  assert.equal(
     parseError("resorce r0 {}"),
     "/etc/drbd.d/test.res:1: expected global | common | resource | include | skip, got 'resorce'",
   );
