@@ -355,8 +355,8 @@ export class Resync {
   }
 
   /**
-   * SyncTarget: request out-of-sync blocks in runs of up to 128 KiB, at most `resync-rate` KiB per second
-   * (checked every 100 ms) and 16 requests outstanding.
+   * SyncTarget (make_resync_request): each 100 ms turn, request out-of-sync blocks in aligned runs of up
+   * to 128 KiB, as many as the resync controller allows, at most 4 MiB outstanding.
    */
   pump(): void {
     const link = this.link;
