@@ -23,8 +23,10 @@ async function connected(
   extra: Partial<ConnectionOptions>,
 ): Promise<{ pair: Pair; ca: DrbdConnection; cb: DrbdConnection }> {
   const pair = await sharedGenerationPair(t, 16);
-  const ca = link(t, pair.a.dev, port, port + 1, extra);
-  const cb = link(t, pair.b.dev, port + 1, port, extra);
+  // ping-timeout 3 s: on a loaded machine the default 500 ms may drop the link during the 16 MiB write.
+  const opts = { pingTimeoutDs: 30, ...extra };
+  const ca = link(t, pair.a.dev, port, port + 1, opts);
+  const cb = link(t, pair.b.dev, port + 1, port, opts);
   await Promise.all([ca.connect(), cb.connect()]);
   await Promise.all([ca.waitFor("Connected"), cb.waitFor("Connected")]);
   return { pair, ca, cb };
