@@ -66,6 +66,8 @@ export interface PeerDevicePort {
   readonly uuids: UuidSet;
   /** The superblock's flags (MDF_CRASHED_PRIMARY goes into P_UUIDS and the UUID comparison). */
   readonly superBlock: Readonly<Pick<SuperBlock, "flags">>;
+  /** Bytes read from and written to the lower device (the SyncSource's c-min-rate check sees application I/O). */
+  readonly io: Readonly<{ diskReadBytes: number; diskWrittenBytes: number }>;
   /** The size the peer is told in P_SIZES. */
   readonly layout: Readonly<Pick<MetadataLayout, "usableSectors">>;
   readonly bitmap: PeerBitmap;

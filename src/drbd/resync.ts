@@ -108,6 +108,13 @@ export class Resync {
   /** SyncTarget: resync writes in flight; a later application write to the same blocks waits for them. */
   private readonly writes = new Set<{ start: number; end: number; done: Promise<void> }>();
   private finishing = false;
+  /** SyncSource, c-min-rate (drbd_rs_c_min_rate_throttle): bytes its resync reads, to tell them apart from
+   * application I/O; application I/O at the last check; resync sectors answered per recent 100 ms. */
+  private sourceReadBytes = 0;
+  private lastAppIoBytes = 0;
+  private readonly answered: Array<[number, number]> = [];
+  /** SyncSource: requests in arrival order, each after the previous one's c-min-rate sleep, if any. */
+  private throttle: Promise<void> = Promise.resolve();
   /** A P_SYNC_UUID that came while this node was still StartingSyncT (it travels on the other socket). */
   private pendingSyncUuid: bigint | undefined;
 
@@ -567,13 +574,54 @@ export class Resync {
     this.answerRequest(r, { alg, digest: Buffer.from(r.digest) });
   }
 
+  /**
+   * drbd_rs_should_slow_down as receive_DataRequest asks it on the SyncSource (peer not Primary): more
+   * than 64 sectors of application I/O on the lower device since the last time it was seen, and the resync
+   * answered faster than c-min-rate over the last 3 s.
+   */
+  private sourceShouldSlowDown(now: number): boolean {
+    const link = this.link;
+    const min = link.opts.resyncControl?.cMinRateKiB ?? RESYNC_DEFAULTS.cMinRateKiB;
+    if (!min || link.state.peer?.role === Role.Primary) return false;
+    const io = link.device.io;
+    const app = io.diskReadBytes + io.diskWrittenBytes - this.sourceReadBytes;
+    if (app - this.lastAppIoBytes <= 64 * SECTOR) return false;
+    this.lastAppIoBytes = app;
+    while (this.answered.length > 0 && now - (this.answered[0] as [number, number])[0] > 3000)
+      this.answered.shift();
+    const first = this.answered[0]?.[0] ?? now;
+    const sectors = this.answered.reduce((n, [, s]) => n + s, 0);
+    const kibPerSecond = sectors / 2 / (Math.max(RESYNC_TURN_MS, now - first + RESYNC_TURN_MS) / 1000);
+    return kibPerSecond > min;
+  }
+
+  /** SyncSource: `sectors` answered now, in 100 ms buckets (at most 3 s of them kept). */
+  private countAnswered(sectors: number, now: number): void {
+    const last = this.answered.at(-1);
+    if (last && now - last[0] < RESYNC_TURN_MS) last[1] += sectors;
+    else this.answered.push([now, sectors]);
+    if (this.answered.length > 40) this.answered.shift();
+  }
+
   private answerRequest(
     r: { sector: number; blockId: bigint; size: number },
     csum: { alg: VerifyAlg; digest: Buffer } | undefined,
   ): void {
     const link = this.link;
-    link.device
-      .readForPeer(r.sector * SECTOR, r.size)
+    // The kernel's receiver takes requests one at a time and sleeps HZ/10 before one when application I/O
+    // runs here and the resync is above c-min-rate: the requests pass through one queue that asks the same
+    // question as each one's turn comes, so a sleep holds back every request behind it.
+    const gate = (this.throttle = this.throttle.then(() =>
+      this.sourceShouldSlowDown(Date.now())
+        ? new Promise<void>((resolve) => setTimeout(resolve, RESYNC_TURN_MS))
+        : undefined,
+    ));
+    this.countAnswered(r.size / SECTOR, Date.now());
+    gate
+      .then(() => {
+        this.sourceReadBytes += r.size;
+        return link.device.readForPeer(r.sector * SECTOR, r.size);
+      })
       .then(async (block) => {
         if (csum && verifyDigest(csum.alg, block).equals(csum.digest)) {
           link.device.markInSync(r.sector * SECTOR, r.size);

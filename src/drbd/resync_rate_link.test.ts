@@ -87,3 +87,38 @@ test("c-min-rate: application writes during a resync complete promptly; the resy
   await Promise.all([ca.waitFor("Connected", 60000), cb.waitFor("Connected", 60000)]);
   assert.ok(await dataEqual(pair), "both copies equal after the resync");
 });
+
+test("c-min-rate on the SyncSource: application reads there slow the resync down, then it finishes", async (t) => {
+  const { pair, ca, cb } = await invalidatedPair(t, 8032, 48, {
+    resyncRateKiB: 8 * KiB,
+    resyncControl: {
+      cPlanAhead: 0,
+      cFillTarget: 100,
+      cDelayTarget: 10,
+      cMaxRateKiB: 100 * KiB,
+      cMinRateKiB: 1024,
+    },
+  });
+  const dev = pair.a.dev;
+  await cb.invalidate();
+  await cb.waitFor("SyncTarget", 5000);
+  await new Promise((r) => setTimeout(r, 1000));
+  // Reads are not mirrored: only the SyncSource sees them (drbd_rs_c_min_rate_throttle's disk events).
+  const bits0 = dev.bitmap.outOfSyncBits;
+  const windowStart = Date.now();
+  const buf = Buffer.alloc(64 * KiB);
+  let reads = 0;
+  while (Date.now() - windowStart < 2000) {
+    await dev.readv(((reads * 16) % 10000) * 8, [buf]);
+    reads++;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const duringKiB = ((bits0 - dev.bitmap.outOfSyncBits) * 4) / ((Date.now() - windowStart) / 1000);
+  process.stderr.write(
+    `resync_rate_link: ${reads} reads on the SyncSource; resync ${Math.round(duringKiB)} KiB/s\n`,
+  );
+  assert.equal(cb.state, "SyncTarget", "still resyncing");
+  assert.ok(duringKiB < 4 * KiB, `resync ran at ${Math.round(duringKiB)} KiB/s during application reads`);
+  await Promise.all([ca.waitFor("Connected", 60000), cb.waitFor("Connected", 60000)]);
+  assert.ok(await dataEqual(pair), "both copies equal after the resync");
+});
