@@ -5,6 +5,7 @@
  * connections, and the table of tasks in progress by Initiator Task Tag.
  */
 import type { Logger } from "../util/log.js";
+import { Completion } from "../util/completion.js";
 import type { ITNexus, ScsiTask } from "../scsi/task.js";
 import type { DataOutCollector } from "./dataout.js";
 import type { NegotiatedParams } from "./param.js";
@@ -37,7 +38,7 @@ export interface SessionConnection {
 }
 
 /** A SCSI command from its arrival to its response. */
-export class ActiveTask {
+export class ActiveTask extends Completion {
   collector: DataOutCollector | undefined;
   scsiTask: ScsiTask | undefined;
   /** Builds the SCSI task once all data-out is in. */
@@ -48,9 +49,6 @@ export class ActiveTask {
   holdsSlot = false;
   /** Ended by a task management function or by the connection going away: send nothing. */
   aborted = false;
-  private ended = false;
-  private donePromise: Promise<void> | undefined = undefined;
-  private resolveDone: (() => void) | undefined = undefined;
 
   constructor(
     readonly itt: number,
@@ -58,21 +56,8 @@ export class ActiveTask {
     readonly lun: number,
     readonly conn: SessionConnection,
     readonly command: Parsed<ScsiCommandPdu>,
-  ) {}
-
-  /** Settles once the task has ended (made only when a logout or TMF waits for it). */
-  get done(): Promise<void> {
-    if (!this.donePromise) {
-      this.donePromise = this.ended
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => (this.resolveDone = resolve));
-    }
-    return this.donePromise;
-  }
-
-  finish(): void {
-    this.ended = true;
-    this.resolveDone?.();
+  ) {
+    super();
   }
 }
 

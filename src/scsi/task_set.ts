@@ -7,6 +7,7 @@
  * copies no list and makes no promise: an entry's `done` promise exists only once someone waits.
  */
 import type { ScsiTask } from "./task.js";
+import { Completion } from "../util/completion.js";
 
 export interface TaskSetEntry {
   readonly task: ScsiTask;
@@ -16,29 +17,13 @@ export interface TaskSetEntry {
 }
 
 /** One task in the set; `ready` (when set) resolves once the task may start. */
-export class TaskSetMember implements TaskSetEntry {
+export class TaskSetMember extends Completion implements TaskSetEntry {
   ready: Promise<void> | undefined = undefined;
   readonly nexusKey: string;
-  private ended = false;
-  private donePromise: Promise<void> | undefined = undefined;
-  private resolveDone: (() => void) | undefined = undefined;
 
   constructor(readonly task: ScsiTask) {
+    super();
     this.nexusKey = task.nexus.key;
-  }
-
-  get done(): Promise<void> {
-    if (!this.donePromise) {
-      this.donePromise = this.ended
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => (this.resolveDone = resolve));
-    }
-    return this.donePromise;
-  }
-
-  finish(): void {
-    this.ended = true;
-    this.resolveDone?.();
   }
 }
 
