@@ -7,6 +7,7 @@
 import { log, type Logger } from "../util/log.js";
 import {
   decodeBlockRequest,
+  encodeBlockAck,
   DrbdCommand,
   DrbdProtocolError,
   encodeState,
@@ -204,6 +205,15 @@ export class Link {
    * A p_block_req the peer may send only in some states (`allowed`), for whole sectors up to `max` bytes;
    * anything else is a protocol error that drops the connection.
    */
+  /**
+   * Answers a peer's block request without data (P_NEG_DREPLY, P_NEG_RS_DREPLY, P_RS_IS_IN_SYNC): the
+   * request's sector, block id and size, on the meta socket.
+   */
+  answerRequest(cmd: DrbdCommand, r: Pick<BlockRequest, "sector" | "blockId" | "size">): Promise<void> {
+    const ack = encodeBlockAck({ sector: r.sector, blockId: r.blockId, size: r.size, seqNum: 0 });
+    return this.send(this.meta, cmd, ack);
+  }
+
   checkedRequest(payload: Buffer, what: string, allowed: boolean, max: number): BlockRequest {
     const r = decodeBlockRequest(payload);
     if (!allowed) throw new DrbdProtocolError(`${what} while ${this.state.name}`);

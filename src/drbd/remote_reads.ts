@@ -13,7 +13,6 @@ import {
   decodeData,
   DrbdCommand,
   DrbdProtocolError,
-  encodeBlockAck,
   encodeBlockRequest,
   encodeData,
 } from "./protocol.js";
@@ -114,13 +113,7 @@ export class RemoteReads {
     const refuse = (why: string) => {
       this.stats.refused++;
       link.log.warn({ sector: r.sector, size: r.size, why }, "cannot serve the peer's read: P_NEG_DREPLY");
-      link
-        .send(
-          link.meta,
-          DrbdCommand.NegDReply,
-          encodeBlockAck({ sector: r.sector, blockId: r.blockId, size: r.size, seqNum: 0 }),
-        )
-        .catch(() => {});
+      link.answerRequest(DrbdCommand.NegDReply, r).catch(() => {});
     };
     if (dev.disk !== "UpToDate") return refuse(`disk is ${dev.disk}`);
     dev

@@ -626,11 +626,7 @@ export class Resync {
         if (csum && verifyDigest(csum.alg, block).equals(csum.digest)) {
           link.device.markInSync(r.sector * SECTOR, r.size);
           this.run.sameCsumBlocks += blocksOf(r.size);
-          await link.send(
-            link.meta,
-            DrbdCommand.RsIsInSync,
-            encodeBlockAck({ sector: r.sector, blockId: r.blockId, size: r.size, seqNum: 0 }),
-          );
+          await link.answerRequest(DrbdCommand.RsIsInSync, r);
           this.finishIfSourceDone();
           return;
         }
@@ -650,13 +646,7 @@ export class Resync {
       })
       .catch((e: Error) => {
         link.log.error({ err: e.message, sector: r.sector }, "resync read failed");
-        link
-          .send(
-            link.meta,
-            DrbdCommand.NegRsDReply,
-            encodeBlockAck({ sector: r.sector, blockId: r.blockId, size: r.size, seqNum: 0 }),
-          )
-          .catch(() => {});
+        link.answerRequest(DrbdCommand.NegRsDReply, r).catch(() => {});
       });
   }
 
