@@ -11,9 +11,7 @@ import { once } from "node:events";
 import { connect, type Socket } from "node:net";
 import { DataIntegrity, isIntegrityAlg } from "./integrity.js";
 import {
-  ConnState,
   decodeData,
-  DiskState,
   DP_SEND_WRITE_ACK,
   DrbdCommand,
   DrbdProtocolError,
@@ -21,13 +19,13 @@ import {
   encodeData,
   encodeDataParts,
   encodeHeader,
-  encodeState,
   frame,
   PacketFramer,
   Role,
   type Packet,
 } from "./protocol.js";
 import { eventually, link, pattern, sharedGenerationPair } from "./test_support.js";
+import { peerState } from "../../test/support/drbd_peer.js";
 
 test("crc32c digest: 4 bytes, the inverted CRC32C little-endian (kernel shash), over the whole data", () => {
   const crc = new DataIntegrity("crc32c");
@@ -195,24 +193,7 @@ class HandMadePrimary {
       const p = await this.next();
       const cmd = p.header.command;
       want.delete(cmd);
-      if (cmd === DrbdCommand.State)
-        this.send(
-          this.data,
-          cmd,
-          encodeState({
-            role: Role.Primary,
-            peer: Role.Secondary,
-            conn: ConnState.WFReportParams,
-            disk: DiskState.UpToDate,
-            pdsk: DiskState.UpToDate,
-            susp: false,
-            aftrIsp: false,
-            peerIsp: false,
-            userIsp: false,
-            suspNod: false,
-            suspFen: false,
-          }),
-        );
+      if (cmd === DrbdCommand.State) this.send(this.data, cmd, peerState(Role.Primary));
       else this.send(this.data, cmd, p.payload);
     }
   }
