@@ -4,7 +4,8 @@
 #   the image's exclusive lock), then usertgt serving the image under iscsi-load, once per checkout in
 #   USERTGT_DIRS (to compare builds: e.g. "/work/wt/baseline $PWD").
 # Prints IOPS, and CPU µs per I/O: for rbd bench its whole process (user+sys over the run), for usertgt the
-# target process over the measured window (iscsi-load -p, librbd's threads included).
+# target process over the measured window (iscsi-load -p, librbd's threads included) and its event-loop
+# thread alone (main_us_per_io: /proc/PID/task/PID/stat over 5 s of the run, SECS >= 8).
 #
 #   CEPH_CONF=DIR/ceph.conf USERTGT_CONF=tgt.conf bench/rbd_bench.sh
 # USERTGT_CONF exports rbd/img0 (`TCMUR 7 rbd_a /rbd/rbd/img0;conf=...`) as LUN 0 of
@@ -33,8 +34,17 @@ for round in $(seq 1 "$ROUNDS"); do
       pid=$!
       for _ in $(seq 1 50); do grep -q "usertgt: ready" "$log" && break; sleep 0.2; done
       sleep 1
-      out=$(iscsi-load -u "iscsi://127.0.0.1:$PORT/iqn.2016-06.io.spdk:rbd/0" -o $t -b 4096 -q 32 -n 1 -t "$SECS" -w 1 -r -p $pid 2>&1)
-      echo "round=$round usertgt($d) $t $(echo "$out" | grep -o 'iops=[0-9]*') $(echo "$out" | grep -o 'lat_p50_us=[0-9]*') $(echo "$out" | grep -o 'cpu_us_per_io=[0-9.]*')"
+      iscsi-load -u "iscsi://127.0.0.1:$PORT/iqn.2016-06.io.spdk:rbd/0" -o $t -b 4096 -q 32 -n 1 -t "$SECS" -w 1 -r -p $pid >"$log.load" 2>&1 &
+      load=$!
+      sleep 2
+      t0=$(awk '{print $14 + $15}' /proc/$pid/task/$pid/stat)
+      sleep 5
+      t1=$(awk '{print $14 + $15}' /proc/$pid/task/$pid/stat)
+      wait $load
+      out=$(cat "$log.load")
+      iops=$(echo "$out" | grep -o 'iops=[0-9]*' | cut -d= -f2)
+      main=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v iops="${iops:-0}" 'BEGIN { if (iops > 0) printf "%.1f", d * 1e6 / hz / 5 / iops }')
+      echo "round=$round usertgt($d) $t iops=$iops $(echo "$out" | grep -o 'lat_p50_us=[0-9]*') $(echo "$out" | grep -o 'cpu_us_per_io=[0-9.]*') main_us_per_io=$main"
       kill $pid
       wait $pid
     done

@@ -1,12 +1,14 @@
 /*
  * usertgt's librbd binding (Ceph RADOS block devices) for the TCMUR `rbd` handler.
  *
- * I/O is librbd's asynchronous API: submit() queues rbd_aio_* and returns at once. librbd completes
+ * I/O is librbd's asynchronous API: submit() queues the request and returns at once; before the event
+ * loop next waits, the turn's requests go to this image's submitter thread with one signal, and it
+ * calls rbd_aio_* for each (submitter_main: librbd's own hand-off is off). librbd completes
  * requests on its own threads; those callbacks only append the request to a mutex-protected list and
  * uv_async_send(), so the event loop wakes once for a batch and calls the JavaScript dispatcher once
  * with the whole batch, in a Float64Array reused for every call (through napi_make_callback, so
- * promise continuations run right after). Request structs are reused too: no thread and no
- * allocation of ours per I/O (librbd allocates its own completion).
+ * promise continuations run right after). Request structs are reused too: no allocation of ours per
+ * I/O (librbd allocates its own completion).
  * Calls that block inside librbd (connect, open, lock, close, size refresh) run as napi async work on
  * the libuv thread pool.
  *
@@ -14,7 +16,8 @@
  *       dispatcher(events: Float64Array): (tag, ret, mismatchOffset) triples, one per completed
  *       request (ret < 0: -errno), ended by a tag of 0; tag -1: the image header changed (resize,
  *       lock owner). The array is reused: it is valid only during the call.
- *   submit(handle, tag, op, offset, length, bufs | buf, writeBuf) -> 0 or -errno
+ *   submit(handle, tag, op, offset, length, bufs | buf, writeBuf) -> 0 or -errno (bad arguments;
+ *       librbd's own refusal arrives as the request's completion)
  *       op 0 readv(bufs), 1 writev(bufs), 2 flush, 3 discard, 4 writesame(buf), 5 compare-and-write
  *       (buf: compare data, writeBuf: data to write; mismatchOffset set on -EILSEQ).
  *   size(handle) -> Promise<number>; lock(handle, acquire) -> Promise<void>;
@@ -48,6 +51,12 @@ typedef struct req_s {
   double tag;
   int64_t ret;
   uint64_t mismatch;
+  /* What the submitter thread hands to librbd (filled on the event loop from the JS arguments). */
+  int op;
+  int iovcnt;
+  uint64_t off, len;
+  void *a, *b;
+  size_t alen;
   struct iovec *iov;
   struct iovec inline_iov[INLINE_IOV];
 } req_t;
@@ -75,6 +84,21 @@ struct image_s {
   /* Requests submitted and not yet handed back (loop thread only): the async handle keeps the
    * loop alive exactly while this is non-zero. */
   int64_t inflight;
+  /* Requests taken in this event-loop turn (loop thread only), handed to the submitter thread in one
+   * go by the idle handle `kick` before the loop next waits. */
+  req_t *turn_head, *turn_tail;
+  uv_idle_t kick;
+  /* The submitter thread's queue (under sub_mu). */
+  pthread_t submitter;
+  int submitter_running;
+  pthread_mutex_t sub_mu;
+  pthread_cond_t sub_cv;
+  req_t *sub_head, *sub_tail;
+  int sub_stop;
+  /* Set while the submitter has requests taken off the queue and not yet in librbd; sub_idle_cv is
+   * broadcast when it clears. */
+  int sub_busy;
+  pthread_cond_t sub_idle_cv;
 };
 
 enum work_kind { W_OPEN, W_SIZE, W_LOCK, W_UNLOCK, W_OWNER, W_CLOSE };
@@ -108,10 +132,7 @@ static napi_value make_error(napi_env env, const char *step, int ret) {
  * batches was measured (docs/benchmarks-ceph.md) and not kept: the timer it needs costs more at low
  * rates than it saves at high ones.
  */
-static void on_complete(rbd_completion_t c, void *arg) {
-  req_t *r = arg;
-  image_t *img = r->img;
-  r->ret = rbd_aio_get_return_value(c);
+static void push_done(image_t *img, req_t *r) {
   pthread_mutex_lock(&img->mu);
   r->next = NULL;
   if (img->done_tail) img->done_tail->next = r;
@@ -119,6 +140,12 @@ static void on_complete(rbd_completion_t c, void *arg) {
   img->done_tail = r;
   pthread_mutex_unlock(&img->mu);
   uv_async_send(&img->async);
+}
+
+static void on_complete(rbd_completion_t c, void *arg) {
+  req_t *r = arg;
+  r->ret = rbd_aio_get_return_value(c);
+  push_done(r->img, r);
 }
 
 static void on_update(void *arg) {
@@ -168,6 +195,7 @@ static req_t *take_req(image_t *img) {
   r->img = img;
   r->ret = 0;
   r->mismatch = 0;
+  r->comp = NULL;
   r->iov = r->inline_iov;
   return r;
 }
@@ -207,7 +235,7 @@ static void drain(image_t *img) {
       triples[i++] = r->tag;
       triples[i++] = (double)r->ret;
       triples[i++] = (double)r->mismatch;
-      rbd_aio_release(r->comp);
+      if (r->comp) rbd_aio_release(r->comp);
       release_req(img, r);
       inflight_down(img);
     }
@@ -225,6 +253,118 @@ static void drain(image_t *img) {
 
 static void on_async(uv_async_t *a) { drain(a->data); }
 
+/*
+ * The submitter thread: hands each request to librbd. librbd runs with rbd_non_blocking_aio=false,
+ * so rbd_aio_* does its submission work on the calling thread, which may wait (an image refresh);
+ * that thread is this one, never the event loop. With librbd's default (non-blocking) every rbd_aio_*
+ * call on the event loop signalled librbd's io_context thread, one wake-up and usually two context
+ * switches per request; here the event loop signals this thread once per turn for the whole batch.
+ */
+static int submit_one(image_t *img, req_t *r) {
+  int ret = rbd_aio_create_completion(r, on_complete, &r->comp);
+  if (ret < 0) {
+    r->comp = NULL;
+    return ret;
+  }
+  switch (r->op) {
+    case 0:
+      ret = rbd_aio_readv(img->image, r->iov, r->iovcnt, r->off, r->comp);
+      break;
+    case 1:
+      ret = rbd_aio_writev(img->image, r->iov, r->iovcnt, r->off, r->comp);
+      break;
+    case 2:
+      ret = rbd_aio_flush(img->image, r->comp);
+      break;
+    case 3:
+      ret = rbd_aio_discard(img->image, r->off, r->len, r->comp);
+      break;
+    case 4:
+      ret = rbd_aio_writesame(img->image, r->off, r->len, r->a, r->alen, r->comp, 0);
+      break;
+    case 5:
+      ret = (int)rbd_aio_compare_and_write(img->image, r->off, r->len, r->a, r->b, r->comp, &r->mismatch, 0);
+      break;
+    default:
+      ret = -EINVAL;
+  }
+  if (ret < 0) {
+    rbd_aio_release(r->comp);
+    r->comp = NULL;
+  }
+  return ret;
+}
+
+static void *submitter_main(void *arg) {
+  image_t *img = arg;
+  pthread_setname_np(pthread_self(), "rbd-submit");
+  pthread_mutex_lock(&img->sub_mu);
+  for (;;) {
+    while (!img->sub_head && !img->sub_stop) pthread_cond_wait(&img->sub_cv, &img->sub_mu);
+    req_t *list = img->sub_head;
+    img->sub_head = img->sub_tail = NULL;
+    if (!list && img->sub_stop) break; /* stop only once everything queued was submitted */
+    img->sub_busy = 1;
+    pthread_mutex_unlock(&img->sub_mu);
+    while (list) {
+      req_t *r = list;
+      list = r->next;
+      int ret = submit_one(img, r);
+      if (ret < 0) {
+        /* librbd refused it: it completes at once with that error. */
+        r->ret = ret;
+        push_done(img, r);
+      }
+    }
+    pthread_mutex_lock(&img->sub_mu);
+    img->sub_busy = 0;
+    pthread_cond_broadcast(&img->sub_idle_cv);
+  }
+  pthread_mutex_unlock(&img->sub_mu);
+  return NULL;
+}
+
+/* Loop thread: move this turn's requests to the submitter thread, with one signal. */
+static void hand_over(image_t *img) {
+  req_t *list = img->turn_head;
+  if (!list) return;
+  req_t *tail = img->turn_tail;
+  img->turn_head = img->turn_tail = NULL;
+  pthread_mutex_lock(&img->sub_mu);
+  if (img->sub_tail) img->sub_tail->next = list;
+  else img->sub_head = list;
+  img->sub_tail = tail;
+  pthread_cond_signal(&img->sub_cv);
+  pthread_mutex_unlock(&img->sub_mu);
+}
+
+/* An idle handle runs before the loop next polls (and keeps that poll from blocking while active), so
+ * every request taken in a turn (socket reads, completions, timers, setImmediate) is handed over
+ * before the loop sleeps, all together. */
+static void on_kick(uv_idle_t *h) {
+  uv_idle_stop(h);
+  hand_over(h->data);
+}
+
+/* Off the loop: wait until every request handed over is in librbd (releasing the lock must come after
+ * the writes taken before it, as when rbd_aio_* ran on the loop). */
+static void wait_submitted(image_t *img) {
+  if (!img->submitter_running) return;
+  pthread_mutex_lock(&img->sub_mu);
+  while (img->sub_head || img->sub_busy) pthread_cond_wait(&img->sub_idle_cv, &img->sub_mu);
+  pthread_mutex_unlock(&img->sub_mu);
+}
+
+static void stop_submitter(image_t *img) {
+  if (!img->submitter_running) return;
+  pthread_mutex_lock(&img->sub_mu);
+  img->sub_stop = 1;
+  pthread_cond_signal(&img->sub_cv);
+  pthread_mutex_unlock(&img->sub_mu);
+  pthread_join(img->submitter, NULL);
+  img->submitter_running = 0;
+}
+
 static void free_image(image_t *img) {
   while (img->free_list) {
     req_t *r = img->free_list;
@@ -238,12 +378,22 @@ static void free_image(image_t *img) {
   free(img->id);
   free(img->timeout);
   pthread_mutex_destroy(&img->mu);
+  pthread_mutex_destroy(&img->sub_mu);
+  pthread_cond_destroy(&img->sub_cv);
+  pthread_cond_destroy(&img->sub_idle_cv);
   free(img);
 }
 
-static void on_async_closed(uv_handle_t *h) { free_image(h->data); }
+static void on_kick_closed(uv_handle_t *h) { free_image(h->data); }
+
+/* The async handle closes first, then the idle handle, then the image is freed. */
+static void on_async_closed(uv_handle_t *h) {
+  image_t *img = h->data;
+  uv_close((uv_handle_t *)&img->kick, on_kick_closed);
+}
 
 static void disconnect(image_t *img) {
+  stop_submitter(img); /* everything handed over is submitted before the image closes */
   if (img->watching) rbd_update_unwatch(img->image, img->watch_handle);
   img->watching = 0;
   if (img->has_image) rbd_close(img->image);
@@ -275,6 +425,8 @@ static void work_execute(napi_env env, void *data) {
       /* UNMAP promises zeroes afterwards (LBPRZ): discards smaller than an object are carried out
        * as zeroing, not skipped (Ceph 16 skips them by default). */
       rados_conf_set(img->cluster, "rbd_skip_partial_discard", "false");
+      /* Submission work on the caller's thread: the submitter thread (submitter_main). */
+      rados_conf_set(img->cluster, "rbd_non_blocking_aio", "false");
       if (img->timeout) {
         /* Every wait on the cluster ends: OSD ops, monitor commands and the initial connect. */
         rados_conf_set(img->cluster, "rados_osd_op_timeout", img->timeout);
@@ -301,6 +453,9 @@ static void work_execute(napi_env env, void *data) {
       snprintf(w->step, sizeof w->step, "watching the image header");
       if ((r = rbd_update_watch(img->image, &img->watch_handle, on_update, img)) < 0) break;
       img->watching = 1;
+      snprintf(w->step, sizeof w->step, "starting the submitter thread");
+      if ((r = -pthread_create(&img->submitter, NULL, submitter_main, img)) < 0) break;
+      img->submitter_running = 1;
       break;
     }
     case W_SIZE:
@@ -312,6 +467,7 @@ static void work_execute(napi_env env, void *data) {
       r = rbd_lock_acquire(img->image, RBD_LOCK_MODE_EXCLUSIVE);
       break;
     case W_UNLOCK:
+      wait_submitted(img);
       snprintf(w->step, sizeof w->step, "releasing the exclusive lock");
       r = rbd_lock_release(img->image);
       break;
@@ -342,6 +498,7 @@ static void work_complete(napi_env env, napi_status status, void *data) {
     napi_delete_reference(env, img->dispatcher);
     napi_delete_reference(env, img->events_ref);
     napi_async_destroy(env, img->actx);
+    uv_idle_stop(&img->kick);
     uv_close((uv_handle_t *)&img->async, on_async_closed);
   }
   if (r < 0) {
@@ -424,6 +581,9 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   pthread_mutex_init(&img->mu, NULL);
+  pthread_mutex_init(&img->sub_mu, NULL);
+  pthread_cond_init(&img->sub_cv, NULL);
+  pthread_cond_init(&img->sub_idle_cv, NULL);
   napi_create_reference(env, argv[1], 1, &img->dispatcher);
   napi_value resource_name;
   napi_create_string_utf8(env, "usertgt:rbd-io", NAPI_AUTO_LENGTH, &resource_name);
@@ -437,6 +597,9 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   uv_async_init(loop, &img->async, on_async);
   img->async.data = img;
   uv_unref((uv_handle_t *)&img->async); /* referenced only while requests are in flight */
+  uv_idle_init(loop, &img->kick);
+  img->kick.data = img;
+  uv_unref((uv_handle_t *)&img->kick); /* the async handle's reference keeps the loop alive */
   return queue_work(env, img, W_OPEN);
 }
 
@@ -462,6 +625,10 @@ static int buffers_to_iov(napi_env env, napi_value arr, req_t *r) {
   if (!is_array) return -1;
   napi_get_array_length(env, arr, &n);
   r->iov = n <= INLINE_IOV ? r->inline_iov : calloc(n, sizeof(struct iovec));
+  if (!r->iov) {
+    r->iov = r->inline_iov;
+    return -1;
+  }
   for (uint32_t i = 0; i < n; i++) {
     napi_value b;
     void *data;
@@ -490,66 +657,51 @@ static napi_value js_submit(napi_env env, napi_callback_info info) {
   napi_get_value_int32(env, argv[2], &op);
   napi_get_value_double(env, argv[3], &offset_d);
   napi_get_value_double(env, argv[4], &length_d);
-  uint64_t off = (uint64_t)offset_d, len = (uint64_t)length_d;
   req_t *r = take_req(img);
+  int ret = 0;
   if (!r) {
-    napi_value v;
-    napi_create_int32(env, -ENOMEM, &v);
-    return v;
+    ret = -ENOMEM;
+    goto out;
   }
   r->tag = tag;
-  int ret = rbd_aio_create_completion(r, on_complete, &r->comp);
-  if (ret < 0) {
-    release_req(img, r);
-    napi_value v;
-    napi_create_int32(env, ret, &v);
-    return v;
-  }
-  void *a = NULL, *b = NULL;
-  size_t alen = 0, blen = 0;
-  int cnt;
-  inflight_up(img); /* undone below if librbd refuses the request */
+  r->op = op;
+  r->off = (uint64_t)offset_d;
+  r->len = (uint64_t)length_d;
+  size_t blen = 0;
+  /* The arguments are checked here, on the loop thread: bad ones fail at once. The buffers stay
+   * referenced by the JavaScript caller until the request completes. */
   switch (op) {
     case 0:
     case 1:
-      if (argc < 6 || (cnt = buffers_to_iov(env, argv[5], r)) < 0) {
-        ret = -EINVAL;
-        break;
-      }
-      ret = op == 0 ? rbd_aio_readv(img->image, r->iov, cnt, off, r->comp)
-                    : rbd_aio_writev(img->image, r->iov, cnt, off, r->comp);
+      if (argc < 6 || (r->iovcnt = buffers_to_iov(env, argv[5], r)) < 0) ret = -EINVAL;
       break;
     case 2:
-      ret = rbd_aio_flush(img->image, r->comp);
-      break;
     case 3:
-      ret = rbd_aio_discard(img->image, off, len, r->comp);
       break;
     case 4:
-      if (argc < 6 || napi_get_buffer_info(env, argv[5], &a, &alen) != napi_ok || alen == 0) {
+      if (argc < 6 || napi_get_buffer_info(env, argv[5], &r->a, &r->alen) != napi_ok || r->alen == 0)
         ret = -EINVAL;
-        break;
-      }
-      ret = rbd_aio_writesame(img->image, off, len, a, alen, r->comp, 0);
       break;
     case 5:
-      if (argc < 7 || napi_get_buffer_info(env, argv[5], &a, &alen) != napi_ok ||
-          napi_get_buffer_info(env, argv[6], &b, &blen) != napi_ok || alen < len || blen < len) {
+      if (argc < 7 || napi_get_buffer_info(env, argv[5], &r->a, &r->alen) != napi_ok ||
+          napi_get_buffer_info(env, argv[6], &r->b, &blen) != napi_ok || r->alen < r->len || blen < r->len)
         ret = -EINVAL;
-        break;
-      }
-      ret = (int)rbd_aio_compare_and_write(img->image, off, len, a, b, r->comp, &r->mismatch, 0);
       break;
     default:
       ret = -EINVAL;
   }
   if (ret < 0) {
-    inflight_down(img);
-    rbd_aio_release(r->comp);
     release_req(img, r);
+    goto out;
   }
+  inflight_up(img);
+  if (img->turn_tail) img->turn_tail->next = r;
+  else img->turn_head = r;
+  img->turn_tail = r;
+  uv_idle_start(&img->kick, on_kick);
+out:;
   napi_value v;
-  napi_create_int32(env, ret < 0 ? ret : 0, &v);
+  napi_create_int32(env, ret, &v);
   return v;
 }
 
@@ -568,6 +720,9 @@ static napi_value handle_work(napi_env env, napi_callback_info info, enum work_k
     napi_get_value_bool(env, argv[1], &acquire);
     if (!acquire) kind = W_UNLOCK;
   }
+  /* Requests taken before this call go to librbd before it: the close (disconnect stops the
+   * submitter after them) and the lock release (wait_submitted) come after them. */
+  hand_over(img);
   if (kind == W_CLOSE) img->closed = 1;
   return queue_work(env, img, kind);
 }

@@ -145,17 +145,24 @@ class RbdBackend implements TcmurDeviceBackend {
     this.resizeListeners.push(listener);
   }
 
-  async readv(iov: readonly Buffer[], offset: number): Promise<void> {
+  // Reads and writes return the request's own promise (no async wrapper: one microtask hop less per
+  // I/O between the completion and the SCSI response). Its value (-1) means nothing to the caller.
+  readv(iov: readonly Buffer[], offset: number): Promise<void> {
     let n = 0;
     for (const b of iov) n += b.length;
-    await this.submit(RbdOp.Readv, offset, n, iov);
+    return this.submit(RbdOp.Readv, offset, n, iov) as Promise<unknown> as Promise<void>;
   }
 
-  async writev(iov: readonly Buffer[], offset: number): Promise<void> {
-    if (!this.locked) await this.ensureLock();
+  writev(iov: readonly Buffer[], offset: number): Promise<void> {
+    if (!this.locked) return this.lockedWritev(iov, offset);
     let n = 0;
     for (const b of iov) n += b.length;
-    await this.submit(RbdOp.Writev, offset, n, iov);
+    return this.submit(RbdOp.Writev, offset, n, iov) as Promise<unknown> as Promise<void>;
+  }
+
+  private async lockedWritev(iov: readonly Buffer[], offset: number): Promise<void> {
+    await this.ensureLock();
+    await this.writev(iov, offset);
   }
 
   async flush(): Promise<void> {
