@@ -2,7 +2,8 @@
  * The TCMUR `rbd` handler against a real one-node Ceph cluster (test/ceph/cluster.sh: Debian's
  * ceph-mon, ceph-mgr and ceph-osd on 127.0.0.1), exported over iSCSI: libiscsi's SBC suites, data
  * read back with `rbd export`, `rbd resize` seen by the initiator, COMPARE AND WRITE, an OSD outage
- * (NOT READY within osd_op_timeout, then recovery), and two gateways on one image.
+ * (NOT READY within osd_op_timeout, then recovery), two gateways on one image, and a burst of writes
+ * closed in the same turn (the handler directly).
  *
  * Ceph listens on the host's loopback, so these tests run in the host network namespace on ports
  * 3570-3589. Where Ceph cannot start (packages missing, ports taken) every test skips with the reason.
@@ -17,6 +18,8 @@ import { after, before, describe, it } from "node:test";
 import { RawInitiator, type ScsiResult } from "../support/raw_initiator.js";
 import { cleanup, makeTempDir, startServer, stopCleanly, type RunningServer } from "./harness.js";
 import { runSbcSuites } from "./sbc_suites.js";
+import { parseCfgstring } from "../../src/tcmur/cfgstring.js";
+import { rbdHandler } from "../../src/tcmur/rbd/rbd_handler.js";
 
 const CLUSTER_SH = fileURLToPath(new URL("../../../test/ceph/cluster.sh", import.meta.url));
 const IQN = "iqn.2016-06.io.spdk:rbd";
@@ -317,6 +320,41 @@ describe("TCMUR rbd handler on a one-node Ceph cluster", () => {
       }
     },
   );
+
+  it("a burst of writes taken in the same turn as close(): every one completes and is on the image", async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    // The handler queues requests on the event loop and hands them to its submitter thread before the
+    // loop next waits; a close (and its lock release) in the same turn must come after all of them.
+    ceph("rbd", "create", "rbd/burst", "--size", "8M");
+    const cfg = parseCfgstring(`/rbd/rbd/burst;conf=${conf}`);
+    const backend = await rbdHandler.open({
+      minor: 9,
+      name: "burst",
+      cfg,
+      sizeBytes: undefined,
+      blockSize: BS,
+    });
+    const image = Buffer.alloc(8 * MiB);
+    await backend.writev([Buffer.alloc(4096, 0xee)], 0); // takes the exclusive lock
+    image.fill(0xee, 0, 4096);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 96; i++) {
+      const data = randomBytes(4096);
+      const offset = (1 + i * 17) * 4096; // distinct, scattered over the objects
+      data.copy(image, offset);
+      writes.push(backend.writev([data], offset));
+    }
+    const closed = backend.close();
+    const results = await Promise.allSettled(writes);
+    await closed;
+    assert.deepEqual(
+      results.filter((r) => r.status === "rejected"),
+      [],
+    );
+    const exported = join(dir, "burst.img");
+    ceph("rbd", "export", "rbd/burst", exported);
+    assert.ok((await readFile(exported)).equals(image), "the image holds exactly the burst's writes");
+  });
 
   it("libiscsi SBC suites on an rbd LUN: 0 failed", { timeout: 20 * 60 * 1000 }, async (t) => {
     if (skipReason) return t.skip(skipReason);
