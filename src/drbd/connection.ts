@@ -28,7 +28,9 @@ import type { VerifyCounters } from "./verify.js";
 import { Link, type LinkStats } from "./link.js";
 import type { PacketStream } from "./packet_stream.js";
 import { closeGently, establishSocketPair, sleep, type SocketPair } from "./sockets.js";
-import { handshake } from "./handshake.js";
+import { handshake, handshakeVolume } from "./handshake.js";
+import type { SenderEpoch } from "./sender_epoch.js";
+import type { BarrierJoin } from "./barrier_join.js";
 import { StateChangeRequests } from "./state_change_request.js";
 import { Resync, type ResyncStats } from "./resync.js";
 import { VerifyLink } from "./verify_link.js";
@@ -49,6 +51,22 @@ export type {
   ResyncControlOptions,
   WireProtocol,
 } from "./connection_options.js";
+
+/**
+ * A volume of a multi-volume resource (volume_connection.ts): its packets carry `volume`; the sockets, the
+ * epochs and the pings are the resource's, and a failure of any volume drops the whole connection.
+ */
+export interface VolumeMembership {
+  volume: number;
+  epoch: SenderEpoch;
+  barriers: BarrierJoin;
+  /** This volume sends the connection's P_PINGs (the peer answers them connection-wide). */
+  pings: boolean;
+  /** The shared connection broke (NetworkFailure / ProtocolError). */
+  lost: (e: Error) => void;
+  /** The shared connection goes StandAlone for good. */
+  standAlone: (why: string) => void;
+}
 
 /** mirror()'s answer while the link is down: not mirrored (one shared, settled promise). */
 const NOT_MIRRORED: Promise<boolean> = Promise.resolve(false);
@@ -75,7 +93,10 @@ export class DrbdConnection implements PeerLink {
   private closed: Promise<void> = Promise.resolve();
   private markClosed: (() => void) | undefined;
 
-  constructor(opts: ConnectionOptions) {
+  constructor(
+    opts: ConnectionOptions,
+    private readonly member?: VolumeMembership,
+  ) {
     const protocol = opts.protocol ?? "C";
     if ((opts.cramHmacAlg === undefined) !== (opts.sharedSecret === undefined))
       throw new Error("drbd: cram-hmac-alg and shared-secret go together");
@@ -91,6 +112,7 @@ export class DrbdConnection implements PeerLink {
     if (congestionError) throw new Error(`drbd ${opts.device.name}: ${congestionError}`);
     const link = (this.link = new Link(opts, (e) => this.connectionLost(e)));
     link.standAlone = (why) => this.goStandAlone(why);
+    if (member) link.volume = member.volume;
     this.stateRequests = new StateChangeRequests(link, {
       acceptConnState: (conn) => this.acceptPeerConnState(conn),
       peerRoleChanged: (role) => this.syncHandshake.peerRoleChanged(role),
@@ -98,8 +120,8 @@ export class DrbdConnection implements PeerLink {
     const request = (mask: number, val: number) => this.requestPeerStateChange(mask, val);
     this.resync = new Resync(link, request);
     this.verify = new VerifyLink(link, request);
-    this.sender = new RequestSender(link, this.resync);
-    this.peerWrites = new PeerWriteReceiver(link, this.resync);
+    this.sender = new RequestSender(link, this.resync, member?.epoch);
+    this.peerWrites = new PeerWriteReceiver(link, this.resync, member?.barriers);
     this.aheadBehind = new AheadBehind(link, this.sender, this.resync, (why) => this.goStandAlone(why));
     this.syncHandshake = new SyncHandshake(link, this.resync);
     this.remoteReads = new RemoteReads(link);
@@ -321,6 +343,33 @@ export class DrbdConnection implements PeerLink {
     return this.remoteReads.read(offset, into);
   }
 
+  // ---- Multi-volume resources (volume_connection.ts)
+
+  /** The link, for the resource connection that drives the volumes of a multi-volume resource. */
+  get volumeLink(): Link {
+    return this.link;
+  }
+
+  /**
+   * This volume's part of a connection the resource established (drbd_connected for one peer device): its
+   * P_SIZES / P_UUIDS / P_STATE exchange and sync handshake on its views of the shared sockets, then
+   * replication. The caller copied the connection-wide agreement (version, features, integrity) to the link.
+   */
+  async joinShared(data: PacketStream, meta: PacketStream): Promise<"connected" | "standalone"> {
+    const link = this.link;
+    link.data = data;
+    link.meta = meta;
+    link.state.change("WFReportParams");
+    const verdict = await handshakeVolume(link, this.syncHandshake, data);
+    if (verdict === "connected" && !link.stopped) this.startReplication();
+    return verdict;
+  }
+
+  /** The resource's shared sockets go: this volume lets go of its views of them (conn_disconnect). */
+  dropShared(e: Error): void {
+    this.dropSockets(e);
+  }
+
   // -------------------------------------------------------------------------------------------------------
 
   private async run(): Promise<void> {
@@ -420,6 +469,7 @@ export class DrbdConnection implements PeerLink {
     });
     if (link.state.name === "SyncTarget") this.resync.pump();
     if (link.state.name === "SyncSource" && dev.bitmap.outOfSyncBits === 0) void this.resync.finish();
+    if (this.member && !this.member.pings) return;
     const pingInt = (link.opts.pingIntSec ?? 10) * 1000;
     this.pingTimer = setInterval(() => this.ping(), pingInt);
   }
@@ -445,6 +495,12 @@ export class DrbdConnection implements PeerLink {
 
   /** The connection broke while up (socket error, framing error, ping timeout, a failed peer request). */
   private connectionLost(e: Error): void {
+    if (this.member) this.member.lost(e);
+    else this.volumeLost(e);
+  }
+
+  /** This volume's side of a lost connection (for a multi-volume resource, called for each volume). */
+  volumeLost(e: Error): void {
     const link = this.link;
     if (!link.state.isUp) return;
     link.lastError = e.message;
@@ -461,6 +517,12 @@ export class DrbdConnection implements PeerLink {
    * failed (drbd_start_resync). The connection goes StandAlone and stays there.
    */
   private goStandAlone(why: string): void {
+    if (this.member) this.member.standAlone(why);
+    else this.volumeStandAlone(why);
+  }
+
+  /** This volume's side of goStandAlone (for a multi-volume resource, called for each volume). */
+  volumeStandAlone(why: string): void {
     const link = this.link;
     link.stopped = true;
     link.lastError = why;

@@ -51,6 +51,19 @@ export async function handshake(
   dataSock: RawSocket,
   metaSock: RawSocket,
 ): Promise<"connected" | "standalone"> {
+  if ((await handshakeConnection(link, dataSock, metaSock)) === "standalone") return "standalone";
+  return handshakeVolume(link, syncHandshake, link.data as PacketStream);
+}
+
+/**
+ * The connection-wide part (conn_connect up to drbd_send_protocol / receive_protocol): features,
+ * authentication, P_PROTOCOL. The link's packet streams, agreed version, features and integrity are set.
+ */
+export async function handshakeConnection(
+  link: Link,
+  dataSock: RawSocket,
+  metaSock: RawSocket,
+): Promise<"agreed" | "standalone"> {
   const opts = link.opts;
   const t = link.timeoutMs;
   const data = new PacketStream(dataSock, "data");
@@ -112,7 +125,20 @@ export async function handshake(
   // receive_protocol: both named the same data-integrity-alg; from now on data packets carry its digest.
   link.integrity = params.integrityAlg ? new DataIntegrity(params.integrityAlg) : undefined;
   if (link.integrity) link.log.info({ alg: link.integrity.alg }, "data-integrity-alg in use");
-  // Per volume: P_SYNC_PARAM89, P_SIZES, P_UUIDS, P_STATE.
+  return "agreed";
+}
+
+/**
+ * One volume's part (drbd_connected): P_SYNC_PARAM89, P_SIZES, P_UUIDS, P_STATE both ways on `data`, then
+ * the sync handshake (sync_handshake.ts) decides.
+ */
+export async function handshakeVolume(
+  link: Link,
+  syncHandshake: SyncHandshake,
+  data: PacketStream,
+): Promise<"connected" | "standalone"> {
+  const opts = link.opts;
+  const t = link.timeoutMs;
   const dev = link.device;
   const sp = encodeSyncParams(
     {

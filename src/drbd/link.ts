@@ -76,6 +76,11 @@ export class Link {
   data: PacketStream | undefined;
   meta: PacketStream | undefined;
   agreedVersion = 0;
+  /**
+   * The volume number this link's packets carry in p_header100 (a multi-volume resource shares one socket
+   * pair among its volumes, volume_connection.ts); 0 for a single-volume resource.
+   */
+  volume = 0;
   /** DRBD_FF_* both sides offered in P_CONNECTION_FEATURES. */
   agreedFeatures = 0;
   /** The data-integrity-alg both sides named in P_PROTOCOL (integrity.ts); undefined: none. */
@@ -144,7 +149,7 @@ export class Link {
     // P_DATA_REPLY / P_RS_DATA_REPLY as encodeData builds them get the data-integrity-alg digest here.
     if (this.integrity && Array.isArray(payload) && carriesDigest(cmd))
       payload = this.integrity.withDigest(payload);
-    const parts = frame(cmd, payload, this.agreedVersion);
+    const parts = frame(cmd, payload, this.agreedVersion, this.volume);
     return new Promise<void>((resolve, reject) =>
       stream.writer.queue(parts, (e) => (e ? reject(e) : resolve())),
     );
@@ -156,7 +161,7 @@ export class Link {
    */
   post(stream: PacketStream | undefined, cmd: DrbdCommand, payload: Buffer | Buffer[]): void {
     if (!stream || stream.socket.destroyed) return;
-    stream.writer.queue(frame(cmd, payload, this.agreedVersion));
+    stream.writer.queue(frame(cmd, payload, this.agreedVersion, this.volume));
   }
 
   /** P_STATE on the data socket with connection state `conn`. */

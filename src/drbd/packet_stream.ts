@@ -16,12 +16,28 @@ import {
 import { PacketWriter } from "./packet_writer.js";
 
 /**
+ * Where a volume's view of a shared socket takes its packets (volume_router.ts): the volumes of one
+ * resource share one socket pair, and the router hands each volume the packets that carry its number.
+ */
+export interface PacketSource {
+  next(): Packet | undefined;
+  end(): void;
+  setAgreedVersion(v: number): void;
+}
+
+/** A volume's view of a socket another PacketStream reads: its packets come from `source`, sent through `writer`. */
+export interface SharedSocketView {
+  source: PacketSource;
+  writer: PacketWriter;
+}
+
+/**
  * Sequential reader of one socket's packets (handshake) that turns into a dispatcher (replication). Packets
  * are framed only when someone takes them, so the header format can change right after the feature packet
  * even when the peer's next packets arrived in the same TCP segment.
  */
 export class PacketStream {
-  private readonly framer: PacketFramer;
+  private readonly framer: PacketSource;
   private waiter: { resolve: (p: Packet) => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
   private onPacket: ((p: Packet) => void) | undefined;
@@ -31,19 +47,25 @@ export class PacketStream {
   readonly writer: PacketWriter;
 
   constructor(
-    raw: RawSocket,
+    raw: Pick<RawSocket, "socket" | "alive" | "release">,
     readonly kind: DrbdSocket,
+    view?: SharedSocketView,
   ) {
-    this.framer = new PacketFramer({ socket: kind });
     const socket = (this.socket = raw.socket);
-    this.writer = new PacketWriter(socket);
-    const early = raw.release();
-    for (const c of early) this.framer.push(c);
-    socket.on("data", (chunk: Buffer) => {
-      if (this.failure) return;
-      this.framer.push(chunk);
-      this.pump();
-    });
+    if (view) {
+      this.framer = view.source;
+      this.writer = view.writer;
+    } else {
+      const framer = (this.framer = new PacketFramer({ socket: kind }));
+      this.writer = new PacketWriter(socket);
+      const early = raw.release();
+      for (const c of early) framer.push(c);
+      socket.on("data", (chunk: Buffer) => {
+        if (this.failure) return;
+        framer.push(chunk);
+        this.pump();
+      });
+    }
     socket.on("end", () => {
       try {
         this.framer.end();
@@ -59,6 +81,11 @@ export class PacketStream {
 
   setAgreedVersion(v: number): void {
     this.framer.setAgreedVersion(v);
+  }
+
+  /** A volume view's source has packets (volume_router.ts). */
+  poke(): void {
+    this.pump();
   }
 
   /** Frames packets while someone wants them. */

@@ -33,6 +33,7 @@ import type { Deallocation } from "./peer_device_port.js";
 import type { Link } from "./link.js";
 import type { PacketStream } from "./packet_stream.js";
 import type { Resync } from "./resync.js";
+import type { BarrierJoin } from "./barrier_join.js";
 
 /** One epoch as received (struct drbd_epoch). */
 interface PeerEpoch {
@@ -75,6 +76,8 @@ export class PeerWriteReceiver {
   constructor(
     private readonly link: Link,
     private readonly resync: Resync,
+    /** The volumes of a multi-volume resource acknowledge each epoch together (barrier_join.ts). */
+    private readonly barriers?: BarrierJoin,
   ) {}
 
   /** /proc/drbd "ua:": peer writes received and not yet written (and acknowledged). */
@@ -180,9 +183,8 @@ export class PeerWriteReceiver {
     if (head.barrier === undefined || head.active > 0 || head.flushing) return;
     head.flushing = true;
     const meta = this.meta;
-    const stable = () => {
+    const openNext = () => {
       if (epochs !== this.epochs) return;
-      this.link.post(meta, DrbdCommand.BarrierAck, encodeBarrierAck(head.barrier as number, head.size));
       epochs.shift();
       const next = epochs[0];
       next.open = true;
@@ -191,6 +193,15 @@ export class PeerWriteReceiver {
       next.waiting = [];
       for (const run of waiting) run();
       this.mayFinishEpoch();
+    };
+    const ack = (size: number) =>
+      this.link.post(meta, DrbdCommand.BarrierAck, encodeBarrierAck(head.barrier as number, size));
+    const stable = () => {
+      if (epochs !== this.epochs) return;
+      if (!this.barriers) {
+        ack(head.size);
+        openNext();
+      } else this.barriers.reached(head.barrier as number, head.size, ack, openNext);
     };
     if (!this.flushNeeded()) stable();
     else

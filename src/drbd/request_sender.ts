@@ -28,6 +28,7 @@ import {
 } from "./protocol.js";
 import { SECTOR } from "./metadata.js";
 import { TransferLog } from "./transfer_log.js";
+import { SenderEpoch } from "./sender_epoch.js";
 import type { Deallocation } from "./peer_device_port.js";
 import type { Link } from "./link.js";
 import type { Resync } from "./resync.js";
@@ -55,10 +56,6 @@ export class RequestSender {
   private seqNum = 0;
   /** Requests waiting for P_WRITE_ACK / P_RECV_ACK, by block_id. */
   private readonly pending = new Map<bigint, PendingWrite>();
-  // Epochs (write ordering): the current epoch number and whether one of its writes completed.
-  private epoch = 0;
-  private epochWrites = 0;
-  private epochHadCompletion = false;
   /** Protocols A and B: requests sent whose epoch the peer has not confirmed with P_BARRIER_ACK. */
   private readonly transferLog = new TransferLog();
   private idleEpochTimer: NodeJS.Timeout | undefined;
@@ -66,6 +63,8 @@ export class RequestSender {
   constructor(
     private readonly link: Link,
     private readonly resync: Resync,
+    /** Epochs (write ordering); the volumes of one resource share them, as their P_BARRIERs are one stream. */
+    private readonly epoch: SenderEpoch = new SenderEpoch(),
   ) {}
 
   /** /proc/drbd "pe:": writes sent to the peer whose acknowledgement is still awaited. */
@@ -153,8 +152,8 @@ export class RequestSender {
     if (!data || data.socket.destroyed) return NOT_MIRRORED;
     const protocol = link.protocol;
     // A write issued after an earlier one completed must not be reordered before it on the peer.
-    if (this.epochHadCompletion && this.epochWrites > 0) this.closeEpoch();
-    this.epochWrites++;
+    if (this.epoch.hadCompletion && this.epoch.writes > 0) this.closeEpoch();
+    this.epoch.writes++;
     const blockId = this.nextBlockId++;
     const seqNum = (this.seqNum = (this.seqNum + 1) >>> 0);
     let dpFlags = extraFlags | (fua ? DP_FUA : 0);
@@ -164,12 +163,13 @@ export class RequestSender {
       cmd,
       build({ sector: offset / SECTOR, blockId, seqNum, dpFlags }),
       link.agreedVersion,
+      link.volume,
     );
     if (cmd === DrbdCommand.Data) link.stats.sentWrites++;
     else link.stats.sentDeallocations++;
     // Protocols A and B complete before the peer's disk write: keep the request until its barrier ack.
     if (protocol !== "C")
-      this.transferLog.add(this.epoch, offset, bytes, cmd === DrbdCommand.Data ? bytes / SECTOR : 0);
+      this.transferLog.add(this.epoch.number, offset, bytes, cmd === DrbdCommand.Data ? bytes / SECTOR : 0);
     return new Promise<boolean>((resolve) => {
       if (protocol === "A")
         data.writer.queue(parts, (e) => {
@@ -185,23 +185,23 @@ export class RequestSender {
 
   /** A request completed (acked, or sent for A): later writes go into a new epoch; a SyncSource's blocks are in sync. */
   private completed(offset: number, bytes: number, ok: boolean): void {
-    this.epochHadCompletion = true;
+    this.epoch.hadCompletion = true;
     if (this.link.protocol !== "C") this.closeEpochWhenIdle();
     if (ok && this.link.state.name === "SyncSource") this.resync.mirroredWhileSource(offset, bytes);
   }
 
   /** Closes the current epoch if it has writes (P_BARRIER): maybe_pull_ahead before going Ahead. */
   closeNonEmptyEpoch(): void {
-    if (this.epochWrites > 0) this.closeEpoch();
+    if (this.epoch.writes > 0) this.closeEpoch();
   }
 
   /** P_BARRIER with the current epoch's number; the next write starts a new epoch. */
   private closeEpoch(): void {
     const link = this.link;
-    const nr = this.epoch;
-    this.epoch = (this.epoch + 1) >>> 0;
-    this.epochWrites = 0;
-    this.epochHadCompletion = false;
+    const nr = this.epoch.number;
+    this.epoch.number = (nr + 1) >>> 0;
+    this.epoch.writes = 0;
+    this.epoch.hadCompletion = false;
     link.stats.barriersSent++;
     link.post(link.data, DrbdCommand.Barrier, encodeBarrier(nr));
   }
@@ -215,7 +215,7 @@ export class RequestSender {
     if (this.idleEpochTimer) return;
     this.idleEpochTimer = setTimeout(() => {
       this.idleEpochTimer = undefined;
-      if (this.epochWrites === 0 || !this.link.state.isUp) return;
+      if (this.epoch.writes === 0 || !this.link.state.isUp) return;
       this.closeEpoch();
     }, 0);
   }
