@@ -161,8 +161,8 @@ async function serve(opts: ServeOptions): Promise<void> {
       });
       devtree.service.registerHelper("drbdadm_up_primary", drbd.upPrimary);
       devtree.service.registerHelper("drbdadm_up", drbd.upOnly);
-      // The kernel module's /proc/drbd, as <mount point>/proc/drbd.
-      const resources = [...drbd.resources.values()];
+      // The kernel module's /proc/drbd, as <mount point>/proc/drbd: one entry per minor, every volume's.
+      const resources = [...drbd.resources.values()].flatMap((r) => r.volumes);
       devtree.service.tree.publishStatusFile("proc/drbd", () =>
         renderProcDrbd(resources.map((r) => procEntryOf(r))),
       );

@@ -7,6 +7,7 @@ import { AioBdev } from "../bdev/aio/aio.js";
 import { DeviceTree } from "../devtree/device_tree.js";
 import { parseDrbdConfig, selectLocalHost, findResource } from "./config/res_parser.js";
 import { DrbdResource } from "./resource.js";
+import type { DrbdDevice } from "./device.js";
 
 const MiB = 1024 * 1024;
 
@@ -210,27 +211,110 @@ test("external metadata: meta-disk on its own tree device (flexible), the whole 
   assert.equal(res.device!.disk, "UpToDate");
 });
 
-test("a resource with two volumes is refused, not half replicated", async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), "drbd-res-vol-"));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const resFile = join(dir, "r9.res");
-  await writeFile(
-    resFile,
-    `resource r9 {
-  on solo {
-    address 127.0.0.1:7999;
-    volume 0 { device drbd9 minor 9; disk "/UMCfuse/dev/a"; meta-disk internal; }
-    volume 1 { device drbd10 minor 10; disk "/UMCfuse/dev/b"; meta-disk internal; }
-  }
+const RES_VOLUMES = `resource r9 {
+    net { protocol C; ping-int 1; connect-int 1; }
+    disk { resync-rate 512M; }
+    on alpha {
+        address 127.0.0.1:8210;
+        volume 0 { device drbd9 minor 9; disk "/UMCfuse/dev/a0"; meta-disk internal; }
+        volume 1 { device drbd10 minor 10; disk "/UMCfuse/dev/a1"; meta-disk internal; }
+    }
+    on beta {
+        address 127.0.0.1:8211;
+        volume 0 { device drbd9 minor 9; disk "/UMCfuse/dev/b0"; meta-disk internal; }
+        volume 1 { device drbd10 minor 10; disk "/UMCfuse/dev/b1"; meta-disk internal; }
+    }
 }
+`;
+
+test("a resource of two volumes: each its own device and metadata, one connection, resync per volume", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "drbd-res-vol-"));
+  const resFile = join(dir, "r9.res");
+  await writeFile(resFile, RES_VOLUMES);
+  const config = parseDrbdConfig(resFile);
+  const nodes = await Promise.all(
+    (["alpha", "beta"] as const).map(async (node) => {
+      const tree = new DeviceTree();
+      const lowers: AioBdev[] = [];
+      for (const v of [0, 1]) {
+        const name = `${node[0]}${v}`;
+        // Volumes of different sizes: each keeps its own metadata and size.
+        const lower = await AioBdev.open({
+          name,
+          path: join(dir, `${name}.img`),
+          blockSize: 512,
+          blockCount: ((v === 0 ? 8 : 12) * MiB) / 512,
+        });
+        tree.add(name, lower, "aio");
+        lowers.push(lower);
+      }
+      const res = DrbdResource.fromConfig(selectLocalHost(findResource(config, "r9"), node), tree);
+      return { tree, lowers, res };
+    }),
+  );
+  t.after(async () => {
+    for (const n of nodes) {
+      await n.res.down().catch(() => {});
+      for (const l of n.lowers) await l.close();
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+  const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+  assert.deepEqual(
+    a.res.volumes.map((v) => [v.opts.volume, v.deviceName, v.opts.backing]),
+    [
+      [0, "drbd9", "/UMCfuse/dev/a0"],
+      [1, "drbd10", "/UMCfuse/dev/a1"],
+    ],
+  );
+  for (const n of nodes) await n.res.createMd();
+  await Promise.all([a.res.up(), b.res.up()]);
+  assert.equal(a.tree.get("drbd9")?.kind, "drbd");
+  assert.equal(a.tree.get("drbd10")?.kind, "drbd");
+  await until(() => a.res.volumes.every((v) => v.connection?.state === "Connected"));
+  await a.res.primary({ force: true });
+  await until(() => b.res.volumes.every((v) => v.device?.disk === "UpToDate"));
+  // The source ends its resync when the target's last ack arrives, a moment after the target.
+  await until(() => a.res.volumes.every((v) => v.connection?.state === "Connected"));
+  assert.equal(
+    a.res.status(),
+    `r9 role:Primary
+  volume:0 disk:UpToDate
+  volume:1 disk:UpToDate
+  peer role:Secondary
+    volume:0 replication:Established peer-disk:UpToDate
+    volume:1 replication:Established peer-disk:UpToDate
 `,
   );
-  assert.throws(
-    () =>
-      DrbdResource.fromConfig(
-        selectLocalHost(findResource(parseDrbdConfig(resFile), "r9"), "solo"),
-        new DeviceTree(),
-      ),
-    /resource r9: 2 volumes in 'on solo'; usertgt replicates one volume per resource/,
-  );
+  const [a0, a1] = a.res.volumes.map((v) => v.device) as [DrbdDevice, DrbdDevice];
+  assert.notEqual(a0.sizeSectors, a1.sizeSectors, "each volume has its own size");
+  // Different data on each volume reaches the peer's matching backing disk.
+  const d0 = Buffer.alloc(64 * 1024, 0x30);
+  const d1 = Buffer.alloc(64 * 1024, 0x31);
+  await a0.writev(128, [d0]);
+  await a1.writev(128, [d1]);
+  const read = async (l: AioBdev, lba: number, bytes: number) => {
+    const buf = Buffer.alloc(bytes);
+    await l.readv(lba, [buf]);
+    return buf;
+  };
+  assert.deepEqual(await read(b.lowers[0] as AioBdev, 128, d0.length), d0);
+  assert.deepEqual(await read(b.lowers[1] as AioBdev, 128, d1.length), d1);
+  // Disconnected, writes to volume 1 only: the reconnect resyncs volume 1 alone.
+  await b.res.disconnect();
+  await until(() => a.res.volumes.every((v) => v.connection?.state === "WFConnection"));
+  assert.match(b.res.status(), /peer connection:StandAlone/);
+  const d2 = Buffer.alloc(32 * 1024, 0x32);
+  await a1.writev(4096, [d2]);
+  assert.equal(a0.bitmap.outOfSyncBits, 0);
+  assert.equal(a1.bitmap.outOfSyncBits, 8);
+  await b.res.connect();
+  await until(() => a.res.volumes.every((v) => v.connection?.state === "Connected"));
+  await until(() => b.res.volumes.every((v) => v.connection?.state === "Connected"));
+  const [b0, b1] = b.res.volumes.map((v) => v.connection);
+  assert.equal(b0?.resyncStats.transferredBlocks ?? 0, 0, "volume 0: nothing to resync");
+  assert.equal(b1?.resyncStats.transferredBlocks, 8, "volume 1: its 32 KiB");
+  assert.deepEqual(await read(b.lowers[1] as AioBdev, 4096, d2.length), d2);
+  await a.res.secondary();
+  assert.ok(a.res.volumes.every((v) => v.device?.role === "Secondary"));
 });

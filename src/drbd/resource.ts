@@ -8,11 +8,13 @@
  */
 import { ResyncProgress } from "./resync_progress.js";
 import type { DeviceClaim, DeviceTree } from "../devtree/device_tree.js";
-import { numericOption, optionValue } from "./config/model.js";
+import { numericOption, optionValue, type VolumeConfig } from "./config/model.js";
+import { adjustVolumes, VolumeSet, volumesStatus } from "./resource_volumes.js";
 import type { LocalView } from "./config/res_parser.js";
 import { createMetadata, MDF_PEER_OUT_DATED, type MetaDiskPlacement } from "./metadata.js";
 import type { BlockDevice } from "../bdev/bdev.js";
 import { DrbdDevice } from "./device.js";
+import { DrbdResourceConnection } from "./volume_connection.js";
 import {
   DrbdConnection,
   type ConnectionOptions,
@@ -32,6 +34,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
   name: string;
   tree: DeviceTree;
   minor: number;
+  /** The volume number within the resource (`volume N { }`; 0 for a resource of one volume). */
+  volume?: number;
   /** The backing disk: a device-tree name or path. */
   backing: string;
   /** Absent for a one-node resource (never connects). */
@@ -92,19 +96,32 @@ export class DrbdResource {
   readonly resyncProgress = new ResyncProgress();
   private dev: DrbdDevice | undefined;
   private conn: DrbdConnection | undefined;
+  /** The resource's volumes (this one first) and their shared connection. */
+  readonly volumeSet: VolumeSet = new VolumeSet(this);
 
   constructor(readonly opts: DrbdResourceOptions) {}
 
-  /** The resource of this node's `on` section of a parsed .res file (selectLocalHost). Volume 0 only. */
+  /** Every volume of the resource, this one first (just this one for a resource of one volume). */
+  get volumes(): readonly DrbdResource[] {
+    return this.volumeSet.all;
+  }
+
+  /**
+   * The resource of this node's `on` section of a parsed .res file (selectLocalHost). A resource of several
+   * volumes is its first volume's DrbdResource, holding the others (resource_volumes.ts).
+   */
   static fromConfig(view: LocalView, tree: DeviceTree): DrbdResource {
+    const { resource, local } = view;
+    const [first, ...others] = local.volumes;
+    if (!first) throw new Error(`resource ${resource.name}: 'on ${local.names[0] ?? "?"}' has no volume`);
+    const r = DrbdResource.volumeFromConfig(view, tree, first);
+    if (others.length > 0) r.volumeSet.add(others.map((v) => DrbdResource.volumeFromConfig(view, tree, v)));
+    return r;
+  }
+
+  /** One volume of the resource with all of the resource's settings. */
+  private static volumeFromConfig(view: LocalView, tree: DeviceTree, vol: VolumeConfig): DrbdResource {
     const { resource, local, peer } = view;
-    const vol = local.volumes[0];
-    if (!vol) throw new Error(`resource ${resource.name}: 'on ${local.names[0] ?? "?"}' has no volume`);
-    // Refused rather than ignored: a second volume that silently does not replicate would lose data.
-    if (local.volumes.length > 1)
-      throw new Error(
-        `resource ${resource.name}: ${local.volumes.length} volumes in 'on ${local.names[0] ?? "?"}'; usertgt replicates one volume per resource (use one resource per volume)`,
-      );
     // meta-disk internal | DEV (flexible) | DEV [IDX] (indexed 128 MiB slots); DEV is a device-tree device.
     const meta: Pick<DrbdResourceOptions, "metaDisk" | "metaPlacement"> =
       vol.metaIndex === "internal"
@@ -161,6 +178,7 @@ export class DrbdResource {
       diskTimeoutDs: numericOption(disk, "disk", "disk-timeout"),
       tree,
       minor: vol.minor,
+      volume: vol.volume,
       backing: vol.disk,
       ...meta,
       ...(peer ? { local: { host: local.address.ip, port: local.address.port } } : {}),
@@ -226,6 +244,7 @@ export class DrbdResource {
 
   /** drbdadm create-md: refused while attached (the backing disk is claimed). */
   async createMd(): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.createMd());
     const owner = `drbd ${this.opts.name} create-md`;
     const claims = this.claimDisks(owner);
     try {
@@ -254,6 +273,7 @@ export class DrbdResource {
   }
 
   async attach(): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.attach());
     if (this.dev && this.dev.disk !== "Diskless") return;
     if (this.dev?.role === "Primary")
       throw new Error(
@@ -295,6 +315,7 @@ export class DrbdResource {
 
   /** drbdadm detach: the tree refuses while a LUN or mount still uses drbd<minor>. */
   async detach(): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.detach());
     const dev = this.dev;
     if (!dev) return;
     if (dev.disk === "Diskless") {
@@ -315,6 +336,7 @@ export class DrbdResource {
 
   /** drbdadm connect [--discard-my-data] (refused on a Primary, as drbdsetup does). */
   async connect(opts: { discardMyData?: boolean } = {}): Promise<void> {
+    if (this.volumeSet.several) return this.volumeSet.first.connectVolumes(opts);
     const dev = this.requireDevice();
     const discardMyData = opts.discardMyData === true || this.opts.discardMyData === true;
     if (discardMyData && dev.role === "Primary")
@@ -322,8 +344,36 @@ export class DrbdResource {
     if (this.conn && this.conn.state !== "StandAlone") return;
     if (!this.opts.local || !this.opts.peer)
       throw new Error(`resource ${this.opts.name}: no peer configured (one-node resource)`);
+    this.conn = new DrbdConnection(this.connectionOptions(dev));
+    await this.conn.connect({ discardMyData });
+  }
+
+  /**
+   * connect for a resource of several volumes (on the first): one connection for all of them
+   * (volume_connection.ts); every volume must have its disk.
+   */
+  private async connectVolumes(opts: { discardMyData?: boolean }): Promise<void> {
+    const discardMyData = opts.discardMyData === true || this.opts.discardMyData === true;
+    const devs = this.volumes.map((v) => v.requireDevice());
+    const primary = devs.find((d) => d.role === "Primary");
+    if (discardMyData && primary)
+      throw new Error(`drbd${primary.minor}: --discard-my-data not allowed when primary.`);
+    const current = this.volumeSet.connection;
+    if (current && current.state !== "StandAlone") return;
+    if (!this.opts.local || !this.opts.peer)
+      throw new Error(`resource ${this.opts.name}: no peer configured (one-node resource)`);
+    const c = new DrbdResourceConnection(
+      this.volumes.map((v, i) => ({ volume: v.opts.volume ?? 0, options: v.connectionOptions(devs[i]) })),
+    );
+    this.volumeSet.connection = c;
+    for (const v of this.volumes) v.conn = c.volumes.get(v.opts.volume ?? 0);
+    await c.connect({ discardMyData });
+  }
+
+  /** The connection options of this volume from the resource's net and disk settings. */
+  private connectionOptions(dev: DrbdDevice): ConnectionOptions {
     const o = this.opts;
-    const copts: ConnectionOptions = {
+    return {
       device: dev,
       local: o.local as Endpoint,
       peer: o.peer as Endpoint,
@@ -351,8 +401,6 @@ export class DrbdResource {
       // What the peer changes on the live connection becomes this resource's running configuration.
       peerSettingsAdopted: (changed) => Object.assign(this.opts, changed),
     };
-    this.conn = new DrbdConnection(copts);
-    await this.conn.connect({ discardMyData });
   }
 
   /**
@@ -369,7 +417,8 @@ export class DrbdResource {
    *
    * Returns what it did in drbdsetup's terms ("net-options protocol", "connect" …); empty when nothing differed.
    */
-  async adjust(next: DrbdResourceOptions): Promise<string[]> {
+  async adjust(next: DrbdResourceOptions, nextVolumes = 1): Promise<string[]> {
+    if (this.volumeSet.several || nextVolumes > 1) return adjustVolumes(this, nextVolumes);
     const o = this.opts;
     const done: string[] = [];
     if (next.name !== o.name) throw new Error(`adjust: resource ${next.name} is not ${o.name}`);
@@ -446,7 +495,8 @@ export class DrbdResource {
   }
 
   async disconnect(): Promise<void> {
-    await this.conn?.disconnect();
+    if (this.volumeSet.several) await this.volumeSet.first.volumeSet.connection?.disconnect();
+    else await this.conn?.disconnect();
   }
 
   /** drbdadm up: attach, then connect when a peer is configured. */
@@ -457,12 +507,14 @@ export class DrbdResource {
 
   /** drbdadm down: secondary, disconnect, detach. */
   async down(): Promise<void> {
-    if (this.dev?.role === "Primary") await this.dev.secondary();
+    for (const v of this.volumeSet.fansOut ? this.volumes : [this])
+      if (v.dev?.role === "Primary") await v.dev.secondary();
     await this.disconnect();
     await this.detach();
   }
 
   async primary(opts: { force?: boolean } = {}): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.primary(opts));
     const dev = this.requireDevice();
     if (this.conn?.peerRole === "Primary")
       throw new Error(
@@ -472,11 +524,13 @@ export class DrbdResource {
   }
 
   async secondary(): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.secondary());
     await this.requireDevice().secondary();
   }
 
   /** drbdadm suspend-io: new I/O waits until resume-io. */
   suspendIo(): void {
+    if (this.volumeSet.fansOut) return void this.volumeSet.eachVolume((v) => v.suspendIo());
     this.requireDevice().suspendIo("user");
   }
 
@@ -485,6 +539,7 @@ export class DrbdResource {
    * fence-peer failed — the administrator then vouches that the peer will not take over with old data.
    */
   resumeIo(): void {
+    if (this.volumeSet.fansOut) return void this.volumeSet.eachVolume((v) => v.resumeIo());
     const dev = this.dev;
     if (!dev) throw new Error(`${this.deviceName}: no disk attached (run attach or up first)`);
     dev.resumeIo();
@@ -492,6 +547,7 @@ export class DrbdResource {
 
   /** With --clear-bitmap on a connected, never-synced pair: both become UpToDate without the initial sync. */
   async newCurrentUuid(opts: { clearBitmap?: boolean } = {}): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.newCurrentUuid(opts));
     const dev = this.requireDevice();
     if (opts.clearBitmap && this.conn?.state === "Connected") return this.conn.skipInitialSync();
     await dev.newCurrentUuid(opts);
@@ -499,6 +555,7 @@ export class DrbdResource {
 
   /** drbdadm verify: online verify against the peer (needs net { verify-alg } and the Connected state). */
   async verify(): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.verify());
     this.requireDevice();
     const c = this.conn;
     if (!c || !c.replicating)
@@ -516,6 +573,7 @@ export class DrbdResource {
    * kernel's --assume-peer-has-space relies on) is not done here. Resolves once this node has its new size.
    */
   async resize(opts: { assumeClean?: boolean; assumePeerHasSpace?: boolean } = {}): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.resize(opts));
     const dev = this.requireDevice();
     const c = this.conn;
     if (c?.replicating) return c.startResize({ assumeClean: opts.assumeClean === true });
@@ -532,6 +590,7 @@ export class DrbdResource {
    * refused as drbdsetup refuses it.
    */
   async invalidate(): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.invalidate());
     const dev = this.requireDevice();
     const c = this.conn;
     if (!c || c.state === "StandAlone") return dev.invalidate();
@@ -544,6 +603,7 @@ export class DrbdResource {
    * connect starts (the Primary has a newer generation) is a full one (drbd_adm_invalidate_peer).
    */
   async invalidateRemote(): Promise<void> {
+    if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.invalidateRemote());
     const dev = this.requireDevice();
     const c = this.conn;
     if (c?.replicating) return c.invalidateRemote();
@@ -566,6 +626,7 @@ export class DrbdResource {
    *         replication:SyncSource peer-disk:Inconsistent done:42.30
    */
   status(): string {
+    if (this.volumeSet.several) return volumesStatus(this.volumeSet.first);
     const dev = this.dev;
     // A Primary whose disk failed stays Primary, Diskless (its I/O goes to the peer).
     const role = dev?.role ?? "Secondary";

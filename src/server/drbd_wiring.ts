@@ -113,6 +113,8 @@ export class DrbdWiring {
 
   /** The resource by name; RpcError ENODEV (as a missing bdev) when this node has none of that name. */
   get(name: string): DrbdResource {
+    const slash = name.indexOf("/");
+    if (slash >= 0) return this.volume(name.slice(0, slash), name.slice(slash + 1));
     const r = this.resources.get(name);
     if (!r)
       throw new RpcError(
@@ -120,6 +122,18 @@ export class DrbdWiring {
         `'${name}' not defined in your config (for this host ${this.nodeName}); resources: ${[...this.resources.keys()].join(", ") || "none"}`,
       );
     return r;
+  }
+
+  /** drbdadm's RES/VOL: one volume of a resource. */
+  private volume(name: string, vol: string): DrbdResource {
+    const r = this.get(name);
+    const v = /^\d+$/.test(vol) ? r.volumes.find((x) => (x.opts.volume ?? 0) === Number(vol)) : undefined;
+    if (!v)
+      throw new RpcError(
+        ENODEV,
+        `'${name}/${vol}': resource ${name} has no volume ${vol}; volumes: ${r.volumes.map((x) => x.opts.volume ?? 0).join(", ")}`,
+      );
+    return v;
   }
 
   private usage: ((device: string) => string[]) | undefined;
@@ -138,9 +152,12 @@ export class DrbdWiring {
         `drbdadm ${command}: not supported (supported: ${DRBD_ADM_COMMANDS.join(", ")}, status, dump)`,
       );
     const r = this.get(name);
+    // RES/VOL: the command runs on that volume alone (drbdadm attach r0/1).
+    const run = () =>
+      name.includes("/") ? r.volumeSet.alone(() => this.run(r, command, opts)) : this.run(r, command, opts);
     // resume-io must not queue behind a command that waits for the frozen I/O (secondary, down).
-    if (command === "resume-io") return this.run(r, command, opts);
-    return this.serial(name, () => this.run(r, command, opts));
+    if (command === "resume-io") return run();
+    return this.serial(name.split("/")[0] as string, run);
   }
 
   /**
@@ -170,7 +187,7 @@ export class DrbdWiring {
       const target = r;
       out[res.name] = await this.serial(res.name, async () => {
         this.log.info({ resource: res.name }, "drbdadm adjust");
-        const done = await target.adjust(next.opts);
+        const done = await target.adjust(next.opts, next.volumes.length);
         this.log.info({ resource: res.name, done }, done.length > 0 ? "adjusted" : "adjust: nothing to do");
         return done;
       });
@@ -180,22 +197,26 @@ export class DrbdWiring {
 
   private async run(r: DrbdResource, command: DrbdAdmCommand, opts: DrbdAdmOptions): Promise<void> {
     this.log.info({ resource: r.opts.name, command, ...opts }, "drbdadm");
-    if (command === "secondary" && r.device?.role === "Primary") {
-      // drbd_set_role: a Primary whose device is open stays Primary (SS_DEVICE_IN_USE).
-      const users = this.usage?.(r.deviceName) ?? [];
-      if (users.length > 0)
-        throw new RpcError(
-          DRBD_STATE_CHANGE_FAILED,
-          `${r.deviceName}: State change failed: (-12) Device is held open by someone (${users.join("; ")})`,
-        );
-    }
-    if (command === "down" || command === "detach") {
-      // Refuse before the facade demotes anything: down would otherwise leave a Primary in use Secondary.
-      const holders = this.opts.tree.get(r.deviceName) ? this.opts.tree.holders(r.deviceName) : [];
-      if (holders.length > 0)
-        throw new Error(
-          `${r.deviceName}: State change failed: (-12) Device is held open by someone (${holders.map((h) => h.owner).join(", ")})`,
-        );
+    // The volumes the command acts on: every volume of the resource, or the one RES/VOL named.
+    const scope = r.volumeSet.fansOut ? r.volumes : [r];
+    for (const v of scope) {
+      if (command === "secondary" && v.device?.role === "Primary") {
+        // drbd_set_role: a Primary whose device is open stays Primary (SS_DEVICE_IN_USE).
+        const users = this.usage?.(v.deviceName) ?? [];
+        if (users.length > 0)
+          throw new RpcError(
+            DRBD_STATE_CHANGE_FAILED,
+            `${v.deviceName}: State change failed: (-12) Device is held open by someone (${users.join("; ")})`,
+          );
+      }
+      if (command === "down" || command === "detach") {
+        // Refuse before the facade demotes anything: down would otherwise leave a Primary in use Secondary.
+        const holders = this.opts.tree.get(v.deviceName) ? this.opts.tree.holders(v.deviceName) : [];
+        if (holders.length > 0)
+          throw new Error(
+            `${v.deviceName}: State change failed: (-12) Device is held open by someone (${holders.map((h) => h.owner).join(", ")})`,
+          );
+      }
     }
     switch (command) {
       case "up":
@@ -324,7 +345,8 @@ export class DrbdWiring {
     for (const r of this.resources.values()) {
       // A Primary detached by an I/O error (Diskless, still serving through the peer) is taken down too.
       if (!r.device || (r.device.disk === "Diskless" && r.device.role !== "Primary")) continue;
-      if (this.opts.tree.get(r.deviceName) && this.opts.tree.holders(r.deviceName).length > 0) continue;
+      const tree = this.opts.tree;
+      if (r.volumes.some((v) => tree.get(v.deviceName) && tree.holders(v.deviceName).length > 0)) continue;
       try {
         await this.serial(r.opts.name, () => r.down());
       } catch (err) {
