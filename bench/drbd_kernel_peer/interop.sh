@@ -20,6 +20,7 @@ KB=32728 # usable KiB of the 32 MiB disks with internal metadata
 # the kernel serves it; the kernel Primary detaches and usertgt serves it),
 # ADJUST=1 (step 11: drbdadm adjust of the protocol and resync-rate on a connected pair, both directions).
 # RESIZE=1 (step 12: online grow of both disks, `drbdadm resize` on usertgt, then on the kernel).
+# VOLUMES=2 (steps V1-V5 of volumes.sh instead: one resource of two volumes, a second guest disk /dev/vdb).
 # Several runs at once need their own NETNS=..., TAP=... and WORK=... (vm.sh and utgt.sh honour them).
 PROTO=${PROTO:-C}
 # usertgt's device must follow its file for RESIZE (utgt.sh drops size= from its TCMUR line).
@@ -72,9 +73,19 @@ same_data() {
 
 "$here/utgt.sh" stop
 "$here/vm.sh" stop
-rm -f "$WORK/kdisk.img" "$WORK/udisk.img" "$WORK/utgt.log"
+rm -f "$WORK/kdisk.img" "$WORK/kdisk2.img" "$WORK/udisk.img" "$WORK/utgt.log"
+[ -n "${VOLUMES:-}" ] && export DISK2=$WORK/kdisk2.img
 "$here/vm.sh" start >/dev/null || { bad "guest did not boot"; exit 1; }
 ok "guest: $(ksh 'uname -r; head -1 /proc/drbd' | paste -sd' '); net { $net } disk { $disk }"
+
+if [ -n "${VOLUMES:-}" ]; then
+  # VOLUMES=2: one resource of two volumes over one connection (volumes.sh), instead of steps 1-13.
+  . "$here/volumes.sh"
+  "$here/utgt.sh" stop
+  [ -n "${KEEP:-}" ] || "$here/vm.sh" stop
+  [ "$failed" = 0 ] && say "done" || say "failed"
+  exit "$failed"
+fi
 
 # 1. Handshake: both fresh (create-md), both Secondary/Inconsistent, uuid_compare rule 10.
 ksh "mkdir -p /etc/drbd.d && cat >/etc/drbd.d/r0.res <<'RES'

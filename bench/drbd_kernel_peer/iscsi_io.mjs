@@ -9,6 +9,8 @@ import { RawInitiator } from "../../dist/test/support/raw_initiator.js";
 const [op, lbaArg, arg, out] = process.argv.slice(2);
 const HOST = process.env.UTGT_ADDR ?? "10.77.0.1";
 const PORT = Number(process.env.UTGT_ISCSI_PORT ?? 3490);
+// UTGT_LUN=1: the second LUN (the second volume's drbd1 in the VOLUMES=2 run).
+const LUN = Number(process.env.UTGT_LUN ?? 0);
 const lba = Number(lbaArg);
 const md5 = (b) => createHash("md5").update(b).digest("hex");
 const cdb = (opcode, at, blocks) => {
@@ -25,13 +27,13 @@ const login = await ini.login({
   initiatorName: "iqn.2026-11.io.usertgt:kpeer-bench",
 });
 if (login.statusClass !== 0) throw new Error(`login ${login.statusClass}/${login.statusDetail}`);
-for (let i = 0; i < 4 && (await ini.scsi(Buffer.alloc(6))).status !== 0; i++);
+for (let i = 0; i < 4 && (await ini.scsi(Buffer.alloc(6), { lun: LUN })).status !== 0; i++);
 const CHUNK = 128; // blocks of 512 per command
 if (op === "write") {
   const data = readFileSync(arg);
   for (let off = 0; off < data.length; off += CHUNK * 512) {
     const part = data.subarray(off, off + CHUNK * 512);
-    const r = await ini.scsi(cdb(0x2a, lba + off / 512, part.length / 512), { write: part });
+    const r = await ini.scsi(cdb(0x2a, lba + off / 512, part.length / 512), { write: part, lun: LUN });
     if (r.status !== 0)
       throw new Error(`WRITE(10) at ${lba + off / 512}: status ${r.status} sense ${r.sense.toString("hex")}`);
   }
@@ -41,7 +43,7 @@ if (op === "write") {
   const parts = [];
   for (let b = 0; b < blocks; b += CHUNK) {
     const n = Math.min(CHUNK, blocks - b);
-    const r = await ini.scsi(cdb(0x28, lba + b, n), { read: n * 512 });
+    const r = await ini.scsi(cdb(0x28, lba + b, n), { read: n * 512, lun: LUN });
     if (r.status !== 0) throw new Error(`READ(10) at ${lba + b}: status ${r.status}`);
     parts.push(r.data);
   }

@@ -9,6 +9,7 @@ main=$(cd "$here/../.." && pwd)
 WORK=${WORK:-/var/tmp/usertgt-kpeer}
 NETNS=${NETNS:-usertgt-kpeer}
 RES=${RES:-$here/r0.res} # the .res both nodes read (interop.sh writes variants under $WORK)
+CONF=${CONF:-$here/usertgt.conf} # usertgt's config (usertgt_volumes.conf for VOLUMES=2)
 mkdir -p "$WORK/state"
 case ${1:?start, stop or adm} in
   start)
@@ -16,7 +17,7 @@ case ${1:?start, stop or adm} in
     # TCMUR_HANDLER=faulty: the backing file through the test handler that fails while udisk.img.fail exists.
     # GROWABLE=1: no size= on the TCMUR line, so the device follows its file when it grows (drbdadm resize).
     sed -e "s|@WORK@|$WORK|g" -e "s|/file/|/${TCMUR_HANDLER:-file}/|" ${GROWABLE:+-e "s| size=32M||"} \
-      "$here/usertgt.conf" >"$WORK/usertgt.conf"
+      "$CONF" >"$WORK/usertgt.conf"
     [ -z "${GROWABLE:-}" ] || [ -f "$WORK/udisk.img" ] || truncate -s 32M "$WORK/udisk.img"
     extra=()
     [ "${TCMUR_HANDLER:-file}" = faulty ] && extra=(--handler-dir "$main/dist/test/support/tcmur_faulty")

@@ -16,6 +16,9 @@ NETNS=${NETNS:-usertgt-kpeer}
 TAP=${TAP:-tapk0}
 DISK=${DISK:-$WORK/kdisk.img}
 DISK_MB=${DISK_MB:-32}
+# DISK2=FILE: a second disk, the guest's /dev/vdb ($DISK2_MB MiB; the VOLUMES=2 interop run's volume 1).
+DISK2=${DISK2:-}
+DISK2_MB=${DISK2_MB:-16}
 VM_MEM=${VM_MEM:-512}
 mkdir -p "$WORK"
 case ${1:?start, stop or sh} in
@@ -30,6 +33,11 @@ case ${1:?start, stop or sh} in
     fi
     ip -n "$NETNS" link set "$TAP" up
     [ -f "$DISK" ] || truncate -s "${DISK_MB}M" "$DISK"
+    drive2=()
+    if [ -n "$DISK2" ]; then
+      [ -f "$DISK2" ] || truncate -s "${DISK2_MB}M" "$DISK2"
+      drive2=(-drive "file=$DISK2,format=raw,if=virtio,cache=none,discard=unmap,id=kdisk2")
+    fi
     rm -f "$WORK/console.log"
     ip netns exec "$NETNS" qemu-system-x86_64 -accel tcg,thread=multi -m "$VM_MEM" -smp 1 -nodefaults -no-reboot \
       -display none -daemonize -pidfile "$WORK/qemu.pid" -qmp "unix:$WORK/qmp.sock,server=on,wait=off" \
@@ -37,7 +45,7 @@ case ${1:?start, stop or sh} in
       -kernel "$vmlinuz" -initrd "$initrd" \
       -append "console=ttyS0 loglevel=7 panic=-1 kpeer_addr=10.77.0.2/24 kpeer_host=kpeer" \
       -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device virtio-net-pci,netdev=n0 \
-      -drive "file=$DISK,format=raw,if=virtio,cache=none,discard=unmap,id=kdisk"
+      -drive "file=$DISK,format=raw,if=virtio,cache=none,discard=unmap,id=kdisk" "${drive2[@]}"
     for _ in $(seq 1 120); do
       grep -q '^KPEER ready' "$WORK/console.log" 2>/dev/null && break
       sleep 1

@@ -298,16 +298,23 @@ export class DrbdWiring {
     const r = this.pickResource(resName, dev);
     await this.serial(r.opts.name, async () => {
       let created = false;
-      if (!r.device || r.device.disk === "Diskless") {
-        try {
-          await r.attach();
-        } catch (err) {
-          if (!(err instanceof DrbdMetadataError) || !/create-md/.test(err.message)) throw err;
-          this.log.info({ resource: r.opts.name }, "no DRBD metadata on the backing disk: create-md");
-          await r.createMd();
-          created = true;
-          await r.attach();
-        }
+      // Each volume on its own: create-md only where a backing disk has no metadata yet.
+      for (const v of r.volumes) {
+        if (v.device && v.device.disk !== "Diskless") continue;
+        await v.volumeSet.alone(async () => {
+          try {
+            await v.attach();
+          } catch (err) {
+            if (!(err instanceof DrbdMetadataError) || !/create-md/.test(err.message)) throw err;
+            this.log.info(
+              { resource: r.opts.name, device: v.deviceName },
+              "no DRBD metadata on the backing disk: create-md",
+            );
+            await v.createMd();
+            created = true;
+            await v.attach();
+          }
+        });
       }
       if (r.opts.peer && (!r.connection || r.connection.state === "StandAlone")) await r.connect();
       const d = r.device;

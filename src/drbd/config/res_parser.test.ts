@@ -347,3 +347,52 @@ test("res: after-sb-0pri discard-node-NAME is taken as written; a bare prefix is
       "for after-sb-0pri, got 'discard-node-'",
   );
 });
+
+test("res: volumes — per host, with resource-level defaults and per-volume disk options", () => {
+  const cfg = parseText(`resource r0 {
+    volume 1 { meta-disk internal; disk { resync-rate 10M; } }
+    on alpha {
+        address 10.0.0.1:7789;
+        volume 0 { device /dev/drbd0 minor 0; disk "/UMCfuse/dev/a0"; meta-disk internal; }
+        volume 1 { device /dev/drbd1 minor 1; disk "/UMCfuse/dev/a1"; }
+    }
+    on beta {
+        address 10.0.0.2:7789;
+        volume 0 { device /dev/drbd0 minor 0; disk "/UMCfuse/dev/b0"; meta-disk internal; }
+        volume 1 { device /dev/drbd1 minor 1; disk "/UMCfuse/dev/b1"; }
+    }
+}
+`);
+  const view = selectLocalHost(findResource(cfg, "r0"), "beta");
+  assert.deepEqual(
+    view.local.volumes.map((v) => [v.volume, v.minor, v.disk, v.metaIndex]),
+    [
+      [0, 0, "/UMCfuse/dev/b0", "internal"],
+      [1, 1, "/UMCfuse/dev/b1", "internal"],
+    ],
+  );
+  assert.equal(numericOption(view.local.volumes[1]!.diskOptions, "disk", "resync-rate"), 10240);
+  assert.equal(view.local.volumes[0]!.diskOptions.size, 0);
+  // Both hosts must define the same volumes; a volume without a disk is named with its host.
+  assert.match(
+    parseError(`resource r0 {
+    on alpha { address 10.0.0.1:7789;
+        volume 0 { device minor 0; disk /dev/a0; meta-disk internal; }
+        volume 1 { device minor 1; disk /dev/a1; meta-disk internal; } }
+    on beta { address 10.0.0.2:7789;
+        volume 0 { device minor 0; disk /dev/b0; meta-disk internal; } }
+}
+`),
+    /hosts of resource r0 define different volumes \(0,1 vs 0\)/,
+  );
+  assert.match(
+    parseError(`resource r0 {
+    on alpha { address 10.0.0.1:7789;
+        volume 0 { device minor 0; disk /dev/a0; meta-disk internal; }
+        volume 0 { device minor 1; disk /dev/a1; meta-disk internal; } }
+    on beta { address 10.0.0.2:7789; volume 0 { device minor 0; disk /dev/b0; meta-disk internal; } }
+}
+`),
+    /volume 0 defined twice/,
+  );
+});
