@@ -42,6 +42,11 @@ export interface PairOptions {
   /** Port ranges [first, last]; default this fixture's (DRBD 7810-7839, iSCSI 3440-3469). */
   readonly drbdPorts?: readonly [number, number];
   readonly iscsiPorts?: readonly [number, number];
+  /**
+   * 2: the resource has a second volume (`volume 1`, drbd3 minor 3 on file_c, the node's `file1`), exported
+   * as LUN1 (drbd_volumes.test.ts).
+   */
+  readonly volumes?: 1 | 2;
 }
 
 /** What `drbd_status` reports for one resource (src/server/drbd_wiring.ts resourceJson). */
@@ -67,6 +72,8 @@ export interface PairNode {
   readonly drbdPort: number;
   readonly sock: string;
   readonly file: string;
+  /** The second volume's backing file (PairOptions.volumes 2). */
+  readonly file1: string;
   server: RunningServer | undefined;
 }
 
@@ -99,6 +106,7 @@ export class DrbdPair {
   readonly sizeMiB: number;
   private readonly tcmurHandler: string;
   private readonly sizeFromFile: boolean;
+  readonly volumes: 1 | 2;
 
   private constructor(
     readonly dir: string,
@@ -111,6 +119,7 @@ export class DrbdPair {
     this.sizeMiB = opts.sizeMiB ?? 16;
     this.tcmurHandler = opts.tcmurHandler ?? "file";
     this.sizeFromFile = opts.sizeFromFile === true;
+    this.volumes = opts.volumes ?? 1;
     const mk = (name: NodeName, host: string, i: number): PairNode => ({
       name,
       host,
@@ -118,6 +127,7 @@ export class DrbdPair {
       drbdPort: drbd[i] as number,
       sock: join(dir, `${name}.sock`),
       file: join(dir, `${name}.img`),
+      file1: join(dir, `${name}-v1.img`),
       server: undefined,
     });
     this.nodes = { alpha: mk("alpha", "127.0.0.1", 0), beta: mk("beta", "127.0.0.2", 1) };
@@ -144,7 +154,12 @@ export class DrbdPair {
   private res(opts: PairOptions): string {
     const vol = (host: string, port: number) => `
         address ${host}:${port};
-        volume 0 { device drbd2 minor 2; disk "/UMCfuse/dev/file_b"; meta-disk internal; }`;
+        volume 0 { device drbd2 minor 2; disk "/UMCfuse/dev/file_b"; meta-disk internal; }${
+          this.volumes === 2
+            ? `
+        volume 1 { device drbd3 minor 3; disk "/UMCfuse/dev/file_c"; meta-disk internal; }`
+            : ""
+        }`;
     return `resource r0 {
     net { protocol ${opts.protocol ?? "C"}; ${opts.net ?? ""} }
     disk { ${opts.disk ?? "resync-rate 100M;"} }${
@@ -162,11 +177,12 @@ export class DrbdPair {
   }
 
   private config(n: PairNode, helper: Helper): string {
+    const two = this.volumes === 2;
     return `[TCMUR]
   TCMUR 2 file_b /${this.tcmurHandler}/${n.file}${this.sizeFromFile ? "" : ` size=${this.sizeMiB}M`} bs=${this.blockSize}
-[BIO]
+${two ? `  TCMUR 3 file_c /${this.tcmurHandler}/${n.file1} size=${this.sizeMiB}M bs=${this.blockSize}\n` : ""}[BIO]
   BIO bio1 /UMCfuse/dev/drbd2 ${helper} r0 /UMCfuse/dev/file_b
-[PortalGroup1]
+${two ? `  BIO bio2 /UMCfuse/dev/drbd3 ${helper} r0 /UMCfuse/dev/file_c\n` : ""}[PortalGroup1]
   Portal A ${n.host}:${n.iscsiPort}
 [InitiatorGroup1]
   InitiatorName ANY
@@ -176,7 +192,7 @@ export class DrbdPair {
   Mapping PortalGroup1 InitiatorGroup1
   AuthMethod None
   LUN0 bio1
-`;
+${two ? "  LUN1 bio2\n" : ""}`;
   }
 
   /** Starts `usertgt serve` for a node (its BIO helper brings r0 up); resolves once it printed "ready". */
