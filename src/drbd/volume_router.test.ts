@@ -35,10 +35,10 @@ function stream(s: Socket, kind: "data" | "meta"): PacketStream {
 test("routeOf: the epoch and the connection's own packets are not any one volume's", () => {
   assert.equal(routeOf(DrbdCommand.Barrier), "every-volume");
   assert.equal(routeOf(DrbdCommand.BarrierAck), "every-volume");
+  assert.equal(routeOf(DrbdCommand.ProtocolUpdate), "every-volume");
   assert.equal(routeOf(DrbdCommand.Ping), "connection");
   assert.equal(routeOf(DrbdCommand.PingAck), "connection");
   assert.equal(routeOf(DrbdCommand.ConnStChgReq), "connection");
-  assert.equal(routeOf(DrbdCommand.ProtocolUpdate), "connection");
   for (const c of [
     DrbdCommand.Data,
     DrbdCommand.Sizes,

@@ -8,8 +8,9 @@
  *
  * Connection-wide (drbd_receiver.c, the handlers that take the connection, not a peer device): P_BARRIER
  * and P_BARRIER_ACK (the epoch spans all volumes: every volume takes them, barrier_join.ts and the shared
- * SenderEpoch answer once), P_PING / P_PING_ACK, P_CONN_ST_CHG_REQ / _REPLY, P_PROTOCOL_UPDATE,
- * P_UNPLUG_REMOTE: the first volume takes them (the kernel sends them with volume number 0).
+ * SenderEpoch answer once) and P_PROTOCOL_UPDATE (every volume's link follows the new protocol; nothing is
+ * answered) go to every volume; P_PING / P_PING_ACK, P_CONN_ST_CHG_REQ / _REPLY, P_UNPLUG_REMOTE to the
+ * first volume (the kernel sends them with volume number 0; the first volume pings).
  */
 import type { Socket } from "node:net";
 import { commandName, DrbdCommand, DrbdProtocolError, type Packet } from "./protocol.js";
@@ -19,14 +20,17 @@ import { PacketStream, type PacketSource } from "./packet_stream.js";
 export type Route = "volume" | "every-volume" | "connection";
 
 /** Packets every volume takes: the epoch is the connection's. */
-const EVERY_VOLUME = new Set<DrbdCommand>([DrbdCommand.Barrier, DrbdCommand.BarrierAck]);
+const EVERY_VOLUME = new Set<DrbdCommand>([
+  DrbdCommand.Barrier,
+  DrbdCommand.BarrierAck,
+  DrbdCommand.ProtocolUpdate,
+]);
 /** Packets of the connection itself; the first volume handles them. */
 const CONNECTION = new Set<DrbdCommand>([
   DrbdCommand.Ping,
   DrbdCommand.PingAck,
   DrbdCommand.ConnStChgReq,
   DrbdCommand.ConnStChgReply,
-  DrbdCommand.ProtocolUpdate,
   DrbdCommand.UnplugRemote,
 ]);
 

@@ -446,7 +446,18 @@ function asRpcError(err: unknown): RpcError {
   return new RpcError(DRBD_COMMAND_FAILED, (err as Error).message ?? String(err));
 }
 
+/**
+ * A resource's state: its first volume's at the top (as for a resource of one volume), and for a resource of
+ * several volumes each volume's under `volumes`, with its volume number.
+ */
 function resourceJson(r: DrbdResource): JsonObject {
+  const out = volumeJson(r);
+  if (r.volumes.length > 1)
+    out.volumes = r.volumes.map((v) => ({ volume: v.opts.volume ?? 0, ...volumeJson(v) }));
+  return out;
+}
+
+function volumeJson(r: DrbdResource): JsonObject {
   const d = r.device;
   const c = r.connection;
   const out: JsonObject = {

@@ -277,6 +277,11 @@ ${two ? "  LUN1 bio2\n" : ""}`;
     });
   }
 
+  /** One RPC call on a node's socket. */
+  rpcCall(name: NodeName, method: string, params: Record<string, string>): Promise<unknown> {
+    return this.rpc(name, (c) => c.call(method, params));
+  }
+
   private async rpc<T>(name: NodeName, fn: (c: RpcClient) => Promise<T>): Promise<T> {
     const c = await RpcClient.connect(this.nodes[name].sock, 10000);
     try {

@@ -10,6 +10,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { open } from "node:fs/promises";
 import { blockPattern, DrbdPair, rw10, until } from "./drbd_fixture.js";
+import { runCli } from "./harness.js";
 import type { RawInitiator } from "../support/raw_initiator.js";
 
 const PORTS = { drbdPorts: [8230, 8249] as const, iscsiPorts: [3760, 3779] as const };
@@ -74,6 +75,18 @@ describe("DRBD resource of two volumes between two usertgt nodes", () => {
     const bs = pair.blockSize;
     const status = await pair.statusText("alpha");
     assert.match(status, /^r0 role:Primary\n/);
+    // drbd_status JSON: volume 0 at the top, each volume under `volumes` with its own minor and backing.
+    const json = (await pair.rpcCall("alpha", "drbd_status", { resource: "r0" })) as {
+      resources: { device: string; volumes: { volume: number; device: string; disk: string }[] }[];
+    };
+    assert.equal(json.resources[0]?.device, "drbd2");
+    assert.deepEqual(
+      json.resources[0]?.volumes.map((v) => [v.volume, v.device, v.disk]),
+      [
+        [0, "drbd2", "UpToDate"],
+        [1, "drbd3", "UpToDate"],
+      ],
+    );
     const ini = await pair.session("alpha");
     try {
       await clearUnitAttention(ini, 1);
@@ -94,10 +107,34 @@ describe("DRBD resource of two volumes between two usertgt nodes", () => {
       await waitBothVolumesInSync(pair);
       const r2 = resyncedBlocks(pair, "beta", "drbd2").slice(before2);
       const r3 = resyncedBlocks(pair, "beta", "drbd3").slice(before3);
-      assert.ok(r2.every((n) => n === 0), `volume 0 resynced nothing: ${r2.join(",")}`);
+      assert.ok(
+        r2.every((n) => n === 0),
+        `volume 0 resynced nothing: ${r2.join(",")}`,
+      );
       assert.deepEqual(r3, [32], "volume 1 resynced its 32 blocks");
       assert.deepEqual(await readFile(pair.nodes.beta.file1, 1000 * bs, d2.length), d2);
       assert.deepEqual(await readFile(pair.nodes.beta.file, 1000 * bs, d2.length), Buffer.alloc(d2.length));
+      // RES/VOL: `drbdadm invalidate r0/1` on the Secondary: a full resync of volume 1 alone, agreed with
+      // the peer through a P_STATE_CHG_REQ of that volume (drbdadm detach r0/1 is refused here: a LUN holds it).
+      const adm = (...args: string[]) => runCli(["drbdadm", "-s", pair.nodes.beta.sock, ...args], 60000);
+      const unknown = await adm("invalidate", "r0/7");
+      assert.notEqual(unknown.code, 0);
+      assert.match(unknown.stderr, /resource r0 has no volume 7; volumes: 0, 1/);
+      const held = await adm("detach", "r0/1");
+      assert.match(
+        held.stderr,
+        /drbd3: State change failed: \(-12\) Device is held open by someone \(BIO bio2\)/,
+      );
+      const n2 = resyncedBlocks(pair, "beta", "drbd2").length;
+      const n3 = resyncedBlocks(pair, "beta", "drbd3").length;
+      const invalidated = await adm("invalidate", "r0/1");
+      assert.equal(invalidated.code, 0, invalidated.stderr);
+      await until("volume 1's full resync", async () => resyncedBlocks(pair, "beta", "drbd3").length > n3);
+      await waitBothVolumesInSync(pair);
+      assert.equal(resyncedBlocks(pair, "beta", "drbd2").length, n2, "volume 0 was not resynced");
+      const full = resyncedBlocks(pair, "beta", "drbd3").slice(n3);
+      assert.ok((full[0] ?? 0) > 4000, `volume 1 resynced in full: ${full.join(",")} blocks`);
+      assert.deepEqual(await readFile(pair.nodes.beta.file1, 1000 * bs, d2.length), d2);
     } finally {
       ini.close();
     }
