@@ -365,6 +365,11 @@ export class DrbdConnection implements PeerLink {
     return verdict;
   }
 
+  /** A P_BARRIER while this volume reads its view in sequence (volume_router.ts): the epoch is also its. */
+  receiveBarrier(payload: Buffer): void {
+    this.peerWrites.receiveBarrier(payload);
+  }
+
   /** The resource's shared sockets go: this volume lets go of its views of them (conn_disconnect). */
   dropShared(e: Error): void {
     this.dropSockets(e);

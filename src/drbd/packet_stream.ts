@@ -147,6 +147,11 @@ export class PacketStream {
     else this.pump();
   }
 
+  /** Packets go to a handler (dispatch), not to next(). */
+  get dispatching(): boolean {
+    return this.onPacket !== undefined;
+  }
+
   /** Back to reading in sequence with next() until dispatch() again; later packets wait in the framer. */
   pause(): void {
     this.onPacket = undefined;

@@ -271,21 +271,20 @@ test("a resource of two volumes: each its own device and metadata, one connectio
   await Promise.all([a.res.up(), b.res.up()]);
   assert.equal(a.tree.get("drbd9")?.kind, "drbd");
   assert.equal(a.tree.get("drbd10")?.kind, "drbd");
-  await until(() => a.res.volumes.every((v) => v.connection?.state === "Connected"));
+  await until(() => [...a.res.volumes, ...b.res.volumes].every((v) => v.connection?.state === "Connected"));
   await a.res.primary({ force: true });
   await until(() => b.res.volumes.every((v) => v.device?.disk === "UpToDate"));
-  // The source ends its resync when the target's last ack arrives, a moment after the target.
-  await until(() => a.res.volumes.every((v) => v.connection?.state === "Connected"));
-  assert.equal(
-    a.res.status(),
-    `r9 role:Primary
+  // The source ends its resync when the target's last ack arrives, a moment after the target, and learns the
+  // target's disk state from its next P_STATE.
+  const inSync = `r9 role:Primary
   volume:0 disk:UpToDate
   volume:1 disk:UpToDate
   peer role:Secondary
     volume:0 replication:Established peer-disk:UpToDate
     volume:1 replication:Established peer-disk:UpToDate
-`,
-  );
+`;
+  await until(() => a.res.status() === inSync);
+  assert.equal(a.res.status(), inSync);
   const [a0, a1] = a.res.volumes.map((v) => v.device) as [DrbdDevice, DrbdDevice];
   assert.notEqual(a0.sizeSectors, a1.sizeSectors, "each volume has its own size");
   // Different data on each volume reaches the peer's matching backing disk.

@@ -186,7 +186,13 @@ export class DrbdResourceConnection {
     }
     this.barriers.reset();
     this.live = true;
-    const router = new VolumeRouter(data, meta, [...this.volumes.keys()], (e) => this.lost(e));
+    const router = new VolumeRouter(
+      data,
+      meta,
+      [...this.volumes.keys()],
+      (e) => this.lost(e),
+      (v, p) => this.volumes.get(v)?.receiveBarrier(p.payload),
+    );
     const verdicts = await Promise.allSettled(
       [...this.volumes].map(([v, c]) => c.joinShared(router.data(v), router.meta(v))),
     );

@@ -91,3 +91,33 @@ test("VolumeRouter: packets go to the volume their p_header100 names, in order",
   while (lost.length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
   assert.match(lost[0]?.message ?? "", /P_DATA for volume 5, which is not configured/);
 });
+
+test("VolumeRouter: a P_BARRIER for a volume reading in sequence goes straight to its write receiver", async (t) => {
+  const [mine, peer] = await socketPair(t);
+  const [mineMeta] = await socketPair(t);
+  const sidelined: number[] = [];
+  const router = new VolumeRouter(
+    stream(mine, "data"),
+    stream(mineMeta, "meta"),
+    [0, 1],
+    () => {},
+    (v, p) => sidelined.push(v, p.payload.readUInt32BE(0)),
+  );
+  const got: number[] = [];
+  router.data(0).dispatch(
+    (p) => got.push(p.header.command),
+    () => {},
+  );
+  // Volume 1 is in its bitmap exchange: it reads its view in sequence.
+  const next1 = router.data(1).next(2000);
+  peer.write(Buffer.concat(frame(DrbdCommand.Data, Buffer.alloc(24), 101, 0)));
+  peer.write(Buffer.concat(frame(DrbdCommand.Barrier, encodeBarrier(9), 101, 0)));
+  peer.write(Buffer.concat(frame(DrbdCommand.Bitmap, Buffer.alloc(16), 101, 1)));
+  assert.equal(
+    (await next1).header.command,
+    DrbdCommand.Bitmap,
+    "volume 1's sequential reader sees no barrier",
+  );
+  assert.deepEqual(got, [DrbdCommand.Data, DrbdCommand.Barrier]);
+  assert.deepEqual(sidelined, [1, 9]);
+});

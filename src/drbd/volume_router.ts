@@ -88,7 +88,11 @@ class SocketRouter {
   private readonly views = new Map<number, VolumeView>();
   private readonly first: VolumeView;
 
-  constructor(shared: PacketStream, volumes: readonly number[]) {
+  constructor(
+    shared: PacketStream,
+    volumes: readonly number[],
+    private readonly barrierWhileReading?: (volume: number, p: Packet) => void,
+  ) {
     const socket: Socket = shared.socket;
     const raw = { socket, alive: !socket.destroyed, release: (): Buffer[] => [] };
     // Each view watches the socket's end, error and close as the shared stream does.
@@ -109,7 +113,14 @@ class SocketRouter {
     const cmd = p.header.command;
     const how = routeOf(cmd);
     if (how === "every-volume") {
-      for (const v of this.views.values()) deliver(v, p);
+      for (const [volume, v] of this.views) {
+        // A volume reading its view in sequence (its handshake, a bitmap exchange) cannot take a P_BARRIER
+        // there, yet the epoch is also its: its write receiver takes it at once. (Its own P_DATA cannot
+        // arrive in that phase, so the barrier overtakes none of them.)
+        if (cmd === DrbdCommand.Barrier && this.barrierWhileReading && !v.stream.dispatching)
+          this.barrierWhileReading(volume, p);
+        else deliver(v, p);
+      }
       return;
     }
     if (how === "connection") return deliver(this.first, p);
@@ -141,9 +152,11 @@ export class VolumeRouter {
     volumes: readonly number[],
     /** The shared sockets failed or a packet could not be routed: the connection drops. */
     lost: (e: Error) => void,
+    /** A P_BARRIER for a volume whose view is read in sequence: straight to its write receiver. */
+    barrierWhileReading?: (volume: number, p: Packet) => void,
   ) {
     if (volumes.length === 0) throw new Error("a connection needs at least one volume");
-    this.dataRouter = new SocketRouter(data, volumes);
+    this.dataRouter = new SocketRouter(data, volumes, barrierWhileReading);
     this.metaRouter = new SocketRouter(meta, volumes);
     data.dispatch((p) => this.dataRouter.route(p), lost);
     meta.dispatch((p) => this.metaRouter.route(p), lost);
