@@ -17,7 +17,7 @@ import { DrbdConnection, type ConnectionOptions, type ConnectionStateName } from
 import type { Link } from "./link.js";
 import type { PacketStream } from "./packet_stream.js";
 import { handshakeConnection } from "./handshake.js";
-import { closeGently, establishSocketPair, sleep } from "./sockets.js";
+import { closeGently, establishSocketPair, sleep, type SocketPair } from "./sockets.js";
 import { SenderEpoch } from "./sender_epoch.js";
 import { BarrierJoin } from "./barrier_join.js";
 import { VolumeRouter } from "./volume_router.js";
@@ -156,7 +156,7 @@ export class DrbdResourceConnection {
   private async session(): Promise<"running" | "standalone"> {
     const lead = this.first.volumeLink;
     this.establishing = true;
-    let pair;
+    let pair: SocketPair;
     try {
       pair = await establishSocketPair(this.server as Server, lead.opts, lead.log, () => this.stopped);
     } finally {
