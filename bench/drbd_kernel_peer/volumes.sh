@@ -1,8 +1,9 @@
 # The VOLUMES=2 run of interop.sh (sourced by it, after the guest booted with a second disk): one resource r0
 # of two volumes — volume 0 on the guest's /dev/vda (32 MiB) and usertgt's file_k, volume 1 on /dev/vdb
-# (16 MiB) and file_k1 — over one connection. Steps V1-V5: handshake of both volumes, full sync of both from
+# (16 MiB) and file_k1 — over one connection. Steps V1-V6: handshake of both volumes, full sync of both from
 # the kernel, kernel writes to both, usertgt writes to both over iSCSI, a reconnect after writes to volume 1
-# only (only volume 1 resyncs). Uses interop.sh's say/ok/bad/ksh/kadm/uadm and $WORK, $here, $PROTO.
+# only (only volume 1 resyncs), a kill -9 of the usertgt Primary during writes to both. Uses interop.sh's
+# say/ok/bad/ksh/kadm/uadm and $WORK, $here, $PROTO.
 cat >"$WORK/r0.res" <<RES
 resource r0 {
     net { protocol $PROTO; }
@@ -103,4 +104,29 @@ if [ "${k0:-0 KB}" = "0 KB" ] && [ "$k1" = "512 KB" ]; then
 else bad "V5 resync amounts: volume 0 '${k0:-none}', volume 1 '${k1:-none}' (want 0 / 512 KB)"; fi
 same_volume V5 0
 same_volume V5 1
+
+# V6. kill -9 of the usertgt Primary while it writes to both volumes; the kernel takes over and writes to
+#     both; usertgt restarts (its activity log marks the hot extents of each volume, P_UUIDS says crashed
+#     primary): both volumes resync from the kernel.
+head -c 4M /dev/urandom >"$WORK/v6a.bin"
+head -c 4M /dev/urandom >"$WORK/v6b.bin"
+UTGT_LUN=0 iscsi write 8192 "$WORK/v6a.bin" >/dev/null 2>&1 &
+w0=$!
+UTGT_LUN=1 iscsi write 16384 "$WORK/v6b.bin" >/dev/null 2>&1 &
+w1=$!
+sleep 1.5
+kill -9 "$(cat "$WORK/utgt.pid")"
+rm -f "$WORK/utgt.pid"
+wait "$w0" "$w1" 2>/dev/null
+if wait_kv 'cs:WFConnection ro:Secondary/Unknown ds:UpToDate/DUnknown' 30; then
+  ok "V6 usertgt killed (-9) during writes to both volumes: kernel WFConnection on both minors"
+else bad "V6 kernel after the kill"; fi
+kadm primary r0
+ksh "dd if=/dev/urandom of=/dev/drbd0 bs=4k seek=6000 count=64 oflag=direct 2>/dev/null; dd if=/dev/urandom of=/dev/drbd1 bs=4k seek=3000 count=64 oflag=direct 2>/dev/null"
+"$here/utgt.sh" start || bad "V6 usertgt did not restart"
+if wait_kv 'cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate' 120; then
+  ok "V6 usertgt back: $(grep '"resync done"' "$WORK/utgt.log" | tail -2 | grep -o '"device":"drbd[01]".*"transferredBlocks":[0-9]*' | paste -sd' ')"
+else bad "V6 usertgt back"; fi
+same_volume V6 0
+same_volume V6 1
 ksh "dmesg" >"$WORK/dmesg.txt"
