@@ -85,30 +85,42 @@ export function renderDrbd9Status(s: DrbdSnapshot, o: Drbd9FormatOptions = {}): 
     `${s.name} ${text([...(v ? [["node-id", s.nodeId] as [string, number]] : []), ["role", s.role], ...(v || s.suspended !== "no" ? [["suspended", s.suspended] as [string, string]] : [])])}`,
   );
   if (o.statistics) lines.push("    write-ordering:flush");
-  const volume: Fields = v
-    ? [
-        ["volume", 0],
-        ["minor", s.minor],
-        ["disk", s.disk],
-        ["quorum", "yes"],
-      ]
-    : [["disk", s.disk]];
-  lines.push(`  ${text(volume)}`);
-  if (o.statistics) lines.push(`      ${text(deviceStats(s))}`);
+  const vols = [s, ...(s.otherVolumes ?? [])];
+  // drbdsetup names the volume without --verbose too once a resource has several.
+  const named = v || vols.length > 1;
+  for (const d of vols) {
+    const volume: Fields = v
+      ? [
+          ["volume", d.volume],
+          ["minor", d.minor],
+          ["disk", d.disk],
+          ["quorum", "yes"],
+        ]
+      : named
+        ? [
+            ["volume", d.volume],
+            ["disk", d.disk],
+          ]
+        : [["disk", d.disk]];
+    lines.push(`  ${text(volume)}`);
+    if (o.statistics) lines.push(`      ${text(deviceStats(d))}`);
+  }
   if (!s.hasPeer) return lines.join("\n") + "\n";
   const conn: Fields = v ? [["node-id", s.peerNodeId]] : [];
   if (s.connection === "Connected") {
     conn.push(...(v ? ([["connection", "Connected"]] as Fields) : []), ["role", s.peerRole]);
     if (v) conn.push(["congested", "no"]);
     lines.push(`  ${peerName(s)} ${text(conn)}`);
-    const pd: Fields = v ? [["volume", 0]] : [];
-    // drbdsetup shows replication:Established only with --verbose; a resync always.
-    if (v || s.replication !== "Established") pd.push(["replication", s.replication]);
-    pd.push(["peer-disk", s.peerDisk]);
-    if (s.done !== undefined) pd.push(["done", s.done.toFixed(2)]);
-    if (v) pd.push(["resync-suspended", "no"]);
-    lines.push(`    ${text(pd)}`);
-    if (o.statistics) lines.push(`        ${text(peerDeviceStats(s))}`);
+    for (const d of vols) {
+      const pd: Fields = named ? [["volume", d.volume]] : [];
+      // drbdsetup shows replication:Established only with --verbose; a resync always.
+      if (v || d.replication !== "Established") pd.push(["replication", d.replication]);
+      pd.push(["peer-disk", d.peerDisk]);
+      if (d.done !== undefined) pd.push(["done", d.done.toFixed(2)]);
+      if (v) pd.push(["resync-suspended", "no"]);
+      lines.push(`    ${text(pd)}`);
+      if (o.statistics) lines.push(`        ${text(peerDeviceStats(d))}`);
+    }
   } else {
     conn.push(["connection", s.connection]);
     if (v) conn.push(["role", "Unknown"], ["congested", "no"]);
@@ -143,31 +155,39 @@ function objects(s: DrbdSnapshot): Map<string, { id: Fields; state: Fields; stat
       ],
       stats: [],
     });
-  out.set("device", {
-    id: [
-      ["name", s.name],
-      ["volume", 0],
-      ["minor", s.minor],
-    ],
-    state: [
-      ["disk", s.disk],
-      ["client", "no"],
-      ["quorum", "yes"],
-    ],
-    stats: deviceStats(s),
-  });
-  if (s.hasPeer)
-    out.set("peer-device", {
-      id: [...peerId, ["volume", 0]],
-      state: [
-        ["replication", s.replication],
-        ["peer-disk", s.peerDisk],
-        ["peer-client", "no"],
-        ["resync-suspended", "no"],
+  // Keys "device N" / "peer-device N": one of each per volume.
+  for (const d of [s, ...(s.otherVolumes ?? [])]) {
+    out.set(`device ${d.volume}`, {
+      id: [
+        ["name", s.name],
+        ["volume", d.volume],
+        ["minor", d.minor],
       ],
-      stats: peerDeviceStats(s),
+      state: [
+        ["disk", d.disk],
+        ["client", "no"],
+        ["quorum", "yes"],
+      ],
+      stats: deviceStats(d),
     });
+    if (s.hasPeer)
+      out.set(`peer-device ${d.volume}`, {
+        id: [...peerId, ["volume", d.volume]],
+        state: [
+          ["replication", d.replication],
+          ["peer-disk", d.peerDisk],
+          ["peer-client", "no"],
+          ["resync-suspended", "no"],
+        ],
+        stats: peerDeviceStats(d),
+      });
+  }
   return out;
+}
+
+/** The events2 object type of an objects() key ("device 1" → "device"). */
+function kind(key: string): string {
+  return key.split(" ")[0] as string;
 }
 
 function outOfSync(stats: Fields): string | number | undefined {
@@ -179,7 +199,9 @@ export function events2Exists(snaps: readonly DrbdSnapshot[], o: Drbd9FormatOpti
   const lines: string[] = [];
   for (const s of snaps)
     for (const [type, obj] of objects(s))
-      lines.push(`exists ${type} ${text([...obj.id, ...obj.state, ...(o.statistics ? obj.stats : [])])}`);
+      lines.push(
+        `exists ${kind(type)} ${text([...obj.id, ...obj.state, ...(o.statistics ? obj.stats : [])])}`,
+      );
   lines.push("exists -");
   return lines;
 }
@@ -196,18 +218,21 @@ export function events2Changes(prev: DrbdSnapshot, next: DrbdSnapshot, o: Drbd9F
   for (const [type, obj] of after) {
     const old = before.get(type);
     if (!old) {
-      lines.push(`create ${type} ${text([...obj.id, ...obj.state, ...(o.statistics ? obj.stats : [])])}`);
+      lines.push(
+        `create ${kind(type)} ${text([...obj.id, ...obj.state, ...(o.statistics ? obj.stats : [])])}`,
+      );
       continue;
     }
     const oldState = new Map(old.state.map(([k, v]) => [k, String(v)]));
     const changed = obj.state.filter(([k, v]) => oldState.get(k) !== String(v));
     if (changed.length > 0)
-      lines.push(`change ${type} ${text([...obj.id, ...changed, ...(o.statistics ? obj.stats : [])])}`);
-    else if (o.statistics && type === "peer-device" && outOfSync(obj.stats) !== outOfSync(old.stats))
-      lines.push(`change ${type} ${text([...obj.id, ...obj.stats])}`);
+      lines.push(`change ${kind(type)} ${text([...obj.id, ...changed, ...(o.statistics ? obj.stats : [])])}`);
+    else if (o.statistics && kind(type) === "peer-device" && outOfSync(obj.stats) !== outOfSync(old.stats))
+      lines.push(`change ${kind(type)} ${text([...obj.id, ...obj.stats])}`);
   }
   // Destroyed objects, innermost first as drbdsetup reports a down.
-  for (const type of ["peer-device", "device", "connection", "resource"])
-    if (before.has(type) && !after.has(type)) lines.push(`destroy ${type} ${text(before.get(type)!.id)}`);
+  for (const k of ["peer-device", "device", "connection", "resource"])
+    for (const [type, obj] of before)
+      if (kind(type) === k && !after.has(type)) lines.push(`destroy ${k} ${text(obj.id)}`);
   return lines;
 }

@@ -11,6 +11,8 @@ import type { DrbdResource } from "./resource.js";
 
 export interface DrbdSnapshot {
   readonly name: string;
+  /** The volume number (`volume N`); the resource's first volume stands for it. */
+  readonly volume: number;
   readonly minor: number;
   /** False when the resource is down (no disk attached and not connecting). */
   readonly up: boolean;
@@ -47,6 +49,8 @@ export interface DrbdSnapshot {
   /** The last resync (running or done): KiB sent as P_RS_DATA_REPLY, and found equal by csums-alg. */
   readonly resyncTransferredKiB: number;
   readonly resyncSameCsumKiB: number;
+  /** A resource of several volumes: the snapshots of its volumes after the first (resource_volumes.ts). */
+  readonly otherVolumes: readonly DrbdSnapshot[];
 }
 
 const SYNCING = /^(SyncSource|SyncTarget|PausedSyncS|PausedSyncT)$/;
@@ -61,6 +65,14 @@ function connectionOf(cs: string): string {
 }
 
 export function snapshotOf(r: DrbdResource): DrbdSnapshot {
+  const [first, ...others] = r.volumes;
+  // The first volume of a resource of several volumes stands for it; a volume named as RES/VOL for itself.
+  if (first === r && others.length > 0)
+    return { ...volumeSnapshot(r), otherVolumes: others.map(volumeSnapshot) };
+  return volumeSnapshot(r);
+}
+
+function volumeSnapshot(r: DrbdResource): DrbdSnapshot {
   const dev = r.device;
   const conn = r.connection;
   const attached = dev !== undefined && dev.disk !== "Diskless";
@@ -72,6 +84,7 @@ export function snapshotOf(r: DrbdResource): DrbdSnapshot {
   const rate = r.resyncProgress.sample(outOfSyncKiB * 1024, syncing);
   return {
     name: r.opts.name,
+    volume: r.opts.volume ?? 0,
     minor: r.opts.minor,
     up: attached || cstate !== "StandAlone",
     localName: r.opts.localName,
@@ -102,5 +115,6 @@ export function snapshotOf(r: DrbdResource): DrbdSnapshot {
     resyncEtaSeconds: rate.etaSeconds,
     resyncTransferredKiB: conn ? conn.resyncStats.transferredBlocks * 4 : 0,
     resyncSameCsumKiB: conn ? conn.resyncStats.sameCsumBlocks * 4 : 0,
+    otherVolumes: [],
   };
 }

@@ -87,6 +87,27 @@ describe("DRBD resource of two volumes between two usertgt nodes", () => {
         [1, "drbd3", "UpToDate"],
       ],
     );
+    // drbd-utils 9's verbose status and events2 name each volume with its minor.
+    const verbose = await runCli(
+      ["drbdadm", "-s", pair.nodes.alpha.sock, "status", "r0", "--verbose"],
+      60000,
+    );
+    assert.equal(verbose.code, 0, verbose.stderr);
+    assert.match(
+      verbose.stdout,
+      /^ {2}volume:0 minor:2 disk:UpToDate quorum:yes\n {2}volume:1 minor:3 disk:UpToDate/m,
+    );
+    assert.match(
+      verbose.stdout,
+      /^ {4}volume:1 replication:Established peer-disk:UpToDate resync-suspended:no$/m,
+    );
+    const events = await runCli(["drbdsetup", "-s", pair.nodes.alpha.sock, "events2", "r0", "--now"], 60000);
+    assert.equal(events.code, 0, events.stderr);
+    assert.match(events.stdout, /^exists device name:r0 volume:1 minor:3 disk:UpToDate/m);
+    assert.match(
+      events.stdout,
+      /^exists peer-device name:r0 peer-node-id:1 conn-name:beta volume:1 replication:Established/m,
+    );
     const ini = await pair.session("alpha");
     try {
       await clearUnitAttention(ini, 1);
