@@ -112,8 +112,11 @@ export function buildRegistry(src: MetricsSources): Registry {
   const luns = (f: (e: LunEntry) => Sample[]) => () => lunEntries(src).flatMap(f);
   const drbd = (f: (s: DrbdSnapshot, labels: Labels) => Sample[]) => () =>
     src.drbdResources().flatMap((r) => {
-      const s = snapshotOf(r);
-      return f(s, { resource: s.name, minor: String(s.minor) });
+      const first = snapshotOf(r);
+      // Every volume of a resource of several volumes, each by its minor.
+      return [first, ...first.otherVolumes].flatMap((s) =>
+        f(s, { resource: s.name, minor: String(s.minor) }),
+      );
     });
 
   for (const dir of ["read", "write"] as const) {
