@@ -1,12 +1,22 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { connect } from "node:net";
+import {
+  DrbdCommand,
+  encodeConnectionFeatures,
+  encodeHeader,
+  frame,
+  PacketFramer,
+  type Packet,
+} from "./protocol.js";
 import { DrbdResourceConnection } from "./volume_connection.js";
 import type { DrbdDevice } from "./device.js";
 import type { WireProtocol } from "./connection.js";
 import { HOST, pattern, sharedGenerationPair, type Pair } from "./test_support.js";
 import type { AioBdev } from "../bdev/aio/aio.js";
 
-// Ports 8200-8219 belong to these tests.
+// Ports 8200-8209 belong to these tests.
 
 interface After {
   after: (fn: () => Promise<void>) => void;
@@ -126,4 +136,48 @@ test("two volumes: a reconnect after writes to one volume resyncs only that volu
   assert.equal(r1.resyncStats.transferredBlocks, 64, "256 KiB of volume 1 resynced");
   assert.deepEqual(await readBack(v1.lowerB, 1024 * 1024, d1.length), d1);
   assert.equal(v1.a.bitmap.outOfSyncBits, 0);
+});
+
+test("two volumes: a peer that speaks only up to protocol 96 is refused (volume numbers need p_header100)", async (t) => {
+  const [v0, v1] = await twoVolumePairs(t);
+  const ca = resourceLink(t, [v0.a, v1.a], 8208, 8209);
+  await ca.connect();
+  // A hand-made peer: its two sockets, P_CONNECTION_FEATURES offering 86-96, our P_PROTOCOL echoed.
+  const open = async (cmd: DrbdCommand) => {
+    const s = connect({ port: 8208, host: HOST });
+    await once(s, "connect");
+    s.on("error", () => undefined);
+    s.write(encodeHeader(cmd, 0, 0));
+    t.after(() => s.destroy());
+    return s;
+  };
+  const data = await open(DrbdCommand.InitialData);
+  await open(DrbdCommand.InitialMeta);
+  const framer = new PacketFramer();
+  const packets: Packet[] = [];
+  data.on("data", (c: Buffer) => {
+    framer.push(c);
+    for (let p = framer.next(); p; p = framer.next()) packets.push(p);
+  });
+  const next = async () => {
+    await until(() => packets.length > 0, 5000, "a packet from the node");
+    return packets.shift() as Packet;
+  };
+  assert.equal((await next()).header.command, DrbdCommand.ConnectionFeatures);
+  for (const b of frame(
+    DrbdCommand.ConnectionFeatures,
+    encodeConnectionFeatures({ protocolMin: 86, protocolMax: 96, featureFlags: 0 }),
+    0,
+  ))
+    data.write(b);
+  framer.setAgreedVersion(96);
+  const protocol = await next();
+  assert.equal(protocol.header.command, DrbdCommand.Protocol);
+  for (const b of frame(DrbdCommand.Protocol, protocol.payload, 96)) data.write(b);
+  await ca.waitFor("StandAlone", 5000);
+  assert.match(
+    ca.error ?? "",
+    /the peer agreed on protocol 96; a resource of 2 volumes needs 100 or later \(volume numbers travel in p_header100\)/,
+  );
+  assert.ok([...ca.volumes.values()].every((c) => c.state === "StandAlone"));
 });
