@@ -137,3 +137,72 @@ test("down is refused while drbdN is held, without demoting; shutdown downs it o
   const md = await readMetadata(lower, { placement: { kind: "internal" } });
   assert.ok(md.superBlock.flags & 0x80, "AL_CLEAN set");
 });
+
+test("a one-node resource gains a volume in the file: adjust asks for down; after down, adjust brings both up; RES/VOL", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "drbd-wiring-vol-"));
+  const file = join(dir, "r.res");
+  const res = (volumes: string) => `resource r6 {
+    on here {
+        address 127.0.0.1:8212;
+${volumes}
+    }
+}
+`;
+  const v0 = `        volume 0 { device drbd6 minor 6; disk "/UMCfuse/dev/disk_a"; meta-disk internal; }`;
+  const v1 = `        volume 1 { device drbd7 minor 7; disk "/UMCfuse/dev/disk_b"; meta-disk internal; }`;
+  await writeFile(file, res(v0));
+  const tree = new DeviceTree();
+  const lowers: AioBdev[] = [];
+  for (const name of ["disk_a", "disk_b"]) {
+    const lower = await AioBdev.open({
+      name,
+      path: join(dir, `${name}.img`),
+      blockSize: 512,
+      blockCount: 8192,
+    });
+    tree.add(name, lower, "aio");
+    lowers.push(lower);
+  }
+  const wiring = DrbdWiring.load({ configFile: file, nodeName: "here", tree });
+  t.after(async () => {
+    await wiring.downUnheld();
+    for (const l of lowers) await l.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await wiring.adm("create-md", "r6");
+  await wiring.adm("up", "r6");
+  await writeFile(file, res(`${v0}\n${v1}`));
+  await assert.rejects(
+    wiring.adjust("r6"),
+    /adjust of a resource of several volumes \(1 running, 2 in the file\) is only done when it is down; run drbdadm down r6, then up/,
+  );
+  await wiring.adm("down", "r6");
+  // Down, the resource is built anew from the file; the new volume's disk has no metadata yet.
+  await assert.rejects(wiring.adjust("r6"), /create-md/);
+  await wiring.adm("down", "r6");
+  await wiring.adm("create-md", "r6/1");
+  assert.deepEqual(await wiring.adjust("r6"), { r6: ["attach"] });
+  assert.equal(
+    wiring.status("r6"),
+    "r6 role:Secondary\n  volume:0 disk:Inconsistent\n  volume:1 disk:Inconsistent\n",
+  );
+  assert.ok(tree.get("drbd6") && tree.get("drbd7"));
+  // RES/VOL: one volume detached alone; a volume the resource has not is named in the error.
+  await wiring.adm("detach", "r6/1");
+  assert.equal(
+    wiring.status("r6"),
+    "r6 role:Secondary\n  volume:0 disk:Inconsistent\n  volume:1 disk:Diskless\n",
+  );
+  await assert.rejects(
+    async () => wiring.adm("attach", "r6/2"),
+    /'r6\/2': resource r6 has no volume 2; volumes: 0, 1/,
+  );
+  await wiring.adm("attach", "r6/1");
+  await wiring.adm("primary", "r6", { force: true });
+  assert.equal(wiring.status("r6"), "r6 role:Primary\n  volume:0 disk:UpToDate\n  volume:1 disk:UpToDate\n");
+  await wiring.adm("down", "r6");
+  assert.equal(
+    wiring.status("r6"),
+    "r6 role:Secondary\n  volume:0 disk:Diskless\n  volume:1 disk:Diskless\n",
+  );
+});

@@ -180,7 +180,11 @@ export class DrbdWiring {
     for (const res of wanted) {
       const next = DrbdResource.fromConfig(selectLocalHost(res, this.nodeName), this.opts.tree);
       let r = this.resources.get(res.name);
-      if (!r) {
+      // A resource that is down and whose volumes changed in the file is built anew from it.
+      const down = (x: DrbdResource) =>
+        x.volumes.every((v) => !v.device || (v.device.disk === "Diskless" && v.device.role !== "Primary")) &&
+        x.volumes.every((v) => !v.connection || v.connection.state === "StandAlone");
+      if (!r || (r.volumes.length !== next.volumes.length && down(r))) {
         r = next;
         this.resources.set(res.name, r);
       }
