@@ -308,6 +308,16 @@ ${MINIMAL}  QueueDepth 200
     );
   });
 
+  it("reads DirectIo: absent leaves the choice to the file's kind, Yes and No apply to every line", () => {
+    const direct = (section: string): (boolean | undefined)[] =>
+      parse(`[AIO]\n${section}  AIO /a.img A 4096\n  AIO /dev/loop9 B\n${MINIMAL}`)
+        .bdevs.filter((x) => x.kind === "aio")
+        .map((x) => (x.kind === "aio" ? x.direct : undefined));
+    assert.deepEqual(direct(""), [undefined, undefined]);
+    assert.deepEqual(direct("  DirectIo Yes\n"), [true, true]);
+    assert.deepEqual(direct("  DirectIo No\n"), [false, false]);
+  });
+
   const errors: [string, string, string, string?][] = [
     [
       "unknown section",

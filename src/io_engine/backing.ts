@@ -5,8 +5,9 @@
  * Block devices are opened O_EXCL, so the kernel refuses a disk that is mounted or claimed (and,
  * while we hold it, refuses mount, mkfs -- which opens O_EXCL -- and other exclusive openers), and
  * O_DIRECT when the engine is io_uring (the data goes to the disk, not twice through the page
- * cache; unaligned buffers are bounced). Their geometry comes from the block-device ioctls and sysfs.
- * Regular files use the page cache unless `direct` is asked for.
+ * cache; unaligned buffers are bounced) unless `direct: false` asks for the page cache. Their
+ * geometry comes from the block-device ioctls and sysfs. Regular files use the page cache unless
+ * `direct` is asked for.
  */
 import { constants, type Stats } from "node:fs";
 import { open, readFile, stat, type FileHandle } from "node:fs/promises";
@@ -17,7 +18,11 @@ export interface BackingOpenOptions {
   /** Create a missing regular file. */
   readonly create?: boolean;
   readonly readOnly?: boolean;
-  /** O_DIRECT for a regular file too (block devices use it whenever the engine is io_uring). */
+  /**
+   * O_DIRECT (io_uring engine only): true for a regular file too, false for a block device too
+   * (its page cache then serves reads, with readahead, and takes writes); undefined: O_DIRECT for
+   * block devices, the page cache for files.
+   */
   readonly direct?: boolean;
   /** Force an engine for this process (USERTGT_IO_ENGINE otherwise). */
   readonly engine?: IoEngineName;
@@ -101,7 +106,7 @@ export class BackingStore {
     if (isBlock && typeof native?.blockDeviceInfo !== "function") {
       throw new Error(`${path} is a block device: exporting one needs the native addon (npm ci builds it)`);
     }
-    const direct = engine.name === "io_uring" && (isBlock || o.direct === true);
+    const direct = engine.name === "io_uring" && (o.direct ?? isBlock);
     let flags = o.readOnly ? constants.O_RDONLY : constants.O_RDWR;
     if (isBlock) flags |= constants.O_EXCL;
     else if (o.create && !o.readOnly) flags |= constants.O_CREAT;

@@ -9,7 +9,9 @@
  * native addon when it is built and the file system supports holes (probed at open); otherwise they
  * write zeroes in chunks of at most 1 MiB and the device reports supportsUnmap=false.
  *
- * Block devices (opened O_EXCL, and O_DIRECT under io_uring): the size and block sizes come from
+ * Block devices (opened O_EXCL, and O_DIRECT under io_uring unless `direct: false`; a buffered
+ * device's flush and FUA writes are fdatasync of the device, which writes back its dirty pages and
+ * flushes its cache): the size and block sizes come from
  * the device (BLKGETSIZE64, BLKSSZGET, BLKPBSZGET); the logical block size defaults to the device's
  * and may be larger, never smaller. UNMAP is BLKDISCARD (reported only when the device discards;
  * discarded blocks are not promised to read as zeroes), WRITE ZEROES is BLKZEROOUT.
@@ -36,7 +38,11 @@ export interface AioOptions {
   readonly blockCount?: number;
   /** Use the native hole-punching helper when available (default true). */
   readonly nativeUnmap?: boolean;
-  /** O_DIRECT for a regular file (block devices use it whenever the engine is io_uring). */
+  /**
+   * O_DIRECT under io_uring: true for a regular file too; false puts a block device behind its page
+   * cache (reads with readahead, writes returning once cached, as tgt's rdwr store does); undefined:
+   * block devices O_DIRECT, files not.
+   */
   readonly direct?: boolean;
   /** Force the process's I/O engine (USERTGT_IO_ENGINE otherwise). */
   readonly engine?: IoEngineName;

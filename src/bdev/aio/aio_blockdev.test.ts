@@ -128,6 +128,28 @@ for (const engine of ["io_uring", "threadpool"] as IoEngineName[]) {
       });
     }
 
+    it("direct: false puts the device behind its page cache; FUA and flush still reach the device", async () => {
+      const loop = loops.get(4096)!;
+      const dev = await AioBdev.open({ name: "B0", path: loop.device, engine, direct: false });
+      try {
+        assert.equal(dev.engine.direct, false);
+        const data = pattern(2 * 4096, 21);
+        // A FUA write is on the device (read past the page cache) when it completes.
+        await dev.writev(2, [data.subarray(0, 100), data.subarray(100)], { fua: true });
+        assert.deepEqual(await readDirect(loop.device, 8192, data.length, 4096), data);
+        // A plain write may stay cached; after flush() it is on the device.
+        const more = pattern(3 * 4096, 22);
+        await dev.writev(64, [more]);
+        const back = Buffer.alloc(more.length);
+        await dev.readv(64, [back]);
+        assert.deepEqual(back, more);
+        await dev.flush();
+        assert.deepEqual(await readDirect(loop.device, 64 * 4096, more.length, 4096), more);
+      } finally {
+        await dev.close();
+      }
+    });
+
     it("the device is held exclusively: mkfs fails while it is open and works after close; a mounted disk is refused", async () => {
       const loop = loops.get(4096)!;
       const dev = await AioBdev.open({ name: "B0", path: loop.device, engine });

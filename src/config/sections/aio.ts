@@ -16,13 +16,16 @@ export interface AioBdevSpec extends Located {
   readonly blockSizeFromDevice?: boolean;
   /** Size to create or extend the file to; undefined = use the file's size. */
   readonly blockCount?: number;
-  /** `DirectIo Yes` in [AIO]: files opened O_DIRECT too (block devices always are under io_uring). */
+  /**
+   * `DirectIo Yes|No` in [AIO]: Yes opens files O_DIRECT too, No opens block devices through the page
+   * cache too; undefined (not given): files through the page cache, block devices O_DIRECT under io_uring.
+   */
   readonly direct?: boolean;
 }
 
 export function readAio(r: Reader, sec: IniSection, baseDir: string): AioBdevSpec[] {
   const out: AioBdevSpec[] = [];
-  let direct = false;
+  let direct: boolean | undefined;
   walk(r, sec, {
     DirectIo: { apply: (e) => (direct = r.bool(e)) },
     AIO: {
@@ -55,5 +58,5 @@ export function readAio(r: Reader, sec: IniSection, baseDir: string): AioBdevSpe
       },
     },
   });
-  return direct ? out.map((a) => ({ ...a, direct })) : out;
+  return direct === undefined ? out : out.map((a) => ({ ...a, direct }));
 }
