@@ -7,10 +7,12 @@
 #   bench/iscsi_load_bench.sh                  # backings shm ext4 loop, tgt rdwr and aio, 3 rounds
 #   ROUNDS=5 DURATION=10 bench/iscsi_load_bench.sh shm
 #   USERTGT_IO_ENGINE=threadpool bench/iscsi_load_bench.sh loop   # usertgt's fallback engine
+#   AIO_DIRECTIO=No TGT_BSTYPES=rdwr bench/iscsi_load_bench.sh loop # the loop device through its page cache
 #
 # Backings: shm = a file on /dev/shm (tmpfs), ext4 = a file in EXT4_DIR (default /var/tmp; must be
 # ext4), loop = a loop device over a file on /dev/shm (usertgt: O_EXCL + O_DIRECT under io_uring).
-# Knobs: ROUNDS, DURATION (s), WARMUP (s), SIZE_MB, TGT_BSTYPES ("rdwr aio"), WORKLOADS (names below).
+# Knobs: ROUNDS, DURATION (s), WARMUP (s), SIZE_MB, TGT_BSTYPES ("rdwr aio"), WORKLOADS (names below),
+# AIO_DIRECTIO (Yes|No: usertgt's [AIO] DirectIo; unset = its default), TGT_CONTROL_PORT (tgtd's -C).
 # Runs itself inside a private network namespace (unshare -n) so ports never collide; needs root,
 # tgt (tgtd, tgtadm), libiscsi-dev (to build iscsi-load), losetup.
 set -euo pipefail
@@ -31,7 +33,7 @@ WORKLOADS=${WORKLOADS:-"randread4k_qd32 randwrite4k_qd32 seqread128k_qd8 fuawrit
 BACKINGS=${*:-"shm ext4 loop"}
 USERTGT_PORT=3510
 TGT_PORT=3511
-TGT_CONTROL_PORT=5511
+TGT_CONTROL_PORT=${TGT_CONTROL_PORT:-5511}
 IQN_U=iqn.2016-06.io.spdk:loadbench
 IQN_T=iqn.2001-04.com.example:loadbench
 
@@ -103,7 +105,8 @@ start_usertgt() {
   local backing=$1 conf=$work/usertgt.conf
   cat >"$conf" <<EOF
 [AIO]
-  AIO $backing AIO0 4096
+${AIO_DIRECTIO:+  DirectIo $AIO_DIRECTIO
+}  AIO $backing AIO0 4096
 [PortalGroup1]
   Portal P 127.0.0.1:$USERTGT_PORT
 [InitiatorGroup1]
@@ -154,7 +157,7 @@ for kind in $BACKINGS; do
   make_backing "$kind" u
   ub=$backing
   start_usertgt "$ub"
-  echo "[$kind] usertgt: $engine, on $ub" >&2
+  echo "[$kind] usertgt: $engine, on $ub${AIO_DIRECTIO:+, DirectIo $AIO_DIRECTIO}" >&2
   for bstype in $TGT_BSTYPES; do
     make_backing "$kind" "t$bstype"
     tb=$backing

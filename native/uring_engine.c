@@ -22,6 +22,8 @@
  *     -E2BIG: an O_DIRECT request that needs a bounce and is larger than one chunk
  *     -ENOBUFS: no bounce chunk free now (retry after a completion)
  *   uringAvailable() -> true when built with liburing
+ *   uringCompletionMode() -> "deferred" | "cooperative" | "signal": how the ring set up by uringInit
+ *     hands completions to this thread (see post_deferred), undefined before uringInit
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -76,6 +78,7 @@ static struct {
   uv_prepare_t prepare;
   uv_check_t check;
   int deferred;     /* IORING_SETUP_DEFER_TASKRUN: completions posted by post_deferred() */
+  const char *mode; /* what uringCompletionMode() reports */
   unsigned pending; /* prepared, not yet submitted */
   unsigned inflight;
   slot_t *slots;
@@ -116,13 +119,28 @@ static void flush_submissions(void) {
  * once, through the eventfd, never by interrupting whatever system call the thread is in (the
  * default task-work notification breaks epoll_wait with EINTR, a second wake-up per I/O), and all
  * that finished since the last look are posted in one go.
+ *
+ * `drain`: called outside the eventfd's poll callback (before or after the poll phase), so the
+ * signal that came with this work is still pending: read it now, or the loop wakes up for it later
+ * and finds nothing. Posting is done with the eventfd muted (it would signal again for the CQEs we
+ * are about to reap); work that arrives while muted leaves IORING_SQ_TASKRUN set, so look again
+ * after unmuting (the kernel sets the flag before it checks the mute bit; the fence orders our
+ * unmute before our look).
  */
-static void post_deferred(void) {
+static void post_deferred(int drain) {
   if (!E.deferred) return;
-  if (!(IO_URING_READ_ONCE(*E.ring.sq.kflags) & IORING_SQ_TASKRUN)) return;
-  int rc;
-  do rc = io_uring_get_events(&E.ring);
-  while (rc == -EINTR);
+  while (IO_URING_READ_ONCE(*E.ring.sq.kflags) & IORING_SQ_TASKRUN) {
+    uint64_t v;
+    if (drain && read(E.efd, &v, sizeof(v)) < 0 && errno == EINTR) continue;
+    drain = 0;
+    io_uring_cq_eventfd_toggle(&E.ring, false);
+    int rc;
+    do rc = io_uring_get_events(&E.ring);
+    while (rc == -EINTR);
+    io_uring_cq_eventfd_toggle(&E.ring, true);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (rc < 0) break; /* not expected (EBUSY/EAGAIN): the next loop turn looks again */
+  }
 }
 
 static void update_ref(void) {
@@ -176,10 +194,13 @@ static int linked_result(int write_res, int sync_res) {
   return sync_res < 0 ? sync_res : write_res;
 }
 
-/* Deliver every completion to JS, in batches of at most `capacity`. */
+/*
+ * Deliver every completion to JS, in batches of at most `capacity`. Called from the eventfd's
+ * callback (which has read the signal) or after posting: signals raised while JS ran are drained.
+ */
 static void reap(void) {
-  for (;;) {
-    post_deferred();
+  for (int drain = 0;; drain = 1) {
+    post_deferred(drain);
     unsigned count = 0, seen = 0, head;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(&E.ring, head, cqe) {
@@ -225,7 +246,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 static void on_prepare(uv_prepare_t *h) {
   (void)h;
   flush_submissions();
-  post_deferred();
+  post_deferred(1);
   if (io_uring_cq_ready(&E.ring) > 0) reap();
 }
 
@@ -236,7 +257,7 @@ static void on_prepare(uv_prepare_t *h) {
 static void on_check(uv_check_t *h) {
   (void)h;
   flush_submissions();
-  post_deferred();
+  post_deferred(1);
   if (io_uring_cq_ready(&E.ring) > 0) reap();
 }
 
@@ -302,6 +323,7 @@ static napi_value uring_init(napi_env env, napi_callback_info info) {
       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
       0,
   };
+  static const char *const modes[] = {"deferred", "cooperative", "signal"};
   int rc = -EINVAL;
   for (unsigned i = 0; i < sizeof(setups) / sizeof(setups[0]) && rc == -EINVAL; i++) {
     struct io_uring_params p;
@@ -309,7 +331,10 @@ static napi_value uring_init(napi_env env, napi_callback_info info) {
     p.flags = IORING_SETUP_CQSIZE | setups[i];
     p.cq_entries = slots;
     rc = io_uring_queue_init_params(sq, &E.ring, &p);
-    if (rc == 0) E.deferred = (setups[i] & IORING_SETUP_DEFER_TASKRUN) != 0;
+    if (rc == 0) {
+      E.deferred = (setups[i] & IORING_SETUP_DEFER_TASKRUN) != 0;
+      E.mode = modes[i];
+    }
   }
   if (rc < 0) return int_result(env, rc);
   E.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -491,8 +516,17 @@ static napi_value uring_available(napi_env env, napi_callback_info info) {
   return v;
 }
 
+static napi_value uring_completion_mode(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  if (!E.ready || E.mode == NULL) napi_get_undefined(env, &v);
+  else napi_create_string_utf8(env, E.mode, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
 void usertgt_init_uring(napi_env env, napi_value exports) {
   usertgt_export(env, exports, "uringAvailable", uring_available);
+  usertgt_export(env, exports, "uringCompletionMode", uring_completion_mode);
   usertgt_export(env, exports, "uringInit", uring_init);
   usertgt_export(env, exports, "uringSubmit", uring_submit);
 }

@@ -40,7 +40,9 @@ export function ioEngine(prefer?: IoEngineName): IoEngine {
   const started = UringEngine.start();
   if (started instanceof UringEngine) {
     chosen = started;
-    log.child({ module: "io-engine" }).info({ engine: "io_uring" }, "I/O engine: io_uring");
+    log
+      .child({ module: "io-engine" })
+      .info({ engine: "io_uring", completions: started.completionMode }, "I/O engine: io_uring");
     return chosen;
   }
   if (want === "io_uring") throw new Error(`I/O engine io_uring requested but unavailable: ${started}`);

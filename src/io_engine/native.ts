@@ -23,6 +23,12 @@ export interface NativeAddon {
   /** A Buffer over page-aligned memory (O_DIRECT reads land in it without a bounce). */
   alignedBuffer(bytes: number): Buffer;
   uringAvailable(): boolean;
+  /**
+   * How the ring hands completions to the event loop: "deferred" (DEFER_TASKRUN, Linux 6.1+: one
+   * eventfd signal per batch), "cooperative" (COOP_TASKRUN), "signal" (each completion interrupts
+   * the thread); undefined before uringInit.
+   */
+  uringCompletionMode?(): "deferred" | "cooperative" | "signal" | undefined;
   uringInit(
     slots: number,
     onComplete: (count: number) => void,

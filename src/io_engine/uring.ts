@@ -76,6 +76,11 @@ export class UringEngine implements IoEngine {
     return engine;
   }
 
+  /** How completions reach the event loop (see NativeAddon.uringCompletionMode). */
+  get completionMode(): string {
+    return this.addon.uringCompletionMode?.() ?? "signal";
+  }
+
   read(fd: number, iov: readonly Buffer[], pos: number, direct: boolean): Promise<number> {
     return this.request(OP_READ, fd, iov, pos, direct ? FLAG_DIRECT : 0, "read");
   }
