@@ -122,25 +122,36 @@ static void flush_submissions(void) {
  *
  * `drain`: called outside the eventfd's poll callback (before or after the poll phase), so the
  * signal that came with this work is still pending: read it now, or the loop wakes up for it later
- * and finds nothing. Posting is done with the eventfd muted (it would signal again for the CQEs we
- * are about to reap); work that arrives while muted leaves IORING_SQ_TASKRUN set, so look again
- * after unmuting (the kernel sets the flag before it checks the mute bit; the fence orders our
- * unmute before our look).
+ * and finds nothing. The first posting is done with the eventfd muted (it would signal again for
+ * the CQEs we are about to reap); work that arrives while muted leaves IORING_SQ_TASKRUN set
+ * unannounced, so look once more after unmuting (the kernel sets the flag before it checks the mute
+ * bit; the fence orders our unmute before our look) and post it unmuted: what arrives after that is
+ * announced. Never more than twice: the flag can stay set with nothing queued (work added while
+ * the kernel ran the list sets it after the list was taken, and only running work clears it), and
+ * looping on it would spin.
  */
+static void get_events(void) {
+  int rc;
+  do rc = io_uring_get_events(&E.ring);
+  while (rc == -EINTR);
+}
+
+static int taskrun_pending(void) {
+  return (IO_URING_READ_ONCE(*E.ring.sq.kflags) & IORING_SQ_TASKRUN) != 0;
+}
+
 static void post_deferred(int drain) {
-  if (!E.deferred) return;
-  while (IO_URING_READ_ONCE(*E.ring.sq.kflags) & IORING_SQ_TASKRUN) {
-    uint64_t v;
-    if (drain && read(E.efd, &v, sizeof(v)) < 0 && errno == EINTR) continue;
-    drain = 0;
-    io_uring_cq_eventfd_toggle(&E.ring, false);
-    int rc;
-    do rc = io_uring_get_events(&E.ring);
-    while (rc == -EINTR);
-    io_uring_cq_eventfd_toggle(&E.ring, true);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (rc < 0) break; /* not expected (EBUSY/EAGAIN): the next loop turn looks again */
+  if (!E.deferred || !taskrun_pending()) return;
+  uint64_t v;
+  if (drain) {
+    while (read(E.efd, &v, sizeof(v)) < 0 && errno == EINTR) {
+    }
   }
+  io_uring_cq_eventfd_toggle(&E.ring, false);
+  get_events();
+  io_uring_cq_eventfd_toggle(&E.ring, true);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (taskrun_pending()) get_events();
 }
 
 static void update_ref(void) {
