@@ -6,7 +6,10 @@
  * submitted once per event-loop turn (a uv_prepare and a uv_check handle flush what the turn queued,
  * or at once when the queue is full). The ring signals completions on an eventfd that libuv polls;
  * the poll callback reaps every CQE into two Int32Arrays JS gave at init (slot ids, results) and calls
- * JS once per batch, not once per I/O.
+ * JS once per batch, not once per I/O. Only this thread submits, so on Linux 6.1+ the ring defers
+ * completion work to it (IORING_SETUP_DEFER_TASKRUN): a request that finishes elsewhere (a block
+ * device's interrupt, an io-wq worker) signals the eventfd instead of interrupting the thread, and
+ * the loop posts the CQEs when it looks (post_deferred).
  *
  * A request lives in a slot (0 <= slot < slots) chosen by JS. O_DIRECT requests whose buffers are
  * not aligned go through a bounce chunk from a fixed slab (allocated on first use, aligned to 4096):
