@@ -20,8 +20,8 @@
  *   uringInit(slots, onComplete(count), ids: Int32Array, results: Int32Array,
  *             bounceChunkSize, bounceChunks) -> 0 | -errno
  *   uringSubmit(slot, op, fd, offset, bufs: Buffer[], flags) -> 0 | -errno
- *     op 0 read, 1 write, 2 fdatasync; flags 1 = FUA (RWF_DSYNC on O_DIRECT, else a linked fdatasync),
- *     2 = fd is O_DIRECT (align or bounce)
+ *     op 0 read, 1 write, 2 fdatasync; flags 1 = FUA (RWF_DSYNC on O_DIRECT or a block device, else
+ *     a linked fdatasync), 2 = fd is O_DIRECT (align or bounce), 4 = fd is a block device
  *     -E2BIG: an O_DIRECT request that needs a bounce and is larger than one chunk
  *     -ENOBUFS: no bounce chunk free now (retry after a completion)
  *   uringAvailable() -> true when built with liburing
@@ -491,9 +491,12 @@ static napi_value uring_submit(napi_env env, napi_callback_info info) {
    * FUA: an O_DIRECT write carries RWF_DSYNC (the block layer sends it as a FUA write). A buffered
    * write is followed by a linked fdatasync instead: io_uring runs buffered writes to one file one at
    * a time (hashed by inode), so RWF_DSYNC on them would allow a single sync in flight, while linked
-   * syncs run side by side and the file system commits them together.
+   * syncs run side by side and the file system commits them together. A block device's buffered
+   * writes are not hashed (io_uring hashes regular files only), and RWF_DSYNC on one writes back and
+   * waits for just its range, then flushes the device's cache (blkdev_fsync), where an fdatasync
+   * would write back every dirty page of the device.
    */
-  int linked = op == 1 && (flags & 1) && !(flags & 2);
+  int linked = op == 1 && (flags & 1) && !(flags & 6);
   unsigned need = linked ? 2 : 1;
   if (io_uring_sq_space_left(&E.ring) < need) flush_submissions();
   if (io_uring_sq_space_left(&E.ring) < need) {

@@ -177,12 +177,13 @@ export class BackingStore {
     if (iov.length > IOV_MAX || (this.direct && total > this.engine.maxBouncedBytes)) {
       return this.inPieces(iov, pos, total, true, fua);
     }
-    const n = await this.engine.write(this.fd, iov, pos, fua, this.direct);
+    const block = this.blockDevice !== undefined;
+    const n = await this.engine.write(this.fd, iov, pos, fua, this.direct, block);
     if (n === total) return;
     let rest = advance(iov, n);
     let at = pos + n;
     while (rest.length > 0) {
-      const m = await this.engine.write(this.fd, rest, at, fua, this.direct);
+      const m = await this.engine.write(this.fd, rest, at, fua, this.direct, block);
       if (m === 0) throw new Error(`${this.path}: write at byte ${at} made no progress`);
       at += m;
       rest = advance(rest, m);

@@ -7,8 +7,18 @@ export interface IoEngine {
   readonly name: IoEngineName;
   /** Read into `iov` at byte `pos`; resolves with the bytes read (short at end of file). */
   read(fd: number, iov: readonly Buffer[], pos: number, direct: boolean): Promise<number>;
-  /** Write `iov` at `pos`; with `fua` the data is durable when it resolves (RWF_DSYNC). */
-  write(fd: number, iov: readonly Buffer[], pos: number, fua: boolean, direct: boolean): Promise<number>;
+  /**
+   * Write `iov` at `pos`; with `fua` the data is durable when it resolves. `blockDevice`: `fd` is a
+   * block device (io_uring then makes a buffered FUA write an RWF_DSYNC write).
+   */
+  write(
+    fd: number,
+    iov: readonly Buffer[],
+    pos: number,
+    fua: boolean,
+    direct: boolean,
+    blockDevice?: boolean,
+  ): Promise<number>;
   /** fdatasync. */
   datasync(fd: number): Promise<void>;
   /** Largest request that an O_DIRECT transfer from unaligned buffers may have (bounce chunk). */

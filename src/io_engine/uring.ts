@@ -23,6 +23,7 @@ const OP_WRITE = 1;
 const OP_DATASYNC = 2;
 const FLAG_DSYNC = 1;
 const FLAG_DIRECT = 2;
+const FLAG_BLOCK_DEVICE = 4;
 
 const ENOBUFS = 105;
 const EAGAIN = 11;
@@ -85,8 +86,16 @@ export class UringEngine implements IoEngine {
     return this.request(OP_READ, fd, iov, pos, direct ? FLAG_DIRECT : 0, "read");
   }
 
-  write(fd: number, iov: readonly Buffer[], pos: number, fua: boolean, direct: boolean): Promise<number> {
-    return this.request(OP_WRITE, fd, iov, pos, (fua ? FLAG_DSYNC : 0) | (direct ? FLAG_DIRECT : 0), "write");
+  write(
+    fd: number,
+    iov: readonly Buffer[],
+    pos: number,
+    fua: boolean,
+    direct: boolean,
+    blockDevice = false,
+  ): Promise<number> {
+    const flags = (fua ? FLAG_DSYNC : 0) | (direct ? FLAG_DIRECT : 0) | (blockDevice ? FLAG_BLOCK_DEVICE : 0);
+    return this.request(OP_WRITE, fd, iov, pos, flags, "write");
   }
 
   async datasync(fd: number): Promise<void> {
