@@ -71,6 +71,8 @@ export interface ResyncStats {
   transferredBlocks: number;
   /** The resync is checksum-based (use_checksum_based_resync; the SyncTarget decides). */
   csums: boolean;
+  /** SyncSource: requests held back HZ/10 for c-min-rate (application I/O here during the resync). */
+  throttledRequests: number;
 }
 
 /** 4 KiB blocks a request of `bytes` covers (the last block of a device may be short). */
@@ -85,6 +87,7 @@ export class Resync {
     sameCsumBlocks: 0,
     transferredBlocks: 0,
     csums: false,
+    throttledRequests: 0,
     inflight: 0,
     cursor: 0,
     startedAt: 0,
@@ -128,8 +131,9 @@ export class Resync {
 
   /** Resync counters for status and tests. */
   get stats(): ResyncStats {
-    const { total, requested, requestedBlocks, sameCsumBlocks, transferredBlocks, csums } = this.run;
-    return { total, requested, requestedBlocks, sameCsumBlocks, transferredBlocks, csums };
+    const { total, requested, requestedBlocks, sameCsumBlocks, transferredBlocks, csums, throttledRequests } =
+      this.run;
+    return { total, requested, requestedBlocks, sameCsumBlocks, transferredBlocks, csums, throttledRequests };
   }
 
   /** Resync progress for status: percent done (SyncSource / SyncTarget). */
@@ -155,11 +159,18 @@ export class Resync {
       sameCsumBlocks: 0,
       transferredBlocks: 0,
       csums: this.csumsAlg !== undefined,
+      throttledRequests: 0,
       inflight: 0,
       cursor: 0,
       startedAt: Date.now(),
     };
     this.resetController();
+    // drbd_rs_controller_reset (drbd_worker.c): rs_last_events starts from the disk's counters now, so the
+    // SyncSource's c-min-rate check (drbd_rs_c_min_rate_throttle) does not take I/O from before this resync
+    // for application I/O during it. Counting from 0, a resync right after application writes slept its
+    // first request HZ/10 and held back every request behind it.
+    this.lastAppIoBytes = dev.io.diskReadBytes + dev.io.diskWrittenBytes - this.sourceReadBytes;
+    this.answered.length = 0;
   }
 
   /**
@@ -611,11 +622,11 @@ export class Resync {
     // The kernel's receiver takes requests one at a time and sleeps HZ/10 before one when application I/O
     // runs here and the resync is above c-min-rate: the requests pass through one queue that asks the same
     // question as each one's turn comes, so a sleep holds back every request behind it.
-    const gate = (this.throttle = this.throttle.then(() =>
-      this.sourceShouldSlowDown(Date.now())
-        ? new Promise<void>((resolve) => setTimeout(resolve, RESYNC_TURN_MS))
-        : undefined,
-    ));
+    const gate = (this.throttle = this.throttle.then(() => {
+      if (!this.sourceShouldSlowDown(Date.now())) return undefined;
+      this.run.throttledRequests++;
+      return new Promise<void>((resolve) => setTimeout(resolve, RESYNC_TURN_MS));
+    }));
     this.countAnswered(r.size / SECTOR, Date.now());
     gate
       .then(() => {

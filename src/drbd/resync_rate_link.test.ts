@@ -122,3 +122,25 @@ test("c-min-rate on the SyncSource: application reads there slow the resync down
   await Promise.all([ca.waitFor("Connected", 60000), cb.waitFor("Connected", 60000)]);
   assert.ok(await dataEqual(pair), "both copies equal after the resync");
 });
+
+test("c-min-rate on the SyncSource: application writes before the resync do not count as I/O during it (ports 8250-8251)", async (t) => {
+  const { pair, ca, cb } = await invalidatedPair(t, 8250, 16, {
+    resyncRateKiB: 4 * KiB * KiB,
+    resyncControl: {
+      cPlanAhead: 0,
+      cFillTarget: 100,
+      cDelayTarget: 10,
+      cMaxRateKiB: 100 * KiB,
+      cMinRateKiB: 250,
+    },
+  });
+  // 1 MiB of application writes on the Primary, all done before the resync starts.
+  for (let i = 0; i < 16; i++) await pair.a.dev.writev(i * 16 * 8, [pattern(64 * KiB, i)]);
+  await cb.invalidate();
+  await cb.waitFor("SyncTarget", 5000);
+  await Promise.all([ca.waitFor("Connected", 30000), cb.waitFor("Connected", 30000)]);
+  // drbd_rs_controller_reset takes the disk's counters at the start: nothing ran during this resync, so the
+  // SyncSource never held a request back.
+  assert.equal(ca.resyncStats.throttledRequests, 0, "requests held back for c-min-rate");
+  assert.ok(await dataEqual(pair), "both copies equal after the resync");
+});
