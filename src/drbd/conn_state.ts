@@ -47,6 +47,12 @@ export interface ConnectionStateOptions {
 
 export class ConnectionStateMachine {
   private current: ConnectionStateName = "StandAlone";
+  /**
+   * A disk is being attached while connected (D_ATTACHING / D_NEGOTIATING): P_STATE reports Negotiating,
+   * local changes are not announced until P_SIZES and P_UUIDS went out, and the sync handshake may make
+   * even a Primary the SyncTarget (its disk is below D_CONSISTENT).
+   */
+  attaching = false;
   private peerState: DrbdState | undefined;
   /** The peer's disk as fence-peer left it while not connected (the kernel's pdsk); undefined: DUnknown. */
   private fencedPeerDisk: "Outdated" | "Inconsistent" | undefined;
@@ -189,17 +195,22 @@ export class ConnectionStateMachine {
 
   peerReported(state: DrbdState): void {
     const before = this.peerState?.disk;
+    const roleBefore = this.peerState?.role;
     this.peerState = state;
-    // after_state_ch "Lost contact to peer's copy of the data": the Primary peer detached its disk (an I/O
-    // error), so this UpToDate node holds the only copy and starts a new generation, against which the
-    // peer's re-attach resyncs the blocks written meanwhile (they are marked out of sync as they arrive).
-    if (
+    const noDisk = state.disk < DiskState.Inconsistent;
+    // after_state_ch "Lost contact to peer's copy of the data": the peer detached its disk (an I/O error,
+    // drbdadm detach) while it or this node is Primary, so this UpToDate node holds the only copy and starts
+    // a new generation, against which the peer's re-attach resyncs the blocks written meanwhile (they are
+    // marked out of sync as they arrive). And "pdsk < D_INCONSISTENT ... ns.peer == R_PRIMARY": a Diskless
+    // peer that connected as Secondary becomes Primary.
+    const lostPeerDisk =
       before !== undefined &&
       before >= DiskState.Inconsistent &&
-      state.disk < DiskState.Inconsistent &&
-      state.role === Role.Primary
-    ) {
-      this.log.warn({ peerDisk: state.disk }, "the Primary peer lost its disk: this node has the only copy");
+      noDisk &&
+      (state.role === Role.Primary || this.device.role === "Primary");
+    const disklessPeerPromoted = noDisk && roleBefore === Role.Secondary && state.role === Role.Primary;
+    if (lostPeerDisk || disklessPeerPromoted) {
+      this.log.warn({ peerDisk: state.disk }, "the peer has no disk: this node has the only copy");
       const dev = this.device;
       if (dev.disk === "UpToDate" && dev.uuids[1] === 0n) {
         const u = newCurrentUuidAtSplit(dev.uuids);
@@ -234,6 +245,7 @@ export class ConnectionStateMachine {
 
   /** The connection state a P_STATE carries when the local role or disk changes; none in other states. */
   get announcedConnState(): ConnState | undefined {
+    if (this.attaching) return undefined;
     switch (this.current) {
       case "Connected":
         return ConnState.Connected;
@@ -261,7 +273,7 @@ export class ConnectionStateMachine {
       role: roleOnWire(dev.role),
       peer: this.peerState?.role ?? Role.Unknown,
       conn,
-      disk: diskStateOnWire(dev.disk),
+      disk: this.attaching ? DiskState.Negotiating : diskStateOnWire(dev.disk),
       pdsk: this.peerState?.disk ?? DiskState.DUnknown,
       susp: dev.ioSuspended === "user",
       aftrIsp: false,

@@ -28,7 +28,7 @@ import type { VerifyCounters } from "./verify.js";
 import { Link, type LinkStats } from "./link.js";
 import type { PacketStream } from "./packet_stream.js";
 import { closeGently, establishSocketPair, sleep, type SocketPair } from "./sockets.js";
-import { handshake, handshakeVolume } from "./handshake.js";
+import { handshake, handshakeVolume, sendSizes } from "./handshake.js";
 import type { SenderEpoch } from "./sender_epoch.js";
 import type { BarrierJoin } from "./barrier_join.js";
 import { StateChangeRequests } from "./state_change_request.js";
@@ -91,6 +91,10 @@ export class DrbdConnection implements PeerLink {
   /** A connect is pairing sockets: the listener keeps what arrives. */
   private establishing = false;
   private closed: Promise<void> = Promise.resolve();
+  /** While a disk attaches on this connected node (attachWhileConnected): writes wait for it. */
+  private attachGate: Promise<void> | undefined;
+  /** An attach while connected is not finished (localDiskSyncing). */
+  private attachPending = false;
   private markClosed: (() => void) | undefined;
 
   constructor(
@@ -162,7 +166,14 @@ export class DrbdConnection implements PeerLink {
   }
 
   get replicating(): boolean {
-    return this.link.state.isUp;
+    // While a disk attaches, the exchange states (WFBitMapT) count too: the writes wait for the gate.
+    return this.link.state.isUp || this.attachGate !== undefined;
+  }
+
+  /** PeerLink.localWrite: from an attach while connected until the disk is UpToDate (Resync tracks it). */
+  localWrite(start: number, end: number): { before: Promise<unknown>; done: () => void } | undefined {
+    if (!this.attachPending || this.link.device.disk === "UpToDate") return undefined;
+    return this.resync.localWriteWhileTarget(start, end);
   }
 
   /** Counters for status and tests. */
@@ -297,6 +308,40 @@ export class DrbdConnection implements PeerLink {
     return changed;
   }
 
+  /**
+   * drbdadm attach on a Diskless node while connected (drbd_adm_attach): `reattach` reads the metadata
+   * again with P_STATE held back, then the peer hears P_SIZES, P_UUIDS and P_STATE with disk Negotiating
+   * and the sync handshake resyncs what changed while this node had no disk (sync_handshake.ts).
+   */
+  async attachWhileConnected(reattach: () => Promise<void>): Promise<void> {
+    const link = this.link;
+    if (!link.state.isUp) throw new Error(`${link.device.name}: not connected`);
+    link.state.attaching = true;
+    this.attachPending = true;
+    // Writes wait until the bitmaps are exchanged: the peer reads its data socket in sequence then, and a
+    // P_DATA among the bitmap packets would break the exchange.
+    let open = () => {};
+    this.attachGate = new Promise<void>((r) => (open = r));
+    try {
+      await reattach();
+      // The writes before the gate end their epoch now: a later P_BARRIER would also fall among the bitmap
+      // packets (the kernel's state change starts a new epoch alike, start_new_tl_epoch).
+      this.sender.closeNonEmptyEpoch();
+      await this.syncHandshake.attachedWhileConnected(() => sendSizes(link));
+      const until = Date.now() + link.timeoutMs;
+      const s = link.state;
+      const negotiating = () =>
+        s.attaching || s.name === "WFBitMapS" || s.name === "WFBitMapT" || s.name === "WFSyncUUID";
+      // (WFBitMapT is not "up": the data socket tells whether the connection is still there.)
+      while (link.data && negotiating() && Date.now() < until) await sleep(5);
+      if (s.attaching) link.log.warn("attach: the peer started no resync; the disk stays Inconsistent");
+    } finally {
+      link.state.attaching = false;
+      this.attachGate = undefined;
+      open();
+    }
+  }
+
   /** drbdadm resize while connected (resize_link.ts): both nodes grow to the smaller usable size. */
   startResize(opts: { assumeClean: boolean }): Promise<void> {
     return this.resize.start(opts);
@@ -325,7 +370,9 @@ export class DrbdConnection implements PeerLink {
     fua: boolean,
   ): Promise<boolean> {
     const state = this.link.state;
-    if (!state.isUp) return NOT_MIRRORED;
+    if (this.attachGate) return this.attachGate.then(() => this.mirror(offset, bytes, data, fua));
+    // drbd_should_do_remote: a Diskless peer takes no writes; they stay out of sync here (drbd_req_destroy).
+    if (!state.isUp || state.peerHasNoDisk) return NOT_MIRRORED;
     if (state.name === "Connected" && this.aheadBehind.congestionActive) this.aheadBehind.maybePullAhead();
     if (state.name === "Ahead") return this.aheadBehind.sendOutOfSync(offset, bytes);
     return this.sender.mirror(offset, bytes, data, fua);
@@ -333,11 +380,13 @@ export class DrbdConnection implements PeerLink {
 
   /** The peer's disk is UpToDate: it can serve reads this node cannot (drbd_req.c remote reads). */
   get peerReadable(): boolean {
-    return this.link.state.isUp && this.link.state.peer?.disk === DiskState.UpToDate;
+    return this.replicating && this.link.state.peer?.disk === DiskState.UpToDate;
   }
 
   /** A read served by the peer (P_DATA_REQUEST, remote_reads.ts). */
   readRemote(offset: number, into: Buffer): Promise<void> {
+    // A P_DATA_REQUEST must not land among the bitmap packets of an attach's sync handshake.
+    if (this.attachGate) return this.attachGate.then(() => this.readRemote(offset, into));
     if (!this.peerReadable)
       return Promise.reject(new Error("the peer cannot serve reads (not connected or not UpToDate)"));
     return this.remoteReads.read(offset, into);
@@ -380,16 +429,6 @@ export class DrbdConnection implements PeerLink {
   private async run(): Promise<void> {
     const link = this.link;
     while (!link.stopped) {
-      if (link.device.disk === "Diskless") {
-        // A node without its disk has no UUIDs or bitmap to offer the handshake (not implemented).
-        link.stopped = true;
-        link.lastError = "the disk is detached: a Diskless node does not connect (attach first)";
-        link.log.warn(link.lastError);
-        this.server?.close();
-        this.server = undefined;
-        link.state.change("StandAlone");
-        return;
-      }
       try {
         const { data, meta } = await this.establish();
         if (link.stopped) {
@@ -507,7 +546,9 @@ export class DrbdConnection implements PeerLink {
   /** This volume's side of a lost connection (for a multi-volume resource, called for each volume). */
   volumeLost(e: Error): void {
     const link = this.link;
-    if (!link.state.isUp) return;
+    // The bitmap exchange of a sync handshake while connected fails into here too.
+    const exchanging = link.state.name === "WFBitMapS" || link.state.name === "WFBitMapT";
+    if (!link.state.isUp && !exchanging) return;
     link.lastError = e.message;
     link.log.warn({ err: e.message }, "connection lost");
     link.state.linkLost(
@@ -557,6 +598,7 @@ export class DrbdConnection implements PeerLink {
     this.pingDeadline = undefined;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+    this.attachPending = false;
     if (link.device.disk !== "Diskless") link.device.setPeer(undefined);
     const d = link.data;
     const m = link.meta;

@@ -44,7 +44,7 @@ import { DrbdStateError, type DrbdDiskState, type DrbdRole } from "./drbd_states
 import type { Deallocation, IoSuspension, PeerDevicePort, PeerLink } from "./peer_device_port.js";
 import { DiskTimeoutError, isLowerIoError, withDiskTimeout, type OnIoError } from "./io_error.js";
 import { IoSuspensionGate } from "./io_suspension.js";
-import { readIovFromPeer } from "./remote_reads.js";
+import { readIovFromPeer, writeViaPeer } from "./remote_reads.js";
 import { NO_HANDLERS, type HandlerRunner } from "./handlers.js";
 import { applyPeerDeallocation, applyPeerWrite, type PeerRequestVolume } from "./peer_requests.js";
 import {
@@ -103,17 +103,18 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
    * peer and resync data received, data written to and read from the lower device.
    */
   readonly io = { netSentBytes: 0, netReceivedBytes: 0, diskWrittenBytes: 0, diskReadBytes: 0 };
-  private readonly peerRequestView: PeerRequestVolume;
+  private peerRequestView: PeerRequestVolume;
+  private attachOpts: DrbdAttachOptions | undefined;
 
   private constructor(
     readonly minor: number,
     readonly lower: BlockDevice,
-    private readonly store: MetadataStore,
+    private store: MetadataStore,
     layout: MetadataLayout,
     sb: SuperBlock,
     bitmap: OutOfSyncBitmap,
-    private readonly al: ActivityLog,
-    private readonly onDetach: (() => void) | undefined,
+    private al: ActivityLog,
+    private onDetach: (() => void) | undefined,
   ) {
     this.name = `drbd${minor}`;
     this.blockSize = lower.blockSize;
@@ -149,6 +150,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     dev.handlers = opts.handlers ?? NO_HANDLERS;
     dev.diskTimeoutMs = opts.diskTimeoutMs ?? 0;
     dev.degradedAtAttach = degraded;
+    dev.attachOpts = opts;
     dev.log.info(
       { disk: dev.diskValue, outOfSyncKiB: bitmap.outOfSyncKiB, unclean: wasUnclean, alBitsMarked: applied },
       "attached",
@@ -221,8 +223,13 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
    */
   async primary(opts: { force?: boolean } = {}): Promise<void> {
     if (this.roleValue === "Primary") return;
-    if (this.diskValue === "Diskless")
-      throw new DrbdStateError(this.name, -2, "Need access to UpToDate data");
+    if (this.diskValue === "Diskless") {
+      // is_valid_state: a Diskless Primary needs the connected peer's UpToDate disk; its I/O goes there.
+      if (!this.peer?.replicating || !this.peer.peerReadable)
+        throw new DrbdStateError(this.name, -2, "Need access to UpToDate data");
+      this.roleValue = "Primary";
+      return this.notifyState();
+    }
     if (this.diskValue !== "UpToDate" && !opts.force)
       throw new DrbdStateError(this.name, -2, "Need access to UpToDate data");
     this.roleValue = "Primary";
@@ -243,6 +250,32 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
       flags: flagsForDisk(this.sb.flags, this.diskValue) | MDF_PRIMARY_IND,
     });
     this.log.info({ uuids: uuids.map((u) => u.toString(16)) }, "role Primary");
+    this.notifyState();
+  }
+
+  /** receive_uuids' drbd_set_ed_uuid: Diskless, what a reconnect must find (in memory: there is no disk). */
+  adoptExposedUuid(current: bigint): void {
+    if (this.diskValue !== "Diskless" || (this.sb.uuids[0] & ~1n) === (current & ~1n)) return;
+    const [cur, , h0] = this.sb.uuids;
+    const uuids = withPrimaryBit([current, 0n, cur & ~1n, h0], this.roleValue === "Primary");
+    this.sb = { ...this.sb, uuids };
+    this.log.info({ exposed: current.toString(16) }, "Diskless: exposing the peer's data generation");
+  }
+
+  /** drbdadm attach on a detached device: its metadata read again, role and peer kept; Inconsistent (reads
+   * go to the peer, the metadata is not rewritten) until the sync handshake decides (attachedWhileConnected). */
+  async reattach(onDetach: () => void): Promise<void> {
+    const opts = this.attachOpts;
+    if (this.diskValue !== "Diskless" || !opts) throw new Error(`${this.name}: not a detached device`);
+    const m = await prepareAttach(opts, () => this.persistBitmap());
+    if (deviceSectors(m.layout, m.sb) < this.sectors)
+      throw new Error(`${this.name}: the disk is smaller than the device (${this.sectors} sectors)`);
+    ({ store: this.store, layout: this.layoutValue, sb: this.sb, bitmap: this.bitmapValue, al: this.al } = m);
+    this.peerRequestView = { ...this.peerRequestView, activityLog: m.al };
+    this.diskFailure = undefined;
+    this.onDetach = onDetach;
+    this.diskValue = "Inconsistent";
+    this.log.info({ outOfSyncKiB: m.bitmap.outOfSyncKiB, role: this.roleValue }, "re-attached");
     this.notifyState();
   }
 
@@ -502,7 +535,9 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
    */
   async detach(): Promise<void> {
     if (this.diskValue === "Diskless") return;
-    if (this.roleValue === "Primary")
+    // is_valid_state: a Primary needs UpToDate data, its own or the connected peer's.
+    const viaPeer = this.roleValue === "Primary" && this.peer?.replicating === true && this.peer.peerReadable;
+    if (this.roleValue === "Primary" && !viaPeer)
       throw new DrbdStateError(this.name, -2, "Need access to UpToDate data (demote to Secondary first)");
     await this.drain();
     await this.writeBitmapPages();
@@ -511,7 +546,8 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
       flags: (this.sb.flags | MDF_AL_CLEAN) & ~MDF_PRIMARY_IND,
     });
     this.diskValue = "Diskless";
-    this.log.info({ outOfSyncKiB: this.bitmap.outOfSyncKiB }, "detached cleanly");
+    this.log.info({ outOfSyncKiB: this.bitmap.outOfSyncKiB, role: this.roleValue }, "detached cleanly");
+    this.notifyState(); // a Primary's peer learns by P_STATE that it keeps the only copy
     this.onDetach?.();
   }
 
@@ -639,31 +675,12 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
       return Promise.reject(new BlockDeviceError(`${this.name}: Secondary refuses writes`, "read-only"));
     const p =
       this.diskValue === "Diskless" || this.diskValue === "Failed"
-        ? this.peerOnlyWrite(lba, bytes, data, fua)
+        ? writeViaPeer(this.peer, this, this.suspension, lba * this.blockSize, bytes, data, fua)
         : this.mirroredWrite(lba, bytes, local, data, fua);
     this.inflight.set(p, [lba * this.blockSize, lba * this.blockSize + bytes]);
     const done = () => this.inflight.delete(p);
     p.then(done, done);
     return p;
-  }
-
-  /** A Diskless Primary's write (drbd_req.c): only the peer gets it; without a peer it fails. */
-  private async peerOnlyWrite(
-    lba: number,
-    bytes: number,
-    data: readonly Buffer[] | Deallocation,
-    fua: boolean,
-  ): Promise<void> {
-    if (this.suspension.why) await this.suspension.wait();
-    const peer = this.peer?.replicating ? this.peer : undefined;
-    if (!peer || !peer.peerReadable)
-      throw new BlockDeviceError(`${this.name}: no local disk and no UpToDate peer to write to`, "io");
-    const mirrored = await peer.mirror(lba * this.blockSize, bytes, data, fua).catch(() => false);
-    if (!mirrored) {
-      if (this.suspension.why) await this.suspension.wait();
-      throw new BlockDeviceError(`${this.name}: no local disk and the peer did not take the write`, "io");
-    }
-    if (typeof data !== "string") this.io.netSentBytes += bytes;
   }
 
   private async mirroredWrite(
@@ -680,7 +697,9 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
     const peer = this.peer?.replicating ? this.peer : undefined;
     if (!peer) await (this.generation ??= this.startGeneration());
     await this.al.begin(sector, sectors);
+    const tracked = peer?.localWrite?.(offset, offset + bytes);
     try {
+      await tracked?.before;
       const remote = peer ? peer.mirror(offset, bytes, data, fua) : Promise.resolve(false);
       const timed = withDiskTimeout(local(), this.diskTimeoutMs, this.name);
       const [localResult, mirrored] = await Promise.allSettled([timed, remote]);
@@ -710,6 +729,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
       }
     } finally {
       this.al.complete(sector, sectors);
+      tracked?.done();
     }
   }
 

@@ -16,6 +16,7 @@ import {
   decodeState,
   decodeSyncParams,
   decodeUuids,
+  DiskState,
   DrbdCommand,
   DrbdProtocolError,
   encodeConnectionFeatures,
@@ -40,6 +41,7 @@ import { PacketStream, type RawSocket } from "./packet_stream.js";
 import { DataIntegrity } from "./integrity.js";
 import type { Link } from "./link.js";
 import type { SyncHandshake } from "./sync_handshake.js";
+import type { UuidSet } from "./uuids.js";
 
 /**
  * Runs the handshake on a freshly paired data and meta socket; the link's packet streams are set. Resolves
@@ -139,7 +141,6 @@ export async function handshakeVolume(
 ): Promise<"connected" | "standalone"> {
   const opts = link.opts;
   const t = link.timeoutMs;
-  const dev = link.device;
   const sp = encodeSyncParams(
     {
       resyncRate: opts.resyncRateKiB ?? 250,
@@ -153,23 +154,13 @@ export async function handshakeVolume(
     link.agreedVersion,
   );
   await link.send(data, sp.command, sp.payload);
-  const sizes = dev.layout.usableSectors;
-  await link.send(
-    data,
-    DrbdCommand.Sizes,
-    encodeSizes({
-      diskSize: sizes,
-      userSize: 0,
-      currentSize: sizes,
-      maxBioSize: maxBioSizeFor(link.agreedVersion),
-      queueOrderType: 0,
-      ddsFlags: 0,
-    }),
-  );
+  await sendSizes(link, data);
   await link.sendUuids();
   await link.sendState(ConnState.WFReportParams);
   let peerSizes: number | undefined;
-  while (!link.peerUuids || !link.state.peer || peerSizes === undefined) {
+  // A Diskless peer sends no P_UUIDS: its P_STATE (after P_SIZES) completes the exchange.
+  const peerDiskless = () => (link.state.peer?.disk ?? DiskState.DUnknown) < DiskState.Negotiating;
+  while (!link.state.peer || peerSizes === undefined || (!link.peerUuids && !peerDiskless())) {
     const p = await data.next(t);
     switch (p.header.command) {
       case DrbdCommand.SyncParam:
@@ -188,6 +179,9 @@ export async function handshakeVolume(
       }
       case DrbdCommand.Sizes:
         peerSizes = link.peerDiskSectors = decodeSizes(p.payload).diskSize;
+        // receive_sizes: two nodes without a disk have no data between them.
+        if (peerSizes === 0 && link.device.disk === "Diskless")
+          return link.refuse("some backing storage is needed");
         break;
       case DrbdCommand.Uuids: {
         const u = decodeUuids(p.payload);
@@ -203,6 +197,30 @@ export async function handshakeVolume(
         throw new DrbdProtocolError(`unexpected ${commandName(p.header.command)} during the handshake`);
     }
   }
+  if (link.device.disk === "Diskless" || peerDiskless()) return syncHandshake.onConnectDiskless(data);
+  const sizes = link.device.layout.usableSectors;
   if (peerSizes !== sizes) link.log.warn({ mine: sizes, peer: peerSizes }, "the peer's disk size differs");
-  return syncHandshake.onConnect(data, link.peerUuids, t);
+  return syncHandshake.onConnect(data, link.peerUuids as UuidSet, t);
+}
+
+/**
+ * P_SIZES (drbd_send_sizes): the backing disk's usable size; a Diskless node has none (d_size and u_size
+ * 0) and tells the size it exposes as c_size. Sent on connecting and by an attach while connected.
+ */
+export function sendSizes(link: Link, data = link.data): Promise<void> {
+  const dev = link.device;
+  const diskless = dev.disk === "Diskless";
+  const sizes = diskless ? 0 : dev.layout.usableSectors;
+  return link.send(
+    data,
+    DrbdCommand.Sizes,
+    encodeSizes({
+      diskSize: sizes,
+      userSize: 0,
+      currentSize: diskless ? dev.sizeSectors : sizes,
+      maxBioSize: maxBioSizeFor(link.agreedVersion),
+      queueOrderType: 0,
+      ddsFlags: 0,
+    }),
+  );
 }

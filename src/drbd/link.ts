@@ -172,6 +172,8 @@ export class Link {
   /** P_UUIDS on the data socket (drbd_send_uuids). */
   sendUuids(extraFlags = 0n): Promise<void> {
     const dev = this.device;
+    // _drbd_send_uuids: nothing without a local disk (get_ldev_if_state(device, D_NEGOTIATING)).
+    if (dev.disk === "Diskless") return Promise.resolve();
     const u = dev.uuids;
     let flags = extraFlags;
     if (dev.disk === "Inconsistent") flags |= BigInt(UUID_FLAG_INCONSISTENT);

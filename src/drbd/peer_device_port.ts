@@ -40,6 +40,11 @@ export interface PeerLink {
   readonly peerReadable: boolean;
   /** Reads `into.length` bytes at byte `offset` from the peer's disk (P_DATA_REQUEST / P_DATA_REPLY). */
   readRemote(offset: number, into: Buffer): Promise<void>;
+  /**
+   * A Primary's own write while its re-attached disk is SyncTarget (DrbdConnection.attachWhileConnected):
+   * the local write waits for resync writes to the same blocks (`before`); `done` when both copies have it.
+   */
+  localWrite?(start: number, end: number): { before: Promise<unknown>; done: () => void } | undefined;
 }
 
 /**
@@ -84,6 +89,8 @@ export interface PeerDevicePort {
   grow(sectors: number, opts: { setNewBits: boolean }): Promise<boolean>;
   setDiskState(disk: DrbdDiskState): Promise<void>;
   setUuids(uuids: UuidSet): Promise<void>;
+  /** Diskless: the current UUID of the data the device exposes through the peer (in memory only). */
+  adoptExposedUuid(current: bigint): void;
   /** Gives up the Primary role (after-sb's call-pri-lost-after-sb without handler scripts). */
   secondary(): Promise<void>;
   persistBitmap(): Promise<void>;

@@ -20,6 +20,30 @@ import { SECTOR } from "./metadata.js";
 import type { Link } from "./link.js";
 import type { PeerLink } from "./peer_device_port.js";
 import { BlockDeviceError } from "../bdev/bdev.js";
+import type { IoSuspensionGate } from "./io_suspension.js";
+import type { Deallocation } from "./peer_device_port.js";
+
+/** A Diskless Primary's write (drbd_req.c): only the peer gets it; without an UpToDate peer it fails. */
+export async function writeViaPeer(
+  link: PeerLink | undefined,
+  dev: { readonly name: string; readonly io: { netSentBytes: number } },
+  suspension: IoSuspensionGate,
+  offset: number,
+  bytes: number,
+  data: readonly Buffer[] | Deallocation,
+  fua: boolean,
+): Promise<void> {
+  if (suspension.why) await suspension.wait();
+  const peer = link?.replicating ? link : undefined;
+  if (!peer || !peer.peerReadable)
+    throw new BlockDeviceError(`${dev.name}: no local disk and no UpToDate peer to write to`, "io");
+  const mirrored = await peer.mirror(offset, bytes, data, fua).catch(() => false);
+  if (!mirrored) {
+    if (suspension.why) await suspension.wait();
+    throw new BlockDeviceError(`${dev.name}: no local disk and the peer did not take the write`, "io");
+  }
+  if (typeof data !== "string") dev.io.netSentBytes += bytes;
+}
 
 /** A device's read of `iov` at byte `offset` served by the peer; a failure is an I/O error of `device`. */
 export async function readIovFromPeer(

@@ -275,9 +275,11 @@ export class DrbdResource {
   async attach(): Promise<void> {
     if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.attach());
     if (this.dev && this.dev.disk !== "Diskless") return;
+    const conn = this.conn;
+    if (this.dev && conn?.replicating) return this.attachWhileConnected(this.dev, conn);
     if (this.dev?.role === "Primary")
       throw new Error(
-        `${this.deviceName}: re-attaching a disk to a Diskless Primary is not supported; run secondary (or down) first`,
+        `${this.deviceName}: re-attaching a disk to a Diskless Primary needs the peer connected; run secondary (or down) first`,
       );
     // Detached after an I/O error: the old connection belongs to the old device; reconnect with the new one.
     const reconnect = this.dev !== undefined && this.conn !== undefined && this.conn.state !== "StandAlone";
@@ -313,6 +315,40 @@ export class DrbdResource {
     if (reconnect) await this.connect();
   }
 
+  /**
+   * drbdadm attach on a connected Diskless node: the same device (a LUN over it stays) takes its disk
+   * back; the resync from the peer brings it up to date (DrbdConnection.attachWhileConnected).
+   */
+  private async attachWhileConnected(dev: DrbdDevice, conn: DrbdConnection): Promise<void> {
+    const claims = this.claimDisks(`DRBD ${this.deviceName} (${this.opts.name})`);
+    const release = () => {
+      for (const c of claims) c.release();
+    };
+    try {
+      if ((claims[0] as DeviceClaim).device !== dev.lower)
+        throw new Error(`${this.deviceName}: the backing disk is not the one it was attached to`);
+      await conn.attachWhileConnected(() => dev.reattach(release));
+    } catch (e) {
+      if (dev.disk === "Diskless") release();
+      throw e;
+    }
+  }
+
+  /**
+   * drbd_adm_detach on a connected Primary: the device stays (a LUN over it too), Diskless, and its I/O goes
+   * to the peer (is_valid_state allows a Primary without a disk while the peer's disk is UpToDate).
+   */
+  get detachKeepsDevice(): boolean {
+    const dev = this.dev;
+    const c = this.conn;
+    return (
+      dev?.role === "Primary" &&
+      dev.disk !== "Diskless" &&
+      c?.replicating === true &&
+      c.peerDisk === "UpToDate"
+    );
+  }
+
   /** drbdadm detach: the tree refuses while a LUN or mount still uses drbd<minor>. */
   async detach(): Promise<void> {
     if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.detach());
@@ -324,6 +360,7 @@ export class DrbdResource {
       if (this.opts.tree.get(this.deviceName)) this.opts.tree.remove(this.deviceName);
       return;
     }
+    if (this.detachKeepsDevice) return dev.detach();
     if (this.conn) await this.disconnect();
     if (this.opts.tree.get(this.deviceName)) this.opts.tree.remove(this.deviceName);
     try {
@@ -337,7 +374,9 @@ export class DrbdResource {
   /** drbdadm connect [--discard-my-data] (refused on a Primary, as drbdsetup does). */
   async connect(opts: { discardMyData?: boolean } = {}): Promise<void> {
     if (this.volumeSet.several) return this.volumeSet.first.connectVolumes(opts);
-    const dev = this.requireDevice();
+    // A detached (Diskless) device connects too: it uses the peer's disk (onConnectDiskless).
+    const dev = this.dev;
+    if (!dev) throw new Error(`${this.deviceName}: no disk attached (run attach or up first)`);
     const discardMyData = opts.discardMyData === true || this.opts.discardMyData === true;
     if (discardMyData && dev.role === "Primary")
       throw new Error(`${this.deviceName}: --discard-my-data not allowed when primary.`);
@@ -515,7 +554,9 @@ export class DrbdResource {
 
   async primary(opts: { force?: boolean } = {}): Promise<void> {
     if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.primary(opts));
-    const dev = this.requireDevice();
+    // A Diskless device may be promoted too, while connected to an UpToDate peer (DrbdDevice.primary).
+    const dev = this.dev;
+    if (!dev) throw new Error(`${this.deviceName}: no disk attached (run attach or up first)`);
     if (this.conn?.peerRole === "Primary")
       throw new Error(
         `${this.deviceName}: State change failed: (-1) Multiple primaries not allowed by config`,
@@ -525,7 +566,9 @@ export class DrbdResource {
 
   async secondary(): Promise<void> {
     if (this.volumeSet.fansOut) return this.volumeSet.eachVolume((v) => v.secondary());
-    await this.requireDevice().secondary();
+    const dev = this.dev;
+    if (!dev) throw new Error(`${this.deviceName}: no disk attached (run attach or up first)`);
+    await dev.secondary();
   }
 
   /** drbdadm suspend-io: new I/O waits until resume-io. */

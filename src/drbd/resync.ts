@@ -17,6 +17,7 @@ import {
   decodePlainBitmapChunk,
   decodeRleBitmapChunk,
   decodeState,
+  decodeUuids,
   BitmapTransfer,
   DiskState,
   Role,
@@ -105,12 +106,14 @@ export class Resync {
   private outstanding = 0;
   /** SyncTarget: the peer-write sequence number when each resync request (by sector) was sent. */
   private readonly requestSeq = new Map<number, number>();
+  /** SyncTarget: its own application writes (localWriteWhileTarget); doneSeq is Infinity until done. */
+  private readonly localWrites = new Set<{ start: number; end: number; doneSeq: number }>();
   /** SyncTarget: application writes received while resyncing, to spot stale resync replies. */
   private peerWrites: { seq: number; start: number; end: number }[] = [];
   private peerDataSeq = 0;
   /** SyncTarget: resync writes in flight; a later application write to the same blocks waits for them. */
   private readonly writes = new Set<{ start: number; end: number; done: Promise<void> }>();
-  private finishing = false;
+  private isFinishing = false;
   /** SyncSource, c-min-rate (drbd_rs_c_min_rate_throttle): bytes its resync reads, to tell them apart from
    * application I/O; application I/O at the last check; resync sectors answered per recent 100 ms. */
   private sourceReadBytes = 0;
@@ -212,7 +215,13 @@ export class Resync {
           decodeRleBitmapChunk(p.payload, xfer, peer, link.agreedVersion);
         // The kernel announces its WFBitMapS/T state while the bitmaps travel (seen with Linux 6.1's DRBD).
         else if (p.header.command === DrbdCommand.State) link.state.peerReported(decodeState(p.payload));
-        else throw new DrbdProtocolError(`expected the peer's bitmap, got ${commandName(p.header.command)}`);
+        // A peer that decided to be SyncTarget on our WFBitMapS announces its UUIDs first (a kernel peer's
+        // receiver takes P_UUIDS at any time).
+        else if (p.header.command === DrbdCommand.Uuids) {
+          const u = decodeUuids(p.payload);
+          link.peerUuids = [u.current, u.bitmap, u.history[0], u.history[1]];
+        } else
+          throw new DrbdProtocolError(`expected the peer's bitmap, got ${commandName(p.header.command)}`);
       }
       const added = dev.bitmap.merge(peer);
       link.log.info({ added, stats: xfer.stats }, "received the peer's bitmap");
@@ -378,7 +387,7 @@ export class Resync {
    */
   pump(): void {
     const link = this.link;
-    if (link.state.name !== "SyncTarget" || !link.data || this.finishing) return;
+    if (link.state.name !== "SyncTarget" || !link.data || this.isFinishing) return;
     const dev = link.device;
     const now = Date.now();
     if (now >= this.nextTurn) {
@@ -483,12 +492,12 @@ export class Resync {
   /** drbd_resync_finished: the target takes the source's current UUID and is UpToDate; the source drops its bitmap UUID. */
   async finish(): Promise<void> {
     const was = this.link.state.name;
-    if ((was !== "SyncSource" && was !== "SyncTarget") || this.finishing) return;
-    this.finishing = true;
+    if ((was !== "SyncSource" && was !== "SyncTarget") || this.isFinishing) return;
+    this.isFinishing = true;
     try {
       await this.finishNow(was);
     } finally {
-      this.finishing = false;
+      this.isFinishing = false;
     }
   }
 
@@ -562,6 +571,32 @@ export class Resync {
     const before = Promise.all([epochGate, ...overlapping.map((w) => w.done)]);
     this.link.device.markWholeBlocksInSync(start, end - start);
     return before;
+  }
+
+  /**
+   * The SyncTarget's own application write (a Primary whose re-attached disk is resyncing; the kernel's
+   * resync-extent locking in drbd_al_begin_io / drbd_rs_begin_io keeps the two apart): the local write waits
+   * for resync writes to the same blocks, and a reply to a request sent before this write completed on both
+   * sides may hold older data, so it is dropped (the bit stays; the block is asked for again).
+   */
+  localWriteWhileTarget(start: number, end: number): { before: Promise<unknown>; done: () => void } {
+    const w = { start, end, doneSeq: Infinity };
+    this.localWrites.add(w);
+    const overlapping = [...this.writes].filter((r) => r.start < end && start < r.end);
+    return {
+      before: Promise.all(overlapping.map((r) => r.done)),
+      done: () => {
+        w.doneSeq = ++this.peerDataSeq;
+        this.forgetLocalWrites();
+        this.pump();
+      },
+    };
+  }
+
+  /** Finished local writes matter only to requests sent before they finished: none outstanding, none left. */
+  private forgetLocalWrites(): void {
+    if (this.requestSeq.size > 0) return;
+    for (const w of this.localWrites) if (w.doneSeq !== Infinity) this.localWrites.delete(w);
   }
 
   /** receive_DataRequest (P_RS_DATA_REQUEST) as SyncSource: read the block, answer P_RS_DATA_REPLY. */
@@ -677,7 +712,12 @@ export class Resync {
     this.requestSeq.delete(d.sector);
     // Newer application data for this range came in after the request: the reply may be older. Drop it
     // without an ack; bits still set are requested again.
-    if (this.peerWrites.some((w) => w.seq > askedAt && w.start < end && start < w.end)) {
+    const stale = (w: { start: number; end: number }) => w.start < end && start < w.end;
+    const older =
+      this.peerWrites.some((w) => w.seq > askedAt && stale(w)) ||
+      [...this.localWrites].some((w) => w.doneSeq > askedAt && stale(w));
+    this.forgetLocalWrites();
+    if (older) {
       this.run.inflight--;
       link.stats.staleResyncReplies++;
       link.stats.staleResyncBlocks += Math.ceil(d.data.length / 4096);

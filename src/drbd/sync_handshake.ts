@@ -21,10 +21,11 @@ import {
   type DrbdState,
 } from "./protocol.js";
 import { MDF_CRASHED_PRIMARY, newUuid } from "./metadata.js";
-import { compareUuids, type UuidSet } from "./uuids.js";
+import { compareUuids, newCurrentUuidAtSplit, type UuidSet } from "./uuids.js";
 import { considerResync, peerForcedPrimary } from "./consider_resync.js";
 import { DEFAULT_AFTER_SB, discardMyDataVerdict, recoverSplitBrain } from "./after_sb.js";
 import { diskStateOnWire } from "./drbd_states.js";
+import { diskStateFromFlags } from "./device_attach.js";
 import type { Link } from "./link.js";
 import type { PacketStream } from "./packet_stream.js";
 import type { Resync } from "./resync.js";
@@ -80,6 +81,49 @@ export class SyncHandshake {
     link.state.change("Connected");
     await link.send(data, DrbdCommand.State, encodeStateOf(link, ConnState.Connected));
     link.log.info({ agreedVersion: link.agreedVersion, protocol: link.protocol }, "Connected");
+    return "connected";
+  }
+
+  /**
+   * receive_state when either side has no disk: there is no sync handshake (it needs a local disk and a
+   * peer disk of at least D_NEGOTIATING), the pair goes Connected as Diskless/UpToDate (or the reverse).
+   * A Diskless Primary only connects to the data generation it exposes (receive_uuids: "Can only connect to
+   * data with current UUID"); a node with the disk and a Diskless Primary peer starts a new generation, the
+   * point from which the peer's writes are tracked for its re-attach (after_state_ch: pdsk < D_INCONSISTENT,
+   * the peer became Primary, no bitmap UUID yet).
+   */
+  async onConnectDiskless(data: PacketStream): Promise<"connected" | "standalone"> {
+    const link = this.link;
+    const dev = link.device;
+    link.discardMyData = false;
+    if (dev.disk === "Diskless") {
+      const peerCurrent = link.peerUuids?.[0];
+      if (peerCurrent !== undefined) {
+        if (dev.role === "Primary" && (peerCurrent & ~1n) !== (dev.uuids[0] & ~1n))
+          return link.refuse(
+            `Can only connect to data with current UUID=${(dev.uuids[0] & ~1n).toString(16).toUpperCase()}`,
+          );
+        dev.adoptExposedUuid(peerCurrent);
+      }
+    }
+    link.state.change("Connected");
+    await link.send(data, DrbdCommand.State, encodeStateOf(link, ConnState.Connected));
+    const peer = link.state.peer;
+    if (
+      dev.disk === "UpToDate" &&
+      peer?.role === Role.Primary &&
+      peer.disk < DiskState.Inconsistent &&
+      dev.uuids[1] === 0n
+    ) {
+      const u = newCurrentUuidAtSplit(dev.uuids);
+      link.log.info({ current: u[0].toString(16) }, "new current UUID (a Diskless Primary connected)");
+      await dev.setUuids(u);
+      await link.sendUuids();
+    }
+    link.log.info(
+      { agreedVersion: link.agreedVersion, disk: dev.disk, peerDisk: link.state.peerDiskName },
+      "Connected (no sync handshake: a side has no disk)",
+    );
     return "connected";
   }
 
@@ -145,9 +189,15 @@ export class SyncHandshake {
     if (!link.peerUuids) return;
     const hg = this.compareWithPeer(link.peerUuids, "uuid compare while connected").result;
     const source = hg > 0;
+    // drbd_sync_handshake: a Primary may become SyncTarget only while its disk is below D_CONSISTENT,
+    // i.e. while it attaches ("by intention we do not use mydisk here").
+    // Cleared once WFBitMapT is entered (the attach's write gate waits for that) or when no resync follows.
+    const attaching = link.state.attaching;
+    if (attaching && (source || hg === 0 || Math.abs(hg) >= 100)) link.state.attaching = false;
+    if (attaching && hg === 0) await this.attachedInSync();
     if (hg === 0 || Math.abs(hg) >= 100) return;
     if (source && dev.disk === "Inconsistent") return;
-    if (!source && dev.role === "Primary") return;
+    if (!source && dev.role === "Primary" && !attaching) return;
     if (Math.abs(hg) >= 2) dev.bitmap.setAll();
     if (source && link.state.peer?.disk === DiskState.Negotiating) {
       // A peer attaching its disk runs its own sync handshake on this P_STATE (receive_state, its disk is
@@ -160,10 +210,48 @@ export class SyncHandshake {
       // "we want resync, peer has not yet decided": the source decides alike on seeing WFBitMapT.
       await link.state.setDisk("Inconsistent");
       link.state.change("WFBitMapT");
+      link.state.attaching = false;
       await link.sendUuids();
       await link.send(data, DrbdCommand.State, encodeStateOf(link, ConnState.WFBitMapT));
     }
     await this.exchangeBitmapsAndStart(data, source, t);
+  }
+
+  /**
+   * drbd_adm_attach while Connected, after the metadata is read again: P_SIZES, P_UUIDS and P_STATE with
+   * disk Negotiating ("Last part of the attaching process", after_state_ch). The peer runs the sync
+   * handshake on that P_STATE (consider_resync.ts) and, when it has newer data, goes WFBitMapS; its P_STATE
+   * runs ours (whileConnected) and the resync brings this disk up to date. When the UUIDs say both have the
+   * same data, the peer does nothing and this node decides alone (attachedInSync).
+   */
+  async attachedWhileConnected(sendSizes: () => Promise<void>): Promise<void> {
+    const link = this.link;
+    await sendSizes();
+    await link.sendUuids();
+    await link.sendState(ConnState.Connected);
+    const peer = link.peerUuids;
+    if (
+      peer &&
+      compareUuids({
+        mine: link.device.uuids,
+        peer,
+        myCrashedPrimary: false,
+        peerCrashedPrimary: false,
+        resolveConflicts: link.resolveConflicts,
+      }).result === 0 &&
+      link.state.attaching
+    ) {
+      link.state.attaching = false;
+      await this.attachedInSync();
+    }
+  }
+
+  /** An attach whose UUIDs equal the peer's: the disk takes the state its metadata records (UpToDate). */
+  private async attachedInSync(): Promise<void> {
+    const link = this.link;
+    const disk = diskStateFromFlags(link.device.superBlock.flags);
+    link.log.info({ disk }, "attached: same data generation as the peer, no resync");
+    await link.state.setDisk(disk);
   }
 
   /** WFBitMapS/T, then the resync: the source sends P_SYNC_UUID, the target waits for it (WFSyncUUID). */
@@ -278,6 +366,8 @@ export class SyncHandshake {
     const u = decodeUuids(payload);
     link.peerUuids = [u.current, u.bitmap, u.history[0], u.history[1]];
     const dev = link.device;
+    // receive_uuids: Diskless and connected, the data this node exposes is the peer's (drbd_set_ed_uuid).
+    if (dev.disk === "Diskless") dev.adoptExposedUuid(u.current);
     if (u.flags & BigInt(UUID_FLAG_SKIP_INITIAL_SYNC) && (dev.uuids[0] & ~1n) === 4n) {
       // The peer cleared the bitmap for both: take its generation, UpToDate without a sync.
       dev.bitmap.clearAll();

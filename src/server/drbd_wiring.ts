@@ -213,7 +213,8 @@ export class DrbdWiring {
             `${v.deviceName}: State change failed: (-12) Device is held open by someone (${users.join("; ")})`,
           );
       }
-      if (command === "down" || command === "detach") {
+      // A connected Primary's detach keeps the device in use (its I/O goes to the peer): nothing to refuse.
+      if (command === "down" || (command === "detach" && !v.detachKeepsDevice)) {
         // Refuse before the facade demotes anything: down would otherwise leave a Primary in use Secondary.
         const holders = this.opts.tree.get(v.deviceName) ? this.opts.tree.holders(v.deviceName) : [];
         if (holders.length > 0)
