@@ -17,7 +17,8 @@ KB=32728 # usable KiB of the 32 MiB disks with internal metadata
 # CSUMS=crc32c|md5|sha1 (csums-alg: every resync checksum-based; step 13 counts the blocks it sends, both
 # directions), RS_DEFAULTS=1 (no disk options: DRBD 8.4's resync controller defaults on both sides),
 # DETACH=1 (after step 3, detach steps D1-D3 instead of 4-10: usertgt's disk fails under its Primary and
-# the kernel serves it; the kernel Primary detaches and usertgt serves it),
+# the kernel serves it; the kernel Primary detaches and usertgt serves it; the kernel reconnects
+# Diskless to usertgt; usertgt's Primary detaches and re-attaches: D4),
 # ADJUST=1 (step 11: drbdadm adjust of the protocol and resync-rate on a connected pair, both directions).
 # RESIZE=1 (step 12: online grow of both disks, `drbdadm resize` on usertgt, then on the kernel).
 # VOLUMES=2 (steps V1-V5 of volumes.sh instead: one resource of two volumes, a second guest disk /dev/vdb).
@@ -157,11 +158,39 @@ if [ -n "${DETACH:-}" ]; then
   if [ "$kd" = "$ud" ] && wait_u 'peer-disk:Diskless' 5; then
     ok "D3 Diskless kernel Primary served by usertgt: /dev/drbd0 md5 = usertgt LUN md5 = $kd"
   else bad "D3 kernel /dev/drbd0 $kd usertgt LUN $ud; usertgt $(ustate)"; fi
+  # A Diskless kernel node connects to the UpToDate usertgt (no P_UUIDS from it, P_SIZES without a disk).
+  kadm secondary r0
+  kadm disconnect r0
+  kadm connect r0
+  if wait_k 'cs:Connected ro:Secondary/Secondary ds:Diskless/UpToDate' 30 && wait_u 'peer-disk:Diskless' 10; then
+    ok "D3 Diskless kernel reconnected to usertgt: usertgt $(ustate | cut -c1-90)"
+  else bad "D3 Diskless kernel reconnect; usertgt $(ustate)"; fi
+  kadm primary r0
+  ksh "dd if=/dev/urandom of=/dev/drbd0 bs=4k seek=5000 count=64 oflag=direct 2>/dev/null"
   kadm attach r0
   if wait_k 'cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate' 60; then
     ok "D3 kernel re-attached: $(ksh "dmesg | grep -o 'Began resync as SyncTarget.*' | tail -1")"
   else bad "D3 kernel re-attach"; fi
   same_data "D3"
+  # D4. usertgt's Primary detaches (drbdadm detach, its LUN in use): Diskless, served by the kernel, which
+  #     marks the writes (its disconnect is refused: no UpToDate data without the peer); attach resyncs them.
+  kadm secondary r0
+  uadm primary r0
+  uadm detach r0
+  if wait_u 'role:Primary disk:Diskless' 10 && wait_k 'ro:Secondary/Primary ds:UpToDate/Diskless' 20; then
+    ok "D4 usertgt Primary detached: usertgt $(ustate | cut -c1-60); kernel $(kstate | cut -c1-60)"
+  else bad "D4 usertgt detach"; fi
+  head -c 1M /dev/urandom >"$WORK/patf.bin"
+  iscsi write 24000 "$WORK/patf.bin" >/dev/null || bad "D4 write while Diskless"
+  want=$(md5sum <"$WORK/patf.bin" | cut -c1-32)
+  got=$(ksh "echo 3 >/proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 skip=24000 count=2048 2>/dev/null | md5sum | cut -c1-32")
+  [ "$want" = "$got" ] && ok "D4 the Diskless Primary's write is on the kernel's disk ($got)" || bad "D4 write: want $want got $got"
+  uadm disconnect r0 >/dev/null 2>&1 && bad "D4 a Diskless Primary's disconnect was not refused"
+  uadm attach r0
+  if wait_u 'role:Primary disk:UpToDate peer role:Secondary replication:Established peer-disk:UpToDate' 60; then
+    ok "D4 usertgt re-attached: $(grep '"resync done"' "$WORK/utgt.log" | tail -1 | grep -o '"was":[^}]*')"
+  else bad "D4 usertgt re-attach"; fi
+  same_data "D4"
   ksh "dmesg" >"$WORK/dmesg.txt"
   "$here/utgt.sh" stop
   [ -n "${KEEP:-}" ] || "$here/vm.sh" stop

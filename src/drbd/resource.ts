@@ -534,6 +534,9 @@ export class DrbdResource {
   }
 
   async disconnect(): Promise<void> {
+    // is_valid_state: a Primary keeps access to UpToDate data; a Diskless one has it only through the peer.
+    if (this.dev?.role === "Primary" && this.dev.disk === "Diskless" && this.conn?.replicating)
+      throw new Error(`${this.deviceName}: State change failed: (-2) Need access to UpToDate data`);
     if (this.volumeSet.several) await this.volumeSet.first.volumeSet.connection?.disconnect();
     else await this.conn?.disconnect();
   }
