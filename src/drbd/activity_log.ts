@@ -250,15 +250,25 @@ export class ActivityLog {
     return this.trNumber;
   }
 
+  /**
+   * begin()'s fast path without a promise (drbd_al_begin_io_fastpath): when every extent the write touches
+   * is active, pins them and returns true; otherwise pins nothing and returns false (then call begin()).
+   */
+  tryBegin(sector: number, sectors: number): boolean {
+    const first = firstExtent(sector);
+    const last = lastExtent(sector, sectors);
+    if (last - first >= AL_UPDATES_PER_TRANSACTION) return false;
+    for (let e = first; e <= last; e++) if (!this.slotOf.has(e)) return false;
+    for (let e = first; e <= last; e++) this.touch(this.slotOf.get(e) as number, 1);
+    return true;
+  }
+
   async begin(sector: number, sectors: number): Promise<void> {
+    // Fast path: all active, pin them now (pins are what eviction respects).
+    if (this.tryBegin(sector, sectors)) return;
     const wanted = extentsOf(sector, sectors);
     if (wanted.length > AL_UPDATES_PER_TRANSACTION)
       throw new DrbdMetadataError("activity log", `one write spans ${wanted.length} extents, at most 64`);
-    // Fast path: all active, pin them now (pins are what eviction respects).
-    if (wanted.every((e) => this.slotOf.has(e))) {
-      for (const e of wanted) this.touch(this.slotOf.get(e) as number, 1);
-      return;
-    }
     for (;;) {
       const result = await this.serialized(() => this.bringIn(wanted));
       if (result === true) return;
@@ -296,7 +306,8 @@ export class ActivityLog {
   }
 
   complete(sector: number, sectors: number): void {
-    for (const e of extentsOf(sector, sectors)) {
+    const last = lastExtent(sector, sectors);
+    for (let e = firstExtent(sector); e <= last; e++) {
       const slot = this.slotOf.get(e);
       if (slot === undefined || this.pins[slot] === 0)
         throw new DrbdMetadataError("activity log", `complete for extent ${e} that is not pinned`);
@@ -380,9 +391,17 @@ export class ActivityLog {
 }
 
 /** The 4 MiB extents a request of `sectors` sectors at `sector` touches. */
+function firstExtent(sector: number): number {
+  return Math.floor(sector / 2 ** AL_EXTENT_SHIFT_SECT);
+}
+
+function lastExtent(sector: number, sectors: number): number {
+  return Math.floor((sector + Math.max(sectors, 1) - 1) / 2 ** AL_EXTENT_SHIFT_SECT);
+}
+
 function extentsOf(sector: number, sectors: number): number[] {
-  const first = Math.floor(sector / 2 ** AL_EXTENT_SHIFT_SECT);
-  const last = Math.floor((sector + Math.max(sectors, 1) - 1) / 2 ** AL_EXTENT_SHIFT_SECT);
+  const first = firstExtent(sector);
+  const last = lastExtent(sector, sectors);
   const out: number[] = [];
   for (let e = first; e <= last; e++) out.push(e);
   return out;

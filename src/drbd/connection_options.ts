@@ -39,6 +39,11 @@ export interface ConnectionOptions extends CongestionOptions {
   /** net { cram-hmac-alg } and { shared-secret }: both or neither. */
   cramHmacAlg?: string;
   sharedSecret?: string;
+  /**
+   * net { max-buffers } (default 2048): pages of 4 KiB that the peer's writes may hold here, received and not
+   * yet written; past it the data socket is not read until writes complete (drbd_alloc_pages).
+   */
+  maxBuffers?: number;
   /** net { ping-int }, seconds (default 10). */
   pingIntSec?: number;
   /** net { ping-timeout }, tenths of a second (default 5). */

@@ -411,8 +411,8 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   }
 
   /** A write received from the Primary peer (receive_Data; peer_requests.ts). */
-  applyPeerWrite(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    return applyPeerWrite(this.peerRequestView, offset, data, fua);
+  applyPeerWrite(offset: number, iov: readonly Buffer[], bytes: number, fua: boolean): Promise<void> {
+    return applyPeerWrite(this.peerRequestView, offset, iov, bytes, fua);
   }
 
   /** A discard or zeroing received from the Primary peer (P_TRIM / P_ZEROES; peer_requests.ts). */

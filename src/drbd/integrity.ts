@@ -77,4 +77,33 @@ export class DataIntegrity {
     payload.copyWithin(this.size, 0, P_DATA_HEADER);
     return payload.subarray(this.size);
   }
+
+  /**
+   * read_in_block for a P_DATA framed as p_data plus slices (PacketFramer `scatterData`): `rest` starts with
+   * the digest; returns the data slices after it once their digest matched. Only the digest is copied, and
+   * only when it spans two socket reads.
+   */
+  verifiedParts(head: Buffer, rest: readonly Buffer[]): Buffer[] {
+    let digestBytes = 0;
+    for (const b of rest) digestBytes += b.length;
+    if (digestBytes < this.size)
+      throw new DrbdProtocolError(
+        `P_DATA of ${P_DATA_HEADER + digestBytes} bytes has no room for a ${this.alg} digest`,
+      );
+    const got = Buffer.allocUnsafe(this.size);
+    const data: Buffer[] = [];
+    let have = 0;
+    for (const b of rest) {
+      const k = Math.min(this.size - have, b.length);
+      if (k > 0) b.copy(got, have, 0, k);
+      have += k;
+      if (k < b.length) data.push(k === 0 ? b : b.subarray(k));
+    }
+    if (!got.equals(this.digest(data))) {
+      let length = 0;
+      for (const b of data) length += b.length;
+      throw new DrbdProtocolError(`Digest integrity check FAILED: ${head.readBigUInt64BE(0)}s +${length}`);
+    }
+    return data;
+  }
 }

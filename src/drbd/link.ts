@@ -49,6 +49,8 @@ export interface LinkStats {
   outOfSyncReceived: number;
   /** Protocol A/B requests marked out of sync because the connection broke before their barrier ack. */
   unconfirmedMarked: number;
+  /** Times the data socket was not read because the receive pages (net { max-buffers }) ran out. */
+  receiveStalls: number;
 }
 
 export class Link {
@@ -72,6 +74,7 @@ export class Link {
     outOfSyncSent: 0,
     outOfSyncReceived: 0,
     unconfirmedMarked: 0,
+    receiveStalls: 0,
   };
   data: PacketStream | undefined;
   meta: PacketStream | undefined;

@@ -37,6 +37,7 @@ export type LiveOptionChanges = Partial<
     | "protocol"
     | "afterSb"
     | "alwaysAsbp"
+    | "maxBuffers"
     | "pingIntSec"
     | "pingTimeoutDs"
     | "connectIntSec"

@@ -31,6 +31,9 @@ export interface SharedSocketView {
   writer: PacketWriter;
 }
 
+/** Sockets whose reading pauseReading() stopped, with how many readers stopped it. */
+const readingStopped = new WeakMap<Socket, number>();
+
 /**
  * Sequential reader of one socket's packets (handshake) that turns into a dispatcher (replication). Packets
  * are framed only when someone takes them, so the header format can change right after the feature packet
@@ -56,7 +59,8 @@ export class PacketStream {
       this.framer = view.source;
       this.writer = view.writer;
     } else {
-      const framer = (this.framer = new PacketFramer({ socket: kind }));
+      // The data socket's P_DATA come as slices of the reads (peer_writes.ts copies them into its pages).
+      const framer = (this.framer = new PacketFramer({ socket: kind, scatterData: kind === "data" }));
       this.writer = new PacketWriter(socket);
       const early = raw.release();
       for (const c of early) framer.push(c);
@@ -150,6 +154,23 @@ export class PacketStream {
   /** Packets go to a handler (dispatch), not to next(). */
   get dispatching(): boolean {
     return this.onPacket !== undefined;
+  }
+
+  /**
+   * Stops reading the socket (receive buffers exhausted); TCP's window then holds the peer back. The volumes
+   * of a resource share the socket: it is read again once every one that stopped it resumed.
+   */
+  pauseReading(): void {
+    const n = readingStopped.get(this.socket) ?? 0;
+    readingStopped.set(this.socket, n + 1);
+    if (n === 0) this.socket.pause();
+  }
+
+  resumeReading(): void {
+    const n = readingStopped.get(this.socket) ?? 0;
+    if (n > 1) return void readingStopped.set(this.socket, n - 1);
+    readingStopped.delete(this.socket);
+    if (!this.failure) this.socket.resume();
   }
 
   /** Back to reading in sequence with next() until dispatch() again; later packets wait in the framer. */

@@ -108,7 +108,7 @@ export interface PeerDevicePort {
   /** receive_RSDataReply: resync data written and marked in sync. */
   writeResyncData(offset: number, data: Buffer): Promise<void>;
   /** receive_Data: a mirrored write of the Primary peer. */
-  applyPeerWrite(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  applyPeerWrite(offset: number, iov: readonly Buffer[], bytes: number, fua: boolean): Promise<void>;
   /** receive_Data for P_TRIM / P_ZEROES. */
   applyPeerDeallocation(offset: number, bytes: number, kind: Deallocation): Promise<void>;
 

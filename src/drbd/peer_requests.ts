@@ -20,21 +20,56 @@ export interface PeerRequestVolume {
   readonly activityLog: ActivityLog;
 }
 
-/** A write from the Primary peer. Only a Secondary accepts them (no allow-two-primaries). */
-export async function applyPeerWrite(
+/**
+ * A write from the Primary peer, its data as an I/O vector of `bytes` bytes (slices of the socket reads it
+ * arrived in). Only a Secondary accepts them (no allow-two-primaries). With its activity-log extents
+ * active (the usual case) this is one promise step on top of the lower device's write.
+ */
+export function applyPeerWrite(
   v: PeerRequestVolume,
   offset: number,
-  data: Buffer,
+  iov: readonly Buffer[],
+  bytes: number,
   fua: boolean,
 ): Promise<void> {
   const dev = v.device;
-  const lba = peerTarget(v, offset, data.length, "write");
-  dev.io.netReceivedBytes += data.length;
-  await underActivityLog(v.activityLog, offset, data.length, async () => {
-    await dev.lower.writev(lba, [data], fua ? { fua } : undefined);
-    dev.io.diskWrittenBytes += data.length;
-  });
+  let lba: number;
+  try {
+    lba = peerTarget(v, offset, bytes, "write");
+  } catch (e) {
+    return Promise.reject(e as Error);
+  }
+  dev.io.netReceivedBytes += bytes;
+  const write = (): Promise<void> => dev.lower.writev(lba, iov, fua ? FUA : undefined);
+  const sector = offset / SECTOR;
+  const sectors = bytes / SECTOR;
+  const al = v.activityLog;
+  if (!al.tryBegin(sector, sectors))
+    return underActivityLog(al, offset, bytes, async () => {
+      await write();
+      dev.io.diskWrittenBytes += bytes;
+    });
+  let written: Promise<void>;
+  try {
+    written = write();
+  } catch (e) {
+    al.complete(sector, sectors);
+    return Promise.reject(e as Error);
+  }
+  return written.then(
+    () => {
+      al.complete(sector, sectors);
+      dev.io.diskWrittenBytes += bytes;
+    },
+    (e: Error) => {
+      al.complete(sector, sectors);
+      throw e;
+    },
+  );
 }
+
+/** The write options of a peer write with DP_FUA (shared, never changed). */
+const FUA = Object.freeze({ fua: true });
 
 /**
  * A discard or zeroing from the Primary peer. The blocks must read as zeroes afterwards, as they do on a

@@ -11,11 +11,17 @@
  * must not reach stable storage here before it. Acks are queued on the meta socket, so the acks of every
  * write that finished in one event-loop turn leave in one writev (packet_writer.ts); a write's completion is
  * one callback, not a promise chain.
+ *
+ * A P_DATA's data arrives as slices of the socket reads (PacketFramer `scatterData`) and is copied once into
+ * receive pages (receive_pages.ts, net { max-buffers } of them, reused), which the lower device writes as an
+ * I/O vector and which come back when the write completed. When too few pages are free the write keeps the
+ * socket reads themselves and this node stops reading the data socket until pages are free again
+ * (drbd_alloc_pages waits in the kernel's receiver), so TCP pushes back on the Primary: memory stays bounded.
  */
 import {
   commandName,
   decodeBarrier,
-  decodeData,
+  decodeDataHead,
   decodeTrim,
   DP_FUA,
   DP_SEND_RECEIVE_ACK,
@@ -34,6 +40,7 @@ import type { Link } from "./link.js";
 import type { PacketStream } from "./packet_stream.js";
 import type { Resync } from "./resync.js";
 import type { BarrierJoin } from "./barrier_join.js";
+import { ReceivePages, RECEIVE_PAGE } from "./receive_pages.js";
 
 /** One epoch as received (struct drbd_epoch). */
 interface PeerEpoch {
@@ -46,7 +53,7 @@ interface PeerEpoch {
   /** Every earlier epoch is stable: its writes may run. */
   open: boolean;
   /** Its writes that wait for the earlier epochs. */
-  waiting: (() => void)[];
+  waiting: PeerRequest[];
   /** The flush after its writes is running. */
   flushing: boolean;
   /** Resolves when it opens (made only for a SyncTarget's ordering against resync writes). */
@@ -67,11 +74,38 @@ function newEpoch(open: boolean): PeerEpoch {
   };
 }
 
+/** One write received from the Primary (struct drbd_peer_request): P_DATA, P_TRIM or P_ZEROES. */
+interface PeerRequest {
+  readonly epoch: PeerEpoch;
+  /** The epoch list it belongs to (a reconnect starts a new one). */
+  readonly epochs: PeerEpoch[];
+  readonly meta: PacketStream | undefined;
+  readonly header: DataHeader;
+  /** Bytes at byte `start`. */
+  readonly start: number;
+  readonly length: number;
+  /** P_DATA's data (receive pages, or slices of socket reads); undefined for a discard or zeroing. */
+  readonly iov: readonly Buffer[] | undefined;
+  /** The pool `iov` came from; undefined when it is slices of socket reads. */
+  readonly pages: ReceivePages | undefined;
+  readonly kind: Deallocation | undefined;
+}
+
+/** The kernel's default net { max-buffers }: 2048 pages of 4 KiB. */
+export const DEFAULT_MAX_BUFFERS = 2048;
+
 export class PeerWriteReceiver {
   /** Epochs not yet acknowledged, oldest first; the last one receives the new writes. */
   private epochs: PeerEpoch[] = [newEpoch(true)];
   /** The meta socket the epochs belong to: a new connection starts afresh. */
   private meta: PacketStream | undefined;
+  /** Receive pages (made on the first P_DATA; again after a max-buffers change once none is in use). */
+  private pages: ReceivePages | undefined;
+  /** Socket reads referenced by P_DATA not yet written (no pages were free): how many requests hold each, and their bytes. */
+  private readonly holders = new Map<ArrayBufferLike, number>();
+  private heldBytes = 0;
+  /** The data stream this node stopped reading (max-buffers reached), to be resumed. */
+  private pausedStream: PacketStream | undefined;
 
   constructor(
     private readonly link: Link,
@@ -87,14 +121,36 @@ export class PeerWriteReceiver {
     return n;
   }
 
-  /** receive_Data for P_DATA. */
-  receiveData(payload: Buffer): void {
-    const d = decodeData(payload);
+  /** Bytes held by received P_DATA not yet written: receive pages in use and socket reads held. */
+  get receiveBufferBytes(): number {
+    return (this.pages?.inUse ?? 0) * RECEIVE_PAGE + this.heldBytes;
+  }
+
+  /**
+   * receive_Data for P_DATA: p_data and its data, as slices of the socket reads (digest already checked and
+   * removed). The data is copied into receive pages, or, when too few are free, the slices themselves are
+   * written and the socket is not read until pages are free.
+   */
+  receiveData(head: Buffer, slices: readonly Buffer[]): void {
+    let length = 0;
+    for (const b of slices) length += b.length;
+    const h = decodeDataHead(head, length);
     this.link.stats.receivedWrites++;
-    const start = d.sector * SECTOR;
-    this.receiveWrite(d, start, d.data.length, () =>
-      this.link.device.applyPeerWrite(start, d.data, (d.dpFlags & DP_FUA) !== 0),
-    );
+    this.current(); // a new connection first forgets the old one's waiting writes (and pause)
+    const pages = this.receivePages();
+    const copy = length > 0 ? pages.copyIn(slices, length) : undefined;
+    if (copy) this.receiveWrite(h, h.sector * SECTOR, length, copy, undefined, pages);
+    else {
+      this.hold(slices);
+      this.receiveWrite(h, h.sector * SECTOR, length, slices, undefined, undefined);
+    }
+  }
+
+  private receivePages(): ReceivePages {
+    const count = this.link.opts.maxBuffers ?? DEFAULT_MAX_BUFFERS;
+    if (!this.pages || (this.pages.count !== count && this.pages.inUse === 0))
+      this.pages = new ReceivePages(count);
+    return this.pages;
   }
 
   /** P_TRIM / P_ZEROES: like P_DATA without data; only when the feature was agreed (drbd_do_features). */
@@ -107,14 +163,16 @@ export class PeerWriteReceiver {
     if (t.size === 0 || t.size % SECTOR !== 0)
       throw new DrbdProtocolError(`${commandName(cmd)} of ${t.size} bytes is not whole sectors`);
     this.link.stats.receivedDeallocations++;
-    const start = t.sector * SECTOR;
-    this.receiveWrite(t, start, t.size, () => this.link.device.applyPeerDeallocation(start, t.size, kind));
+    this.receiveWrite(t, t.sector * SECTOR, t.size, undefined, kind, undefined);
   }
 
   /** The epoch list of the current connection (a reconnect forgets the old one's unfinished epochs). */
   private current(): PeerEpoch[] {
     const meta = this.link.meta;
     if (meta !== this.meta) {
+      // The old connection's writes that never started will not run: their reads are free.
+      for (const e of this.epochs) for (const r of e.waiting) if (r.iov) this.release(r);
+      this.pausedStream = undefined;
       this.meta = meta;
       this.epochs = [newEpoch(true)];
     }
@@ -125,34 +183,114 @@ export class PeerWriteReceiver {
    * receive_Data for one request of `length` bytes at byte `start`: the ack the sender asked for, epoch
    * membership for P_BARRIER, ordering after resync writes to the same blocks while SyncTarget.
    */
-  private receiveWrite(h: DataHeader, start: number, length: number, apply: () => Promise<void>): void {
+  private receiveWrite(
+    header: DataHeader,
+    start: number,
+    length: number,
+    iov: readonly Buffer[] | undefined,
+    kind: Deallocation | undefined,
+    pages: ReceivePages | undefined,
+  ): void {
     const link = this.link;
     const epochs = this.current();
     const meta = this.meta;
-    const ack = { sector: h.sector, blockId: h.blockId, size: length, seqNum: h.seqNum };
     // receive_Data: a Diskless Primary's writes exist only here; they go out of sync for its re-attach.
     if (link.state.peerHasNoDisk) link.device.markOutOfSync(start, length);
-    if (h.dpFlags & DP_SEND_RECEIVE_ACK) link.post(meta, DrbdCommand.RecvAck, encodeBlockAck(ack));
+    if (header.dpFlags & DP_SEND_RECEIVE_ACK) link.post(meta, DrbdCommand.RecvAck, blockAck(header, length));
     const epoch = epochs[epochs.length - 1];
     epoch.size++;
     epoch.active++;
-    const finished = (e?: Error) => {
-      if (e) {
-        link.log.error({ err: e.message, sector: h.sector }, "peer write failed");
-        if (h.dpFlags & (DP_SEND_WRITE_ACK | DP_SEND_RECEIVE_ACK))
-          link.post(meta, DrbdCommand.NegAck, encodeBlockAck(ack));
-      } else if (h.dpFlags & DP_SEND_WRITE_ACK) link.post(meta, DrbdCommand.WriteAck, encodeBlockAck(ack));
-      epoch.active--;
-      if (epochs === this.epochs) this.mayFinishEpoch();
-    };
-    const run = () => {
-      apply().then(() => finished(), finished);
-    };
+    const r: PeerRequest = { epoch, epochs, meta, header, start, length, iov, pages, kind };
     if (link.state.name === "SyncTarget") {
-      const end = start + length;
-      this.resync.peerWriteWhileTarget(start, end, this.openedPromise(epoch)).then(run, finished);
-    } else if (epoch.open) run();
-    else epoch.waiting.push(run);
+      this.resync.peerWriteWhileTarget(start, start + length, this.openedPromise(epoch)).then(
+        () => this.run(r),
+        (e: Error) => this.finished(r, e),
+      );
+    } else if (epoch.open) this.run(r);
+    else epoch.waiting.push(r);
+  }
+
+  /** Submits a request to the lower device; finished() runs when it completed. */
+  private run(r: PeerRequest): void {
+    const dev = this.link.device;
+    const written = r.iov
+      ? dev.applyPeerWrite(r.start, r.iov, r.length, (r.header.dpFlags & DP_FUA) !== 0)
+      : dev.applyPeerDeallocation(r.start, r.length, r.kind as Deallocation);
+    written.then(
+      () => this.finished(r, undefined),
+      (e: Error) => this.finished(r, e),
+    );
+  }
+
+  /** The request's write completed (or failed): its ack, its receive buffers back, maybe its epoch done. */
+  private finished(r: PeerRequest, e: Error | undefined): void {
+    const link = this.link;
+    const h = r.header;
+    if (e) {
+      link.log.error({ err: e.message, sector: h.sector }, "peer write failed");
+      if (h.dpFlags & (DP_SEND_WRITE_ACK | DP_SEND_RECEIVE_ACK))
+        link.post(r.meta, DrbdCommand.NegAck, blockAck(h, r.length));
+    } else if (h.dpFlags & DP_SEND_WRITE_ACK) link.post(r.meta, DrbdCommand.WriteAck, blockAck(h, r.length));
+    if (r.iov) this.release(r);
+    r.epoch.active--;
+    if (r.epochs === this.epochs) this.mayFinishEpoch();
+  }
+
+  /**
+   * Counts the socket reads `iov` lies in as held (no receive pages were free for it): the data socket is not
+   * read until pages are free again (the packets already framed still run: at most one more read).
+   */
+  private hold(iov: readonly Buffer[]): void {
+    const holders = this.holders;
+    let last: ArrayBufferLike | undefined;
+    for (const b of iov) {
+      const ab = b.buffer;
+      if (ab === last) continue;
+      last = ab;
+      const n = holders.get(ab);
+      if (n === undefined) {
+        holders.set(ab, 1);
+        this.heldBytes += ab.byteLength;
+      } else holders.set(ab, n + 1);
+    }
+    const data = this.link.data;
+    if (!this.pausedStream && data) {
+      this.link.stats.receiveStalls++;
+      this.pausedStream = data;
+      data.pauseReading();
+    }
+  }
+
+  /**
+   * A request no longer needs its data: its pages go back, or the reads it held. Reading resumes once no
+   * request holds socket reads and at least half the pages are free.
+   */
+  private release(r: PeerRequest): void {
+    const iov = r.iov as readonly Buffer[];
+    if (r.pages) r.pages.give(iov);
+    else this.releaseReads(iov);
+    const paused = this.pausedStream;
+    const pages = this.pages;
+    if (paused && this.heldBytes === 0 && (!pages || pages.free * 2 >= pages.count)) {
+      this.pausedStream = undefined;
+      paused.resumeReading();
+    }
+  }
+
+  private releaseReads(iov: readonly Buffer[]): void {
+    const holders = this.holders;
+    let last: ArrayBufferLike | undefined;
+    for (const b of iov) {
+      const ab = b.buffer;
+      if (ab === last) continue;
+      last = ab;
+      const n = holders.get(ab) as number;
+      if (n > 1) holders.set(ab, n - 1);
+      else {
+        holders.delete(ab);
+        this.heldBytes -= ab.byteLength;
+      }
+    }
   }
 
   /** A promise that resolves when `epoch` opens (settled at once when it is open). */
@@ -191,7 +329,7 @@ export class PeerWriteReceiver {
       next.markOpened?.();
       const waiting = next.waiting;
       next.waiting = [];
-      for (const run of waiting) run();
+      for (const r of waiting) this.run(r);
       this.mayFinishEpoch();
     };
     const ack = (size: number) =>
@@ -217,4 +355,9 @@ export class PeerWriteReceiver {
   private flushNeeded(): boolean {
     return this.link.device.lower.volatileWriteCache && this.link.opts.diskFlushes !== false;
   }
+}
+
+/** p_block_ack for a received request: its sector, block_id and seq_num, and its size in bytes. */
+function blockAck(h: DataHeader, size: number): Buffer {
+  return encodeBlockAck({ sector: h.sector, blockId: h.blockId, size, seqNum: h.seqNum });
 }

@@ -4,7 +4,14 @@
  * by its command to the part of the connection that handles it. A command without an entry is a protocol
  * error that drops the connection.
  */
-import { commandName, decodeSyncUuid, DrbdCommand, DrbdProtocolError, type Packet } from "./protocol.js";
+import {
+  commandName,
+  decodeSyncUuid,
+  DrbdCommand,
+  DrbdProtocolError,
+  P_DATA_HEAD,
+  type Packet,
+} from "./protocol.js";
 import type { AheadBehind } from "./ahead_behind.js";
 import type { Link } from "./link.js";
 import type { PeerWriteReceiver } from "./peer_writes.js";
@@ -17,7 +24,8 @@ import type { VerifyLink } from "./verify_link.js";
 import type { ResizeLink } from "./resize_link.js";
 import { receiveProtocolUpdate, receiveSyncParams } from "./live_settings.js";
 
-type Handler = (payload: Buffer, cmd: DrbdCommand) => void;
+/** A packet's payload; `rest` only for a P_DATA framed as p_data plus slices (Packet.rest). */
+type Handler = (payload: Buffer, cmd: DrbdCommand, rest: Buffer[] | undefined) => void;
 
 export interface ConnectionParts {
   link: Link;
@@ -46,7 +54,14 @@ export class PacketReceiver {
     // drbd_cmd_handler[]: the data socket.
     // read_in_block: with a data-integrity-alg the digest is checked (and removed) before anything is written.
     const verified = (p: Buffer, cmd: DrbdCommand) => (link.integrity ? link.integrity.verified(cmd, p) : p);
-    onData(DrbdCommand.Data, (p, cmd) => peerWrites.receiveData(verified(p, cmd)));
+    onData(DrbdCommand.Data, (p, cmd, rest) => {
+      if (rest) peerWrites.receiveData(p, link.integrity ? link.integrity.verifiedParts(p, rest) : rest);
+      else {
+        // Framed whole (a P_DATA shorter than p_data: decodeDataHead reports it).
+        const whole = verified(p, cmd);
+        peerWrites.receiveData(whole.subarray(0, P_DATA_HEAD), [whole.subarray(P_DATA_HEAD)]);
+      }
+    });
     onData(DrbdCommand.Trim, (p, cmd) => peerWrites.receiveDeallocation(cmd, p));
     onData(DrbdCommand.Zeroes, (p, cmd) => peerWrites.receiveDeallocation(cmd, p));
     onData(DrbdCommand.Barrier, (p) => peerWrites.receiveBarrier(p));
@@ -108,13 +123,13 @@ export class PacketReceiver {
     const cmd = p.header.command;
     const handler = this.dataHandlers.get(cmd);
     if (!handler) throw new DrbdProtocolError(`${commandName(cmd)} is not handled while Connected`);
-    handler(p.payload, cmd);
+    handler(p.payload, cmd, p.rest);
   }
 
   onMetaPacket(p: Packet): void {
     const cmd = p.header.command;
     const handler = this.metaHandlers.get(cmd);
     if (!handler) throw new DrbdProtocolError(`unexpected ${commandName(cmd)} on the meta socket`);
-    handler(p.payload, cmd);
+    handler(p.payload, cmd, undefined);
   }
 }

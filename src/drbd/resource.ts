@@ -49,6 +49,8 @@ export interface DrbdResourceOptions extends CongestionOptions {
   protocol?: WireProtocol;
   cramHmacAlg?: string;
   sharedSecret?: string;
+  /** net { max-buffers }: pages the peer's received writes may hold before the data socket is not read. */
+  maxBuffers?: number;
   pingIntSec?: number;
   pingTimeoutDs?: number;
   connectIntSec?: number;
@@ -191,6 +193,7 @@ export class DrbdResource {
       ...congestion,
       ...(cramHmacAlg !== undefined ? { cramHmacAlg } : {}),
       ...(sharedSecret !== undefined ? { sharedSecret } : {}),
+      maxBuffers: numericOption(net, "net", "max-buffers"),
       pingIntSec: numericOption(net, "net", "ping-int"),
       pingTimeoutDs: numericOption(net, "net", "ping-timeout"),
       connectIntSec: numericOption(net, "net", "connect-int"),
@@ -419,6 +422,7 @@ export class DrbdResource {
       ...(o.protocol ? { protocol: o.protocol } : {}),
       ...(o.cramHmacAlg !== undefined ? { cramHmacAlg: o.cramHmacAlg } : {}),
       ...(o.sharedSecret !== undefined ? { sharedSecret: o.sharedSecret } : {}),
+      ...(o.maxBuffers !== undefined ? { maxBuffers: o.maxBuffers } : {}),
       ...(o.pingIntSec !== undefined ? { pingIntSec: o.pingIntSec } : {}),
       ...(o.pingTimeoutDs !== undefined ? { pingTimeoutDs: o.pingTimeoutDs } : {}),
       ...(o.connectIntSec !== undefined ? { connectIntSec: o.connectIntSec } : {}),
@@ -483,6 +487,7 @@ export class DrbdResource {
       protocol: next.protocol ?? "C",
       afterSb: next.afterSb,
       alwaysAsbp: next.alwaysAsbp,
+      maxBuffers: next.maxBuffers,
       pingIntSec: next.pingIntSec,
       pingTimeoutDs: next.pingTimeoutDs,
       connectIntSec: next.connectIntSec,

@@ -47,6 +47,13 @@ export function routeOf(cmd: DrbdCommand): Route {
  */
 export const VOLUME_INBOX_LIMIT = 64 << 20;
 
+/** A packet's payload bytes, a P_DATA's data slices (Packet.rest) included. */
+function bytesOf(p: Packet): number {
+  let n = p.payload.length;
+  if (p.rest) for (const b of p.rest) n += b.length;
+  return n;
+}
+
 /** A volume's packets waiting until its view takes them. */
 class VolumeInbox implements PacketSource {
   private readonly queue: Packet[] = [];
@@ -56,7 +63,7 @@ class VolumeInbox implements PacketSource {
   constructor(private readonly what: string) {}
 
   push(p: Packet): void {
-    this.bytes += p.payload.length;
+    this.bytes += bytesOf(p);
     if (this.bytes > VOLUME_INBOX_LIMIT)
       throw new DrbdProtocolError(`${this.what}: more than ${VOLUME_INBOX_LIMIT} bytes of packets not taken`);
     this.queue.push(p);
@@ -65,7 +72,7 @@ class VolumeInbox implements PacketSource {
   next(): Packet | undefined {
     if (this.head === this.queue.length) return undefined;
     const p = this.queue[this.head++];
-    this.bytes -= p.payload.length;
+    this.bytes -= bytesOf(p);
     if (this.head === this.queue.length) {
       this.queue.length = 0;
       this.head = 0;

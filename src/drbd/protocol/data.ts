@@ -88,6 +88,19 @@ export function decodeData(b: Buffer, digestSize = 0): DataPacket {
   };
 }
 
+/**
+ * p_data of a P_DATA whose data (`dataBytes`, digest excluded) arrived as separate slices (PacketFramer
+ * `scatterData`), with decodeData's checks of the data size.
+ */
+export function decodeDataHead(head: Buffer, dataBytes: number): DataHeader {
+  exactly(head, 24, "p_data");
+  if (dataBytes % 512 !== 0)
+    throw new DrbdProtocolError(`P_DATA data of ${dataBytes} bytes is not a multiple of 512`);
+  if (dataBytes > DRBD_MAX_BIO_SIZE)
+    throw new DrbdProtocolError(`P_DATA data of ${dataBytes} bytes exceeds ${DRBD_MAX_BIO_SIZE}`);
+  return decodeDataHeader(head);
+}
+
 /** The digest of a packet without one. */
 const EMPTY = Buffer.alloc(0);
 

@@ -108,8 +108,17 @@ export function frame(
 
 export interface Packet {
   header: PacketHeader;
+  /** The payload, contiguous; of a P_DATA framed with `scatterData`, only its p_data (P_DATA_HEAD bytes). */
   payload: Buffer;
+  /**
+   * With `scatterData`, a P_DATA's bytes after p_data (the digest, then the data) as slices of the socket
+   * reads they arrived in, not copied: a 64 KiB write spans two or three reads.
+   */
+  rest?: Buffer[];
 }
+
+/** p_data: sector, block_id, seq_num, dp_flags (drbd_protocol.h), before a P_DATA's digest and data. */
+export const P_DATA_HEAD = 24;
 
 export interface FramerOptions {
   /** Agreed protocol version; 0 before the feature handshake (h80 headers). */
@@ -118,6 +127,11 @@ export interface FramerOptions {
   maxPayload?: number;
   /** Refuse packets that belong on the other socket ("Unexpected data/meta packet" in the kernel). */
   socket?: DrbdSocket;
+  /**
+   * Return P_DATA as p_data plus slices (Packet.rest) instead of one buffer: the data is then never copied
+   * out of the socket's reads (the receiver writes the slices as an I/O vector).
+   */
+  scatterData?: boolean;
 }
 
 /**
@@ -133,12 +147,14 @@ export class PacketFramer {
   private agreedVersion: number;
   private readonly maxPayload: number;
   private readonly socket: DrbdSocket | undefined;
+  private readonly scatterData: boolean;
   private pendingHeader: PacketHeader | undefined;
 
   constructor(opts: FramerOptions = {}) {
     this.agreedVersion = opts.agreedVersion ?? 0;
     this.maxPayload = opts.maxPayload ?? DRBD_MAX_BIO_SIZE + DRBD_SOCKET_BUFFER_SIZE;
     this.socket = opts.socket;
+    this.scatterData = opts.scatterData === true;
   }
 
   setAgreedVersion(v: number): void {
@@ -167,6 +183,11 @@ export class PacketFramer {
     const header = this.pendingHeader;
     if (this.buffered < header.length) return undefined;
     this.pendingHeader = undefined;
+    // A shorter P_DATA comes whole: its decoder reports it as truncated.
+    if (this.scatterData && header.command === DrbdCommand.Data && header.length >= P_DATA_HEAD) {
+      const payload = this.take(P_DATA_HEAD);
+      return { header, payload, rest: this.takeParts(header.length - P_DATA_HEAD) };
+    }
     return { header, payload: this.take(header.length) };
   }
 
@@ -205,6 +226,25 @@ export class PacketFramer {
       else this.chunks[0] = c.subarray(k);
     }
     this.buffered -= n;
+    return out;
+  }
+
+  /** Removes n bytes from the front as slices of the chunks they lie in, never copied. */
+  private takeParts(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    this.buffered -= n;
+    while (n > 0) {
+      const first = this.chunks[0] as Buffer;
+      if (first.length <= n) {
+        out.push(first);
+        this.chunks.shift();
+        n -= first.length;
+      } else {
+        out.push(first.subarray(0, n));
+        this.chunks[0] = first.subarray(n);
+        n = 0;
+      }
+    }
     return out;
   }
 }
