@@ -86,10 +86,13 @@ interface PeerRequest {
   readonly length: number;
   /** P_DATA's data (receive pages, or slices of socket reads); undefined for a discard or zeroing. */
   readonly iov: readonly Buffer[] | undefined;
-  /** The pool `iov` came from; undefined when it is slices of socket reads. */
-  readonly pages: ReceivePages | undefined;
+  /** Where `iov` lies: receive pages (given back), socket reads held ("reads"), or nothing to give back. */
+  readonly buffers: ReceivePages | "reads" | undefined;
   readonly kind: Deallocation | undefined;
 }
+
+/** The data of a P_DATA without any (nothing to write, nothing to give back). */
+const NO_DATA = Buffer.alloc(0);
 
 /** The kernel's default net { max-buffers }: 2048 pages of 4 KiB. */
 export const DEFAULT_MAX_BUFFERS = 2048;
@@ -137,12 +140,14 @@ export class PeerWriteReceiver {
     const h = decodeDataHead(head, length);
     this.link.stats.receivedWrites++;
     this.current(); // a new connection first forgets the old one's waiting writes (and pause)
+    const start = h.sector * SECTOR;
+    if (length === 0) return this.receiveWrite(h, start, 0, [NO_DATA], undefined, undefined);
     const pages = this.receivePages();
-    const copy = length > 0 ? pages.copyIn(slices, length) : undefined;
-    if (copy) this.receiveWrite(h, h.sector * SECTOR, length, copy, undefined, pages);
+    const copy = pages.copyIn(slices, length);
+    if (copy) this.receiveWrite(h, start, length, copy, undefined, pages);
     else {
       this.hold(slices);
-      this.receiveWrite(h, h.sector * SECTOR, length, slices, undefined, undefined);
+      this.receiveWrite(h, start, length, slices, undefined, "reads");
     }
   }
 
@@ -171,7 +176,7 @@ export class PeerWriteReceiver {
     const meta = this.link.meta;
     if (meta !== this.meta) {
       // The old connection's writes that never started will not run: their reads are free.
-      for (const e of this.epochs) for (const r of e.waiting) if (r.iov) this.release(r);
+      for (const e of this.epochs) for (const r of e.waiting) this.release(r);
       this.pausedStream = undefined;
       this.meta = meta;
       this.epochs = [newEpoch(true)];
@@ -189,7 +194,7 @@ export class PeerWriteReceiver {
     length: number,
     iov: readonly Buffer[] | undefined,
     kind: Deallocation | undefined,
-    pages: ReceivePages | undefined,
+    buffers: ReceivePages | "reads" | undefined,
   ): void {
     const link = this.link;
     const epochs = this.current();
@@ -200,7 +205,7 @@ export class PeerWriteReceiver {
     const epoch = epochs[epochs.length - 1];
     epoch.size++;
     epoch.active++;
-    const r: PeerRequest = { epoch, epochs, meta, header, start, length, iov, pages, kind };
+    const r: PeerRequest = { epoch, epochs, meta, header, start, length, iov, buffers, kind };
     if (link.state.name === "SyncTarget") {
       this.resync.peerWriteWhileTarget(start, start + length, this.openedPromise(epoch)).then(
         () => this.run(r),
@@ -231,7 +236,7 @@ export class PeerWriteReceiver {
       if (h.dpFlags & (DP_SEND_WRITE_ACK | DP_SEND_RECEIVE_ACK))
         link.post(r.meta, DrbdCommand.NegAck, blockAck(h, r.length));
     } else if (h.dpFlags & DP_SEND_WRITE_ACK) link.post(r.meta, DrbdCommand.WriteAck, blockAck(h, r.length));
-    if (r.iov) this.release(r);
+    this.release(r);
     r.epoch.active--;
     if (r.epochs === this.epochs) this.mayFinishEpoch();
   }
@@ -267,8 +272,9 @@ export class PeerWriteReceiver {
    */
   private release(r: PeerRequest): void {
     const iov = r.iov as readonly Buffer[];
-    if (r.pages) r.pages.give(iov);
-    else this.releaseReads(iov);
+    if (r.buffers === undefined) return;
+    if (r.buffers === "reads") this.releaseReads(iov);
+    else r.buffers.give(iov);
     const paused = this.pausedStream;
     const pages = this.pages;
     if (paused && this.heldBytes === 0 && (!pages || pages.free * 2 >= pages.count)) {
