@@ -99,7 +99,7 @@ export class DrbdResource {
   private dev: DrbdDevice | undefined;
   private conn: DrbdConnection | undefined;
   /** The resource's volumes (this one first) and their shared connection. */
-  readonly volumeSet: VolumeSet = new VolumeSet(this);
+  readonly volumeSet: VolumeSet<DrbdResource> = new VolumeSet<DrbdResource>(this);
 
   constructor(readonly opts: DrbdResourceOptions) {}
 

@@ -5,33 +5,47 @@
  * ...) run on every volume, `RES/VOL` names one volume (drbdadm attach r0/1), and the volumes replicate over
  * one connection (volume_connection.ts), as a kernel resource's devices share one drbd_connection.
  */
-import type { DrbdResource } from "./resource.js";
+import type { DrbdConnection } from "./connection.js";
+import type { DrbdDevice } from "./device.js";
 import type { DrbdResourceConnection } from "./volume_connection.js";
 
-export class VolumeSet {
-  private others: DrbdResource[] = [];
+/**
+ * What this file needs of a volume (a DrbdResource). Named here rather than imported, because resource.ts
+ * builds on this file.
+ */
+export interface Volume {
+  readonly volumeSet: VolumeSet<Volume>;
+  readonly volumes: readonly Volume[];
+  readonly opts: { readonly name: string; readonly peer?: unknown; readonly volume?: number };
+  readonly device: DrbdDevice | undefined;
+  readonly connection: DrbdConnection | undefined;
+  up(): Promise<void>;
+}
+
+export class VolumeSet<V extends { readonly volumeSet: VolumeSet<V> }> {
+  private others: V[] = [];
   /** For a volume after the first: the first, which stands for the resource. */
-  private head: DrbdResource | undefined;
+  private head: V | undefined;
   /** The head is running a command on each volume, itself included: its own part is that volume's alone. */
   private fanning = false;
   /** The resource's connection, on the head, once connected (a resource of several volumes). */
   connection: DrbdResourceConnection | undefined;
 
-  constructor(private readonly self: DrbdResource) {}
+  constructor(private readonly self: V) {}
 
   /** The volumes after the first (fromConfig, once). */
-  add(others: DrbdResource[]): void {
+  add(others: V[]): void {
     this.others = others;
     for (const o of others) o.volumeSet.head = this.self;
   }
 
   /** Every volume, the first one first. */
-  get all(): readonly DrbdResource[] {
+  get all(): readonly V[] {
     return this.head ? this.head.volumeSet.all : [this.self, ...this.others];
   }
 
   /** The volume that stands for the resource (the first). */
-  get first(): DrbdResource {
+  get first(): V {
     return this.head ?? this.self;
   }
 
@@ -57,7 +71,7 @@ export class VolumeSet {
   }
 
   /** Runs `fn` on every volume in order (the head's part as a volume of its own); the first error stops. */
-  async eachVolume(fn: (v: DrbdResource) => Promise<void> | void): Promise<void> {
+  async eachVolume(fn: (v: V) => Promise<void> | void): Promise<void> {
     this.fanning = true;
     try {
       await fn(this.self);
@@ -73,7 +87,7 @@ export class VolumeSet {
  * the file, or one `drbdadm down` took down) — comparing and changing the running volumes one by one is not
  * done; the error says what to do instead.
  */
-export async function adjustVolumes(r: DrbdResource, nextVolumes: number): Promise<string[]> {
+export async function adjustVolumes(r: Volume, nextVolumes: number): Promise<string[]> {
   const down = r.volumes.every((v) => !v.device || v.device.disk === "Diskless");
   if (down && nextVolumes === r.volumes.length) {
     await r.up();
@@ -95,7 +109,7 @@ export async function adjustVolumes(r: DrbdResource, nextVolumes: number): Promi
  *         volume:0 replication:Established peer-disk:UpToDate
  *         volume:1 replication:SyncSource peer-disk:Inconsistent done:42.30
  */
-export function volumesStatus(r: DrbdResource): string {
+export function volumesStatus(r: Volume): string {
   const vols = r.volumes;
   const role = vols.some((v) => v.device?.role === "Primary") ? "Primary" : "Secondary";
   const suspended = vols.map((v) => v.device?.ioSuspended).find((s) => s);
