@@ -155,30 +155,31 @@ export function commandTable(): readonly CommandDescriptor[] {
   return TABLE;
 }
 
-const byOpcode = new Map<number, CommandDescriptor>();
-const byServiceAction = new Map<number, Map<number, CommandDescriptor>>();
-for (const c of TABLE) {
-  if (c.serviceAction === undefined) {
-    byOpcode.set(c.opcode, c);
-  } else {
-    let m = byServiceAction.get(c.opcode);
-    if (!m) byServiceAction.set(c.opcode, (m = new Map()));
-    m.set(c.serviceAction, c);
-  }
-}
-
 export interface CommandLookup {
   readonly descriptor?: CommandDescriptor;
   /** The opcode is known but its SERVICE ACTION is not (INVALID FIELD IN CDB, not INVALID OPCODE). */
   readonly badServiceAction: boolean;
 }
 
+// Every answer of lookupCommand is built here once: the lookup runs for every command.
+const UNKNOWN_OPCODE: CommandLookup = { descriptor: undefined, badServiceAction: false };
+const UNKNOWN_SERVICE_ACTION: CommandLookup = { descriptor: undefined, badServiceAction: true };
+const byOpcode = new Map<number, CommandLookup>();
+const byServiceAction = new Map<number, Map<number, CommandLookup>>();
+for (const c of TABLE) {
+  const found: CommandLookup = { descriptor: c, badServiceAction: false };
+  if (c.serviceAction === undefined) {
+    byOpcode.set(c.opcode, found);
+  } else {
+    let m = byServiceAction.get(c.opcode);
+    if (!m) byServiceAction.set(c.opcode, (m = new Map()));
+    m.set(c.serviceAction, found);
+  }
+}
+
 export function lookupCommand(cdb: Buffer): CommandLookup {
   const op = cdb[0];
   const sas = byServiceAction.get(op);
-  if (sas) {
-    const d = sas.get(cdb[1] & 0x1f);
-    return { descriptor: d, badServiceAction: d === undefined };
-  }
-  return { descriptor: byOpcode.get(op), badServiceAction: false };
+  if (sas) return sas.get(cdb[1] & 0x1f) ?? UNKNOWN_SERVICE_ACTION;
+  return byOpcode.get(op) ?? UNKNOWN_OPCODE;
 }

@@ -126,12 +126,10 @@ export class ScsiDevice implements ScsiTargetDevice, TargetInfo {
     return this.luns.get(id);
   }
 
-  async execute(task: ScsiTask): Promise<void> {
+  execute(task: ScsiTask): Promise<void> {
     const lu = this.luns.get(task.lun);
-    if (lu) {
-      await lu.execute(task, this);
-      return;
-    }
+    // The LU's own promise, not one more async layer around it: every command passes here.
+    if (lu) return lu.execute(task, this);
     try {
       this.executeWithoutLun(task);
     } catch (e) {
@@ -142,6 +140,7 @@ export class ScsiDevice implements ScsiTargetDevice, TargetInfo {
           ? fixedSense(e.key, e.asc, e.details)
           : fixedSense(SenseKey.HardwareError, ASC.INTERNAL_TARGET_FAILURE);
     }
+    return Promise.resolve();
   }
 
   /**

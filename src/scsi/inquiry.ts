@@ -21,6 +21,11 @@ export interface BlockLimits {
 
 const MAX_TRANSFER_BYTES = 32 * 1024 * 1024;
 
+/** MAXIMUM TRANSFER LENGTH in blocks (every READ and WRITE checks it: no BlockLimits object for it). */
+export function maxTransferBlocks(lu: LogicalUnitView): number {
+  return MAX_TRANSFER_BYTES / lu.bdev.blockSize;
+}
+
 export function blockLimits(lu: LogicalUnitView): BlockLimits {
   const bs = lu.bdev.blockSize;
   // The device server takes MAX_TRANSFER_BYTES whatever the disk below (the kernel splits requests

@@ -84,7 +84,9 @@ export class LogicalUnit implements LogicalUnitView {
     try {
       if (member.ready) await member.ready;
       if (task.aborted) return;
-      await this.run(task, target);
+      // run() checks synchronously and hands back the handler's promise: one await per command here.
+      const running = this.run(task, target);
+      if (running) await running;
     } catch (e) {
       this.fail(task, e);
     } finally {
@@ -101,7 +103,8 @@ export class LogicalUnit implements LogicalUnitView {
     this.stats[direction].record(task.transferLength, (performance.now() - started) / 1000);
   }
 
-  private async run(task: ScsiTask, target: TargetInfo): Promise<void> {
+  /** The SAM-5 checks (they throw SenseError), then the command: its handler's promise, if any. */
+  private run(task: ScsiTask, target: TargetInfo): Promise<void> | void {
     const cdb = task.cdb;
     const nexusKey = task.nexus.key;
     this.unitAttentions.contact(nexusKey);
@@ -129,7 +132,7 @@ export class LogicalUnit implements LogicalUnitView {
       return;
     }
     const ctx: CommandContext = { task, lu: this, target };
-    await desc.handler(ctx);
+    return desc.handler(ctx);
   }
 
   /** Turn whatever a handler threw into a status (never rethrows). */

@@ -13,7 +13,7 @@ import {
   type CommandContext,
   type LogicalUnitView,
 } from "./command.js";
-import { blockLimits } from "./inquiry.js";
+import { blockLimits, maxTransferBlocks } from "./inquiry.js";
 import type { RangeHold } from "./lba_range_lock.js";
 import { ASC, SenseError, SenseKey, invalidCdbField, invalidParameterField } from "./sense.js";
 import type { ScsiTask } from "./task.js";
@@ -87,7 +87,7 @@ export async function read(ctx: CommandContext): Promise<void> {
   const cdb = task.cdb;
   checkNoProtection(cdb);
   const { lba, blocks } = blockRange(cdb);
-  checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
+  checkBlockRange(lu, cdb, lba, blocks, maxTransferBlocks(lu));
   if (blocks === 0) return;
   const buf = task.dataInBuffer(blocks * lu.bdev.blockSize);
   const hold = lu.rangeLock.hold(lba, blocks, false);
@@ -121,7 +121,7 @@ export async function write(ctx: CommandContext): Promise<void> {
   checkNoProtection(cdb);
   const { lba, blocks } = blockRange(cdb);
   checkWritable(lu);
-  checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
+  checkBlockRange(lu, cdb, lba, blocks, maxTransferBlocks(lu));
   const bs = lu.bdev.blockSize;
   task.transferLength = blocks * bs;
   // Only whole blocks that actually arrived are written: a short Expected Data Transfer Length
@@ -181,7 +181,7 @@ export async function verify(ctx: CommandContext): Promise<void> {
   const bytchk = (cdb[1] >> 1) & 0x03;
   if (bytchk === 2) throw invalidCdbField(1, 2);
   const { lba, blocks } = blockRange(cdb);
-  checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
+  checkBlockRange(lu, cdb, lba, blocks, maxTransferBlocks(lu));
   const bs = lu.bdev.blockSize;
   if (bytchk === 0) {
     if (blocks > 0) await lu.bdev.readv(lba, [Buffer.allocUnsafe(blocks * bs)]);
@@ -258,7 +258,7 @@ export async function orWrite(ctx: CommandContext): Promise<void> {
   checkNoProtection(cdb);
   const { lba, blocks } = blockRange(cdb);
   checkWritable(lu);
-  checkBlockRange(lu, cdb, lba, blocks, blockLimits(lu).maxTransferBlocks);
+  checkBlockRange(lu, cdb, lba, blocks, maxTransferBlocks(lu));
   const bytes = blocks * lu.bdev.blockSize;
   task.transferLength = bytes;
   if (blocks === 0) return;
