@@ -508,7 +508,7 @@ export class Connection implements SessionConnection, ResultSink, TextConnection
     const st = task.build!([]);
     st.status = ScsiStatus.CheckCondition;
     st.sense = fixedSense(SenseKey.AbortedCommand, ASC.DATA_PHASE_ERROR);
-    this.respond(task, st).catch((e: Error) => this.internalError(e));
+    this.respondNow(task, st);
   }
 
   /**
@@ -526,7 +526,7 @@ export class Connection implements SessionConnection, ResultSink, TextConnection
     sense[7] = 10;
     sense[12] = 0x24;
     st.sense = sense;
-    this.respond(task, st).catch((e: Error) => this.internalError(e));
+    this.respondNow(task, st);
   }
 
   private async execute(task: ActiveTask): Promise<void> {
@@ -544,24 +544,44 @@ export class Connection implements SessionConnection, ResultSink, TextConnection
       st.status = ScsiStatus.CheckCondition;
       st.sense = fixedSense(SenseKey.HardwareError, ASC.INTERNAL_TARGET_FAILURE);
     }
-    await this.respond(task, st);
+    const sending = this.respond(task, st);
+    if (sending) await sending;
   }
 
-  private async respond(task: ActiveTask, st: ScsiTask): Promise<void> {
+  /**
+   * Send the task's result and end it. Returns a promise only when the socket pushed back (the
+   * task ends once the rest is sent); otherwise the task has ended on return.
+   */
+  private respond(task: ActiveTask, st: ScsiTask): Promise<void> | undefined {
     const session = this.session!;
     if (task.holdsSlot) {
       task.holdsSlot = false;
       session.commandEnded();
     }
     session.removeTask(task);
+    let sending: Promise<void> | undefined;
     try {
       if (!task.aborted && !st.aborted && this.state !== "closed")
-        await sendScsiResult(this, st, task.r2tCount);
+        sending = sendScsiResult(this, st, task.r2tCount);
       else st.releaseDataIn(); // nothing of it was sent
     } finally {
-      this.writeBudget.release(task);
-      task.finish();
+      if (!sending) this.endTask(task);
     }
+    return sending?.finally(() => this.endTask(task));
+  }
+
+  /** Respond outside the command path (a refused or broken command): errors are internal errors. */
+  private respondNow(task: ActiveTask, st: ScsiTask): void {
+    try {
+      this.respond(task, st)?.catch((e: Error) => this.internalError(e));
+    } catch (e) {
+      this.internalError(e as Error);
+    }
+  }
+
+  private endTask(task: ActiveTask): void {
+    this.writeBudget.release(task);
+    task.finish();
   }
 
   abandon(task: ActiveTask): void {

@@ -43,24 +43,56 @@ function slice(bufs: readonly Buffer[], offset: number, length: number): readonl
   return out;
 }
 
+/** What a result's PDUs carry, fixed before the first is sent (dataIn is released as the socket takes it). */
+interface ResultPlan {
+  readonly r2tCount: number;
+  readonly residualOverflow: boolean;
+  readonly residualUnderflow: boolean;
+  readonly residualCount: number;
+  /** Data-In bytes to send. */
+  readonly available: number;
+  /** The status goes in the last Data-In (S bit) rather than a SCSI Response. */
+  readonly statusInData: boolean;
+}
+
 /**
  * `r2tCount`: R2Ts sent for a write, reported as its ExpDataSN. The task's data-in buffer is
  * released (ScsiTask.releaseDataIn) once the socket has taken the last Data-In, or at once when
  * there is none; if the connection goes away first it is never released (left to the GC).
+ *
+ * Returns undefined when every PDU went to the socket without back-pressure (the common case: no
+ * promise, no microtask turn per command), else a promise that settles once the rest is sent and
+ * the socket has drained.
  */
-export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount = 0): Promise<void> {
+export function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount = 0): Promise<void> | undefined {
   const edtl = task.expectedDataLength;
   const wanted = task.transferLength > 0 ? task.transferLength : task.dataInLength;
   const residualOverflow = wanted > edtl;
-  const residualUnderflow = wanted < edtl;
-  const residualCount = residualOverflow ? wanted - edtl : edtl - wanted;
   const available = task.readDirection ? Math.min(task.dataInLength, edtl) : 0;
-  const statusInData = available > 0 && task.status === ScsiStatus.Good && !task.sense;
+  const plan: ResultPlan = {
+    r2tCount,
+    residualOverflow,
+    residualUnderflow: wanted < edtl,
+    residualCount: residualOverflow ? wanted - edtl : edtl - wanted,
+    available,
+    statusInData: available > 0 && task.status === ScsiStatus.Good && !task.sense,
+  };
+  if (available === 0) task.releaseDataIn();
+  return sendFrom(sink, task, plan, 0, 0);
+}
+
+/** Send the result from Data-In `offset` (DataSN `dataSN`) on, until the socket pushes back. */
+function sendFrom(
+  sink: ResultSink,
+  task: ScsiTask,
+  plan: ResultPlan,
+  offset: number,
+  dataSN: number,
+): Promise<void> | undefined {
+  const { available, statusInData } = plan;
   const maxSegment = sink.maxSendSegment;
   const maxBurst = sink.maxBurstLength;
-  let dataSN = 0;
-  if (available === 0) task.releaseDataIn();
-  for (let offset = 0; offset < available;) {
+  while (offset < available) {
     const burstEnd = (Math.floor(offset / maxBurst) + 1) * maxBurst;
     const len = Math.min(maxSegment, available - offset, burstEnd - offset);
     const last = offset + len === available;
@@ -72,9 +104,9 @@ export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount 
           opcode: Opcode.DataIn,
           final: true,
           statusPresent: true,
-          residualOverflow,
-          residualUnderflow,
-          residualCount,
+          residualOverflow: plan.residualOverflow,
+          residualUnderflow: plan.residualUnderflow,
+          residualCount: plan.residualCount,
           status: task.status,
           itt: task.tag,
           ttt: RESERVED_TAG,
@@ -99,20 +131,32 @@ export async function sendScsiResult(sink: ResultSink, task: ScsiTask, r2tCount 
       );
     }
     offset += len;
-    if (!ok) await sink.drained();
+    if (!ok) return sendAfterDrain(sink, task, plan, offset, dataSN);
   }
-  if (statusInData) return;
+  if (statusInData) return undefined;
   const ok = sink.sendStatus({
     opcode: Opcode.ScsiResponse,
-    residualOverflow,
-    residualUnderflow,
-    residualCount,
+    residualOverflow: plan.residualOverflow,
+    residualUnderflow: plan.residualUnderflow,
+    residualCount: plan.residualCount,
     response: 0, // Command Completed at Target
     status: task.status,
     itt: task.tag,
-    expDataSN: dataSN + r2tCount, // Data-In and R2T PDUs sent (§11.4.8)
+    expDataSN: dataSN + plan.r2tCount, // Data-In and R2T PDUs sent (§11.4.8)
     // Built by src/scsi/sense.ts; the serializer adds SenseLength (RFC 7143 §11.4.7.2).
     senseData: task.sense,
   });
-  if (!ok) await sink.drained();
+  return ok ? undefined : sink.drained();
+}
+
+/** The socket pushed back: wait for it to drain, then go on where sending stopped. */
+async function sendAfterDrain(
+  sink: ResultSink,
+  task: ScsiTask,
+  plan: ResultPlan,
+  offset: number,
+  dataSN: number,
+): Promise<void> {
+  await sink.drained();
+  await sendFrom(sink, task, plan, offset, dataSN);
 }
