@@ -98,10 +98,7 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   private sectors: number;
   private layoutValue: MetadataLayout;
   private bitmapValue: OutOfSyncBitmap;
-  /**
-   * /proc/drbd's ns, nr, dw, dr in bytes since attach: data mirrored to or resync data read for the peer,
-   * peer and resync data received, data written to and read from the lower device.
-   */
+  /** /proc/drbd's ns, nr, dw, dr in bytes since attach: sent to and received from the peer, disk writes, reads. */
   readonly io = { netSentBytes: 0, netReceivedBytes: 0, diskWrittenBytes: 0, diskReadBytes: 0 };
   private peerRequestView: PeerRequestVolume;
   private attachOpts: DrbdAttachOptions | undefined;
@@ -530,12 +527,12 @@ export class DrbdDevice implements BlockDevice, PeerDevicePort {
   }
 
   /**
-   * drbdsetup detach: refused while Primary (no peer to serve I/O); waits for writes in flight, writes the
-   * bitmap and the clean superblock (v08 magic, AL_CLEAN), so the next attach needs no log replay.
+   * drbdsetup detach: refused on a Primary unless a connected peer has UpToDate data (is_valid_state: a
+   * Primary needs UpToDate data, its own or the peer's); waits for writes in flight, writes the bitmap and
+   * the clean superblock (v08 magic, AL_CLEAN), so the next attach needs no log replay.
    */
   async detach(): Promise<void> {
     if (this.diskValue === "Diskless") return;
-    // is_valid_state: a Primary needs UpToDate data, its own or the connected peer's.
     const viaPeer = this.roleValue === "Primary" && this.peer?.replicating === true && this.peer.peerReadable;
     if (this.roleValue === "Primary" && !viaPeer)
       throw new DrbdStateError(this.name, -2, "Need access to UpToDate data (demote to Secondary first)");
