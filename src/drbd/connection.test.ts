@@ -6,11 +6,11 @@ import { once } from "node:events";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AioBdev } from "../bdev/aio/aio.js";
-import { iovLength, type BlockDevice, type WriteOptions } from "../bdev/bdev.js";
+import { iovLength, type WriteOptions } from "../bdev/bdev.js";
 import { createMetadata } from "./metadata.js";
 import { DrbdDevice } from "./device.js";
 import type { WireProtocol } from "./connection.js";
-import { HOST, link, MiB, pattern, sharedGenerationPair } from "./test_support.js";
+import { ForwardingDevice, HOST, link, MiB, pattern, sharedGenerationPair } from "./test_support.js";
 import { DrbdCommand, encodeHeader } from "./protocol.js";
 
 // Ports 7790-7799 belong to these tests; each test uses its own pair.
@@ -308,32 +308,8 @@ test("a peer that stops answering pings is dropped after ping-timeout", async (t
 });
 
 /** A lower device whose writes of more than 4 KiB take 10 ms longer. */
-class SlowBigWrites implements BlockDevice {
-  readonly name: string;
-  readonly productName: string;
-  readonly blockSize: number;
-  readonly blockCount: number;
-  readonly uuid: string;
-  readonly volatileWriteCache: boolean;
-  readonly supportsUnmap: boolean;
-  readonly unmapReadsZeroes: boolean;
-
-  constructor(private readonly lower: BlockDevice) {
-    this.name = lower.name;
-    this.productName = lower.productName;
-    this.blockSize = lower.blockSize;
-    this.blockCount = lower.blockCount;
-    this.uuid = lower.uuid;
-    this.volatileWriteCache = lower.volatileWriteCache;
-    this.supportsUnmap = lower.supportsUnmap;
-    this.unmapReadsZeroes = lower.unmapReadsZeroes;
-  }
-
-  readv(lba: number, iov: readonly Buffer[]): Promise<void> {
-    return this.lower.readv(lba, iov);
-  }
-
-  async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
+class SlowBigWrites extends ForwardingDevice {
+  override async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
     if (iovLength(iov) > 4096) await new Promise((r) => setTimeout(r, 10));
     return this.lower.writev(lba, iov, options);
   }
@@ -341,20 +317,8 @@ class SlowBigWrites implements BlockDevice {
   /** flush() calls so far. */
   flushes = 0;
 
-  flush(): Promise<void> {
+  override flush(): Promise<void> {
     this.flushes++;
     return this.lower.flush();
-  }
-
-  unmap(lba: number, blocks: number): Promise<void> {
-    return this.lower.unmap(lba, blocks);
-  }
-
-  writeZeroes(lba: number, blocks: number): Promise<void> {
-    return this.lower.writeZeroes(lba, blocks);
-  }
-
-  close(): Promise<void> {
-    return this.lower.close();
   }
 }

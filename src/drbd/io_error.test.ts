@@ -6,36 +6,17 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { BlockDeviceError, type BlockDevice, type WriteOptions } from "../bdev/bdev.js";
+import { BlockDeviceError, type WriteOptions } from "../bdev/bdev.js";
 import type { HandlerName, HandlerRunner } from "./handlers.js";
 import type { OnIoError } from "./io_error.js";
-import { eventually, link, pattern, sharedGenerationPair } from "./test_support.js";
+import { eventually, ForwardingDevice, link, pattern, sharedGenerationPair } from "./test_support.js";
 
 /** A lower device that fails every request with EIO while `failing` (a disk that died). */
-class FailingDisk implements BlockDevice {
+class FailingDisk extends ForwardingDevice {
   failing = false;
   /** Requests take this long (a disk that stops answering; they complete late). */
   stallMs = 0;
   failedRequests = 0;
-  readonly name: string;
-  readonly productName: string;
-  readonly blockSize: number;
-  readonly blockCount: number;
-  readonly uuid: string;
-  readonly volatileWriteCache: boolean;
-  readonly supportsUnmap: boolean;
-  readonly unmapReadsZeroes: boolean;
-
-  constructor(private readonly lower: BlockDevice) {
-    this.name = lower.name;
-    this.productName = lower.productName;
-    this.blockSize = lower.blockSize;
-    this.blockCount = lower.blockCount;
-    this.uuid = lower.uuid;
-    this.volatileWriteCache = lower.volatileWriteCache;
-    this.supportsUnmap = lower.supportsUnmap;
-    this.unmapReadsZeroes = lower.unmapReadsZeroes;
-  }
 
   private async check(): Promise<void> {
     if (this.stallMs > 0) await new Promise((r) => setTimeout(r, this.stallMs));
@@ -44,28 +25,25 @@ class FailingDisk implements BlockDevice {
       throw new BlockDeviceError(`${this.name}: Input/output error`, "io");
     }
   }
-  async readv(lba: number, iov: readonly Buffer[]): Promise<void> {
+  override async readv(lba: number, iov: readonly Buffer[]): Promise<void> {
     await this.check();
     return this.lower.readv(lba, iov);
   }
-  async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
+  override async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
     await this.check();
     return this.lower.writev(lba, iov, options);
   }
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     await this.check();
     return this.lower.flush();
   }
-  async unmap(lba: number, blocks: number): Promise<void> {
+  override async unmap(lba: number, blocks: number): Promise<void> {
     await this.check();
     return this.lower.unmap(lba, blocks);
   }
-  async writeZeroes(lba: number, blocks: number): Promise<void> {
+  override async writeZeroes(lba: number, blocks: number): Promise<void> {
     await this.check();
     return this.lower.writeZeroes(lba, blocks);
-  }
-  close(): Promise<void> {
-    return this.lower.close();
   }
 }
 

@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { iovLength, type BlockDevice, type WriteOptions } from "../bdev/bdev.js";
+import { iovLength, type WriteOptions } from "../bdev/bdev.js";
 import { ReceivePages, RECEIVE_PAGE } from "./receive_pages.js";
-import { link, pattern, sharedGenerationPair } from "./test_support.js";
+import { ForwardingDevice, link, pattern, sharedGenerationPair } from "./test_support.js";
 import type { WireProtocol } from "./connection.js";
 
 // Ports 8150-8159 belong to these tests.
@@ -33,35 +33,12 @@ test("receive pages: a copy across socket-read and page boundaries, exhaustion, 
 });
 
 /** A lower device whose writes take 15 ms; records the most bytes of writes in flight at once. */
-class SlowWrites implements BlockDevice {
-  readonly name: string;
-  readonly productName: string;
-  readonly blockSize: number;
-  readonly blockCount: number;
-  readonly uuid: string;
-  readonly volatileWriteCache: boolean;
-  readonly supportsUnmap: boolean;
-  readonly unmapReadsZeroes: boolean;
+class SlowWrites extends ForwardingDevice {
   slow = false;
   inFlight = 0;
   peak = 0;
 
-  constructor(private readonly lower: BlockDevice) {
-    this.name = lower.name;
-    this.productName = lower.productName;
-    this.blockSize = lower.blockSize;
-    this.blockCount = lower.blockCount;
-    this.uuid = lower.uuid;
-    this.volatileWriteCache = lower.volatileWriteCache;
-    this.supportsUnmap = lower.supportsUnmap;
-    this.unmapReadsZeroes = lower.unmapReadsZeroes;
-  }
-
-  readv(lba: number, iov: readonly Buffer[]): Promise<void> {
-    return this.lower.readv(lba, iov);
-  }
-
-  async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
+  override async writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
     if (!this.slow) return this.lower.writev(lba, iov, options);
     const bytes = iovLength(iov);
     this.inFlight += bytes;
@@ -72,22 +49,6 @@ class SlowWrites implements BlockDevice {
     } finally {
       this.inFlight -= bytes;
     }
-  }
-
-  flush(): Promise<void> {
-    return this.lower.flush();
-  }
-
-  unmap(lba: number, blocks: number): Promise<void> {
-    return this.lower.unmap(lba, blocks);
-  }
-
-  writeZeroes(lba: number, blocks: number): Promise<void> {
-    return this.lower.writeZeroes(lba, blocks);
-  }
-
-  close(): Promise<void> {
-    return this.lower.close();
   }
 }
 

@@ -7,7 +7,7 @@ import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AioBdev } from "../bdev/aio/aio.js";
-import type { BlockDevice } from "../bdev/bdev.js";
+import type { BlockDevice, WriteOptions } from "../bdev/bdev.js";
 import { createMetadata } from "./metadata.js";
 import { DrbdDevice, type DrbdAttachOptions } from "./device.js";
 import { DrbdConnection, type ConnectionOptions } from "./connection.js";
@@ -107,5 +107,55 @@ export async function eventually(check: () => boolean | Promise<boolean>, ms = 5
     if (await check()) return true;
     if (Date.now() > until) return false;
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * A block device that passes everything to `lower` with its geometry: tests extend it and override the
+ * requests they make slow or failing.
+ */
+export class ForwardingDevice implements BlockDevice {
+  readonly name: string;
+  readonly productName: string;
+  readonly blockSize: number;
+  readonly blockCount: number;
+  readonly uuid: string;
+  readonly volatileWriteCache: boolean;
+  readonly supportsUnmap: boolean;
+  readonly unmapReadsZeroes: boolean;
+
+  constructor(protected readonly lower: BlockDevice) {
+    this.name = lower.name;
+    this.productName = lower.productName;
+    this.blockSize = lower.blockSize;
+    this.blockCount = lower.blockCount;
+    this.uuid = lower.uuid;
+    this.volatileWriteCache = lower.volatileWriteCache;
+    this.supportsUnmap = lower.supportsUnmap;
+    this.unmapReadsZeroes = lower.unmapReadsZeroes;
+  }
+
+  readv(lba: number, iov: readonly Buffer[]): Promise<void> {
+    return this.lower.readv(lba, iov);
+  }
+
+  writev(lba: number, iov: readonly Buffer[], options?: WriteOptions): Promise<void> {
+    return this.lower.writev(lba, iov, options);
+  }
+
+  flush(): Promise<void> {
+    return this.lower.flush();
+  }
+
+  unmap(lba: number, blocks: number): Promise<void> {
+    return this.lower.unmap(lba, blocks);
+  }
+
+  writeZeroes(lba: number, blocks: number): Promise<void> {
+    return this.lower.writeZeroes(lba, blocks);
+  }
+
+  close(): Promise<void> {
+    return this.lower.close();
   }
 }

@@ -36,6 +36,7 @@ import {
   type TextResponsePdu,
   type UnknownPdu,
 } from "./pdu.js";
+import { shiftSlices } from "../util/chunk_slices.js";
 
 /** A framing error. `fatal` ones leave the stream unsynchronised: the connection must be dropped. */
 export class PduFramingError extends Error {
@@ -156,21 +157,8 @@ export class PduParser {
 
   /** The next n bytes as slices of the received chunks, never copied. */
   private takeParts(n: number): Buffer[] {
-    const out: Buffer[] = [];
     this.buffered -= n;
-    while (n > 0) {
-      const first = this.chunks[0];
-      if (first.length <= n) {
-        out.push(first);
-        this.chunks.shift();
-        n -= first.length;
-      } else {
-        out.push(first.subarray(0, n));
-        this.chunks[0] = first.subarray(n);
-        n = 0;
-      }
-    }
-    return out;
+    return shiftSlices(this.chunks, n);
   }
 }
 

@@ -9,6 +9,7 @@ import {
   checkPayloadSize,
   commandName,
 } from "./commands.js";
+import { shiftSlices } from "../../util/chunk_slices.js";
 
 // Headers (drbd_protocol.h p_header80/95/100; drbd_main.c prepare_header; drbd_receiver.c decode_header)
 
@@ -231,20 +232,7 @@ export class PacketFramer {
 
   /** Removes n bytes from the front as slices of the chunks they lie in, never copied. */
   private takeParts(n: number): Buffer[] {
-    const out: Buffer[] = [];
     this.buffered -= n;
-    while (n > 0) {
-      const first = this.chunks[0] as Buffer;
-      if (first.length <= n) {
-        out.push(first);
-        this.chunks.shift();
-        n -= first.length;
-      } else {
-        out.push(first.subarray(0, n));
-        this.chunks[0] = first.subarray(n);
-        n = 0;
-      }
-    }
-    return out;
+    return shiftSlices(this.chunks, n);
   }
 }
