@@ -13,5 +13,6 @@ NAPI_MODULE_INIT() {
   usertgt_init_uring(env, exports);
   usertgt_init_malloc_trim(env, exports);
   usertgt_init_aligned_buffer(env, exports);
+  usertgt_init_cpu_affinity(env, exports);
   return exports;
 }

@@ -6,7 +6,7 @@
   "targets": [
     {
       "target_name": "usertgt_native",
-      "sources": ["addon.c", "errno_name.c", "range_ops.c", "block_device.c", "uring_engine.c", "malloc_trim.c", "aligned_buffer.c"],
+      "sources": ["addon.c", "errno_name.c", "range_ops.c", "block_device.c", "uring_engine.c", "malloc_trim.c", "aligned_buffer.c", "cpu_affinity.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"],
       "conditions": [
         [

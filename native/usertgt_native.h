@@ -10,5 +10,6 @@ void usertgt_init_block_device(napi_env env, napi_value exports);
 void usertgt_init_uring(napi_env env, napi_value exports);
 void usertgt_init_malloc_trim(napi_env env, napi_value exports);
 void usertgt_init_aligned_buffer(napi_env env, napi_value exports);
+void usertgt_init_cpu_affinity(napi_env env, napi_value exports);
 
 #endif

@@ -46,6 +46,7 @@ import { SystemdNotifier } from "../server/systemd_notify.js";
 import { MetricsEndpoint, parseMetricsAddress } from "../server/metrics.js";
 import { deviceUsers } from "../server/device_usage.js";
 import { log } from "../util/log.js";
+import { applyCpuAffinity, cpuMaskOption, UsageError } from "./cpu_affinity.js";
 
 const EXIT_CONFIG = 2;
 const EXIT_FAILURE = 1;
@@ -65,7 +66,7 @@ async function readConfig(file: string | undefined): Promise<SpdkConfig> {
 }
 
 function failed(err: unknown): number {
-  if (err instanceof ConfigError || err instanceof DrbdConfigError) {
+  if (err instanceof ConfigError || err instanceof DrbdConfigError || err instanceof UsageError) {
     say(err.message);
     return EXIT_CONFIG;
   }
@@ -98,6 +99,8 @@ interface ServeOptions {
   /** ADDR:PORT of the Prometheus endpoint; none without it. */
   metrics?: string;
   waitForRpc?: boolean;
+  /** SPDK's -m: CPUs to run on; overrides [Global] ReactorMask. */
+  cpumask?: string;
 }
 
 /** The config to start from: legacy INI, SPDK JSON (told apart by content), or none (--wait-for-rpc). */
@@ -140,6 +143,19 @@ async function serve(opts: ServeOptions): Promise<void> {
   try {
     notifier = SystemdNotifier.fromEnvironment();
     const start = await readStartConfig(opts);
+    // Before any device opens: threads made later (librbd's, io-wq's) inherit the mask.
+    const mask =
+      opts.cpumask !== undefined
+        ? cpuMaskOption(opts.cpumask)
+        : start.kind === "legacy" && start.config.reactorMask
+          ? {
+              ...start.config.reactorMask,
+              where: `${start.config.file}:${start.config.reactorMask.line}: ReactorMask`,
+              error: (message: string) =>
+                new ConfigError(start.config.file, start.config.reactorMask!.line, `ReactorMask: ${message}`),
+            }
+          : undefined;
+    if (mask) log.info(applyCpuAffinity(mask));
     // [TCMUR]/[BIO] devices live in the device tree (src/devtree); without them no tree and no FUSE mount.
     // A JSON config needs one when it creates such devices; --wait-for-rpc when handlers or DRBD are given.
     const treeCalls = /^bdev_(tcmur|bio)_create$/;
@@ -400,6 +416,10 @@ program
   .option("--drbd-config <file>", "drbd.conf / .res file of the DRBD resources (brought up by drbdadm up)")
   .option("--node-name <name>", "this node's 'on NAME' section in the DRBD config (default: the host name)")
   .option("--metrics <addr:port>", "serve Prometheus metrics at http://ADDR:PORT/metrics (docs/metrics.md)")
+  .option(
+    "-m, --cpumask <mask>",
+    "run on these CPUs, as SPDK's -m (0x3 or [0-1]; overrides [Global] ReactorMask)",
+  )
   .action((opts: ServeOptions) => serve(opts));
 
 program

@@ -174,16 +174,27 @@ describe("SPDK config model", () => {
 
   it("accepts SPDK-only [Global]/[Bdev]/[iSCSI] keys with a notice naming the line", () => {
     const c = parse(
-      `[Global]\n  ReactorMask 0x1\n  NoPci Yes\n[Bdev]\n  BdevIoPoolSize 1\n[iSCSI]\n  MinConnectionsPerCore 4\n${MINIMAL}`,
+      `[Global]\n  SharedMemoryID 0\n  NoPci Yes\n[Bdev]\n  BdevIoPoolSize 1\n[iSCSI]\n  MinConnectionsPerCore 4\n${MINIMAL}`,
     );
     assert.deepEqual(
       c.notices.map((n) => `${n.file}:${n.line}: ${n.message}`),
       [
-        "test.conf:2: [Global] ReactorMask is an SPDK setting with no meaning for usertgt; ignored",
+        "test.conf:2: [Global] SharedMemoryID is an SPDK setting with no meaning for usertgt; ignored",
         "test.conf:3: [Global] NoPci is an SPDK setting with no meaning for usertgt; ignored",
         "test.conf:5: [Bdev] BdevIoPoolSize is an SPDK setting with no meaning for usertgt; ignored",
         "test.conf:7: [iSCSI] MinConnectionsPerCore is an SPDK setting with no meaning for usertgt; ignored",
       ],
+    );
+  });
+
+  it("reads [Global] ReactorMask as the CPUs to run on, naming the line of a bad mask", () => {
+    const c = parse(`[Global]\n  ReactorMask 0x5\n${MINIMAL}`);
+    assert.deepEqual(c.reactorMask, { text: "0x5", cpus: [0, 2], line: 2 });
+    assert.deepEqual(parse(`[Global]\n  ReactorMask [1-2]\n${MINIMAL}`).reactorMask?.cpus, [1, 2]);
+    assert.equal(parse(MINIMAL).reactorMask, undefined);
+    assert.throws(
+      () => parse(`[Global]\n  ReactorMask 0xZ\n${MINIMAL}`),
+      /test\.conf:2: ReactorMask: CPU mask "0xZ" is neither a hexadecimal mask/,
     );
   });
 

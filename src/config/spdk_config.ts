@@ -24,6 +24,7 @@ import {
 import { ConfigError, type ConfigNotice } from "./errors.js";
 import { parseIni, type IniFile, type IniSection } from "./ini.js";
 import { Reader, walk } from "./section_reader.js";
+import { parseCpuMask } from "../util/cpu_mask.js";
 import { DEFAULT_MAX_QUEUE_DEPTH, type GlobalsOut, readIscsi } from "./sections/iscsi.js";
 import { readAuthFile } from "./sections/auth_file.js";
 import { readPortalGroup } from "./sections/portal_group.js";
@@ -56,13 +57,14 @@ export interface SpdkConfig {
   readonly targetNodes: readonly TargetNodeSpec[];
   /** In creation order: Malloc, AIO, TCMUR, BIO (BIO devices may stack on TCMUR ones). */
   readonly bdevs: readonly BdevSpec[];
+  /** [Global] ReactorMask: the CPUs the process runs on (SPDK: its reactors'), with its line. */
+  readonly reactorMask?: { readonly text: string; readonly cpus: readonly number[]; readonly line: number };
   /** Keys accepted but meaningless here, and other adjustments; the server logs them. */
   readonly notices: readonly ConfigNotice[];
 }
 
 const GLOBAL_IGNORED = [
   "SharedMemoryID",
-  "ReactorMask",
   "NoPci",
   "TpointGroupMask",
   "LogFacility",
@@ -122,12 +124,29 @@ export function buildSpdkConfig(ini: IniFile, authIni?: IniFile, baseDir = "."):
   let iscsiSection: IniSection | undefined;
   // Portals must be unique across groups (two listeners cannot share one address).
   const portalSeen = new Map<string, string>();
+  let reactorMask: SpdkConfig["reactorMask"];
 
   for (const sec of ini.sections) {
     const name = sec.name;
     let m: RegExpExecArray | null;
     if (name === "Global") {
-      walk(r, sec, {}, GLOBAL_IGNORED);
+      walk(
+        r,
+        sec,
+        {
+          ReactorMask: {
+            apply: (e) => {
+              const text = r.one(e, "a CPU mask such as 0x1 or [0-1]");
+              try {
+                reactorMask = { text, cpus: parseCpuMask(text), line: e.line };
+              } catch (err) {
+                throw r.error(e.line, `ReactorMask: ${(err as Error).message}`);
+              }
+            },
+          },
+        },
+        GLOBAL_IGNORED,
+      );
     } else if (name === "Bdev") {
       walk(r, sec, {}, BDEV_IGNORED);
     } else if (name === "iSCSI") {
@@ -237,6 +256,7 @@ export function buildSpdkConfig(ini: IniFile, authIni?: IniFile, baseDir = "."):
     initiatorGroups,
     targetNodes,
     bdevs,
+    ...(reactorMask ? { reactorMask } : {}),
     notices: r.notices,
   };
 }
