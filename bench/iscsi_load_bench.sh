@@ -12,7 +12,15 @@
 # Backings: shm = a file on /dev/shm (tmpfs), ext4 = a file in EXT4_DIR (default /var/tmp; must be
 # ext4), loop = a loop device over a file on /dev/shm (usertgt: O_EXCL + O_DIRECT under io_uring).
 # Knobs: ROUNDS, DURATION (s), WARMUP (s), SIZE_MB, TGT_BSTYPES ("rdwr aio"), WORKLOADS (names below),
-# AIO_DIRECTIO (Yes|No: usertgt's [AIO] DirectIo; unset = its default), TGT_CONTROL_PORT (tgtd's -C).
+# AIO_DIRECTIO (Yes|No: usertgt's [AIO] DirectIo; unset = its default), TGT_CONTROL_PORT (tgtd's -C),
+# PLACEMENT (QD1 workloads, default "same split") and PLACEMENT_QD (the others, default "any"): where
+# the target (all its threads) and iscsi-load run, applied alike to both targets before every run:
+#   same  = target and iscsi-load on CPU 0
+#   split = target on CPU 0, iscsi-load on CPU 1
+#   any   = both on every CPU (the scheduler places them)
+# Each workload runs once per placement named. On a VM whose idle vCPUs halt, a QD1 request's latency
+# depends mostly on whether the target and the initiator share a CPU (docs/benchmarks.md), so an
+# unpinned QD1 run measures where the scheduler happened to put them.
 # Runs itself inside a private network namespace (unshare -n) so ports never collide; needs root,
 # tgt (tgtd, tgtadm), libiscsi-dev (to build iscsi-load), losetup.
 set -euo pipefail
@@ -30,6 +38,9 @@ SIZE_MB=${SIZE_MB:-256}
 TGT_BSTYPES=${TGT_BSTYPES:-"rdwr aio"}
 EXT4_DIR=${EXT4_DIR:-/var/tmp}
 WORKLOADS=${WORKLOADS:-"randread4k_qd32 randwrite4k_qd32 seqread128k_qd8 fuawrite4k_qd32 randread4k_qd1 randwrite4k_qd1"}
+PLACEMENT=${PLACEMENT:-"same split"}
+PLACEMENT_QD=${PLACEMENT_QD:-"any"}
+ALL_CPUS=0-$(($(nproc) - 1))
 BACKINGS=${*:-"shm ext4 loop"}
 USERTGT_PORT=3510
 TGT_PORT=3511
@@ -49,7 +60,35 @@ load_args() {
   esac
 }
 
-for tool in tgtd tgtadm node losetup; do
+# placement_cpus NAME -> "TARGET_CPUS LOAD_CPUS"
+placement_cpus() {
+  case $1 in
+    same) echo "0 0" ;;
+    split) echo "0 1" ;;
+    any) echo "$ALL_CPUS $ALL_CPUS" ;;
+    *) echo "bench: unknown placement $1 (same, split, any)" >&2; exit 1 ;;
+  esac
+}
+for pl in $PLACEMENT $PLACEMENT_QD; do placement_cpus "$pl" >/dev/null; done
+if [ "$(nproc)" -lt 2 ] && [[ " $PLACEMENT $PLACEMENT_QD " == *" split "* ]]; then
+  echo "bench: placement split needs 2 CPUs" >&2
+  exit 1
+fi
+
+# pin PID CPUS: every thread of the target (tgtd's workers, node's, io_uring's io-wq workers) on CPUS.
+# New threads inherit the mask; check_pinned finds any that did not.
+pin() { taskset -a -pc "$2" "$1" >/dev/null; }
+check_pinned() {
+  local pid=$1 want t got
+  want=$(sed -n 's/^Cpus_allowed_list:\t//p' "/proc/$pid/status" 2>/dev/null) || return 0
+  for t in /proc/"$pid"/task/*; do
+    got=$(sed -n 's/^Cpus_allowed_list:\t//p' "$t/status" 2>/dev/null) || continue
+    [ -z "$got" ] || [ "$got" = "$want" ] ||
+      echo "bench: thread $(cat "$t/comm" 2>/dev/null) of $pid ran on CPUs $got, not $want" >&2
+  done
+}
+
+for tool in tgtd tgtadm node losetup taskset; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install tgt util-linux)" >&2; exit 1; }
 done
 if ! command -v iscsi-load >/dev/null; then
@@ -129,11 +168,13 @@ EOF
   engine=$(grep -o '"msg":"I/O engine[^"]*"' "$work/usertgt.log" | head -1 | sed 's/"msg":"//; s/"$//')
 }
 
-# one_run URL PID WORKLOAD -> "iops cpu_us_per_io lat_p50_us lat_avg_us"
+# one_run URL PID WORKLOAD TARGET_CPUS LOAD_CPUS -> "iops cpu_us_per_io lat_p50_us lat_avg_us"
 one_run() {
   local out
+  pin "$2" "$4"
   # shellcheck disable=SC2046
-  out=$(iscsi-load -u "$1" -p "$2" -t "$DURATION" -w "$WARMUP" -n 1 $(load_args "$3") 2>&1) || true
+  out=$(taskset -c "$5" iscsi-load -u "$1" -p "$2" -t "$DURATION" -w "$WARMUP" -n 1 $(load_args "$3") 2>&1) || true
+  check_pinned "$2"
   local iops cpu p50 avg
   iops=$(grep -o 'iops=[0-9.]*' <<<"$out" | cut -d= -f2)
   cpu=$(grep -o 'cpu_us_per_io=[0-9.]*' <<<"$out" | cut -d= -f2)
@@ -151,8 +192,9 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR
 
 echo "iscsi-load, ${DURATION}s per run after ${WARMUP}s warm-up, ${ROUNDS} interleaved rounds, ${SIZE_MB} MiB LUN, 4096-byte blocks, 1 session"
 echo "host: $(nproc) CPUs, $(uname -r), node $(node --version), tgt $(tgtd -V 2>/dev/null || echo '?'), in a private netns"
-printf '| %-6s | %-17s | %-8s | %9s | %9s | %8s | %8s | %12s | %12s |\n' backing workload tgt "usertgt IOPS" "tgt IOPS" "IOPS ×" "CPU/IO ×" "µs/IO u / t" "p50 µs u / t"
-printf '|%s|\n' "--------|-------------------|----------|-----------|-----------|----------|----------|--------------|--------------"
+echo "placement: same = target and iscsi-load on CPU 0, split = target on CPU 0 and iscsi-load on CPU 1, any = unpinned"
+printf '| %-6s | %-17s | %-5s | %-8s | %9s | %9s | %8s | %8s | %12s | %12s |\n' backing workload place tgt "usertgt IOPS" "tgt IOPS" "IOPS ×" "CPU/IO ×" "µs/IO u / t" "p50 µs u / t"
+printf '|%s|\n' "--------|-------------------|-------|----------|-----------|-----------|----------|----------|--------------|--------------"
 for kind in $BACKINGS; do
   make_backing "$kind" u
   ub=$backing
@@ -163,17 +205,22 @@ for kind in $BACKINGS; do
     tb=$backing
     tgtd_start "$TGT_CONTROL_PORT" "$TGT_PORT" "$IQN_T" "$tb" 4096 "$work/tgtd.log" "$bstype"
     for wl in $WORKLOADS; do
-      : >"$work/u" && : >"$work/t"
-      for _ in $(seq 1 "$ROUNDS"); do
-        one_run "iscsi://127.0.0.1:$USERTGT_PORT/$IQN_U/0" "$usertgt_pid" "$wl" >>"$work/u"
-        one_run "iscsi://127.0.0.1:$TGT_PORT/$IQN_T/1" "$tgtd_pid" "$wl" >>"$work/t"
+      placements=$PLACEMENT_QD
+      [[ $wl != *_qd1 ]] || placements=$PLACEMENT
+      for pl in $placements; do
+        read -r tcpus lcpus <<<"$(placement_cpus "$pl")"
+        : >"$work/u" && : >"$work/t"
+        for _ in $(seq 1 "$ROUNDS"); do
+          one_run "iscsi://127.0.0.1:$USERTGT_PORT/$IQN_U/0" "$usertgt_pid" "$wl" "$tcpus" "$lcpus" >>"$work/u"
+          one_run "iscsi://127.0.0.1:$TGT_PORT/$IQN_T/1" "$tgtd_pid" "$wl" "$tcpus" "$lcpus" >>"$work/t"
+        done
+        ui=$(cut -d' ' -f1 "$work/u" | median); ti=$(cut -d' ' -f1 "$work/t" | median)
+        uc=$(cut -d' ' -f2 "$work/u" | median); tc=$(cut -d' ' -f2 "$work/t" | median)
+        ul=$(cut -d' ' -f3 "$work/u" | median); tl=$(cut -d' ' -f3 "$work/t" | median)
+        awk -v k="$kind" -v w="$wl" -v p="$pl" -v b="$bstype" -v ui="$ui" -v ti="$ti" -v uc="$uc" -v tc="$tc" -v ul="$ul" -v tl="$tl" 'BEGIN {
+          printf "| %-6s | %-17s | %-5s | %-8s | %9.0f | %9.0f | %8s | %8s | %5.1f / %-5.1f | %5.0f / %-5.0f |\n",
+            k, w, p, b, ui, ti, (ti > 0 ? sprintf("%.2f", ui / ti) : "n/a"), (tc > 0 ? sprintf("%.2f", uc / tc) : "n/a"), uc, tc, ul, tl }'
       done
-      ui=$(cut -d' ' -f1 "$work/u" | median); ti=$(cut -d' ' -f1 "$work/t" | median)
-      uc=$(cut -d' ' -f2 "$work/u" | median); tc=$(cut -d' ' -f2 "$work/t" | median)
-      ul=$(cut -d' ' -f3 "$work/u" | median); tl=$(cut -d' ' -f3 "$work/t" | median)
-      awk -v k="$kind" -v w="$wl" -v b="$bstype" -v ui="$ui" -v ti="$ti" -v uc="$uc" -v tc="$tc" -v ul="$ul" -v tl="$tl" 'BEGIN {
-        printf "| %-6s | %-17s | %-8s | %9.0f | %9.0f | %8s | %8s | %5.1f / %-5.1f | %5.0f / %-5.0f |\n",
-          k, w, b, ui, ti, (ti > 0 ? sprintf("%.2f", ui / ti) : "n/a"), (tc > 0 ? sprintf("%.2f", uc / tc) : "n/a"), uc, tc, ul, tl }'
     done
     tgtd_stop "$TGT_CONTROL_PORT"
   done

@@ -7,10 +7,17 @@ tgtd_pid=""
 # BSTYPE: tgt's backing store, rdwr (default: pread/pwrite on its worker threads) or aio (Linux AIO).
 tgtd_start() {
   local control=$1 port=$2 iqn=$3 backing=$4 bs=$5 log=$6 bstype=${7:-rdwr}
+  local t="tgtadm -C $control --lld iscsi"
+  # The control socket is a path (/var/run/tgtd/socket.N), shared by every network namespace: a tgtd
+  # already there (another run's) would take our tgtadm commands while ours exits on its lock.
+  if $t --op show --mode target >/dev/null 2>&1; then
+    echo "bench: another tgtd already listens on control port $control; set TGT_CONTROL_PORT" >&2
+    return 1
+  fi
   tgtd -f -C "$control" --iscsi "portal=127.0.0.1:$port" >"$log" 2>&1 &
   tgtd_pid=$!
-  local t="tgtadm -C $control --lld iscsi"
   for _ in $(seq 1 50); do
+    kill -0 "$tgtd_pid" 2>/dev/null || { echo "bench: tgtd exited: $(cat "$log")" >&2; tgtd_pid=""; return 1; }
     $t --op show --mode target >/dev/null 2>&1 && break
     sleep 0.1
   done
