@@ -21,7 +21,8 @@
  *             bounceChunkSize, bounceChunks) -> 0 | -errno
  *   uringSubmit(slot, op, fd, offset, bufs: Buffer[], flags) -> 0 | -errno
  *     op 0 read, 1 write, 2 fdatasync; flags 1 = FUA (RWF_DSYNC on O_DIRECT or a block device, else
- *     a linked fdatasync), 2 = fd is O_DIRECT (align or bounce), 4 = fd is a block device
+ *     a linked fdatasync; BackingStore sends a buffered file's FUA writes as plain writes and shares
+ *     fdatasyncs among them instead), 2 = fd is O_DIRECT (align or bounce), 4 = fd is a block device
  *     -E2BIG: an O_DIRECT request that needs a bounce and is larger than one chunk
  *     -ENOBUFS: no bounce chunk free now (retry after a completion)
  *   uringAvailable() -> true when built with liburing

@@ -4,7 +4,8 @@
  * bounce chunks, vectors longer than IOV_MAX, and reads past the end of the file.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, statfs } from "node:fs/promises";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -111,3 +112,50 @@ for (const engine of ["io_uring", "threadpool"] as IoEngineName[]) {
     });
   });
 }
+
+describe("BackingStore on tmpfs (inline reads and writes)", () => {
+  const shm = "/dev/shm";
+  it(
+    "reads and writes a /dev/shm file inline, through both engines",
+    { skip: !existsSync(shm) },
+    async () => {
+      const dir = await mkdtemp(join(shm, "usertgt-backing-"));
+      try {
+        for (const engine of ["io_uring", "threadpool"] as IoEngineName[]) {
+          const path = join(dir, `${engine}.img`);
+          const s = await BackingStore.open(path, { create: true, engine });
+          try {
+            assert.equal(s.inMemory, true);
+            await s.truncate(256 * 4096);
+            await Promise.all(
+              Array.from({ length: 256 }, (_, i) => s.writev([block(i, 4096)], i * 4096, i % 5 === 0)),
+            );
+            // Two buffers per read, and one read that runs past the end of the file (zero-filled).
+            const outs = Array.from({ length: 256 }, () => [Buffer.alloc(1024), Buffer.alloc(3072)]);
+            await Promise.all(outs.map((b, i) => s.readv(b, i * 4096)));
+            outs.forEach((b, i) => assert.deepEqual(Buffer.concat(b), block(i, 4096), `block ${i}`));
+            const tail = Buffer.alloc(8192, 0x55);
+            await s.readv([tail], 255 * 4096);
+            assert.deepEqual(tail, Buffer.concat([block(255, 4096), Buffer.alloc(4096)]));
+          } finally {
+            await s.close(true);
+          }
+          const file = await readFile(path);
+          assert.deepEqual(file.subarray(77 * 4096, 78 * 4096), block(77, 4096));
+        }
+        const onDisk = await BackingStore.open(join(tmpdir(), `usertgt-backing-${process.pid}.img`), {
+          create: true,
+        });
+        try {
+          const fsType = (await statfs(tmpdir())).type;
+          assert.equal(onDisk.inMemory, fsType === 0x01021994 || fsType === 0x858458f6);
+        } finally {
+          await onDisk.close(false);
+          await rm(onDisk.path, { force: true });
+        }
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});

@@ -8,10 +8,21 @@
  * cache; unaligned buffers are bounced) unless `direct: false` asks for the page cache. Their
  * geometry comes from the block-device ioctls and sysfs. Regular files use the page cache unless
  * `direct` is asked for.
+ *
+ * A regular file on tmpfs (or ramfs) is memory, as a Malloc disk is: its reads and writes are
+ * copies to and from page-cache pages that never wait for a device. The kernel does not take them
+ * without blocking (no FMODE_NOWAIT: `preadv2(RWF_NOWAIT)` fails with EOPNOTSUPP), so io_uring
+ * hands each one to an io-wq worker: two thread switches and an event-loop wake-up per request
+ * (~6 µs of CPU at QD1 on a 4 KiB read, where the copy is under 1 µs). They are done inline
+ * instead, with preadv/pwritev on the event loop.
+ *
+ * FUA writes to a buffered regular file share fdatasyncs (group_commit.ts); O_DIRECT files and
+ * block devices take FUA per write from the engine (RWF_DSYNC).
  */
-import { constants, type Stats } from "node:fs";
-import { open, readFile, stat, type FileHandle } from "node:fs/promises";
+import { constants, readvSync, writevSync, type Stats } from "node:fs";
+import { open, readFile, stat, statfs, type FileHandle } from "node:fs/promises";
 import { ioEngine, type IoEngine, type IoEngineName } from "./engine.js";
+import { GroupCommit } from "./group_commit.js";
 import { nativeAddon, type BlockDeviceGeometry } from "./native.js";
 
 export interface BackingOpenOptions {
@@ -61,8 +72,14 @@ async function queueLimits(st: Stats): Promise<{ maxRequestBytes: number; discar
 /** Linux's UIO_MAXIOV: the most buffers one readv/writev takes. */
 const IOV_MAX = 1024;
 
+/** statfs f_type of the file systems whose files are memory (linux/magic.h). */
+const TMPFS_MAGIC = 0x01021994;
+const RAMFS_MAGIC = 0x858458f6;
+
 export class BackingStore {
   private closed = false;
+  /** FUA writes to a buffered regular file (not in memory): shared fdatasyncs. */
+  private readonly groupCommit: GroupCommit | undefined;
 
   private constructor(
     readonly path: string,
@@ -74,7 +91,13 @@ export class BackingStore {
     readonly blockDevice: BlockDeviceLimits | undefined,
     readonly direct: boolean,
     readonly engine: IoEngine,
-  ) {}
+    /** A regular file on tmpfs or ramfs, read and written inline (see the header). */
+    readonly inMemory = false,
+  ) {
+    if (!blockDevice && !direct && !inMemory) {
+      this.groupCommit = new GroupCommit(() => this.engine.datasync(this.fd));
+    }
+  }
 
   get fd(): number {
     return this.fh.fd;
@@ -132,7 +155,11 @@ export class BackingStore {
       if (isBlock !== st.isBlockDevice() || (!st.isBlockDevice() && !st.isFile())) {
         throw new Error(`${path} changed type while being opened`);
       }
-      if (!isBlock) return new BackingStore(path, fh, st, st.size, undefined, direct, engine);
+      if (!isBlock) {
+        const fsType = direct ? 0 : (await statfs(path)).type;
+        const inMemory = fsType === TMPFS_MAGIC || fsType === RAMFS_MAGIC;
+        return new BackingStore(path, fh, st, st.size, undefined, direct, engine, inMemory);
+      }
       const geometry = (native as { blockDeviceInfo(fd: number): BlockDeviceGeometry }).blockDeviceInfo(
         fh.fd,
       );
@@ -155,12 +182,16 @@ export class BackingStore {
     if (iov.length > IOV_MAX || (this.direct && total > this.engine.maxBouncedBytes)) {
       return this.inPieces(iov, pos, total, false, false);
     }
-    const n = await this.engine.read(this.fd, iov, pos, this.direct);
+    const n = this.inMemory
+      ? readvSync(this.fd, iov, pos)
+      : await this.engine.read(this.fd, iov, pos, this.direct);
     if (n === total) return;
     let rest = advance(iov, n);
     let at = pos + n;
     while (rest.length > 0) {
-      const m = await this.engine.read(this.fd, rest, at, this.direct);
+      const m = this.inMemory
+        ? readvSync(this.fd, rest, at)
+        : await this.engine.read(this.fd, rest, at, this.direct);
       if (m === 0) {
         for (const b of rest) b.fill(0);
         return;
@@ -177,13 +208,30 @@ export class BackingStore {
     if (iov.length > IOV_MAX || (this.direct && total > this.engine.maxBouncedBytes)) {
       return this.inPieces(iov, pos, total, true, fua);
     }
+    // tmpfs: the page cache is the medium (shmem's fsync is noop_fsync), so FUA asks for nothing more.
+    if (this.inMemory) return this.writeAll(iov, pos, total, (b, at) => writevSync(this.fd, b, at));
     const block = this.blockDevice !== undefined;
-    const n = await this.engine.write(this.fd, iov, pos, fua, this.direct, block);
+    const commit = fua ? this.groupCommit : undefined;
+    const engineFua = fua && commit === undefined;
+    await this.writeAll(iov, pos, total, (b, at) =>
+      this.engine.write(this.fd, b, at, engineFua, this.direct, block),
+    );
+    // Only now, with every byte written, may the fdatasync that acknowledges them start.
+    if (commit) await commit.sync();
+  }
+
+  private async writeAll(
+    iov: readonly Buffer[],
+    pos: number,
+    total: number,
+    write: (iov: readonly Buffer[], pos: number) => number | Promise<number>,
+  ): Promise<void> {
+    const n = await write(iov, pos);
     if (n === total) return;
     let rest = advance(iov, n);
     let at = pos + n;
     while (rest.length > 0) {
-      const m = await this.engine.write(this.fd, rest, at, fua, this.direct, block);
+      const m = await write(rest, at);
       if (m === 0) throw new Error(`${this.path}: write at byte ${at} made no progress`);
       at += m;
       rest = advance(rest, m);

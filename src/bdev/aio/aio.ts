@@ -3,7 +3,9 @@
  * (a disk, a partition, a loop device).
  *
  * I/O goes through the process's I/O engine (src/io_engine): io_uring on the event loop when it is
- * available, else Node's thread pool. flush() is fdatasync; FUA writes are RWF_DSYNC writes.
+ * available, else Node's thread pool. flush() is fdatasync; FUA writes are RWF_DSYNC writes to
+ * O_DIRECT files and block devices, and writes followed by a shared fdatasync to buffered files
+ * (src/io_engine/group_commit.ts). Files on tmpfs are read and written inline (backing.ts).
  *
  * Regular files: UNMAP and WRITE ZEROES punch holes (fallocate PUNCH_HOLE|KEEP_SIZE) through the
  * native addon when it is built and the file system supports holes (probed at open); otherwise they
