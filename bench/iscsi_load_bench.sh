@@ -13,14 +13,15 @@
 # ext4), loop = a loop device over a file on /dev/shm (usertgt: O_EXCL + O_DIRECT under io_uring).
 # Knobs: ROUNDS, DURATION (s), WARMUP (s), SIZE_MB, TGT_BSTYPES ("rdwr aio"), WORKLOADS (names below),
 # AIO_DIRECTIO (Yes|No: usertgt's [AIO] DirectIo; unset = its default), TGT_CONTROL_PORT (tgtd's -C),
-# PLACEMENT (QD1 workloads, default "same split") and PLACEMENT_QD (the others, default "any"): where
+# PLACEMENT (QD1 workloads, default "same split") and PLACEMENT_QD (the others, default "any split"): where
 # the target (all its threads) and iscsi-load run, applied alike to both targets before every run:
 #   same  = target and iscsi-load on CPU 0
 #   split = target on CPU 0, iscsi-load on CPU 1
 #   any   = both on every CPU (the scheduler places them)
 # Each workload runs once per placement named. On a VM whose idle vCPUs halt, a QD1 request's latency
 # depends mostly on whether the target and the initiator share a CPU (docs/benchmarks.md), so an
-# unpinned QD1 run measures where the scheduler happened to put them.
+# unpinned QD1 run measures where the scheduler happened to put them; at QD32 an unpinned
+# multi-threaded target pays cross-CPU wake-ups between its own threads that a pinned one does not.
 # Runs itself inside a private network namespace (unshare -n) so ports never collide; needs root,
 # tgt (tgtd, tgtadm), libiscsi-dev (to build iscsi-load), losetup.
 set -euo pipefail
@@ -39,7 +40,7 @@ TGT_BSTYPES=${TGT_BSTYPES:-"rdwr aio"}
 EXT4_DIR=${EXT4_DIR:-/var/tmp}
 WORKLOADS=${WORKLOADS:-"randread4k_qd32 randwrite4k_qd32 seqread128k_qd8 fuawrite4k_qd32 randread4k_qd1 randwrite4k_qd1"}
 PLACEMENT=${PLACEMENT:-"same split"}
-PLACEMENT_QD=${PLACEMENT_QD:-"any"}
+PLACEMENT_QD=${PLACEMENT_QD:-"any split"}
 ALL_CPUS=0-$(($(nproc) - 1))
 BACKINGS=${*:-"shm ext4 loop"}
 USERTGT_PORT=3510
