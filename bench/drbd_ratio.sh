@@ -14,7 +14,8 @@
 # Knobs: DURATION (measured s, 5), WARM (s, 1), SIZES ("4096 65536 262144"), DEPTH (32, one session),
 # ROUNDS (3), PROTOCOLS ("C A"), SIZE_MB (backing files, 256), REGION_MB (LBAs written, 64: keeps the
 # resync after each disconnected run short), BACKING_DIR (/dev/shm), PATTERN (seq | rand), NODE_ARGS (for
-# both nodes' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), CONNECTED_ONLY (1: skip the disconnected runs).
+# both nodes' node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), V8_ARGS (V8 flags for both nodes, printed in
+# the header, e.g. "--max-semi-space-size=1"), CONNECTED_ONLY (1: skip the disconnected runs).
 # Ports: DRBD 7850-7851, iSCSI 3480-3481. Run it in a private network namespace on a shared machine:
 #   unshare -n sh -c 'ip link set lo up && bench/drbd_ratio.sh'
 set -euo pipefail
@@ -30,6 +31,7 @@ SIZE_MB=${SIZE_MB:-256}
 REGION_MB=${REGION_MB:-64}
 BACKING_DIR=${BACKING_DIR:-/dev/shm}
 PATTERN=${PATTERN:-seq}
+V8_ARGS=${V8_ARGS:-}
 DRBD_PORT_A=7850
 DRBD_PORT_B=7851
 PORT_A=3480
@@ -79,8 +81,8 @@ start_node() {
     printf '[PortalGroup1]\n  Portal P %s:%s\n[InitiatorGroup1]\n  InitiatorName ANY\n  Netmask %s/32\n' "$host" "$port" "$host"
     printf '[TargetNode1]\n  TargetName %s\n  Mapping PortalGroup1 InitiatorGroup1\n  AuthMethod None\n  QueueDepth 64\n  LUN0 bio1\n' "$IQN"
   } >"$work/$name.conf"
-  # shellcheck disable=SC2086 # NODE_ARGS: several words (e.g. --cpu-prof --cpu-prof-dir=DIR)
-  node ${NODE_ARGS:-} dist/src/cli/main.js serve -c "$work/$name.conf" --no-fuse --log-level warn --rpc-socket "$work/$name.sock" \
+  # shellcheck disable=SC2086 # V8_ARGS, NODE_ARGS: several words (e.g. --cpu-prof --cpu-prof-dir=DIR)
+  node $V8_ARGS ${NODE_ARGS:-} dist/src/cli/main.js serve -c "$work/$name.conf" --no-fuse --log-level warn --rpc-socket "$work/$name.sock" \
     --state-dir "$work/state-$name" --drbd-config "$work/r0.res" --node-name "$name" 2>"$work/$name.log" &
   pids[$name]=$!
   for _ in $(seq 1 200); do
@@ -130,7 +132,7 @@ run() {
 median() { sort -n | awk '{v[NR]=$1} END{if (NR % 2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 
 echo "DRBD replication cost: iscsi-load WRITE16 $PATTERN, QD$DEPTH one session, ${DURATION}s (+${WARM}s warm-up) per run, first ${REGION_MB} MiB of a ${SIZE_MB} MiB LUN, backing in $BACKING_DIR, $ROUNDS interleaved rounds"
-echo "host: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r), node $(node --version), commit ${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")}"
+echo "host: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r), node $(node --version)${V8_ARGS:+ $V8_ARGS}, commit ${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")}"
 echo "mode bytes IOPS MB/s cpu_alpha_us/io cpu_beta_us/io cpu_total_us/io"
 for protocol in $PROTOCOLS; do
   stop_all

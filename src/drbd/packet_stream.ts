@@ -9,11 +9,13 @@ import {
   decodeHeader,
   DrbdCommand,
   DrbdProtocolError,
+  ownedPacket,
   PacketFramer,
   type DrbdSocket,
   type Packet,
 } from "./protocol.js";
 import { PacketWriter } from "./packet_writer.js";
+import { readsOwned, setReadSink } from "./owned_reads.js";
 
 /**
  * Where a volume's view of a shared socket takes its packets (volume_router.ts): the volumes of one
@@ -69,6 +71,15 @@ export class PacketStream {
         framer.push(chunk);
         this.pump();
       });
+      // A socket reading into its own buffer (owned_reads.ts): each read is framed and dispatched while it is
+      // valid; what is left of it (a packet cut by the read's end, packets nobody takes yet) is copied.
+      if (readsOwned(socket))
+        setReadSink(socket, (view) => {
+          if (this.failure) return;
+          framer.pushBorrowed(view);
+          this.pump();
+          framer.retain();
+        });
     }
     socket.on("end", () => {
       try {
@@ -104,7 +115,8 @@ export class PacketStream {
         }
         const w = this.waiter;
         this.waiter = undefined;
-        w?.resolve(p);
+        // The taker runs later (a promise): a borrowed P_DATA's data must outlive the read.
+        w?.resolve(ownedPacket(p));
       }
     } catch (e) {
       this.fail(e as Error);

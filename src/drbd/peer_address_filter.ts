@@ -9,6 +9,7 @@
 import { isIP } from "node:net";
 import { Server, type Socket } from "node:net";
 import type { Logger } from "../util/log.js";
+import { adoptOwned } from "./owned_reads.js";
 
 /** Addresses reported at most once each (a bound, so a scan of many addresses cannot grow memory). */
 const MAX_REPORTED = 1024;
@@ -49,12 +50,14 @@ export class PeerAddressFilter {
 /** A listening server whose "connection" event only ever sees sockets from the peer. */
 class PeerOnlyServer extends Server {
   constructor(readonly filter: PeerAddressFilter) {
-    super();
+    // Paused: an admitted socket is re-made to read into a buffer of its own before it reads (owned_reads.ts).
+    super({ pauseOnConnect: true });
   }
 
   override emit(event: string | symbol, ...args: unknown[]): boolean {
-    if (event === "connection" && !this.filter.admit(args[0] as Socket)) return false;
-    return super.emit(event, ...args);
+    if (event !== "connection") return super.emit(event, ...args);
+    if (!this.filter.admit(args[0] as Socket)) return false;
+    return super.emit(event, adoptOwned(args[0] as Socket));
   }
 }
 

@@ -14,8 +14,8 @@
  *
  * A P_DATA's data arrives as slices of the socket reads (PacketFramer `scatterData`) and is copied once into
  * receive pages (receive_pages.ts, net { max-buffers } of them, reused), which the lower device writes as an
- * I/O vector and which come back when the write completed. When too few pages are free the write keeps the
- * socket reads themselves and this node stops reading the data socket until pages are free again
+ * I/O vector and which come back when the write completed. When too few pages are free the write keeps a
+ * copy of its data and this node stops reading the data socket until pages are free again
  * (drbd_alloc_pages waits in the kernel's receiver), so TCP pushes back on the Primary: memory stays bounded.
  */
 import {
@@ -86,7 +86,7 @@ interface PeerRequest {
   readonly length: number;
   /** P_DATA's data (receive pages, or slices of socket reads); undefined for a discard or zeroing. */
   readonly iov: readonly Buffer[] | undefined;
-  /** Where `iov` lies: receive pages (given back), socket reads held ("reads"), or nothing to give back. */
+  /** Where `iov` lies: receive pages (given back), a copy held ("reads"), or nothing to give back. */
   readonly buffers: ReceivePages | "reads" | undefined;
   readonly kind: Deallocation | undefined;
 }
@@ -131,8 +131,8 @@ export class PeerWriteReceiver {
 
   /**
    * receive_Data for P_DATA: p_data and its data, as slices of the socket reads (digest already checked and
-   * removed). The data is copied into receive pages, or, when too few are free, the slices themselves are
-   * written and the socket is not read until pages are free.
+   * removed). The data is copied into receive pages, or, when too few are free, into a buffer of its own
+   * (the slices may lie in a reused read buffer) and the socket is not read until pages are free.
    */
   receiveData(head: Buffer, slices: readonly Buffer[]): void {
     let length = 0;
@@ -146,8 +146,10 @@ export class PeerWriteReceiver {
     const copy = pages.copyIn(slices, length);
     if (copy) this.receiveWrite(h, start, length, copy, undefined, pages);
     else {
-      this.hold(slices);
-      this.receiveWrite(h, start, length, slices, undefined, "reads");
+      // The slices may lie in a read buffer that is reused after this call (owned_reads.ts): keep a copy.
+      const own = [Buffer.concat(slices, length)];
+      this.hold(own);
+      this.receiveWrite(h, start, length, own, undefined, "reads");
     }
   }
 

@@ -9,10 +9,11 @@
  * held for the duration of a disk write outlives a scavenge, is promoted, and is only freed by a
  * mark-compact, whose frequency V8 ties to the external memory allocated since the last one. At 100+ MB/s of
  * replicated writes that was a mark-compact every ~100 ms and more than half of the Secondary's CPU. With
- * the pages, the reads die young and the pages are never garbage.
+ * the pages, the reads die young and the pages are never garbage. (The data socket now reads into a buffer
+ * of its own, owned_reads.ts, so there is no per-read ArrayBuffer left either.)
  *
  * Bounded: the pages are all there is. A write that finds too few free pages (or is larger than all of
- * them) keeps its socket reads instead, and the receiver stops reading the socket until pages are free
+ * them) keeps a copy of its data instead, and the receiver stops reading the socket until pages are free
  * (drbd_alloc_pages waits in the kernel).
  */
 import { alignedBufferAllocator } from "../io_engine/native.js";

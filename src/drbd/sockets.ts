@@ -8,7 +8,8 @@
  * sides opened a data socket) are resolved by dropping one and retrying at random. The node that accepted
  * the meta socket holds RESOLVE_CONFLICTS.
  */
-import { connect as tcpConnect, type Server, type Socket } from "node:net";
+import { type Server, type Socket } from "node:net";
+import { connectOwned } from "./owned_reads.js";
 import type { Logger } from "../util/log.js";
 import { DrbdCommand, encodeHeader } from "./protocol.js";
 import type { Endpoint } from "./connection_options.js";
@@ -137,7 +138,7 @@ function tryConnect(peer: Endpoint, local: Endpoint, timeoutMs: number): Promise
     // drbd_try_connect binds the configured local address as the source ("needed for multihomed hosts"):
     // the peer's filter (peer_address_filter.ts) and a kernel peer see the address they expect.
     const wildcard = local.host === "" || local.host === "0.0.0.0" || local.host === "::";
-    const s = tcpConnect({
+    const s = connectOwned({
       host: peer.host,
       port: peer.port,
       localAddress: wildcard ? undefined : local.host,

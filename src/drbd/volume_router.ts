@@ -13,7 +13,7 @@
  * first volume (the kernel sends them with volume number 0; the first volume pings).
  */
 import type { Socket } from "node:net";
-import { commandName, DrbdCommand, DrbdProtocolError, type Packet } from "./protocol.js";
+import { commandName, DrbdCommand, DrbdProtocolError, ownedPacket, type Packet } from "./protocol.js";
 import { PacketStream, type PacketSource } from "./packet_stream.js";
 
 /** How a packet is routed to the volumes of a connection. */
@@ -67,6 +67,11 @@ class VolumeInbox implements PacketSource {
     if (this.bytes > VOLUME_INBOX_LIMIT)
       throw new DrbdProtocolError(`${this.what}: more than ${VOLUME_INBOX_LIMIT} bytes of packets not taken`);
     this.queue.push(p);
+  }
+
+  /** The read the packets came in is handled: a borrowed P_DATA still waiting here gets its own copy. */
+  retain(): void {
+    for (let i = this.head; i < this.queue.length; i++) this.queue[i] = ownedPacket(this.queue[i] as Packet);
   }
 
   next(): Packet | undefined {
@@ -143,6 +148,7 @@ class SocketRouter {
 function deliver(v: VolumeView, p: Packet): void {
   v.inbox.push(p);
   v.stream.poke();
+  if (p.borrowed) v.inbox.retain();
 }
 
 /**

@@ -116,6 +116,16 @@ export interface Packet {
    * reads they arrived in, not copied: a 64 KiB write spans two or three reads.
    */
   rest?: Buffer[];
+  /** `rest` lies in a read buffer that is reused once the read is handled: copy it to keep it longer. */
+  borrowed?: boolean;
+}
+
+/** A packet whose `rest` may be kept: borrowed slices copied into one buffer of its own. */
+export function ownedPacket(p: Packet): Packet {
+  if (!p.borrowed || !p.rest) return p;
+  let n = 0;
+  for (const b of p.rest) n += b.length;
+  return { header: p.header, payload: p.payload, rest: [Buffer.concat(p.rest, n)] };
 }
 
 /** p_data: sector, block_id, seq_num, dp_flags (drbd_protocol.h), before a P_DATA's digest and data. */
@@ -150,6 +160,8 @@ export class PacketFramer {
   private readonly socket: DrbdSocket | undefined;
   private readonly scatterData: boolean;
   private pendingHeader: PacketHeader | undefined;
+  /** Some chunk is borrowed (pushBorrowed) until retain(). */
+  private borrowed = false;
 
   constructor(opts: FramerOptions = {}) {
     this.agreedVersion = opts.agreedVersion ?? 0;
@@ -166,6 +178,23 @@ export class PacketFramer {
     if (chunk.length === 0) return;
     this.chunks.push(chunk);
     this.buffered += chunk.length;
+  }
+
+  /**
+   * A chunk valid only until retain() (a read into a reused buffer, owned_reads.ts). Packets framed meanwhile
+   * get copies of their payload; a P_DATA's `rest` stays slices of it, marked `borrowed`: whoever keeps them
+   * past the read copies them.
+   */
+  pushBorrowed(chunk: Buffer): void {
+    this.borrowed = true;
+    this.push(chunk);
+  }
+
+  /** The borrowed chunk is about to be reused: what is left of it is copied into memory of its own. */
+  retain(): void {
+    if (!this.borrowed) return;
+    this.borrowed = false;
+    if (this.buffered > 0) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
   }
 
   /** Bytes received but not yet returned as packets. */
@@ -187,7 +216,8 @@ export class PacketFramer {
     // A shorter P_DATA comes whole: its decoder reports it as truncated.
     if (this.scatterData && header.command === DrbdCommand.Data && header.length >= P_DATA_HEAD) {
       const payload = this.take(P_DATA_HEAD);
-      return { header, payload, rest: this.takeParts(header.length - P_DATA_HEAD) };
+      const rest = this.takeParts(header.length - P_DATA_HEAD);
+      return this.borrowed ? { header, payload, rest, borrowed: true } : { header, payload, rest };
     }
     return { header, payload: this.take(header.length) };
   }
@@ -209,7 +239,7 @@ export class PacketFramer {
   private take(n: number): Buffer {
     const first = this.chunks[0];
     if (n === 0) return Buffer.alloc(0);
-    if (first && first.length >= n) {
+    if (first && first.length >= n && !this.borrowed) {
       const out = first.subarray(0, n);
       if (first.length === n) this.chunks.shift();
       else this.chunks[0] = first.subarray(n);
