@@ -47,6 +47,7 @@ import { MetricsEndpoint, parseMetricsAddress } from "../server/metrics.js";
 import { deviceUsers } from "../server/device_usage.js";
 import { log } from "../util/log.js";
 import { applyCpuAffinity, cpuMaskOption, UsageError } from "./cpu_affinity.js";
+import { formatCpuList } from "../util/cpu_mask.js";
 
 const EXIT_CONFIG = 2;
 const EXIT_FAILURE = 1;
@@ -370,7 +371,8 @@ async function check(opts: { config?: string }): Promise<void> {
       (t) => `${t.name} (${t.luns.length} LUN${t.luns.length === 1 ? "" : "s"})`,
     );
     say(
-      `${opts.config ?? "default config"}: OK, ${config.bdevs.length} block devices, targets: ${targets.join(", ") || "none"}`,
+      `${opts.config ?? "default config"}: OK, ${config.bdevs.length} block devices, targets: ${targets.join(", ") || "none"}` +
+        (config.reactorMask ? `; runs on CPUs ${formatCpuList(config.reactorMask.cpus)} (ReactorMask)` : ""),
     );
   } catch (err) {
     process.exit(failed(err));
