@@ -10,7 +10,9 @@
 # (voluntary context switches per I/O: it slept, and another thread or an interrupt woke it).
 # CPUS=LIST pins rbd bench, the target and iscsi-load alike (taskset -c LIST): on a VM whose idle vCPUs
 # halt, a wake-up across CPUs costs an IPI and a VM exit, so placement changes CPU per I/O
-# (docs/benchmarks-ceph.md); compare like with like.
+# (docs/benchmarks-ceph.md); compare like with like. CLUSTER_CPUS=LIST pins the cluster's daemons (every
+# thread of the ceph-mon, ceph-mgr and ceph-osd processes started with CEPH_CONF) before the first round, as
+# if the OSD had a host of its own; with CPUS on the other CPUs, client and cluster stop competing for CPU.
 #
 #   CEPH_CONF=DIR/ceph.conf USERTGT_CONF=tgt.conf bench/rbd_bench.sh
 # USERTGT_CONF exports rbd/img0 (`TCMUR 7 rbd_a /rbd/rbd/img0;conf=...`) as LUN 0 of
@@ -22,8 +24,13 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-8}
 CPUS=${CPUS:-}
 THREADS=${THREADS:-0}
+CLUSTER_CPUS=${CLUSTER_CPUS:-}
 pin=()
 [ -n "$CPUS" ] && pin=(taskset -c "$CPUS")
+if [ -n "$CLUSTER_CPUS" ]; then
+  daemons=$(pgrep -f -- "ceph-(mon|mgr|osd) .*-c $C( |$)") || { echo "rbd_bench: no ceph daemon runs with -c $C" >&2; exit 1; }
+  for p in $daemons; do taskset -a -p -c "$CLUSTER_CPUS" "$p" >/dev/null; done
+fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 # One line per thread of process $1: name, CPU ticks, voluntary and involuntary context switches.
