@@ -84,10 +84,10 @@ interface PeerRequest {
   /** Bytes at byte `start`. */
   readonly start: number;
   readonly length: number;
-  /** P_DATA's data (receive pages, or slices of socket reads); undefined for a discard or zeroing. */
+  /** P_DATA's data (receive pages, or a copy of its own); undefined for a discard or zeroing. */
   readonly iov: readonly Buffer[] | undefined;
-  /** Where `iov` lies: receive pages (given back), a copy held ("reads"), or nothing to give back. */
-  readonly buffers: ReceivePages | "reads" | undefined;
+  /** Where `iov` lies: receive pages (given back), a copy of its own ("copy"), or nothing to give back. */
+  readonly buffers: ReceivePages | "copy" | undefined;
   readonly kind: Deallocation | undefined;
 }
 
@@ -104,8 +104,7 @@ export class PeerWriteReceiver {
   private meta: PacketStream | undefined;
   /** Receive pages (made on the first P_DATA; again after a max-buffers change once none is in use). */
   private pages: ReceivePages | undefined;
-  /** Socket reads referenced by P_DATA not yet written (no pages were free): how many requests hold each, and their bytes. */
-  private readonly holders = new Map<ArrayBufferLike, number>();
+  /** Bytes of the copies held by P_DATA not yet written that found no free receive pages. */
   private heldBytes = 0;
   /** The data stream this node stopped reading (max-buffers reached), to be resumed. */
   private pausedStream: PacketStream | undefined;
@@ -124,7 +123,7 @@ export class PeerWriteReceiver {
     return n;
   }
 
-  /** Bytes held by received P_DATA not yet written: receive pages in use and socket reads held. */
+  /** Bytes held by received P_DATA not yet written: receive pages in use and copies held. */
   get receiveBufferBytes(): number {
     return (this.pages?.inUse ?? 0) * RECEIVE_PAGE + this.heldBytes;
   }
@@ -148,8 +147,8 @@ export class PeerWriteReceiver {
     else {
       // The slices may lie in a read buffer that is reused after this call (owned_reads.ts): keep a copy.
       const own = [Buffer.concat(slices, length)];
-      this.hold(own);
-      this.receiveWrite(h, start, length, own, undefined, "reads");
+      this.hold(length);
+      this.receiveWrite(h, start, length, own, undefined, "copy");
     }
   }
 
@@ -196,7 +195,7 @@ export class PeerWriteReceiver {
     length: number,
     iov: readonly Buffer[] | undefined,
     kind: Deallocation | undefined,
-    buffers: ReceivePages | "reads" | undefined,
+    buffers: ReceivePages | "copy" | undefined,
   ): void {
     const link = this.link;
     const epochs = this.current();
@@ -244,22 +243,11 @@ export class PeerWriteReceiver {
   }
 
   /**
-   * Counts the socket reads `iov` lies in as held (no receive pages were free for it): the data socket is not
-   * read until pages are free again (the packets already framed still run: at most one more read).
+   * Counts a copy as held (no receive pages were free for it): the data socket is not read until pages are
+   * free again (the packets already framed still run: at most one more read).
    */
-  private hold(iov: readonly Buffer[]): void {
-    const holders = this.holders;
-    let last: ArrayBufferLike | undefined;
-    for (const b of iov) {
-      const ab = b.buffer;
-      if (ab === last) continue;
-      last = ab;
-      const n = holders.get(ab);
-      if (n === undefined) {
-        holders.set(ab, 1);
-        this.heldBytes += ab.byteLength;
-      } else holders.set(ab, n + 1);
-    }
+  private hold(bytes: number): void {
+    this.heldBytes += bytes;
     const data = this.link.data;
     if (!this.pausedStream && data) {
       this.link.stats.receiveStalls++;
@@ -269,35 +257,19 @@ export class PeerWriteReceiver {
   }
 
   /**
-   * A request no longer needs its data: its pages go back, or the reads it held. Reading resumes once no
-   * request holds socket reads and at least half the pages are free.
+   * A request no longer needs its data: its pages go back, or its copy is let go. Reading resumes once no
+   * request holds a copy and at least half the pages are free.
    */
   private release(r: PeerRequest): void {
     const iov = r.iov as readonly Buffer[];
     if (r.buffers === undefined) return;
-    if (r.buffers === "reads") this.releaseReads(iov);
+    if (r.buffers === "copy") this.heldBytes -= r.length;
     else r.buffers.give(iov);
     const paused = this.pausedStream;
     const pages = this.pages;
     if (paused && this.heldBytes === 0 && (!pages || pages.free * 2 >= pages.count)) {
       this.pausedStream = undefined;
       paused.resumeReading();
-    }
-  }
-
-  private releaseReads(iov: readonly Buffer[]): void {
-    const holders = this.holders;
-    let last: ArrayBufferLike | undefined;
-    for (const b of iov) {
-      const ab = b.buffer;
-      if (ab === last) continue;
-      last = ab;
-      const n = holders.get(ab) as number;
-      if (n > 1) holders.set(ab, n - 1);
-      else {
-        holders.delete(ab);
-        this.heldBytes -= ab.byteLength;
-      }
     }
   }
 
