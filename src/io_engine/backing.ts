@@ -182,16 +182,12 @@ export class BackingStore {
     if (iov.length > IOV_MAX || (this.direct && total > this.engine.maxBouncedBytes)) {
       return this.inPieces(iov, pos, total, false, false);
     }
-    const n = this.inMemory
-      ? readvSync(this.fd, iov, pos)
-      : await this.engine.read(this.fd, iov, pos, this.direct);
+    const n = await this.readOnce(iov, pos);
     if (n === total) return;
     let rest = advance(iov, n);
     let at = pos + n;
     while (rest.length > 0) {
-      const m = this.inMemory
-        ? readvSync(this.fd, rest, at)
-        : await this.engine.read(this.fd, rest, at, this.direct);
+      const m = await this.readOnce(rest, at);
       if (m === 0) {
         for (const b of rest) b.fill(0);
         return;
@@ -209,33 +205,34 @@ export class BackingStore {
       return this.inPieces(iov, pos, total, true, fua);
     }
     // tmpfs: the page cache is the medium (shmem's fsync is noop_fsync), so FUA asks for nothing more.
-    if (this.inMemory) return this.writeAll(iov, pos, total, (b, at) => writevSync(this.fd, b, at));
-    const block = this.blockDevice !== undefined;
-    const commit = fua ? this.groupCommit : undefined;
-    const engineFua = fua && commit === undefined;
-    await this.writeAll(iov, pos, total, (b, at) =>
-      this.engine.write(this.fd, b, at, engineFua, this.direct, block),
-    );
+    // A buffered file's FUA writes share fdatasyncs (group_commit.ts); the rest take FUA per write.
+    const commit = fua && !this.inMemory ? this.groupCommit : undefined;
+    const engineFua = fua && !this.inMemory && commit === undefined;
+    const n = await this.writeOnce(iov, pos, engineFua);
+    if (n !== total) {
+      let rest = advance(iov, n);
+      let at = pos + n;
+      while (rest.length > 0) {
+        const m = await this.writeOnce(rest, at, engineFua);
+        if (m === 0) throw new Error(`${this.path}: write at byte ${at} made no progress`);
+        at += m;
+        rest = advance(rest, m);
+      }
+    }
     // Only now, with every byte written, may the fdatasync that acknowledges them start.
     if (commit) await commit.sync();
   }
 
-  private async writeAll(
-    iov: readonly Buffer[],
-    pos: number,
-    total: number,
-    write: (iov: readonly Buffer[], pos: number) => number | Promise<number>,
-  ): Promise<void> {
-    const n = await write(iov, pos);
-    if (n === total) return;
-    let rest = advance(iov, n);
-    let at = pos + n;
-    while (rest.length > 0) {
-      const m = await write(rest, at);
-      if (m === 0) throw new Error(`${this.path}: write at byte ${at} made no progress`);
-      at += m;
-      rest = advance(rest, m);
-    }
+  /** One read: inline for a file in memory, else through the engine. */
+  private readOnce(iov: readonly Buffer[], pos: number): number | Promise<number> {
+    return this.inMemory ? readvSync(this.fd, iov, pos) : this.engine.read(this.fd, iov, pos, this.direct);
+  }
+
+  /** One write: inline for a file in memory, else through the engine (`fua`: the engine's FUA). */
+  private writeOnce(iov: readonly Buffer[], pos: number, fua: boolean): number | Promise<number> {
+    return this.inMemory
+      ? writevSync(this.fd, iov, pos)
+      : this.engine.write(this.fd, iov, pos, fua, this.direct, this.blockDevice !== undefined);
   }
 
   /**
