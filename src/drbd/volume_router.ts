@@ -69,9 +69,13 @@ class VolumeInbox implements PacketSource {
     this.queue.push(p);
   }
 
-  /** The read the packets came in is handled: a borrowed P_DATA still waiting here gets its own copy. */
+  /**
+   * The packet just delivered was not taken at once and its read is about to be reused: a borrowed P_DATA
+   * gets its own copy. Only the newest can be borrowed (each one before it went through here).
+   */
   retain(): void {
-    for (let i = this.head; i < this.queue.length; i++) this.queue[i] = ownedPacket(this.queue[i] as Packet);
+    const last = this.queue.length - 1;
+    if (last >= this.head) this.queue[last] = ownedPacket(this.queue[last] as Packet);
   }
 
   next(): Packet | undefined {
